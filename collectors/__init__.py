@@ -1,0 +1,1 @@
+"""Collectors: one module per source, a shared record shape and a registry."""

@@ -1,0 +1,53 @@
+"""Plan B: supply-chain resilience and asset inventory.
+
+``create_app`` is the Flask application factory; the domain logic lives in
+plain modules (``inventory.impact``, ``inventory.services``, ``inventory.estate``)
+that the web pages, the JSON API and the CLI all call.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from flask import Flask
+
+from inventory.paths import static_dir, templates_dir
+
+__version__ = "0.1.0"
+
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: environment configuration, then ``test_config`` on top."""
+    from inventory import config as config_module
+
+    instance_path = Path(
+        (test_config or {}).get("INSTANCE_PATH") or config_module.default_instance_path())
+    app = Flask(
+        __name__,
+        instance_path=str(instance_path),
+        instance_relative_config=True,
+        template_folder=str(templates_dir()),
+        static_folder=str(static_dir()),
+    )
+    instance_path.mkdir(parents=True, exist_ok=True)
+    if test_config and "SECRET_KEY" in test_config and "DATABASE_URL" in test_config:
+        # Tests hand in everything; don't create files they did not ask for.
+        app.config.update(config_module.from_environment_without_secret(instance_path))
+    else:
+        app.config.update(config_module.from_environment(instance_path))
+    if test_config:
+        app.config.update(test_config)
+
+    from inventory import app_db, logging_setup, security, auth
+
+    logging_setup.init_app(app)
+    app_db.init_app(app)
+    security.init_app(app)
+    auth.init_app(app)
+
+    from inventory.web import register_blueprints as register_web
+    from inventory.api import register_blueprints as register_api
+
+    register_web(app)
+    register_api(app)
+    return app

@@ -1,0 +1,78 @@
+"""The ``planb`` command line.  Each area adds its commands from its own module.
+
+Commands run inside an application context (same configuration as the web
+app), exit 0 on success and non-zero with a message on error, print readable
+tables by default and ``--format json`` for scripts.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from functools import wraps
+from typing import Any, Callable
+
+import click
+
+from inventory import __version__
+
+# Modules that contribute commands; each defines ``register(main)``.
+COMMAND_MODULES = ("db", "users", "serve", "estate", "collect", "impact", "updates", "plans",
+                   "risk", "backup")
+
+
+class PlanBGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CLIError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+class CLIError(click.ClickException):
+    """An expected failure: printed as 'Error: ...' with a non-zero exit."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@click.group(cls=PlanBGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="planb")
+def main() -> None:
+    """Plan B: which assets does a vendor outage hit, how badly, and what is the plan for each?"""
+
+
+def with_app(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run the command inside an app context, with a CLI principal for the audit trail."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from flask import g
+
+        from inventory import create_app
+        from inventory.auth import Principal
+
+        app = create_app()
+        with app.app_context():
+            import getpass
+            try:
+                user = getpass.getuser()
+            except Exception:  # noqa: BLE001 - no login name in some containers
+                user = "unknown"
+            g.principal = Principal(kind="cli", name=user, role="admin")
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def _register_all() -> None:
+    for name in COMMAND_MODULES:
+        module_name = f"inventory.cli.{name}"
+        if importlib.util.find_spec(module_name) is None:
+            continue
+        importlib.import_module(module_name).register(main)
+
+
+_register_all()

@@ -1,0 +1,43 @@
+"""``planb serve``: run the web app (gunicorn when available, else Flask's server)."""
+from __future__ import annotations
+
+import click
+
+from inventory import config
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.option("--host", default=lambda: config.env("HOST", "127.0.0.1"), show_default="127.0.0.1")
+    @click.option("--port", type=int, default=lambda: int(config.env("PORT", "8080") or 8080),
+                  show_default="8080")
+    @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+    def serve(host: str, port: int, workers: int) -> None:
+        """Serve the dashboard and API (migrations must be current: 'planb db upgrade')."""
+        serve_app(host, port, workers)
+
+
+def serve_app(host: str, port: int, workers: int = 2) -> None:
+    click.echo(f"Plan B is serving at http://{host}:{port}/  (Ctrl-C to stop)")
+    try:
+        from gunicorn.app.wsgiapp import WSGIApplication
+    except ImportError:  # pragma: no cover - gunicorn is a dependency; Windows lacks it
+        from inventory import create_app
+        create_app().run(host=host, port=port)
+        return
+
+    class _App(WSGIApplication):
+        def __init__(self) -> None:
+            self._options = {"bind": f"{host}:{port}", "workers": workers, "accesslog": "-",
+                             "timeout": 120}
+            super().__init__()
+
+        def load_config(self) -> None:
+            for key, value in self._options.items():
+                self.cfg.set(key, value)
+
+        def load(self):  # type: ignore[no-untyped-def]
+            from inventory import create_app
+            return create_app()
+
+    _App().run()

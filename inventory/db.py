@@ -1,0 +1,130 @@
+"""Database plumbing: the declarative base, engines and sessions.
+
+Plain SQLAlchemy 2 (no Flask dependency) so collectors, the CLI and the web
+app share one way to reach the database.  SQLite runs in WAL mode with a busy
+timeout; write sessions start with ``BEGIN IMMEDIATE`` so a read that later
+writes cannot deadlock on the lock upgrade ("database is locked").
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.engine import Engine
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timezone-aware UTC timestamp on every backend.
+
+    SQLite has no time zones; values are stored as naive UTC and handed back
+    aware, so comparisons never mix naive and aware datetimes.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+class Base(so.DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime()}
+
+
+def _install_sqlite_pragmas(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, decide when transactions begin.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with Plan B's per-backend settings."""
+    sa_url = sa.make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+        kwargs["connect_args"].setdefault("check_same_thread", False)
+        engine = sa.create_engine(sa_url, **kwargs)
+        _install_sqlite_pragmas(engine)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return sa.create_engine(sa_url, **kwargs)
+
+
+def writer_engine(engine: Engine) -> Engine:
+    """The same engine (and pool), with SQLite writers taking the lock up front."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="IMMEDIATE")
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> so.sessionmaker[so.Session]:
+    return so.sessionmaker(bind=engine, expire_on_commit=False)
+
+
+@contextmanager
+def write_session(engine: Engine) -> Iterator[so.Session]:
+    """A session for one write transaction: committed on success, rolled back on any error."""
+    session = so.Session(bind=writer_engine(engine), expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def read_session(engine: Engine) -> Iterator[so.Session]:
+    session = so.Session(bind=engine, expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
