@@ -1,0 +1,88 @@
+"""The shape every collector produces, and the small interface they share.
+
+A collector only *reads* its source and yields one ``ScopeBatch`` per
+fine-grained scope (provider/account/region/resource type, a subscription, a
+host, an osquery file).  ``collectors.ingest`` writes each batch in one
+transaction: upserts keyed on natural keys, and — only when the batch is
+``complete`` — retirement of the assets of that scope it did not contain.
+Collectors never import Flask and never commit.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Protocol
+
+ProgressFn = Callable[[str], None]
+
+
+@dataclass
+class AssetRecord:
+    """One asset as a source sees it.  ``None`` means "this source does not say"."""
+
+    natural_key: str
+    name: str
+    kind: str
+    provider: str | None = None
+    account: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    hostname: str | None = None
+    cloud_instance_id: str | None = None
+    os_family: str | None = None
+    os_name: str | None = None
+    os_version: str | None = None
+    environment: str | None = None
+    criticality: str | None = None
+    owner: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    attributes: dict[str, Any] = field(default_factory=dict)
+    min_up: int | None = None
+
+
+@dataclass
+class SoftwareRecord:
+    """Installed software as found on an asset; attribution maps it to a vendor/product."""
+
+    asset_key: str
+    name: str
+    publisher: str | None = None
+    version: str | None = None
+    # Kind of raw string for attribution: "package", "publisher", "extension", "ami-owner", "image"...
+    origin: str = "package"
+
+
+@dataclass
+class DependencyRecord:
+    dependent_key: str
+    dependency_key: str
+    kind: str = "runs-on"
+    strength: str = "hard"
+
+
+@dataclass
+class ScopeBatch:
+    """Everything one scope returned.
+
+    ``complete`` is True only when the source answered for the *whole* scope;
+    an incomplete batch is upserted but retires nothing.
+    """
+
+    scope_key: str
+    assets: list[AssetRecord] = field(default_factory=list)
+    software: list[SoftwareRecord] = field(default_factory=list)
+    dependencies: list[DependencyRecord] = field(default_factory=list)
+    complete: bool = True
+    error: str | None = None
+
+
+class Collector(Protocol):
+    """What ``planb collect`` needs from a source."""
+
+    #: registry name, e.g. "aws"
+    name: str
+
+    def describe_scope(self) -> str:
+        """A one-line summary of what this run covers (stored on the CollectionRun)."""
+
+    def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
+        """Yield one batch per fine-grained scope; never raise for one scope's failure."""
