@@ -141,3 +141,19 @@ class Dependency(Base):
         foreign_keys=[dependent_id], back_populates="dependencies")
     dependency: so.Mapped[Asset] = so.relationship(
         foreign_keys=[dependency_id], back_populates="dependents")
+
+
+class InventoryVersion(Base):
+    """A single-row change counter for the inventory graph (row ``id = 1``).
+
+    Database triggers (migration ``0002_inventory_version_triggers``) bump
+    ``version`` whenever assets, installations, dependencies, products, vendors,
+    contingency plans or plan links change in a way the impact engine reads, so
+    the engine's in-memory graph cache knows with one primary-key read whether
+    it is still current — whichever process or code path did the write.
+    """
+
+    __tablename__ = "inventory_version"
+
+    id: so.Mapped[int] = so.mapped_column(primary_key=True)
+    version: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)

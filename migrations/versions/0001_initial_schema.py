@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 09:04:16.248037
+Create Date: 2026-11-25 09:13:54.753011
 """
 from typing import Sequence, Union
 
@@ -129,6 +129,11 @@ def upgrade() -> None:
     with op.batch_alter_table('incidents', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_incidents_status'), ['status'], unique=False)
 
+    op.create_table('inventory_version',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('version', sa.BigInteger(), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_inventory_version'))
+    )
     op.create_table('scenarios',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
@@ -472,6 +477,7 @@ def downgrade() -> None:
     op.drop_table('vendors')
     op.drop_table('users')
     op.drop_table('scenarios')
+    op.drop_table('inventory_version')
     with op.batch_alter_table('incidents', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_incidents_status'))
 
