@@ -1,35 +1,47 @@
 """Authentication and authorisation.
 
-* Web pages: local accounts, a signed session cookie carrying the user id and
-  ``session_version`` (bumped at logout, so a replayed cookie is refused).
+* Web pages: local accounts, a signed session cookie carrying the user id,
+  ``session_version`` (bumped at logout, role change, password reset and
+  deactivation, so a replayed cookie is refused afterwards) and the login time
+  (sessions end ``SESSION_HOURS`` after login even while in use).
 * JSON API (``/api/``): ``Authorization: Bearer <token>`` only; a session
   cookie alone is never enough.  Tokens are stored as HMAC-SHA256 digests.
 * Roles: viewer < editor < admin.  Every request passes ``_authorize``: reads
-  need viewer, writes need editor unless the view declares otherwise with
-  ``require_role``; so a new route cannot slip through unguarded.
+  need viewer, writes need editor unless the view declares its own least role
+  with ``require_role`` (which then applies to every method of that view); so a
+  new route cannot slip through unguarded.
+
+Principals are looked up in short sessions of their own, never the request's
+session: a refused request never takes the SQLite write lock, and recording a
+token's last use can never wait on (or deadlock with) the request's writer.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any, Callable, TypeVar
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import (Blueprint, Flask, current_app, flash, g, jsonify, redirect, render_template,
-                   request, session, url_for)
+from flask import (Blueprint, Flask, Response, current_app, flash, g, jsonify, redirect,
+                   render_template, request, session, url_for)
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from inventory.app_db import get_session
+from inventory.app_db import get_engine, get_session
 from inventory.choices import ROLES, TOKEN_ROLES
-from inventory.db import utcnow
+from inventory.db import best_effort_write, read_session, utcnow
 from inventory.models import ApiToken, User
-from inventory.services import audit
 from inventory.security import limiter
+from inventory.services import audit
+
+log = logging.getLogger("planb.auth")
 
 ROLE_RANK = {"viewer": 1, "editor": 2, "admin": 3}
 TOKEN_ROLE_TO_ROLE = {"read": "viewer", "write": "editor"}
@@ -37,6 +49,9 @@ TOKEN_PREFIX = "planb_"
 # Endpoints anyone may reach: the login form, static files, the health probe.
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+MIN_PASSWORD_LENGTH = 10
+# Record a token's use at most this often, so read bursts do not become write bursts.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +85,13 @@ def current_actor() -> str:
 
 
 def require_role(role: str) -> Callable[[F], F]:
-    """Declare (and enforce) the least role a view needs, for every method."""
+    """Declare (and enforce) the least role a view needs, for every method.
+
+    The declaration is authoritative: ``@require_role("viewer")`` on a view that
+    accepts POST lets viewers (and read tokens) post to it, which is right for
+    queries that compute without writing (and for logging out) — and wrong for
+    anything that changes data.
+    """
     if role not in ROLE_RANK:
         raise ValueError(role)
 
@@ -88,6 +109,14 @@ def require_role(role: str) -> Callable[[F], F]:
     return decorator
 
 
+def required_role(view: Callable[..., Any] | None, method: str) -> str:
+    """The least role ``_authorize`` demands for ``method`` on ``view`` (also used by tests)."""
+    declared = getattr(view, "_planb_min_role", None)
+    if declared is not None:
+        return declared
+    return "viewer" if method.upper() in READ_METHODS else "editor"
+
+
 # ---------------------------------------------------------------- passwords, users
 
 def hash_password(password: str) -> str:
@@ -98,25 +127,93 @@ def generate_password() -> str:
     return secrets.token_urlsafe(15)
 
 
+def _check_password_strength(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise AuthError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password) > 1000:
+        raise AuthError("password must be at most 1000 characters")
+
+
 def create_user(db: so.Session, username: str, role: str, password: str | None = None,
                 actor: str = "system") -> tuple[User, str]:
     """Create a user; returns it and the password (generated when not given)."""
     username = (username or "").strip()
     if not username or len(username) > 100:
         raise AuthError("username must be 1 to 100 characters")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in username):
+        raise AuthError("username must not contain control characters")
     if role not in ROLES:
         raise AuthError(f"role must be one of {', '.join(ROLES)}")
     if db.scalar(sa.select(User.id).where(User.username == username)) is not None:
         raise AuthError(f"user {username!r} already exists")
     password = password or generate_password()
-    if len(password) < 10:
-        raise AuthError("password must be at least 10 characters")
-    user = User(username=username, role=role, password_hash=hash_password(password))
+    _check_password_strength(password)
+    user = User(username=username, role=role, password_hash=hash_password(password),
+                active=True, session_version=1)
     db.add(user)
     db.flush()
     audit.record(db, actor=actor, action="create", entity_type="user", entity_id=user.id,
                  summary=f"created user {username} ({role})", after=audit.snapshot(user))
     return user, password
+
+
+def get_user(db: so.Session, username: str) -> User:
+    user = db.scalar(sa.select(User).where(User.username == username))
+    if user is None:
+        raise AuthError(f"no user named {username!r}")
+    return user
+
+
+def _other_active_admins(db: so.Session, user: User) -> int:
+    return db.scalar(sa.select(sa.func.count(User.id)).where(
+        User.role == "admin", User.active.is_(True), User.id != user.id)) or 0
+
+
+def set_role(db: so.Session, user: User, role: str, actor: str = "system") -> User:
+    """Change a user's role; their sessions end (the cookie carries the old rights)."""
+    if role not in ROLES:
+        raise AuthError(f"role must be one of {', '.join(ROLES)}")
+    if user.role == "admin" and role != "admin" and user.active and _other_active_admins(db, user) == 0:
+        raise AuthError("cannot demote the last active admin")
+    before = audit.snapshot(user)
+    user.role = role
+    user.session_version += 1
+    db.flush()
+    audit.record(db, actor=actor, action="update", entity_type="user", entity_id=user.id,
+                 summary=f"role of {user.username} set to {role}", before=before,
+                 after=audit.snapshot(user))
+    return user
+
+
+def reset_password(db: so.Session, user: User, password: str | None = None,
+                   actor: str = "system") -> str:
+    """Give a user a new password (generated when not given); their sessions end."""
+    password = password or generate_password()
+    _check_password_strength(password)
+    before = audit.snapshot(user)
+    user.password_hash = hash_password(password)
+    user.session_version += 1
+    db.flush()
+    # snapshot() leaves the hash out: the trail shows that it changed, never what to.
+    audit.record(db, actor=actor, action="reset-password", entity_type="user", entity_id=user.id,
+                 summary=f"password of {user.username} reset", before=before,
+                 after=audit.snapshot(user))
+    return password
+
+
+def set_active(db: so.Session, user: User, active: bool, actor: str = "system") -> User:
+    """Deactivate (log out everywhere, refuse logins) or reactivate a user."""
+    if not active and user.role == "admin" and user.active and _other_active_admins(db, user) == 0:
+        raise AuthError("cannot deactivate the last active admin")
+    before = audit.snapshot(user)
+    user.active = active
+    user.session_version += 1
+    db.flush()
+    audit.record(db, actor=actor, action="activate" if active else "deactivate", entity_type="user",
+                 entity_id=user.id,
+                 summary=f"{'reactivated' if active else 'deactivated'} {user.username}",
+                 before=before, after=audit.snapshot(user))
+    return user
 
 
 def authenticate(db: so.Session, username: str, password: str) -> User | None:
@@ -136,7 +233,7 @@ _DUMMY_HASH = generate_password_hash("not-a-real-password", method="scrypt")
 def _token_key() -> bytes:
     key = current_app.config.get("TOKEN_HMAC_KEY")
     if key:
-        return key.encode()
+        return key.encode() if isinstance(key, str) else key
     # Derived, not equal, so a leaked token hash table cannot be checked with the session key.
     return hashlib.sha256(b"planb-token-hmac:" + current_app.config["SECRET_KEY"].encode()).digest()
 
@@ -146,16 +243,19 @@ def token_digest(token: str, key: bytes | None = None) -> str:
 
 
 def create_token(db: so.Session, name: str, role: str, *, expires_in_days: float | None = None,
-                 created_by: User | None = None, actor: str = "system",
-                 key: bytes | None = None) -> tuple[ApiToken, str]:
+                 expires_at: datetime | None = None, created_by: User | None = None,
+                 actor: str = "system", key: bytes | None = None) -> tuple[ApiToken, str]:
     """Create an API token; the plaintext is returned once and never stored."""
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise AuthError("token name must be 1 to 200 characters")
     if role not in TOKEN_ROLES:
         raise AuthError(f"token role must be one of {', '.join(TOKEN_ROLES)}")
+    if expires_in_days is not None:
+        if not expires_in_days > 0 or expires_in_days > 3660:
+            raise AuthError("expiry must be between 0 and 3660 days")
+        expires_at = utcnow() + timedelta(days=expires_in_days)
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    expires_at = utcnow() + timedelta(days=expires_in_days) if expires_in_days else None
     token = ApiToken(name=name, role=role, prefix=plaintext[:12], token_hash=token_digest(plaintext, key),
                      created_by_id=created_by.id if created_by else None, expires_at=expires_at)
     db.add(token)
@@ -172,45 +272,67 @@ def revoke_token(db: so.Session, token_id: int, actor: str = "system") -> ApiTok
     before = audit.snapshot(token)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
+    db.flush()
     audit.record(db, actor=actor, action="revoke", entity_type="api_token", entity_id=token.id,
                  summary=f"revoked token {token.name}", before=before, after=audit.snapshot(token))
     return token
 
 
+def token_state(token: ApiToken, now: datetime | None = None) -> str:
+    """'active', 'expired' or 'revoked' (for lists)."""
+    now = now or utcnow()
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at is not None and token.expires_at <= now:
+        return "expired"
+    return "active"
+
+
 def _principal_from_bearer(header: str) -> Principal | None:
-    if not header.lower().startswith("bearer "):
+    scheme, _, plaintext = header.partition(" ")
+    plaintext = plaintext.strip()
+    if scheme.lower() != "bearer" or not plaintext or len(plaintext) > 200:
         return None
-    plaintext = header[7:].strip()
-    if not plaintext:
-        return None
-    db = get_session()
-    token = db.scalar(sa.select(ApiToken).where(ApiToken.token_hash == token_digest(plaintext)))
+    digest = token_digest(plaintext)
+    engine = get_engine()
     now = utcnow()
-    if token is None or token.revoked_at is not None or (token.expires_at and token.expires_at <= now):
-        return None
-    # Record use at most once a minute so read bursts do not become write bursts.
-    if token.last_used_at is None or now - token.last_used_at > timedelta(minutes=1):
-        from inventory.app_db import get_engine
-        from inventory.db import write_session
-        with write_session(get_engine()) as wdb:
-            wdb.execute(sa.update(ApiToken).where(ApiToken.id == token.id).values(last_used_at=now))
-    return Principal(kind="token", name=token.name, role=TOKEN_ROLE_TO_ROLE[token.role], token_id=token.id)
+    # Values are read inside the session: read_session rolls back, which expires objects.
+    with read_session(engine) as db:
+        token = db.scalar(sa.select(ApiToken).where(ApiToken.token_hash == digest))
+        if token is None or token_state(token, now) != "active":
+            return None
+        principal = Principal(kind="token", name=token.name, role=TOKEN_ROLE_TO_ROLE[token.role],
+                              token_id=token.id)
+        stale = token.last_used_at is None or now - token.last_used_at > LAST_USED_RESOLUTION
+    if stale:
+        best_effort_write(engine, sa.update(ApiToken).where(ApiToken.id == principal.token_id)
+                          .values(last_used_at=now))
+    return principal
+
+
+def _session_expired() -> bool:
+    issued = session.get("iat")
+    hours = float(current_app.config.get("SESSION_HOURS", 12))
+    return not isinstance(issued, (int, float)) or time.time() - issued > hours * 3600
 
 
 def _principal_from_session() -> Principal | None:
     uid = session.get("uid")
     if uid is None:
         return None
-    db = get_session()
-    user = db.get(User, uid)
-    if user is None or not user.active or session.get("sv") != user.session_version:
+    if _session_expired():
         session.clear()
         return None
-    return Principal(kind="user", name=user.username, role=user.role, user_id=user.id)
+    with read_session(get_engine()) as db:
+        user = db.get(User, uid) if isinstance(uid, int) else None
+        if user is None or not user.active or session.get("sv") != user.session_version:
+            session.clear()
+            return None
+        return Principal(kind="user", name=user.username, role=user.role, user_id=user.id)
 
 
 def _is_api_request() -> bool:
-    return request.path.startswith("/api/")
+    return request.path == "/api" or request.path.startswith("/api/")
 
 
 def _unauthenticated():  # type: ignore[no-untyped-def]
@@ -221,7 +343,8 @@ def _unauthenticated():  # type: ignore[no-untyped-def]
         return response, 401
     if request.method in READ_METHODS:
         return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
-    return "login required", 401
+    return render_template("auth/error.html", title="Login required",
+                           message="Log in first; your session may have ended."), 401
 
 
 def _forbidden(role: str):  # type: ignore[no-untyped-def]
@@ -233,10 +356,9 @@ def _forbidden(role: str):  # type: ignore[no-untyped-def]
 
 def _authorize():  # type: ignore[no-untyped-def]
     endpoint = request.endpoint
-    if endpoint is None:  # 404/405: let Flask answer, after authentication below
-        pass
-    elif endpoint in PUBLIC_ENDPOINTS:
+    if endpoint in PUBLIC_ENDPOINTS:
         return None
+    # Unknown URLs (endpoint None) are authenticated too, so 404s reveal nothing to strangers.
     if _is_api_request():
         principal = _principal_from_bearer(request.headers.get("Authorization", ""))
     else:
@@ -246,11 +368,9 @@ def _authorize():  # type: ignore[no-untyped-def]
     g.principal = principal
     if endpoint is None:
         return None
-    view = current_app.view_functions.get(endpoint)
-    needed = getattr(view, "_planb_min_role", None)
-    if needed is None:
-        needed = "viewer" if request.method in READ_METHODS else "editor"
+    needed = required_role(current_app.view_functions.get(endpoint), request.method)
     if not principal.can(needed):
+        log.info("forbidden", extra={"needed_role": needed, "endpoint": endpoint})
         return _forbidden(needed)
     return None
 
@@ -261,24 +381,35 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    # Only same-site relative paths: never an open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
+    # Only same-site relative paths: never an open redirect.  Browsers drop tabs and
+    # newlines and treat '\' like '/', so "/\t/evil.example" would become "//evil.example".
+    if target and target.startswith("/") and target.isprintable() and "\\" not in target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and not target.startswith("//"):
+            return target
     return url_for("overview.index")
 
 
+def _count_failed_login(response: Response) -> bool:
+    # Only failed attempts use up the allowance; people who type their password right
+    # are never locked out by a shared NAT address.
+    return response.status_code != 302
+
+
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config.get("LOGIN_RATE_LIMIT", "10 per minute"),
-               methods=["POST"], error_message="too many login attempts")
+@limiter.limit(lambda: current_app.config.get("LOGIN_RATE_LIMIT") or "10 per minute",
+               methods=["POST"], deduct_when=_count_failed_login,
+               error_message="too many failed login attempts")
 def login():  # type: ignore[no-untyped-def]
     error = None
     if request.method == "POST":
-        username = request.form.get("username", "")
-        password = request.form.get("password", "")
+        username = request.form.get("username", "")[:200]
+        password = request.form.get("password", "")[:1000]
         db = get_session()
         user = authenticate(db, username, password)
         if user is None:
             error = "Unknown user or wrong password."
+            log.warning("login failed", extra={"username": username, "remote_addr": request.remote_addr})
         else:
             user.last_login_at = utcnow()
             db.commit()
@@ -286,6 +417,8 @@ def login():  # type: ignore[no-untyped-def]
             session.permanent = True
             session["uid"] = user.id
             session["sv"] = user.session_version
+            session["iat"] = int(time.time())
+            log.info("login", extra={"username": user.username, "remote_addr": request.remote_addr})
             return redirect(_safe_next(request.args.get("next")))
     return render_template("auth/login.html", error=error), (401 if error else 200)
 
@@ -301,6 +434,7 @@ def logout():  # type: ignore[no-untyped-def]
             # Invalidate every cookie issued so far, including copies an attacker kept.
             user.session_version += 1
             db.commit()
+        log.info("logout", extra={"username": principal.name})
     session.clear()
     flash("You are logged out.")
     return redirect(url_for("auth.login"))

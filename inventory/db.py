@@ -122,9 +122,41 @@ def write_session(engine: Engine) -> Iterator[so.Session]:
 
 @contextmanager
 def read_session(engine: Engine) -> Iterator[so.Session]:
+    """A session for reads only: never takes the SQLite write lock, always rolled back."""
     session = so.Session(bind=engine, expire_on_commit=False)
     try:
         yield session
     finally:
         session.rollback()
         session.close()
+
+
+def best_effort_write(engine: Engine, statement: sa.Executable, timeout_ms: int = 250) -> bool:
+    """Run one small bookkeeping write (e.g. a token's last-used time) in its own transaction.
+
+    Returns False instead of waiting when the database is busy: on SQLite a collector
+    may hold the write lock for seconds, and a *read* request must not queue behind it
+    just to update a timestamp.  Never use this for data that matters.
+    """
+    is_sqlite = engine.dialect.name == "sqlite"
+    try:
+        with engine.connect() as conn:
+            if is_sqlite:
+                conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(timeout_ms)}")
+                conn.commit()
+            try:
+                conn.execution_options(sqlite_begin="IMMEDIATE")
+                if not is_sqlite:
+                    # PostgreSQL: do not wait on a row lock held by a long transaction either.
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
+                conn.execute(statement)
+                conn.commit()
+            finally:
+                if is_sqlite:
+                    conn.rollback()
+                    conn.execution_options(sqlite_begin="DEFERRED")
+                    conn.exec_driver_sql(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+                    conn.commit()
+        return True
+    except sa.exc.OperationalError:
+        return False

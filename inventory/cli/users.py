@@ -5,12 +5,12 @@ import click
 import sqlalchemy as sa
 
 from inventory.app_db import get_session
-from inventory.auth import AuthError, create_token, create_user, current_actor, hash_password, revoke_token
+from inventory import auth
+from inventory.auth import AuthError, create_token, create_user, current_actor, revoke_token, token_state
 from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit
 from inventory.models import ApiToken, User
-from inventory.services import audit
 
 
 def register(main: click.Group) -> None:
@@ -56,12 +56,10 @@ def register(main: click.Group) -> None:
     def set_role(username: str, role: str) -> None:
         """Change a user's role (their sessions end)."""
         db = get_session()
-        user = _user(db, username)
-        before = audit.snapshot(user)
-        user.role = role
-        user.session_version += 1
-        audit.record(db, actor=current_actor(), action="update", entity_type="user", entity_id=user.id,
-                     summary=f"role of {username} set to {role}", before=before, after=audit.snapshot(user))
+        try:
+            auth.set_role(db, _user(db, username), role, actor=current_actor())
+        except AuthError as exc:
+            raise CLIError(str(exc)) from exc
         db.commit()
         click.echo(f"{username} is now {role}.")
 
@@ -70,14 +68,8 @@ def register(main: click.Group) -> None:
     @with_app
     def reset_password(username: str) -> None:
         """Give a user a new generated password (printed once; their sessions end)."""
-        from inventory.auth import generate_password
         db = get_session()
-        user = _user(db, username)
-        plain = generate_password()
-        user.password_hash = hash_password(plain)
-        user.session_version += 1
-        audit.record(db, actor=current_actor(), action="reset-password", entity_type="user",
-                     entity_id=user.id, summary=f"password of {username} reset")
+        plain = auth.reset_password(db, _user(db, username), actor=current_actor())
         db.commit()
         click.echo(f"New password for {username} (shown once): {plain}")
 
@@ -87,15 +79,22 @@ def register(main: click.Group) -> None:
     def deactivate(username: str) -> None:
         """Stop a user from logging in (their sessions end)."""
         db = get_session()
-        user = _user(db, username)
-        before = audit.snapshot(user)
-        user.active = False
-        user.session_version += 1
-        audit.record(db, actor=current_actor(), action="deactivate", entity_type="user",
-                     entity_id=user.id, summary=f"deactivated {username}", before=before,
-                     after=audit.snapshot(user))
+        try:
+            auth.set_active(db, _user(db, username), False, actor=current_actor())
+        except AuthError as exc:
+            raise CLIError(str(exc)) from exc
         db.commit()
         click.echo(f"{username} can no longer log in.")
+
+    @users.command("activate")
+    @click.argument("username")
+    @with_app
+    def activate(username: str) -> None:
+        """Let a deactivated user log in again."""
+        db = get_session()
+        auth.set_active(db, _user(db, username), True, actor=current_actor())
+        db.commit()
+        click.echo(f"{username} can log in again.")
 
     @main.group()
     def tokens() -> None:
@@ -125,10 +124,11 @@ def register(main: click.Group) -> None:
     @with_app
     def list_tokens(fmt: str) -> None:
         """List tokens (never their secrets)."""
-        rows = [{"id": t.id, "name": t.name, "prefix": t.prefix, "role": t.role,
+        rows = [{"id": t.id, "name": t.name, "prefix": t.prefix, "role": t.role, "state": token_state(t),
                  "expires_at": t.expires_at, "revoked_at": t.revoked_at, "last_used_at": t.last_used_at}
                 for t in get_session().scalars(sa.select(ApiToken).order_by(ApiToken.id))]
-        emit(rows, ["id", "name", "prefix", "role", "expires_at", "revoked_at", "last_used_at"], fmt,
+        emit(rows, ["id", "name", "prefix", "role", "state", "expires_at", "revoked_at", "last_used_at"],
+             fmt,
              empty="No tokens yet.")
 
     @tokens.command("revoke")
@@ -146,7 +146,7 @@ def register(main: click.Group) -> None:
 
 
 def _user(db, username: str) -> User:  # type: ignore[no-untyped-def]
-    user = db.scalar(sa.select(User).where(User.username == username))
-    if user is None:
-        raise CLIError(f"no user named {username!r}")
-    return user
+    try:
+        return auth.get_user(db, username)
+    except AuthError as exc:
+        raise CLIError(str(exc)) from exc
