@@ -1,0 +1,912 @@
+"""Apply collector output to the inventory, one scope at a time, safely.
+
+``run_collection(engine, collector)`` is the only way collector output reaches
+the database:
+
+* It records a ``CollectionRun`` (status ``running``) first, so a crashed run
+  is visible.
+* For every ``ScopeBatch`` the collector yields it takes the scope's
+  ``CollectionLock`` (a second run over a scope being collected refuses that
+  scope and records why), then applies the batch in **one transaction**:
+  upserts of assets, installations (through vendor attribution), unattributed
+  software and dependencies keyed on natural keys; and — only when the batch is
+  ``complete`` and every record in it was usable — retirement (``retired_at``)
+  of the assets of that scope the batch did not contain.  Retired assets seen
+  again are revived (same id, links and history).  The ``ScopeResult`` row is
+  written in the same transaction, then the lock is released.
+* A batch that is incomplete, has a record without its identity field, or fails
+  while being applied retires nothing; earlier data stays, and the other scopes
+  of the run are still applied.
+* The run ends ``succeeded`` (every scope succeeded), ``failed`` (none did) or
+  ``partial``.
+
+Writes are bulk (executemany / multi-row INSERT, no per-row commit) and
+*compare before writing*: a re-run over an unchanged estate issues no INSERT,
+UPDATE or DELETE against inventory tables — only the run bookkeeping
+(``collection_runs``, ``scope_results``, ``collection_locks``).
+
+``last_seen`` granularity (a deliberate choice): per-row ``last_seen`` (and the
+``seen`` stamps in ``Asset.provenance``) are refreshed when the row changes, or
+when the stored value is older than ``LAST_SEEN_GRANULARITY`` (a day by
+default) — a heartbeat, counted as *unchanged*.  The exact time a scope was
+last confirmed is ``ScopeResult.finished_at`` of its latest succeeded result.
+
+One machine, one asset (reconciliation): see ``merge_record``.  A host-side
+record (host, osquery) carrying ``cloud_instance_id`` merges into the cloud
+asset with that id; a cloud record whose natural key is new but whose
+``cloud_instance_id`` names an existing host-side asset *re-keys* that asset
+(it takes the cloud natural key, provider and scope, and keeps its id, links and
+software).  Both orders converge to the same single asset.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Iterable
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.engine import Engine
+
+from collectors.attribution import Attributor, chunks, insert_ignore
+from collectors.base import (AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch,
+                             SoftwareRecord)
+from inventory.db import read_session, utcnow, write_session
+from inventory.models import (Asset, CollectionLock, CollectionRun, Dependency, Installation,
+                              ScopeResult, UnattributedSoftware)
+
+log = logging.getLogger(__name__)
+
+LAST_SEEN_GRANULARITY = timedelta(hours=24)
+LOCK_TTL = timedelta(hours=2)
+
+CLOUD_SOURCES = frozenset({"aws", "azure"})
+HOST_SOURCES = frozenset({"host", "osquery"})
+# Sources a human curates (the estate file); they win for curated attributes.
+CURATED_SOURCES = frozenset({"estate", "import", "manual", "api", "web"})
+
+# Which source wins for which attribute (higher wins; ties keep the incumbent
+# so two sources never flap).  Unknown sources rank 0.
+_RANKS: dict[str, dict[str, int]] = {
+    # Provider facts: the cloud API is authoritative.
+    "cloud": {"aws": 4, "azure": 4, "osquery": 2, "host": 1},
+    # What runs inside the machine: the machine itself knows best.
+    "host": {"host": 4, "osquery": 3, "aws": 1, "azure": 1},
+    # Owner, criticality, environment: what a human wrote wins, then cloud tags.
+    "curated": {"estate": 5, "import": 5, "manual": 5, "api": 5, "web": 5,
+                "aws": 2, "azure": 2, "osquery": 1, "host": 1},
+    # Existence (natural key, source, scope, retirement): the cloud API, then the host.
+    "existence": {"aws": 4, "azure": 4, "host": 3, "osquery": 2},
+}
+_ATTRIBUTE_GROUP = {
+    "name": "cloud", "kind": "cloud", "provider": "cloud", "account": "cloud", "region": "cloud",
+    "zone": "cloud", "cloud_instance_id": "cloud", "tags": "cloud", "min_up": "cloud",
+    "hostname": "host", "os_family": "host", "os_name": "host", "os_version": "host",
+    "environment": "curated", "criticality": "curated", "owner": "curated",
+}
+# Keys of ``Asset.attributes`` that describe the running OS (host wins); others are cloud facts.
+HOST_ATTRIBUTE_KEYS = frozenset({
+    "kernel", "kernel_version", "os_build", "os_codename", "os_platform", "os_major", "os_minor",
+    "arch", "architecture", "cpu_brand", "cpu_cores", "memory_bytes", "hardware_vendor",
+    "hardware_model", "host_uuid", "osquery_version", "computer_name", "install_date",
+})
+# Columns a record may set, in a fixed order.
+RECORD_COLUMNS = ("name", "kind", "provider", "account", "region", "zone", "hostname",
+                  "cloud_instance_id", "os_family", "os_name", "os_version", "environment",
+                  "criticality", "owner", "min_up")
+_ASSET_READ = ("id", "natural_key", *RECORD_COLUMNS, "tags", "attributes", "provenance", "source",
+               "source_scope", "retired_at", "last_seen")
+# Run bookkeeping tables: the only ones an unchanged re-run writes to.
+BOOKKEEPING_TABLES = frozenset({"collection_runs", "scope_results", "collection_locks"})
+
+
+def rank(attribute: str, source: str | None) -> int:
+    if attribute.startswith("attributes."):
+        group = "host" if attribute.split(".", 1)[1] in HOST_ATTRIBUTE_KEYS else "cloud"
+    else:
+        group = _ATTRIBUTE_GROUP.get(attribute, "cloud")
+    return _RANKS[group].get(source or "", 0)
+
+
+def software_rank(source: str | None) -> int:
+    """Installed software: host > osquery > cloud inventory (SSM, VM extensions) > imports."""
+    return _RANKS["host"].get(source or "", 0)
+
+
+def existence_rank(source: str | None) -> int:
+    return _RANKS["existence"].get(source or "", 0)
+
+
+class ScopeLocked(Exception):
+    """Another live run holds the scope."""
+
+
+@dataclass
+class Counts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    marked_stale: int = 0
+
+    def add(self, other: "Counts") -> None:
+        self.created += other.created
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.marked_stale += other.marked_stale
+
+
+@dataclass
+class BatchOutcome:
+    counts: Counts = field(default_factory=Counts)
+    errors: list[str] = field(default_factory=list)
+    retired: bool = False
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+def run_collection(engine: Engine, collector: Collector, *, progress: ProgressFn | None = None,
+                   now: datetime | None = None,
+                   last_seen_granularity: timedelta = LAST_SEEN_GRANULARITY,
+                   lock_ttl: timedelta = LOCK_TTL) -> CollectionRun:
+    """Run ``collector`` and apply every scope it yields; returns the finished ``CollectionRun``.
+
+    ``now`` fixes the clock for the whole run (tests, the benchmark); by
+    default each scope is stamped with the time it is applied.
+    """
+    say: ProgressFn = progress or (lambda _msg: None)
+    source = collector.name
+    clock = (lambda: now) if now is not None else utcnow
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    with write_session(engine) as db:
+        run = CollectionRun(collector=source, scope=_describe(collector)[:1000], status="running",
+                            started_at=clock(), errors=[])
+        db.add(run)
+        db.flush()
+        run_id = run.id
+
+    totals = Counts()
+    errors: list[dict[str, Any]] = []
+    statuses: list[str] = []
+    held: set[str] = set()
+    refused: dict[str, str] = {}
+
+    # Collectors that know their scopes up front get them locked before any
+    # API call, so an overlapping run refuses to *start* them.
+    planned = _planned_scopes(collector)
+    for scope_key in planned:
+        try:
+            _acquire_lock(engine, scope_key, run_id, holder, clock(), lock_ttl)
+            held.add(scope_key)
+        except ScopeLocked as exc:
+            refused[scope_key] = str(exc)
+    for scope_key, reason in sorted(refused.items()):
+        say(f"{scope_key}: refused — {reason}")
+        _record_scope(engine, run_id, scope_key, "failed", Counts(), reason, clock())
+        statuses.append("failed")
+        errors.append({"scope": scope_key, "error": reason})
+
+    attributor_holder: list[Attributor] = []
+
+    def attributor() -> Attributor:
+        if not attributor_holder:
+            with read_session(engine) as rdb:
+                attributor_holder.append(Attributor(rdb))
+        return attributor_holder[0]
+
+    try:
+        if planned and len(refused) == len(planned):
+            pass  # every scope is someone else's: do not even start the collector
+        else:
+            for batch in collector.collect(say):
+                scope_key = batch.scope_key
+                if scope_key in refused:
+                    continue
+                if scope_key not in held:
+                    try:
+                        _acquire_lock(engine, scope_key, run_id, holder, clock(), lock_ttl)
+                    except ScopeLocked as exc:
+                        reason = str(exc)
+                        say(f"{scope_key}: refused — {reason}")
+                        _record_scope(engine, run_id, scope_key, "failed", Counts(), reason, clock())
+                        statuses.append("failed")
+                        errors.append({"scope": scope_key, "error": reason})
+                        continue
+                    held.add(scope_key)
+                try:
+                    status, outcome = _apply_scope(engine, batch, source, run_id, clock(),
+                                                   attributor(), last_seen_granularity, say)
+                except Exception as exc:  # noqa: BLE001 - one scope's failure must not stop the run
+                    log.exception("applying scope %s failed", scope_key)
+                    reason = f"{type(exc).__name__}: {exc}"
+                    say(f"{scope_key}: failed while applying — {reason}")
+                    _record_scope(engine, run_id, scope_key, "failed", Counts(), reason, clock())
+                    status, outcome = "failed", BatchOutcome(errors=[reason])
+                finally:
+                    _release_lock(engine, scope_key, run_id)
+                    held.discard(scope_key)
+                statuses.append(status)
+                totals.add(outcome.counts)
+                for message in outcome.errors:
+                    errors.append({"scope": scope_key, "error": message})
+    except Exception as exc:  # noqa: BLE001 - the collector itself crashed mid-run
+        log.exception("collector %s crashed", source)
+        reason = f"collector crashed: {type(exc).__name__}: {exc}"
+        say(reason)
+        errors.append({"scope": None, "error": reason})
+        statuses.append("failed")
+    finally:
+        for scope_key in sorted(held):
+            # planned scopes the collector never yielded: record why, then unlock
+            if scope_key not in refused:
+                _record_scope(engine, run_id, scope_key, "failed", Counts(),
+                              "scope was planned but the collector returned nothing for it",
+                              clock())
+                statuses.append("failed")
+                errors.append({"scope": scope_key, "error": "no data returned for planned scope"})
+            _release_lock(engine, scope_key, run_id)
+
+    if not statuses:
+        final = "succeeded"
+    elif all(s == "succeeded" for s in statuses):
+        final = "succeeded"
+    elif all(s == "failed" for s in statuses):
+        final = "failed"
+    else:
+        final = "partial"
+
+    with write_session(engine) as db:
+        run = db.get(CollectionRun, run_id)
+        assert run is not None
+        run.status = final
+        run.finished_at = clock()
+        run.created, run.updated = totals.created, totals.updated
+        run.unchanged, run.marked_stale = totals.unchanged, totals.marked_stale
+        run.errors = errors
+    with read_session(engine) as db:
+        finished = db.scalars(sa.select(CollectionRun).where(CollectionRun.id == run_id)
+                              .options(so.selectinload(CollectionRun.scope_results))).one()
+        db.expunge(finished)  # hand back a detached, fully loaded run (the session rolls back)
+    say(f"{source}: {final} — created {totals.created}, updated {totals.updated}, "
+        f"unchanged {totals.unchanged}, marked stale {totals.marked_stale}")
+    return finished
+
+
+def _describe(collector: Collector) -> str:
+    try:
+        return collector.describe_scope()
+    except Exception as exc:  # noqa: BLE001
+        return f"{collector.name} (scope unknown: {exc})"
+
+
+def _planned_scopes(collector: Collector) -> list[str]:
+    planned = getattr(collector, "planned_scopes", None)
+    if planned is None:
+        return []
+    return sorted(set(planned() or []))
+
+
+def _record_scope(engine: Engine, run_id: int, scope_key: str, status: str, counts: Counts,
+                  error: str | None, when: datetime) -> None:
+    with write_session(engine) as db:
+        db.add(ScopeResult(run_id=run_id, scope_key=scope_key[:300], status=status,
+                           created=counts.created, updated=counts.updated,
+                           unchanged=counts.unchanged, marked_stale=counts.marked_stale,
+                           error=error, finished_at=when))
+
+
+# -- scope locks ------------------------------------------------------------------------------
+
+def _acquire_lock(engine: Engine, scope_key: str, run_id: int, holder: str, now: datetime,
+                  ttl: timedelta) -> None:
+    """Take the scope's lock or raise ``ScopeLocked`` saying who holds it.
+
+    A lock past ``expires_at``, or held by a process on this machine that no
+    longer exists, is presumed left by a crash and taken over.
+    """
+    table = CollectionLock.__table__
+    with write_session(engine) as db:
+        current = db.execute(sa.select(CollectionLock.run_id, CollectionLock.holder,
+                                       CollectionLock.acquired_at, CollectionLock.expires_at)
+                             .where(CollectionLock.scope_key == scope_key)).first()
+        if current is not None:
+            other_run, other_holder, acquired, expires = current
+            if expires > now and _holder_alive(other_holder):
+                raise ScopeLocked(
+                    f"scope {scope_key} is being collected by run {other_run} "
+                    f"({other_holder}, since {acquired.isoformat(timespec='seconds')}); "
+                    f"try again when it finishes (the lock expires {expires.isoformat(timespec='seconds')})")
+            db.execute(table.delete().where(table.c.scope_key == scope_key))
+        insert_ignore(db, table, [{"scope_key": scope_key, "run_id": run_id, "holder": holder,
+                                   "acquired_at": now, "expires_at": now + ttl}], ["scope_key"])
+        owner = db.scalar(sa.select(CollectionLock.run_id).where(CollectionLock.scope_key == scope_key))
+        if owner != run_id:
+            raise ScopeLocked(f"scope {scope_key} was just taken by run {owner}")
+
+
+def _holder_alive(holder: str) -> bool:
+    host, _, pid = holder.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True  # another machine: trust the expiry time
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _release_lock(engine: Engine, scope_key: str, run_id: int) -> None:
+    table = CollectionLock.__table__
+    with write_session(engine) as db:
+        db.execute(table.delete().where(table.c.scope_key == scope_key, table.c.run_id == run_id))
+
+
+# -- one scope ----------------------------------------------------------------------------------
+
+def _apply_scope(engine: Engine, batch: ScopeBatch, source: str, run_id: int, now: datetime,
+                 attributor: Attributor, granularity: timedelta, say: ProgressFn
+                 ) -> tuple[str, BatchOutcome]:
+    say(f"{batch.scope_key}: applying {len(batch.assets)} assets, {len(batch.software)} software, "
+        f"{len(batch.dependencies)} dependencies")
+    with write_session(engine) as db:
+        outcome = apply_batch(db, batch, source, now=now, attributor=attributor,
+                              granularity=granularity)
+        usable = batch.complete and not outcome.errors
+        if usable:
+            status = "succeeded"
+        elif batch.assets or batch.software or batch.dependencies:
+            status = "partial"
+        else:
+            status = "failed"
+        messages = ([batch.error] if batch.error else []) + outcome.errors
+        if not batch.complete and not batch.error:
+            messages.insert(0, "scope incomplete: nothing retired")
+        db.add(ScopeResult(run_id=run_id, scope_key=batch.scope_key[:300], status=status,
+                           created=outcome.counts.created, updated=outcome.counts.updated,
+                           unchanged=outcome.counts.unchanged,
+                           marked_stale=outcome.counts.marked_stale,
+                           error="; ".join(messages) or None, finished_at=now))
+    c = outcome.counts
+    say(f"{batch.scope_key}: {status} — created {c.created}, updated {c.updated}, "
+        f"unchanged {c.unchanged}, marked stale {c.marked_stale}")
+    if batch.error:
+        outcome.errors.insert(0, batch.error)
+    return status, outcome
+
+
+def apply_batch(db: so.Session, batch: ScopeBatch, source: str, *, now: datetime | None = None,
+                attributor: Attributor | None = None,
+                granularity: timedelta = LAST_SEEN_GRANULARITY) -> BatchOutcome:
+    """Apply one batch inside the caller's transaction (no commit).  See the module docstring."""
+    applier = _BatchApplier(db, batch, source, now or utcnow(), attributor or Attributor(db),
+                            granularity)
+    return applier.run()
+
+
+class _BatchApplier:
+    def __init__(self, db: so.Session, batch: ScopeBatch, source: str, now: datetime,
+                 attributor: Attributor, granularity: timedelta) -> None:
+        self.db = db
+        self.conn = db.connection()
+        self.batch = batch
+        self.source = source
+        self.scope = batch.scope_key
+        self.now = now
+        self.now_iso = now.isoformat(timespec="seconds")
+        self.stale_before = now - granularity
+        self.attributor = attributor
+        self.outcome = BatchOutcome()
+        # natural key (as the records spell it) -> asset id
+        self.key_to_id: dict[str, int] = {}
+        self.seen_ids: set[int] = set()
+        self.may_remove = False
+
+    @property
+    def counts(self) -> Counts:
+        return self.outcome.counts
+
+    def error(self, message: str) -> None:
+        self.outcome.errors.append(message)
+
+    def run(self) -> BatchOutcome:
+        records = self._valid_records()
+        self._upsert_assets(records)
+        # Every reference must resolve before anything is removed: a batch with a
+        # dangling reference is partial, and a partial batch removes nothing.
+        self._resolve_keys([r.asset_key for r in self.batch.software]
+                           + [d.dependent_key for d in self.batch.dependencies]
+                           + [d.dependency_key for d in self.batch.dependencies])
+        self._check_references()
+        self.may_remove = self.batch.complete and not self.outcome.errors
+        self._apply_software()
+        self._apply_dependencies()
+        if self.may_remove:
+            self._retire_missing()
+        return self.outcome
+
+    def _check_references(self) -> None:
+        unknown = {r.asset_key for r in self.batch.software if r.asset_key not in self.key_to_id}
+        if unknown:
+            sample = ", ".join(sorted(map(str, unknown))[:3])
+            self.error(f"software for {len(unknown)} unknown asset(s) ({sample}): skipped")
+        unknown = {k for d in self.batch.dependencies for k in (d.dependent_key, d.dependency_key)
+                   if k not in self.key_to_id}
+        if unknown:
+            sample = ", ".join(sorted(map(str, unknown))[:3])
+            self.error(f"dependencies naming {len(unknown)} unknown asset(s) ({sample}): skipped")
+
+    # assets ---------------------------------------------------------------------------------
+
+    def _valid_records(self) -> list[AssetRecord]:
+        valid: dict[str, AssetRecord] = {}
+        bad = 0
+        for record in self.batch.assets:
+            key = (record.natural_key or "").strip()
+            if not key or any(not part.strip() for part in key.split(":")) or not record.kind:
+                bad += 1
+                if bad <= 5:
+                    self.error(f"asset record without its identity (natural key {record.natural_key!r}, "
+                               f"name {record.name!r}): skipped, scope treated as partial")
+                continue
+            record.natural_key = key
+            valid[key] = record  # a duplicate key within one batch: the last record wins
+        if bad > 5:
+            self.error(f"... and {bad - 5} more asset records without identity")
+        return list(valid.values())
+
+    def _load_assets(self, where: Any) -> list[dict[str, Any]]:
+        cols = [Asset.__table__.c[name] for name in _ASSET_READ]
+        return [dict(row._mapping) for row in self.conn.execute(sa.select(*cols).where(where))]
+
+    def _upsert_assets(self, records: list[AssetRecord]) -> None:
+        if not records:
+            return
+        # The cloud's own vendor must exist (with cloud_provider set) so a
+        # region outage of that vendor finds the assets hosted there.
+        providers = {r.provider for r in records if r.provider}
+        cloud_vendors = [v for v in (self.attributor.cloud_vendor(p) for p in sorted(providers)) if v]
+        if cloud_vendors:
+            self.attributor.ensure_vendors(self.db, cloud_vendors)
+        t = Asset.__table__
+        by_key: dict[str, dict[str, Any]] = {}
+        for row in self._load_assets(t.c.source_scope == self.scope):
+            by_key[row["natural_key"]] = row
+        missing = [r.natural_key for r in records if r.natural_key not in by_key]
+        for chunk in chunks(missing):
+            for row in self._load_assets(t.c.natural_key.in_(chunk)):
+                by_key[row["natural_key"]] = row
+        by_cloud_id: dict[str, list[dict[str, Any]]] = {}
+        host_side = self.source not in CLOUD_SOURCES
+        cloud_ids = sorted({r.cloud_instance_id for r in records if r.cloud_instance_id
+                            and (host_side or r.natural_key not in by_key)})
+        for chunk in chunks(cloud_ids):
+            for row in self._load_assets(t.c.cloud_instance_id.in_(chunk)):
+                by_key.setdefault(row["natural_key"], row)
+                by_cloud_id.setdefault(row["cloud_instance_id"], []).append(
+                    by_key[row["natural_key"]])
+
+        inserts: list[dict[str, Any]] = []
+        insert_keys: dict[str, dict[str, Any]] = {}
+        updates: dict[int, dict[str, Any]] = {}
+        working: dict[int, dict[str, Any]] = {}
+        heartbeats: dict[int, dict[str, Any]] = {}
+
+        for record in records:
+            target = self._match(record, by_key, by_cloud_id)
+            if target is None:
+                if record.natural_key in insert_keys:
+                    continue
+                row = self._new_row(record)
+                insert_keys[record.natural_key] = row
+                inserts.append(row)
+                continue
+            current = working.setdefault(target["id"], dict(target))
+            changes = merge_record(current, record, self.source, self.scope, self.now_iso)
+            self.key_to_id[record.natural_key] = current["id"]
+            self.seen_ids.add(current["id"])
+            if changes:
+                current.update(changes)
+                pending = updates.setdefault(current["id"], {})
+                pending.update(changes)
+                heartbeats.pop(current["id"], None)
+            elif (current["id"] not in updates and current["last_seen"] < self.stale_before
+                  and existence_rank(self.source) >= existence_rank(current["source"])):
+                heartbeats[current["id"]] = current
+
+        if inserts:
+            stmt = t.insert().returning(t.c.id, t.c.natural_key, sort_by_parameter_order=True)
+            for chunk in chunks(inserts, 5000):
+                for asset_id, key in self.conn.execute(stmt, chunk):
+                    self.key_to_id[key] = asset_id
+                    self.seen_ids.add(asset_id)
+            self.counts.created += len(inserts)
+        for asset_id, changes in updates.items():
+            changes["updated_at"] = self.now
+            changes["last_seen"] = self.now
+        self._bulk_update(t, updates)
+        self.counts.updated += len(updates)
+        self.counts.unchanged += len(records) - len(inserts) - len(updates)
+        if heartbeats:
+            rows = {}
+            for asset_id, current in heartbeats.items():
+                provenance = {k: ({**v, "seen": self.now_iso} if isinstance(v, dict)
+                                  and v.get("source") == self.source else v)
+                              for k, v in (current["provenance"] or {}).items()}
+                rows[asset_id] = {"last_seen": self.now, "provenance": provenance}
+            # explicit updated_at: a heartbeat is not a change
+            self._bulk_update(t, rows, touch_updated_at=False)
+
+    def _match(self, record: AssetRecord, by_key: dict[str, dict[str, Any]],
+               by_cloud_id: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+        """The existing asset this record describes (one machine, one asset)."""
+        cid = record.cloud_instance_id
+        candidates = [r for r in by_cloud_id.get(cid, []) if r["natural_key"] != record.natural_key] \
+            if cid else []
+        if self.source in CLOUD_SOURCES:
+            if record.natural_key in by_key:
+                return by_key[record.natural_key]
+            # A host-side asset already knows this machine: re-key it to the cloud identity.
+            for row in candidates:
+                if row["source"] not in CLOUD_SOURCES:
+                    return row
+            return None
+        # host-side source: prefer the cloud asset with this instance id (live ones first)
+        if candidates:
+            candidates.sort(key=lambda r: (r["retired_at"] is not None,
+                                           r["source"] not in CLOUD_SOURCES, r["id"]))
+            return candidates[0]
+        return by_key.get(record.natural_key)
+
+    def _new_row(self, record: AssetRecord) -> dict[str, Any]:
+        row: dict[str, Any] = {"natural_key": record.natural_key}
+        provenance: dict[str, Any] = {}
+        for name in RECORD_COLUMNS:
+            value = _fit(name, getattr(record, name))
+            row[name] = value
+            if value is not None:
+                provenance[name] = {"source": self.source, "seen": self.now_iso}
+        if not row["name"]:
+            row["name"] = _fit("name", record.natural_key)
+        if row["criticality"] is None:
+            row["criticality"] = "medium"
+        row["tags"] = _jsonable(record.tags or {})
+        if row["tags"]:
+            provenance["tags"] = {"source": self.source, "seen": self.now_iso}
+        row["attributes"] = _jsonable(record.attributes or {})
+        for key in row["attributes"]:
+            provenance[f"attributes.{key}"] = {"source": self.source, "seen": self.now_iso}
+        row.update(provenance=provenance, source=self.source, source_scope=self.scope,
+                   first_seen=self.now, last_seen=self.now, retired_at=None,
+                   created_at=self.now, updated_at=self.now)
+        return row
+
+    def _bulk_update(self, table: sa.Table, rows: dict[int, dict[str, Any]],
+                     touch_updated_at: bool = True) -> None:
+        """executemany per distinct set of changed columns (no per-row statements)."""
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row_id, values in rows.items():
+            cols = tuple(sorted(values))
+            groups.setdefault(cols, []).append({"_id": row_id, **{f"v_{c}": values[c] for c in cols}})
+        for cols, params in groups.items():
+            values_clause: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=table.c[c].type)
+                                             for c in cols}
+            if not touch_updated_at and "updated_at" in table.c and "updated_at" not in values_clause:
+                # keep updated_at as it is (suppress the column's onupdate)
+                values_clause["updated_at"] = table.c.updated_at
+            stmt = table.update().where(table.c.id == sa.bindparam("_id")).values(values_clause)
+            for chunk in chunks(params, 5000):
+                self.conn.execute(stmt, chunk)
+
+    # software ---------------------------------------------------------------------------------
+
+    def _resolve_keys(self, keys: Iterable[str]) -> None:
+        missing = sorted({k for k in keys if k and k not in self.key_to_id})
+        t = Asset.__table__
+        for chunk in chunks(missing):
+            for asset_id, key in self.conn.execute(
+                    sa.select(t.c.id, t.c.natural_key).where(t.c.natural_key.in_(chunk))):
+                self.key_to_id[key] = asset_id
+
+    def _apply_software(self) -> None:
+        software = self.batch.software
+        if not software:
+            return
+        attributed: dict[tuple[int, tuple[str, str]], SoftwareRecord] = {}
+        unattributed: dict[tuple[int, str, str], SoftwareRecord] = {}
+        reported_assets: set[int] = set()
+        pairs: set[tuple[str, str]] = set()
+        for record in software:
+            asset_id = self.key_to_id.get(record.asset_key)
+            if asset_id is None:
+                continue  # reported by _check_references
+            reported_assets.add(asset_id)
+            hit = self.attributor.attribute_software(record.name, record.publisher, record.origin)
+            if hit is None:
+                key = (asset_id, _fit_text(record.name, 300), _fit_text(record.publisher or "", 300))
+                unattributed.setdefault(key, record)
+            else:
+                pair = (hit[0], hit[1][:200])
+                pairs.add(pair)
+                attributed.setdefault((asset_id, pair), record)
+        product_ids = self.attributor.ensure_products(self.db, pairs)
+        self._apply_installations(
+            {(aid, product_ids[pair]): rec for (aid, pair), rec in attributed.items()},
+            reported_assets)
+        self._apply_unattributed(unattributed, reported_assets)
+
+    def _apply_installations(self, desired: dict[tuple[int, int], SoftwareRecord],
+                             reported_assets: set[int]) -> None:
+        t = Installation.__table__
+        existing: dict[tuple[int, int], dict[str, Any]] = {}
+        for chunk in chunks(sorted(reported_assets)):
+            for row in self.conn.execute(
+                    sa.select(t.c.id, t.c.asset_id, t.c.product_id, t.c.version, t.c.raw_name,
+                              t.c.raw_publisher, t.c.source, t.c.last_seen)
+                    .where(t.c.asset_id.in_(chunk))):
+                existing[(row.asset_id, row.product_id)] = dict(row._mapping)
+        inserts, updates, heartbeat = [], {}, []
+        for (asset_id, product_id), record in desired.items():
+            values = {"version": _fit_text(record.version, 100),
+                      "raw_name": _fit_text(record.name, 300),
+                      "raw_publisher": _fit_text(record.publisher, 300)}
+            row = existing.get((asset_id, product_id))
+            if row is None:
+                inserts.append({"asset_id": asset_id, "product_id": product_id, **values,
+                                "source": self.source, "first_seen": self.now, "last_seen": self.now})
+                continue
+            if row["source"] != self.source and software_rank(row["source"]) >= software_rank(
+                    self.source):
+                self.counts.unchanged += 1  # an equal or better-placed source owns this row
+                continue
+            changes = {k: v for k, v in values.items() if row[k] != v}
+            if row["source"] != self.source:
+                changes["source"] = self.source
+            if changes:
+                changes["last_seen"] = self.now
+                updates[row["id"]] = changes
+            else:
+                self.counts.unchanged += 1
+                if row["last_seen"] < self.stale_before:
+                    heartbeat.append(row["id"])
+        gone = []
+        if self.may_remove:
+            gone = [row["id"] for key, row in existing.items()
+                    if key not in desired and row["source"] == self.source]
+        self._write_rows(t, inserts, updates, heartbeat, gone)
+
+    def _apply_unattributed(self, desired: dict[tuple[int, str, str], SoftwareRecord],
+                            reported_assets: set[int]) -> None:
+        t = UnattributedSoftware.__table__
+        existing: dict[tuple[int, str, str], dict[str, Any]] = {}
+        for chunk in chunks(sorted(reported_assets)):
+            for row in self.conn.execute(
+                    sa.select(t.c.id, t.c.asset_id, t.c.name, t.c.publisher, t.c.version, t.c.source,
+                              t.c.last_seen).where(t.c.asset_id.in_(chunk))):
+                existing[(row.asset_id, row.name, row.publisher)] = dict(row._mapping)
+        inserts, updates, heartbeat = [], {}, []
+        for (asset_id, name, publisher), record in desired.items():
+            version = _fit_text(record.version, 100)
+            row = existing.get((asset_id, name, publisher))
+            if row is None:
+                inserts.append({"asset_id": asset_id, "name": name, "publisher": publisher,
+                                "version": version, "source": self.source,
+                                "first_seen": self.now, "last_seen": self.now})
+            elif row["version"] != version or row["source"] != self.source:
+                updates[row["id"]] = {"version": version, "source": self.source,
+                                      "last_seen": self.now}
+            else:
+                self.counts.unchanged += 1
+                if row["last_seen"] < self.stale_before:
+                    heartbeat.append(row["id"])
+        gone = []
+        if self.may_remove:
+            # gone, or now attributed (an alias was added): no longer unattributed
+            gone = [row["id"] for key, row in existing.items()
+                    if key not in desired and row["source"] == self.source]
+        self._write_rows(t, inserts, updates, heartbeat, gone)
+
+    def _write_rows(self, table: sa.Table, inserts: list[dict[str, Any]],
+                    updates: dict[int, dict[str, Any]], heartbeat: list[int], gone: list[int]) -> None:
+        if inserts:
+            for chunk in chunks(inserts, 5000):
+                self.conn.execute(table.insert(), chunk)
+            self.counts.created += len(inserts)
+        if updates:
+            self._bulk_update(table, updates)
+            self.counts.updated += len(updates)
+        for chunk in chunks(heartbeat):
+            self.conn.execute(table.update().where(table.c.id.in_(chunk)).values(last_seen=self.now))
+        for chunk in chunks(gone):
+            self.conn.execute(table.delete().where(table.c.id.in_(chunk)))
+        self.counts.updated += len(gone)
+
+    # dependencies -----------------------------------------------------------------------------
+
+    def _apply_dependencies(self) -> None:
+        deps = self.batch.dependencies
+        dependents_in_batch = set(self.seen_ids)
+        if not deps and not self.batch.complete:
+            return
+        desired: dict[tuple[int, int, str], DependencyRecord] = {}
+        for dep in deps:
+            a = self.key_to_id.get(dep.dependent_key)
+            b = self.key_to_id.get(dep.dependency_key)
+            if a is None or b is None:
+                continue  # reported by _check_references
+            if a == b:
+                continue  # merged into one machine: an edge to itself means nothing
+            desired.setdefault((a, b, dep.kind[:20]), dep)
+        t = Dependency.__table__
+        existing: dict[tuple[int, int, str], dict[str, Any]] = {}
+        scan = sorted(dependents_in_batch | {a for a, _, _ in desired})
+        for chunk in chunks(scan):
+            for row in self.conn.execute(
+                    sa.select(t.c.id, t.c.dependent_id, t.c.dependency_id, t.c.kind, t.c.strength,
+                              t.c.source, t.c.last_seen).where(t.c.dependent_id.in_(chunk))):
+                existing[(row.dependent_id, row.dependency_id, row.kind)] = dict(row._mapping)
+        inserts, updates, heartbeat = [], {}, []
+        for key, dep in desired.items():
+            row = existing.get(key)
+            if row is None:
+                inserts.append({"dependent_id": key[0], "dependency_id": key[1], "kind": key[2],
+                                "strength": dep.strength, "source": self.source,
+                                "first_seen": self.now, "last_seen": self.now})
+            elif row["strength"] != dep.strength and (row["source"] == self.source
+                                                      or row["source"] not in CURATED_SOURCES):
+                updates[row["id"]] = {"strength": dep.strength, "source": self.source,
+                                      "last_seen": self.now}
+            else:
+                self.counts.unchanged += 1
+                if row["last_seen"] < self.stale_before and row["source"] == self.source:
+                    heartbeat.append(row["id"])
+        gone = []
+        if self.may_remove:
+            gone = [row["id"] for key, row in existing.items()
+                    if key not in desired and row["source"] == self.source
+                    and key[0] in dependents_in_batch]
+        self._write_rows(t, inserts, updates, heartbeat, gone)
+
+    # retirement -------------------------------------------------------------------------------
+
+    def _retire_missing(self) -> None:
+        t = Asset.__table__
+        live = self.conn.execute(sa.select(t.c.id).where(t.c.source_scope == self.scope,
+                                                         t.c.retired_at.is_(None))).scalars().all()
+        stale = sorted(set(live) - self.seen_ids)
+        for chunk in chunks(stale):
+            self.conn.execute(t.update().where(t.c.id.in_(chunk))
+                              .values(retired_at=self.now, updated_at=self.now))
+        self.counts.marked_stale += len(stale)
+        self.outcome.retired = bool(stale)
+
+
+def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scope: str,
+                 now_iso: str) -> dict[str, Any]:
+    """Column changes that bring the stored asset ``current`` in line with ``record``.
+
+    Precedence (``rank``): a value is written when the stored value is empty,
+    came from the same source, or came from a lower-ranked source; ties keep the
+    incumbent.  Cloud APIs win provider/account/region/zone/instance id/name/
+    kind/tags; host and osquery win OS family/name/version, hostname and OS
+    facts in ``attributes`` (kernel...); the estate file wins owner/
+    criticality/environment.  ``provenance[attr] = {source, seen}`` records who
+    set each attribute.  Existence (natural key, ``source``, ``source_scope``,
+    revival of a retired asset) follows the cloud > host > osquery order.
+    """
+    changes: dict[str, Any] = {}
+    provenance = dict(current.get("provenance") or {})
+    prov_changed = False
+
+    def owner(attr: str) -> str | None:
+        entry = provenance.get(attr)
+        if isinstance(entry, dict) and entry.get("source"):
+            return entry["source"]
+        return current.get("source")
+
+    def may_write(attr: str, current_value: Any) -> bool:
+        if current_value is None or current_value == {}:
+            return True
+        who = owner(attr)
+        return who == source or rank(attr, source) > rank(attr, who)
+
+    for name in RECORD_COLUMNS:
+        new = _fit(name, getattr(record, name))
+        if new is None:
+            continue
+        cur = current.get(name)
+        if not may_write(name, cur):
+            continue
+        if new != cur:
+            changes[name] = new
+        if new != cur or owner(name) != source or name not in provenance:
+            provenance[name] = {"source": source, "seen": now_iso}
+            prov_changed = True
+
+    tags = _jsonable(record.tags or {})
+    cur_tags = current.get("tags") or {}
+    if (tags or owner("tags") == source) and may_write("tags", cur_tags):
+        if tags != cur_tags:
+            changes["tags"] = tags
+        if tags != cur_tags or owner("tags") != source or "tags" not in provenance:
+            provenance["tags"] = {"source": source, "seen": now_iso}
+            prov_changed = True
+
+    attrs = dict(current.get("attributes") or {})
+    attrs_changed = False
+    for key, value in _jsonable(record.attributes or {}).items():
+        pkey = f"attributes.{key}"
+        if key in attrs and not may_write(pkey, attrs[key]):
+            continue
+        if key not in attrs or attrs[key] != value:
+            attrs[key] = value
+            attrs_changed = True
+            provenance[pkey] = {"source": source, "seen": now_iso}
+            prov_changed = True
+        elif pkey not in provenance or owner(pkey) != source:
+            provenance[pkey] = {"source": source, "seen": now_iso}
+            prov_changed = True
+    # keys this source set before and no longer reports are removed
+    for pkey in [k for k, v in provenance.items() if k.startswith("attributes.")
+                 and isinstance(v, dict) and v.get("source") == source]:
+        key = pkey.split(".", 1)[1]
+        if key not in (record.attributes or {}):
+            attrs.pop(key, None)
+            provenance.pop(pkey)
+            attrs_changed = prov_changed = True
+    if attrs_changed and attrs != (current.get("attributes") or {}):
+        changes["attributes"] = attrs
+
+    # existence: who owns the asset's identity and scope
+    if existence_rank(source) >= existence_rank(current.get("source")):
+        if current.get("natural_key") != record.natural_key and source in CLOUD_SOURCES:
+            changes["natural_key"] = record.natural_key  # re-key a host asset to its cloud identity
+        if current.get("source") != source:
+            changes["source"] = source
+        if current.get("source_scope") != scope:
+            changes["source_scope"] = scope
+        if current.get("retired_at") is not None:
+            changes["retired_at"] = None  # seen again: revive (same id, links, history)
+
+    if prov_changed and provenance != (current.get("provenance") or {}):
+        changes["provenance"] = provenance
+    return changes
+
+
+_LENGTHS: dict[str, int] = {}
+
+
+def _fit(column: str, value: Any) -> Any:
+    """Normalise a record value the way the database will store it (so comparisons are exact)."""
+    if value is None:
+        return None
+    if column == "min_up":
+        return int(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    if not _LENGTHS:
+        for col in Asset.__table__.c:
+            length = getattr(col.type, "length", None)
+            if length:
+                _LENGTHS[col.name] = length
+    limit = _LENGTHS.get(column)
+    return text[:limit] if limit else text
+
+
+def _fit_text(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    return str(value).strip()[:limit]
+
+
+def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
+    """What a JSON column round-trip returns (so an unchanged dict compares equal)."""
+    if not value:
+        return {}
+    return json.loads(json.dumps(value, default=str, sort_keys=True))
