@@ -1,0 +1,674 @@
+"""Third-party risk: vendor concentration, assessments, the vendor risk score, the review calendar.
+
+**Concentration across paths** (``vendor_concentration``).  An asset depends on
+a vendor through one or more *routes*:
+
+* ``installed <Product>`` — the vendor's product (OS, agent, application, SaaS
+  tenant…) is installed on the asset;
+* ``hosted in <provider>`` — the asset runs in the vendor's cloud
+  (``Vendor.cloud_provider == Asset.provider``);
+* ``depends on <Product>`` / ``depends on <provider>-hosted assets`` — the asset
+  depends (hard or soft, directly or through other assets, groups included) on
+  an asset reached by one of the routes above: the service behind a load
+  balancer whose hosts run the agent, the hosts that log in through an
+  identity provider's tenant.
+
+Each asset is counted **once** per vendor however many routes reach it, and
+every route is shown with its own count.
+
+**Vendor risk score** (``vendor_risk``, 0–100, higher is riskier): the sum of
+five capped parts, times a substitutability modifier.  The formula and each
+input are returned with the score (``parts``) so the page and the exports can
+show how it was reached — see ``SCORE_PARTS`` and ``/work/readme_parts/risk.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any, Iterable
+
+import numpy as np
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from scipy import sparse
+
+from inventory.choices import (ASSESSMENT_DOMAINS, CRITICALITY_WEIGHT, FINDING_SEVERITIES,
+                               FINDING_STATUSES, SERVICE_KIND)
+from inventory.db import utcnow
+from inventory.models import (Asset, Dependency, Installation, Product, Vendor, VendorAssessment,
+                              VendorUpdate)
+from inventory.services import audit
+from inventory.services.updates import (NotFound, ValidationError, clean_text, find_vendor, parse_bool,
+                                        parse_date, untested_exposure)
+
+# ---------------------------------------------------------------- the formula, in one place
+
+IMPACT_MAX = 30.0
+# Impact saturates when a full outage would take out half the estate's criticality weight.
+IMPACT_SATURATION = 0.5
+CONCENTRATION_MAX = 20.0
+ASSESSMENT_MAX = 25.0
+ASSESSMENT_DOMAIN_MAX = 15.0
+FINDING_POINTS = {"critical": 4.0, "high": 2.0, "medium": 1.0, "low": 0.5}
+FINDINGS_MAX = 6.0
+EXPIRED_CERT_POINTS = 2.0
+CERTS_MAX = 4.0
+UPDATES_MAX = 15.0
+UNTESTED_MAX = 8.0
+VENDOR_PUSHED_POINTS = 5.0
+PRACTICE_GAP_POINTS = 1.0  # each of: no staged rollouts, no rollback (from the latest assessment)
+PLANS_MAX = 10.0
+# Per hit asset: how much of a gap its plans leave.
+PLAN_GAP_WEIGHT = {"gap": 1.0, "stale": 0.5, "never_exercised": 0.25, "current": 0.0}
+HIT_STATUS_WEIGHT = {"down": 1.0, "degraded": 0.5}
+ALTERNATIVE_FACTOR = 0.85  # a documented alternative provider exists
+EXIT_PLAN_FACTOR = 0.90  # an exit plan is documented
+CERT_EXPIRY_WARNING_DAYS = 90
+REVIEW_DUE_SOON_DAYS = 30
+
+SCORE_PARTS = (
+    ("impact", IMPACT_MAX,
+     f"criticality-weighted blast radius of a full outage (down ×1, degraded ×0.5; weights "
+     f"{CRITICALITY_WEIGHT}) as a share of the estate's total weight; saturates at "
+     f"{int(IMPACT_SATURATION * 100)}%"),
+    ("concentration", CONCENTRATION_MAX,
+     "share of critical business services depending on the vendor (any route)"),
+    ("assessment", ASSESSMENT_MAX,
+     "latest assessment: domain scores below 5 (up to 15), open findings (critical 4, high 2, "
+     "medium 1, low 0.5; up to 6), expired certifications (2 each; up to 4); never assessed = 25"),
+    ("updates", UPDATES_MAX,
+     "untested exposure of its products, weighted by criticality (up to 8), vendor-pushed "
+     "updates or no customer control (5), no staged rollouts (1), no rollback (1)"),
+    ("plans", PLANS_MAX,
+     "plan gaps in the blast radius, weighted by criticality: no plan ×1, only stale ×0.5, "
+     "only never-exercised ×0.25"),
+)
+
+
+def band(score: float) -> str:
+    if score >= 70:
+        return "critical"
+    if score >= 50:
+        return "high"
+    if score >= 25:
+        return "medium"
+    return "low"
+
+
+# ---------------------------------------------------------------- concentration
+
+@dataclass
+class _Estate:
+    """Live assets and dependency edges as arrays, for fast reachability per vendor."""
+
+    ids: np.ndarray
+    index: dict[int, int]
+    critical: np.ndarray
+    service: np.ndarray
+    provider: list[str | None]
+    weight: np.ndarray
+    dependents: sparse.csr_matrix  # [dependent, dependency] = 1
+
+    @classmethod
+    def load(cls, db: so.Session) -> "_Estate":
+        rows = db.execute(sa.select(Asset.id, Asset.criticality, Asset.kind, Asset.provider)
+                          .where(Asset.retired_at.is_(None)).order_by(Asset.id)).all()
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        index = {int(i): n for n, i in enumerate(ids)}
+        critical = np.array([r[1] == "critical" for r in rows], dtype=bool)
+        service = np.array([r[2] == SERVICE_KIND for r in rows], dtype=bool)
+        weight = np.array([CRITICALITY_WEIGHT.get(r[1], 1) for r in rows], dtype=float)
+        edges = db.execute(sa.select(Dependency.dependent_id, Dependency.dependency_id)).all()
+        src, dst = [], []
+        for a, b in edges:
+            ia, ib = index.get(a), index.get(b)
+            if ia is not None and ib is not None:
+                src.append(ia)
+                dst.append(ib)
+        n = len(ids)
+        matrix = sparse.csr_matrix((np.ones(len(src), dtype=np.int32), (src, dst)), shape=(n, n))
+        return cls(ids, index, critical, service, [r[3] for r in rows], weight, matrix)
+
+    def mask(self, asset_ids: Iterable[int]) -> np.ndarray:
+        m = np.zeros(len(self.ids), dtype=bool)
+        idx = [self.index[i] for i in asset_ids if i in self.index]
+        m[idx] = True
+        return m
+
+    def dependents_of(self, seeds: np.ndarray) -> np.ndarray:
+        """Assets that depend, directly or transitively, on any seed (seeds only if they do too)."""
+        reached = np.zeros_like(seeds)
+        frontier = seeds
+        while frontier.any():
+            nxt = (self.dependents @ frontier.astype(np.int32)) > 0
+            new = nxt & ~reached
+            reached |= new
+            frontier = new
+        return reached
+
+
+@dataclass
+class VendorReach:
+    vendor_id: int
+    vendor: str
+    routes: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def union(self) -> np.ndarray | None:
+        masks = list(self.routes.values())
+        if not masks:
+            return None
+        out = masks[0].copy()
+        for m in masks[1:]:
+            out |= m
+        return out
+
+
+def _vendor_reach(db: so.Session, estate: _Estate, vendors: list[Vendor]) -> list[VendorReach]:
+    vendor_ids = [v.id for v in vendors]
+    installs: dict[tuple[int, str], list[int]] = {}
+    if vendor_ids:
+        for vendor_id, product_name, asset_id in db.execute(
+                sa.select(Product.vendor_id, Product.name, Installation.asset_id)
+                .join(Installation, Installation.product_id == Product.id)
+                .where(Product.vendor_id.in_(vendor_ids))):
+            installs.setdefault((vendor_id, product_name), []).append(asset_id)
+    providers = np.array(estate.provider, dtype=object)
+    out = []
+    for vendor in vendors:
+        reach = VendorReach(vendor.id, vendor.name)
+        # (route name, name of the "depends on" route, assets reached directly)
+        direct: list[tuple[str, str, np.ndarray]] = []
+        for (vid, product_name), asset_ids in sorted(installs.items()):
+            if vid == vendor.id:
+                m = estate.mask(asset_ids)
+                if m.any():
+                    direct.append((f"installed {product_name}", f"depends on {product_name}", m))
+        if vendor.cloud_provider:
+            m = providers == vendor.cloud_provider
+            if m.any():
+                direct.append((f"hosted in {vendor.cloud_provider}",
+                               f"depends on {vendor.cloud_provider}-hosted assets", m))
+        for route, _dep_route, m in direct:
+            reach.routes[route] = m
+        for _route, dep_route, m in direct:
+            dep = estate.dependents_of(m)
+            if dep.any():
+                reach.routes[dep_route] = dep
+        out.append(reach)
+    return out
+
+
+def _concentration_row(estate: _Estate, reach: VendorReach) -> dict[str, Any]:
+    union = reach.union
+    total_critical = int(estate.critical.sum())
+    total_services = int((estate.critical & estate.service).sum())
+    if union is None:
+        union = np.zeros(len(estate.ids), dtype=bool)
+    critical = int((union & estate.critical).sum())
+    services = int((union & estate.critical & estate.service).sum())
+    return {
+        "vendor_id": reach.vendor_id, "vendor": reach.vendor,
+        "assets": int(union.sum()),
+        "critical_assets": critical,
+        "share": (critical / total_critical) if total_critical else 0.0,
+        "critical_services": services,
+        "service_share": (services / total_services) if total_services else 0.0,
+        "total_critical_assets": total_critical, "total_critical_services": total_services,
+        "routes": {name: int((m & estate.critical).sum()) for name, m in reach.routes.items()
+                   if (m & estate.critical).any()},
+        "routes_all_assets": {name: int(m.sum()) for name, m in reach.routes.items()},
+    }
+
+
+def vendor_concentration(db: so.Session, vendors: Iterable[Vendor] | None = None,
+                         *, _estate: _Estate | None = None) -> list[dict[str, Any]]:
+    """Per vendor: distinct critical assets depending on it (any route), their share of all
+    critical assets, the same for critical business services, and the count per route.
+
+    Rows ``{vendor_id, vendor, critical_assets, share, routes: {route: critical count},
+    assets, critical_services, service_share, routes_all_assets}``, highest share first.
+    """
+    vendor_list = list(vendors) if vendors is not None else list(
+        db.scalars(sa.select(Vendor).order_by(Vendor.name)))
+    estate = _estate or _Estate.load(db)
+    rows = [_concentration_row(estate, r) for r in _vendor_reach(db, estate, vendor_list)]
+    rows.sort(key=lambda r: (-r["share"], -r["critical_assets"], -r["assets"], r["vendor"].lower()))
+    return rows
+
+
+# ---------------------------------------------------------------- assessments
+
+def latest_assessment(db: so.Session, vendor_id: int) -> VendorAssessment | None:
+    return db.scalar(sa.select(VendorAssessment).where(VendorAssessment.vendor_id == vendor_id)
+                     .order_by(VendorAssessment.assessed_on.desc(), VendorAssessment.id.desc()).limit(1))
+
+
+def cert_status(cert: dict[str, Any], today: date) -> str:
+    expires = cert.get("expires")
+    try:
+        expiry = date.fromisoformat(str(expires)) if expires else None
+    except ValueError:
+        return "unknown"
+    if expiry is None:
+        return "unknown"
+    if expiry < today:
+        return "expired"
+    if expiry <= today + timedelta(days=CERT_EXPIRY_WARNING_DAYS):
+        return "expiring"
+    return "valid"
+
+
+def assessment_to_dict(a: VendorAssessment, today: date | None = None) -> dict[str, Any]:
+    today = today or utcnow().date()
+    scores = {d: getattr(a, f"score_{d}") for d in ASSESSMENT_DOMAINS}
+    return {
+        "id": a.id, "vendor_id": a.vendor_id, "vendor": a.vendor.name if a.vendor else None,
+        "assessed_on": a.assessed_on.isoformat(), "assessor": a.assessor, "scores": scores,
+        "staged_rollouts": a.staged_rollouts, "customer_update_control": a.customer_update_control,
+        "rollback_supported": a.rollback_supported,
+        "certifications": [{**c, "status": cert_status(c, today)} for c in (a.certifications or [])],
+        "findings": list(a.findings or []),
+        "open_findings": [f for f in (a.findings or []) if f.get("status", "open") == "open"],
+        "next_review_due": a.next_review_due.isoformat() if a.next_review_due else None,
+        "review_overdue": bool(a.next_review_due and a.next_review_due < today),
+        "notes": a.notes,
+    }
+
+
+def list_assessments(db: so.Session, vendor_id: int | None = None, limit: int = 500) -> list[VendorAssessment]:
+    stmt = (sa.select(VendorAssessment).options(so.joinedload(VendorAssessment.vendor))
+            .order_by(VendorAssessment.assessed_on.desc(), VendorAssessment.id.desc()).limit(limit))
+    if vendor_id is not None:
+        stmt = stmt.where(VendorAssessment.vendor_id == vendor_id)
+    return list(db.scalars(stmt))
+
+
+def _score(value: Any, field: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValidationError(field, f"{field} must be a whole number from 0 to 5")
+    if isinstance(value, str):
+        if not value.strip().isdigit():
+            raise ValidationError(field, f"{field} must be a whole number from 0 to 5")
+        value = int(value.strip())
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= 5:
+        raise ValidationError(field, f"{field} must be a whole number from 0 to 5")
+    return value
+
+
+def _optional_bool(value: Any, field: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    return parse_bool(value, field)
+
+
+def _certifications(value: Any) -> list[dict[str, Any]]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list):
+        raise ValidationError("certifications", "certifications must be a list of {name, expires}")
+    out = []
+    for n, cert in enumerate(value):
+        fieldname = f"certifications[{n}]"
+        if not isinstance(cert, dict):
+            raise ValidationError(fieldname, f"{fieldname} must be an object with name and expires")
+        name = clean_text(cert.get("name"), f"{fieldname}.name", max_len=200, required=True)
+        expires = parse_date(cert.get("expires"), f"{fieldname}.expires")
+        out.append({"name": name, "expires": expires.isoformat() if expires else None})
+    return out
+
+
+def _findings(value: Any) -> list[dict[str, Any]]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list):
+        raise ValidationError("findings", "findings must be a list of {title, severity, status}")
+    out = []
+    for n, finding in enumerate(value):
+        fieldname = f"findings[{n}]"
+        if not isinstance(finding, dict):
+            raise ValidationError(fieldname, f"{fieldname} must be an object with title, severity, status")
+        title = clean_text(finding.get("title"), f"{fieldname}.title", max_len=500, required=True)
+        severity = str(finding.get("severity") or "medium").strip().lower()
+        if severity not in FINDING_SEVERITIES:
+            raise ValidationError(f"{fieldname}.severity",
+                                  f"{fieldname}.severity must be one of {', '.join(FINDING_SEVERITIES)}")
+        status = str(finding.get("status") or "open").strip().lower()
+        if status not in FINDING_STATUSES:
+            raise ValidationError(f"{fieldname}.status",
+                                  f"{fieldname}.status must be one of {', '.join(FINDING_STATUSES)}")
+        out.append({"title": title, "severity": severity, "status": status})
+    return out
+
+
+ASSESSMENT_FIELDS = {"vendor", "assessed_on", "assessor", "scores", "staged_rollouts",
+                     "customer_update_control", "rollback_supported", "certifications", "findings",
+                     "next_review_due", "notes", *[f"score_{d}" for d in ASSESSMENT_DOMAINS]}
+
+
+def create_assessment(db: so.Session, data: dict[str, Any], *, actor: str,
+                      vendor: Vendor | None = None) -> VendorAssessment:
+    """Record a dated vendor assessment.  ``data``: vendor (name or id, unless given),
+    assessed_on, assessor, scores {domain: 0-5} (or score_<domain>), staged_rollouts,
+    customer_update_control, rollback_supported, certifications, findings,
+    next_review_due, notes."""
+    if not isinstance(data, dict):
+        raise ValidationError(None, "the body must be a JSON object")
+    unknown = set(data) - ASSESSMENT_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise ValidationError(name, f"unknown field {name!r}")
+    if vendor is None:
+        ref = data.get("vendor")
+        if ref in (None, ""):
+            raise ValidationError("vendor", "vendor is required")
+        try:
+            vendor = find_vendor(db, ref if isinstance(ref, (str, int)) else str(ref))
+        except NotFound as exc:
+            raise ValidationError("vendor", str(exc)) from None
+    today = utcnow().date()
+    assessed_on = parse_date(data.get("assessed_on"), "assessed_on") or today
+    if assessed_on > today:
+        raise ValidationError("assessed_on", "assessed_on is in the future")
+    scores = data.get("scores") or {}
+    if not isinstance(scores, dict):
+        raise ValidationError("scores", "scores must be an object of domain: 0-5")
+    bad = set(scores) - set(ASSESSMENT_DOMAINS)
+    if bad:
+        raise ValidationError("scores", f"unknown score domain(s): {', '.join(sorted(bad))} "
+                              f"(domains: {', '.join(ASSESSMENT_DOMAINS)})")
+    values: dict[str, Any] = {}
+    for domain in ASSESSMENT_DOMAINS:
+        raw = scores.get(domain, data.get(f"score_{domain}"))
+        values[f"score_{domain}"] = _score(raw, f"scores.{domain}")
+    for key in ("staged_rollouts", "customer_update_control", "rollback_supported"):
+        values[key] = _optional_bool(data.get(key), key)
+    next_due = parse_date(data.get("next_review_due"), "next_review_due")
+    if next_due is None:
+        next_due = assessed_on + timedelta(days=365)
+    if next_due <= assessed_on:
+        raise ValidationError("next_review_due", "next_review_due must be after assessed_on")
+    exists = db.scalar(sa.select(VendorAssessment.id).where(VendorAssessment.vendor_id == vendor.id,
+                                                            VendorAssessment.assessed_on == assessed_on))
+    if exists is not None:
+        raise ValidationError("assessed_on", f"{vendor.name} already has an assessment dated "
+                              f"{assessed_on.isoformat()} (#{exists})", status=409)
+    assessment = VendorAssessment(
+        vendor_id=vendor.id, assessed_on=assessed_on,
+        assessor=clean_text(data.get("assessor"), "assessor", max_len=200),
+        certifications=_certifications(data.get("certifications")),
+        findings=_findings(data.get("findings")),
+        next_review_due=next_due, notes=clean_text(data.get("notes"), "notes", max_len=20_000),
+        **values)
+    db.add(assessment)
+    db.flush()
+    audit.record(db, actor=actor, action="create", entity_type="vendor_assessment",
+                 entity_id=assessment.id,
+                 summary=f"assessment of {vendor.name} dated {assessed_on.isoformat()}",
+                 after=audit.snapshot(assessment))
+    return assessment
+
+
+# ---------------------------------------------------------------- the score
+
+def _blast(db: so.Session, vendor: Vendor) -> dict[str, Any]:
+    """Full-outage blast radius of a vendor, from the impact engine."""
+    from inventory.impact import blast_radius, parse_scope
+
+    return blast_radius(db, parse_scope(db, {"vendor": vendor.name})).to_dict()
+
+
+def _hit_plan_state(hit: dict[str, Any]) -> str:
+    plans = hit.get("plans") or []
+    if hit.get("gap") or not plans:
+        return "gap"
+    statuses = {p.get("status") for p in plans}
+    if "current" in statuses:
+        return "current"
+    if "never_exercised" in statuses:
+        return "never_exercised"
+    return "stale"
+
+
+def _part(name: str, points: float, maximum: float, detail: str, **inputs: Any) -> dict[str, Any]:
+    return {"part": name, "points": round(min(points, maximum), 2), "max": maximum,
+            "detail": detail, "inputs": inputs}
+
+
+def _impact_part(blast: dict[str, Any], estate_weight: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    hits = list(blast.get("hits") or [])
+    weighted = sum(CRITICALITY_WEIGHT.get(h.get("criticality"), 1) * HIT_STATUS_WEIGHT.get(h.get("status"), 1.0)
+                   for h in hits)
+    ratio = weighted / estate_weight if estate_weight else 0.0
+    points = IMPACT_MAX * min(1.0, ratio / IMPACT_SATURATION)
+    by_crit: dict[str, int] = {}
+    for h in hits:
+        by_crit[h.get("criticality") or "?"] = by_crit.get(h.get("criticality") or "?", 0) + 1
+    down = sum(1 for h in hits if h.get("status") == "down")
+    detail = (f"{len(hits)} assets hit ({down} down), weighted {weighted:g} of the estate's "
+              f"{estate_weight:g} = {ratio:.1%}; {IMPACT_MAX:g} × min(1, {ratio:.3f} / {IMPACT_SATURATION})")
+    return _part("impact", points, IMPACT_MAX, detail, hits=len(hits), down=down,
+                 weighted_hits=weighted, estate_weight=estate_weight, ratio=round(ratio, 4),
+                 by_criticality=by_crit), hits
+
+
+def _concentration_part(conc: dict[str, Any]) -> dict[str, Any]:
+    if conc["total_critical_services"]:
+        share, basis = conc["service_share"], "critical services"
+        n, total = conc["critical_services"], conc["total_critical_services"]
+    else:
+        share, basis = conc["share"], "critical assets"
+        n, total = conc["critical_assets"], conc["total_critical_assets"]
+    detail = f"{n} of {total} {basis} depend on it ({share:.0%}); {CONCENTRATION_MAX:g} × {share:.3f}"
+    return _part("concentration", CONCENTRATION_MAX * share, CONCENTRATION_MAX, detail, basis=basis,
+                 depending=n, total=total, share=round(share, 4), routes=conc["routes"])
+
+
+def _assessment_part(assessment: VendorAssessment | None, today: date) -> dict[str, Any]:
+    if assessment is None:
+        return _part("assessment", ASSESSMENT_MAX, ASSESSMENT_MAX,
+                     "never assessed: unknown is treated as the worst case", assessed=False)
+    scores = [getattr(assessment, f"score_{d}") for d in ASSESSMENT_DOMAINS]
+    # A domain left blank is unknown, and unknown counts as 0.
+    mean = sum(s or 0 for s in scores) / len(scores)
+    domain_points = ASSESSMENT_DOMAIN_MAX * (5 - mean) / 5
+    open_findings = [f for f in (assessment.findings or []) if f.get("status", "open") == "open"]
+    finding_points = min(FINDINGS_MAX, sum(FINDING_POINTS.get(f.get("severity"), 1.0) for f in open_findings))
+    expired = [c for c in (assessment.certifications or []) if cert_status(c, today) == "expired"]
+    cert_points = min(CERTS_MAX, EXPIRED_CERT_POINTS * len(expired))
+    total = domain_points + finding_points + cert_points
+    detail = (f"assessed {assessment.assessed_on.isoformat()}: mean domain score {mean:.2f}/5 → "
+              f"{domain_points:.2f}; {len(open_findings)} open finding(s) → {finding_points:g}; "
+              f"{len(expired)} expired certification(s) → {cert_points:g}")
+    return _part("assessment", total, ASSESSMENT_MAX, detail, assessed=True,
+                 assessed_on=assessment.assessed_on.isoformat(),
+                 scores={d: s for d, s in zip(ASSESSMENT_DOMAINS, scores)}, mean_score=round(mean, 3),
+                 domain_points=round(domain_points, 2), open_findings=len(open_findings),
+                 finding_points=finding_points, expired_certifications=[c.get("name") for c in expired],
+                 certification_points=cert_points)
+
+
+def _updates_part(db: so.Session, vendor: Vendor, assessment: VendorAssessment | None,
+                  reaches_assets: bool) -> dict[str, Any]:
+    crit_weight = sa.case(*[(Asset.criticality == c, w) for c, w in CRITICALITY_WEIGHT.items()], else_=1)
+    total_weight = db.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(crit_weight), 0))
+        .select_from(Installation).join(Asset, Asset.id == Installation.asset_id)
+        .join(Product, Product.id == Installation.product_id)
+        .where(Asset.retired_at.is_(None), Product.vendor_id == vendor.id)) or 0
+    untested = untested_exposure(db, vendor_id=vendor.id)
+    untested_weight = sum(CRITICALITY_WEIGHT.get(r["criticality"], 1) for r in untested)
+    share = untested_weight / total_weight if total_weight else 0.0
+    untested_points = UNTESTED_MAX * share
+    pushed_products = list(db.scalars(
+        sa.select(Product.name).where(Product.vendor_id == vendor.id).where(sa.or_(
+            Product.vendor_pushes_updates.is_(True),
+            sa.exists(sa.select(VendorUpdate.id).where(VendorUpdate.product_id == Product.id,
+                                                       VendorUpdate.vendor_pushed.is_(True)))))
+        .order_by(Product.name)))
+    no_control = assessment is not None and assessment.customer_update_control is False
+    pushed = bool(pushed_products or no_control) and reaches_assets
+    pushed_points = VENDOR_PUSHED_POINTS if pushed else 0.0
+    practice_gaps = []
+    if reaches_assets and assessment is not None:
+        if assessment.staged_rollouts is False:
+            practice_gaps.append("no staged rollouts")
+        if assessment.rollback_supported is False:
+            practice_gaps.append("no rollback")
+    practice_points = PRACTICE_GAP_POINTS * len(practice_gaps)
+    why_pushed = ", ".join(pushed_products) + (" (no customer update control)" if no_control else "")
+    detail = (f"{len(untested)} untested installation(s), weight {untested_weight:g} of {total_weight:g} "
+              f"({share:.0%}) → {untested_points:.2f}; "
+              + (f"vendor-pushed: {why_pushed} → {pushed_points:g}" if pushed else "no vendor-pushed updates → 0")
+              + (f"; {', '.join(practice_gaps)} → {practice_points:g}" if practice_gaps else ""))
+    return _part("updates", untested_points + pushed_points + practice_points, UPDATES_MAX, detail,
+                 untested_installations=len(untested), untested_weight=untested_weight,
+                 installed_weight=total_weight, untested_share=round(share, 4),
+                 untested_points=round(untested_points, 2), vendor_pushed_products=pushed_products,
+                 no_customer_update_control=no_control, vendor_pushed_points=pushed_points,
+                 practice_gaps=practice_gaps, practice_points=practice_points)
+
+
+def _plans_part(hits: list[dict[str, Any]]) -> dict[str, Any]:
+    if not hits:
+        return _part("plans", 0.0, PLANS_MAX, "nothing would be hit", hits=0)
+    total = 0.0
+    gap = 0.0
+    states: dict[str, int] = {}
+    for h in hits:
+        weight = CRITICALITY_WEIGHT.get(h.get("criticality"), 1)
+        state = _hit_plan_state(h)
+        states[state] = states.get(state, 0) + 1
+        total += weight
+        gap += weight * PLAN_GAP_WEIGHT[state]
+    share = gap / total if total else 0.0
+    detail = (f"of {len(hits)} hit assets: {states.get('gap', 0)} without a plan, "
+              f"{states.get('stale', 0)} only stale, {states.get('never_exercised', 0)} only never "
+              f"exercised, {states.get('current', 0)} current; weighted gap {share:.0%} → "
+              f"{PLANS_MAX:g} × {share:.3f}")
+    return _part("plans", PLANS_MAX * share, PLANS_MAX, detail, hits=len(hits), states=states,
+                 weighted_gap_share=round(share, 4))
+
+
+def _estate_weight(db: so.Session) -> float:
+    crit_weight = sa.case(*[(Asset.criticality == c, w) for c, w in CRITICALITY_WEIGHT.items()], else_=1)
+    return float(db.scalar(sa.select(sa.func.coalesce(sa.func.sum(crit_weight), 0))
+                           .where(Asset.retired_at.is_(None))) or 0)
+
+
+def vendor_risk(db: so.Session, vendor: Vendor | str | int, *, today: date | None = None,
+                _estate: _Estate | None = None, _concentration: dict[str, Any] | None = None,
+                _estate_weight_value: float | None = None,
+                _blast_value: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The transparent vendor risk score (0-100) with every part's contribution.
+
+    ``{vendor_id, vendor, tier, score, band, subtotal, modifier, parts: [{part, points,
+    max, detail, inputs}], modifiers: [...], latest_assessment, review_due, concentration}``
+    """
+    if not isinstance(vendor, Vendor):
+        vendor = find_vendor(db, vendor)
+    today = today or utcnow().date()
+    conc = _concentration or vendor_concentration(db, [vendor], _estate=_estate)[0]
+    estate_weight = _estate_weight_value if _estate_weight_value is not None else _estate_weight(db)
+    blast = _blast_value if _blast_value is not None else (_blast(db, vendor) if conc["assets"] else
+                                                            {"hits": [], "totals": {}})
+    assessment = latest_assessment(db, vendor.id)
+    impact, hits = _impact_part(blast, estate_weight)
+    parts = [impact, _concentration_part(conc), _assessment_part(assessment, today),
+             _updates_part(db, vendor, assessment, conc["assets"] > 0), _plans_part(hits)]
+    subtotal = sum(p["points"] for p in parts)
+    factor = 1.0
+    modifiers = []
+    if vendor.has_alternative:
+        factor *= ALTERNATIVE_FACTOR
+        modifiers.append({"modifier": "alternative provider", "factor": ALTERNATIVE_FACTOR,
+                          "detail": vendor.alternative or "an alternative is documented"})
+    if vendor.exit_plan_documented:
+        factor *= EXIT_PLAN_FACTOR
+        modifiers.append({"modifier": "exit plan documented", "factor": EXIT_PLAN_FACTOR,
+                          "detail": vendor.exit_plan_url or "an exit plan is documented"})
+    score = round(subtotal * factor, 1)
+    due = assessment.next_review_due if assessment else None
+    return {
+        "vendor_id": vendor.id, "vendor": vendor.name, "tier": vendor.tier,
+        "score": score, "band": band(score), "subtotal": round(subtotal, 2),
+        "modifier": round(factor, 4), "modifier_points": round(score - subtotal, 2),
+        "parts": parts, "modifiers": modifiers,
+        "has_alternative": vendor.has_alternative, "exit_plan_documented": vendor.exit_plan_documented,
+        "latest_assessment": assessment.assessed_on.isoformat() if assessment else None,
+        "review_due": due.isoformat() if due else None,
+        "review_state": review_state(due, assessment is not None, today),
+        "concentration": conc, "blast_totals": blast.get("totals") or {},
+    }
+
+
+def review_state(due: date | None, assessed: bool, today: date) -> str:
+    if not assessed:
+        return "never"
+    if due is None:
+        return "unscheduled"
+    if due < today:
+        return "overdue"
+    if due <= today + timedelta(days=REVIEW_DUE_SOON_DAYS):
+        return "due"
+    return "scheduled"
+
+
+def risk_table(db: so.Session, *, today: date | None = None) -> list[dict[str, Any]]:
+    """``vendor_risk`` for every vendor, riskiest first (the estate is loaded once)."""
+    vendors = list(db.scalars(sa.select(Vendor).order_by(Vendor.name)))
+    if not vendors:
+        return []
+    estate = _Estate.load(db)
+    weight = _estate_weight(db)
+    concentration = {r["vendor_id"]: r for r in vendor_concentration(db, vendors, _estate=estate)}
+    rows = [vendor_risk(db, v, today=today, _estate=estate, _concentration=concentration[v.id],
+                        _estate_weight_value=weight) for v in vendors]
+    rows.sort(key=lambda r: (-r["score"], r["vendor"].lower()))
+    return rows
+
+
+def flat_row(risk: dict[str, Any]) -> dict[str, Any]:
+    """One flat row per vendor for CSV/tables: the score and each part's points."""
+    row = {"vendor": risk["vendor"], "score": risk["score"], "band": risk["band"],
+           "subtotal": risk["subtotal"]}
+    for part in risk["parts"]:
+        row[part["part"]] = part["points"]
+    row["modifier"] = risk["modifier"]
+    row["modifier_points"] = risk["modifier_points"]
+    row["critical_assets"] = risk["concentration"]["critical_assets"]
+    row["critical_services"] = risk["concentration"]["critical_services"]
+    row["routes"] = "; ".join(f"{k}: {v}" for k, v in risk["concentration"]["routes"].items())
+    row["latest_assessment"] = risk["latest_assessment"]
+    row["review_due"] = risk["review_due"]
+    row["review_state"] = risk["review_state"]
+    return row
+
+
+FLAT_COLUMNS = ["vendor", "score", "band", "impact", "concentration", "assessment", "updates", "plans",
+                "subtotal", "modifier", "modifier_points", "critical_assets", "critical_services",
+                "routes", "latest_assessment", "review_due", "review_state"]
+
+
+def review_calendar(db: so.Session, *, today: date | None = None,
+                    table: list[dict[str, Any]] | None = None,
+                    include_scheduled: bool = False) -> list[dict[str, Any]]:
+    """Vendors whose review is overdue, due within 30 days, or who were never assessed,
+    ordered by risk score (highest first)."""
+    today = today or utcnow().date()
+    table = table if table is not None else risk_table(db, today=today)
+    states = ("never", "overdue", "due", "unscheduled") + (("scheduled",) if include_scheduled else ())
+    rows = []
+    for risk in table:
+        if risk["review_state"] not in states:
+            continue
+        due = date.fromisoformat(risk["review_due"]) if risk["review_due"] else None
+        rows.append({"vendor_id": risk["vendor_id"], "vendor": risk["vendor"], "tier": risk["tier"],
+                     "score": risk["score"], "band": risk["band"], "state": risk["review_state"],
+                     "latest_assessment": risk["latest_assessment"], "review_due": risk["review_due"],
+                     "days_overdue": (today - due).days if due and due < today else 0})
+    return rows

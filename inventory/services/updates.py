@@ -1,0 +1,565 @@
+"""Vendor updates, their pre-production test results, and untested exposure.
+
+An *update* is a product release or a content update (``VendorUpdate``); each
+has at most one ``UpdateTest`` row per rollout ring (canary → staging →
+production) holding the latest result — earlier results live in the audit
+trail, which every write here records.
+
+**Untested exposure** is an installation (on an asset that is not retired)
+whose installed version is not *tested*.  A version is tested when its
+``VendorUpdate`` row has a ``passed`` result in at least one pre-production
+ring (any ring other than ``production``) **and no ``failed`` result in any
+ring** — a version known to fail somewhere is exposure, not assurance.
+Deliberately conservative, so a deployment gate errs towards red:
+
+* an installed version with no ``VendorUpdate`` row at all counts as untested
+  ("no update record") — nobody told Plan B it was tested;
+* an installation with no version recorded counts as untested ("version unknown").
+
+``ValidationError`` (an input problem naming the offending field) is shared by
+the lifecycle services (updates, plans, risk) so the API can answer 422 with
+the field and the CLI can print it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterable
+from urllib.parse import urlparse
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from inventory.choices import CRITICALITIES, PRODUCTION_RING, RINGS, TEST_STATUSES, UPDATE_KINDS
+from inventory.db import utcnow
+from inventory.models import Asset, Installation, Product, UpdateTest, Vendor, VendorUpdate
+from inventory.services import audit
+
+# Clock skew we tolerate on "when" fields sent by pipelines before calling them future.
+FUTURE_TOLERANCE = timedelta(minutes=10)
+
+
+class ValidationError(ValueError):
+    """Bad input for a service call; ``field`` names what to fix."""
+
+    def __init__(self, field: str | None, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+        self.status = status
+
+
+class NotFound(LookupError):
+    """The thing a caller referred to does not exist."""
+
+
+# ---------------------------------------------------------------- input helpers (shared)
+
+def clean_text(value: Any, field: str, *, max_len: int, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise ValidationError(field, f"{field} is required")
+        return None
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{field} must be a string")
+    value = value.strip()
+    if not value:
+        if required:
+            raise ValidationError(field, f"{field} is required")
+        return None
+    if len(value) > max_len:
+        raise ValidationError(field, f"{field} must be at most {max_len} characters")
+    return value
+
+
+def check_http_url(value: Any, field: str) -> str | None:
+    """An http(s) URL with a host, or None; anything else (javascript:, file:) is refused."""
+    text = clean_text(value, field, max_len=1000)
+    if text is None:
+        return None
+    parsed = urlparse(text)
+    if parsed.scheme.lower() not in ("http", "https") or not parsed.netloc or any(c.isspace() for c in text):
+        raise ValidationError(field, f"{field} must be an http:// or https:// URL")
+    return text
+
+
+def parse_date(value: Any, field: str, *, required: bool = False) -> date | None:
+    if value is None or value == "":
+        if required:
+            raise ValidationError(field, f"{field} is required")
+        return None
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{field} must be a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        raise ValidationError(field, f"{field} must be a date (YYYY-MM-DD)") from None
+
+
+def parse_datetime(value: Any, field: str, *, allow_future: bool = False) -> datetime | None:
+    """ISO 8601 timestamp (naive = UTC); refuses the future unless allowed."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(field, f"{field} must be an ISO 8601 timestamp") from None
+    else:
+        raise ValidationError(field, f"{field} must be an ISO 8601 timestamp")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    parsed = parsed.astimezone(timezone.utc)
+    if not allow_future and parsed > utcnow() + FUTURE_TOLERANCE:
+        raise ValidationError(field, f"{field} is in the future")
+    return parsed
+
+
+def parse_bool(value: Any, field: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("false", "no", "0", "off", ""):
+        return False
+    if value is None:
+        return False
+    raise ValidationError(field, f"{field} must be true or false")
+
+
+def choice(value: Any, field: str, allowed: Iterable[str], *, required: bool = True) -> str | None:
+    allowed = tuple(allowed)
+    if value is None or value == "":
+        if required:
+            raise ValidationError(field, f"{field} is required (one of {', '.join(allowed)})")
+        return None
+    if not isinstance(value, str) or value.strip().lower() not in allowed:
+        raise ValidationError(field, f"{field} must be one of {', '.join(allowed)}")
+    return value.strip().lower()
+
+
+# ---------------------------------------------------------------- lookups
+
+def find_vendor(db: so.Session, ref: str | int) -> Vendor:
+    """A vendor by id or (case-insensitive) name."""
+    vendor = None
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        vendor = db.get(Vendor, int(ref))
+    if vendor is None and isinstance(ref, str):
+        vendor = db.scalar(sa.select(Vendor).where(sa.func.lower(Vendor.name) == ref.strip().lower()))
+    if vendor is None:
+        raise NotFound(f"no vendor {ref!r}")
+    return vendor
+
+
+def find_product(db: so.Session, ref: str | int) -> Product:
+    """A product by id, ``"Vendor/Product"`` or a product name that is unique."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+        product = db.get(Product, int(ref))
+        if product is None:
+            raise NotFound(f"no product with id {ref}")
+        return product
+    text = str(ref).strip()
+    stmt = sa.select(Product).join(Vendor)
+    if "/" in text:
+        vendor_name, _, product_name = text.partition("/")
+        stmt = stmt.where(sa.func.lower(Vendor.name) == vendor_name.strip().lower(),
+                          sa.func.lower(Product.name) == product_name.strip().lower())
+    else:
+        stmt = stmt.where(sa.func.lower(Product.name) == text.lower())
+    matches = list(db.scalars(stmt.limit(3)))
+    if not matches:
+        raise NotFound(f"no product {text!r} (write it as 'Vendor/Product')")
+    if len(matches) > 1:
+        raise NotFound(f"product name {text!r} is ambiguous; write it as 'Vendor/Product'")
+    return matches[0]
+
+
+_REF_RE = re.compile(r"^(?P<product>.+)@(?P<version>[^@]+)$")
+
+
+def find_update(db: so.Session, ref: str | int) -> VendorUpdate:
+    """An update by id or ``"Vendor/Product@version"``."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
+        update = db.get(VendorUpdate, int(ref))
+        if update is None:
+            raise NotFound(f"no update with id {ref}")
+        return update
+    match = _REF_RE.match(str(ref).strip())
+    if not match:
+        raise NotFound(f"{ref!r} is neither an update id nor 'Vendor/Product@version'")
+    product = find_product(db, match["product"])
+    update = db.scalar(sa.select(VendorUpdate).where(VendorUpdate.product_id == product.id,
+                                                     VendorUpdate.version == match["version"].strip()))
+    if update is None:
+        raise NotFound(f"no update {product.vendor.name}/{product.name}@{match['version'].strip()}")
+    return update
+
+
+# ---------------------------------------------------------------- test status of an update
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """What the tests of one (product, version) say."""
+
+    update_id: int | None
+    tested: bool
+    reason: str  # why it is not tested ("" when tested)
+    rings: dict[str, str]  # ring -> status
+
+
+def summarise_tests(tests: Iterable[tuple[str, str]]) -> tuple[bool, str, dict[str, str]]:
+    """(tested, reason, rings) from (ring, status) pairs; see the module docstring."""
+    rings = {ring: status for ring, status in tests}
+    failed = sorted(r for r, s in rings.items() if s == "failed")
+    if failed:
+        return False, "failed in " + ", ".join(_ring_order(failed)), rings
+    passed_pre = [r for r, s in rings.items() if s == "passed" and r != PRODUCTION_RING]
+    if passed_pre:
+        return True, "", rings
+    if not rings:
+        return False, "no test recorded", rings
+    if any(s == "pending" for r, s in rings.items() if r != PRODUCTION_RING):
+        return False, "pre-production test pending", rings
+    if rings.get(PRODUCTION_RING) == "passed":
+        return False, "passed only in production (no pre-production test)", rings
+    return False, "no pre-production test", rings
+
+
+def _ring_order(rings: Iterable[str]) -> list[str]:
+    order = {r: i for i, r in enumerate(RINGS)}
+    return sorted(rings, key=lambda r: (order.get(r, len(order)), r))
+
+
+def version_statuses(db: so.Session, product_ids: Iterable[int] | None = None) -> dict[tuple[int, str], VersionStatus]:
+    """Test status of every recorded (product_id, version); small tables, one query."""
+    stmt = (sa.select(VendorUpdate.id, VendorUpdate.product_id, VendorUpdate.version,
+                      UpdateTest.ring, UpdateTest.status)
+            .outerjoin(UpdateTest, UpdateTest.update_id == VendorUpdate.id))
+    if product_ids is not None:
+        stmt = stmt.where(VendorUpdate.product_id.in_(list(product_ids)))
+    grouped: dict[tuple[int, str], tuple[int, list[tuple[str, str]]]] = {}
+    for update_id, product_id, version, ring, status in db.execute(stmt):
+        entry = grouped.setdefault((product_id, version), (update_id, []))
+        if ring is not None:
+            entry[1].append((ring, status))
+    result = {}
+    for key, (update_id, tests) in grouped.items():
+        tested, reason, rings = summarise_tests(tests)
+        result[key] = VersionStatus(update_id, tested, reason, rings)
+    return result
+
+
+def _tested_update_ids():  # type: ignore[no-untyped-def]
+    """SQL: ids of updates that count as tested (a pre-production pass, no failure anywhere)."""
+    passed = sa.select(UpdateTest.id).where(UpdateTest.update_id == VendorUpdate.id,
+                                            UpdateTest.status == "passed",
+                                            UpdateTest.ring != PRODUCTION_RING)
+    failed = sa.select(UpdateTest.id).where(UpdateTest.update_id == VendorUpdate.id,
+                                            UpdateTest.status == "failed")
+    return sa.select(VendorUpdate.product_id, VendorUpdate.version).where(
+        sa.exists(passed), ~sa.exists(failed))
+
+
+def _untested_stmt(critical_only: bool, criticality: str | None = None):  # type: ignore[no-untyped-def]
+    tested = _tested_update_ids().subquery()
+    is_tested = sa.exists(sa.select(tested.c.product_id).where(
+        tested.c.product_id == Installation.product_id, tested.c.version == Installation.version))
+    stmt = (sa.select(Asset.id, Asset.name, Asset.natural_key, Asset.criticality, Asset.update_ring,
+                      Asset.environment, Product.id, Product.name, Product.vendor_pushes_updates,
+                      Vendor.id, Vendor.name, Installation.version)
+            .join(Installation, Installation.asset_id == Asset.id)
+            .join(Product, Product.id == Installation.product_id)
+            .join(Vendor, Vendor.id == Product.vendor_id)
+            .where(Asset.retired_at.is_(None), ~is_tested))
+    if critical_only:
+        stmt = stmt.where(Asset.criticality == "critical")
+    elif criticality:
+        stmt = stmt.where(Asset.criticality == criticality)
+    return stmt
+
+
+def untested_exposure(db: so.Session, critical_only: bool = False, *, criticality: str | None = None,
+                      vendor_id: int | None = None, product_id: int | None = None,
+                      limit: int | None = None) -> list[dict[str, Any]]:
+    """Installations on versions without a passing pre-production test.
+
+    Rows: ``{asset_id, asset_name, natural_key, criticality, product_id, product,
+    vendor, version, update_ring, reason}`` (plus ``vendor_id``, ``update_id``,
+    ``environment``, ``vendor_pushes_updates``), most critical first.
+    """
+    stmt = _untested_stmt(critical_only, criticality)
+    if vendor_id is not None:
+        stmt = stmt.where(Vendor.id == vendor_id)
+    if product_id is not None:
+        stmt = stmt.where(Product.id == product_id)
+    crit_rank = sa.case({c: i for i, c in enumerate(CRITICALITIES)}, value=Asset.criticality, else_=9)
+    stmt = stmt.order_by(crit_rank, Vendor.name, Product.name, Asset.name, Asset.id)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    rows = db.execute(stmt).all()
+    statuses = version_statuses(db, {r[6] for r in rows}) if rows else {}
+    out = []
+    for (asset_id, asset_name, key, crit, ring, env, prod_id, prod_name, pushes, vend_id, vend_name,
+         version) in rows:
+        status = statuses.get((prod_id, version)) if version is not None else None
+        if version is None:
+            reason = "version unknown"
+        elif status is None:
+            reason = "no update record for this version"
+        else:
+            reason = status.reason
+        out.append({"asset_id": asset_id, "asset_name": asset_name, "natural_key": key,
+                    "criticality": crit, "product_id": prod_id, "product": prod_name,
+                    "vendor_id": vend_id, "vendor": vend_name, "version": version,
+                    "update_ring": ring, "environment": env, "reason": reason,
+                    "update_id": status.update_id if status else None,
+                    "vendor_pushes_updates": bool(pushes)})
+    return out
+
+
+def untested_summary(db: so.Session) -> dict[str, Any]:
+    """Counts for dashboards: untested installations and distinct assets, by criticality."""
+    sub = _untested_stmt(False).subquery()
+    rows = db.execute(sa.select(sub.c.criticality, sa.func.count(), sa.func.count(sa.distinct(sub.c.id)))
+                      .group_by(sub.c.criticality)).all()
+    by_crit = {c: {"installations": n, "assets": a} for c, n, a in rows}
+    return {"installations": sum(v["installations"] for v in by_crit.values()),
+            "assets": sum(v["assets"] for v in by_crit.values()),
+            "critical_assets": by_crit.get("critical", {}).get("assets", 0),
+            "by_criticality": by_crit}
+
+
+def exposure_by_product(db: so.Session) -> list[dict[str, Any]]:
+    """Per product and installed version: installations, how many untested, and why."""
+    tested = _tested_update_ids().subquery()
+    is_tested = sa.exists(sa.select(tested.c.product_id).where(
+        tested.c.product_id == Installation.product_id, tested.c.version == Installation.version))
+    crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
+    stmt = (sa.select(Vendor.name, Product.id, Product.name, Installation.version,
+                      sa.func.count(), crit, is_tested.label("tested"))
+            .select_from(Installation)
+            .join(Asset, Asset.id == Installation.asset_id)
+            .join(Product, Product.id == Installation.product_id)
+            .join(Vendor, Vendor.id == Product.vendor_id)
+            .where(Asset.retired_at.is_(None))
+            .group_by(Vendor.name, Product.id, Product.name, Installation.version)
+            .order_by(Vendor.name, Product.name, Installation.version))
+    rows = db.execute(stmt).all()
+    statuses = version_statuses(db, {r[1] for r in rows}) if rows else {}
+    out = []
+    for vendor, prod_id, prod, version, n, n_crit, is_ok in rows:
+        status = statuses.get((prod_id, version)) if version is not None else None
+        if is_ok:
+            reason = ""
+        elif version is None:
+            reason = "version unknown"
+        elif status is None:
+            reason = "no update record for this version"
+        else:
+            reason = status.reason
+        out.append({"vendor": vendor, "product_id": prod_id, "product": prod, "version": version,
+                    "installations": n, "critical": int(n_crit or 0), "tested": bool(is_ok),
+                    "reason": reason, "update_id": status.update_id if status else None,
+                    "rings": status.rings if status else {}})
+    return out
+
+
+def ring_summary(db: so.Session) -> list[dict[str, Any]]:
+    """Which assets are in which rollout ring: counts per ring (``None`` = not assigned)."""
+    crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
+    rows = db.execute(sa.select(Asset.update_ring, sa.func.count(), crit)
+                      .where(Asset.retired_at.is_(None)).group_by(Asset.update_ring)).all()
+    order = {r: i for i, r in enumerate(RINGS)}
+    rows = sorted(rows, key=lambda r: (r[0] is None, order.get(r[0] or "", 99), r[0] or ""))
+    return [{"ring": ring, "assets": n, "critical": int(c or 0)} for ring, n, c in rows]
+
+
+def assets_in_ring(db: so.Session, ring: str | None, limit: int = 200) -> list[dict[str, Any]]:
+    cond = Asset.update_ring.is_(None) if ring is None else Asset.update_ring == ring
+    stmt = (sa.select(Asset.id, Asset.name, Asset.natural_key, Asset.criticality, Asset.environment)
+            .where(Asset.retired_at.is_(None), cond).order_by(Asset.name).limit(limit))
+    return [{"asset_id": i, "name": n, "natural_key": k, "criticality": c, "environment": e}
+            for i, n, k, c, e in db.execute(stmt)]
+
+
+def vendor_pushed_products(db: so.Session, vendor_id: int | None = None) -> list[dict[str, Any]]:
+    """Products whose vendor pushes updates/content outside customer control — a risk in its
+    own right, whatever the test results say, because the customer's rings are bypassed."""
+    pushed_update = sa.exists(sa.select(VendorUpdate.id).where(
+        VendorUpdate.product_id == Product.id, VendorUpdate.vendor_pushed.is_(True)))
+    stmt = (sa.select(Product, Vendor.name).join(Vendor)
+            .where(sa.or_(Product.vendor_pushes_updates.is_(True), pushed_update))
+            .order_by(Vendor.name, Product.name))
+    if vendor_id is not None:
+        stmt = stmt.where(Vendor.id == vendor_id)
+    products = db.execute(stmt).all()
+    if not products:
+        return []
+    ids = [p.id for p, _ in products]
+    crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
+    counts = {pid: (n, int(c or 0)) for pid, n, c in db.execute(
+        sa.select(Installation.product_id, sa.func.count(), crit)
+        .join(Asset, Asset.id == Installation.asset_id)
+        .where(Asset.retired_at.is_(None), Installation.product_id.in_(ids))
+        .group_by(Installation.product_id))}
+    pushed: dict[int, list[VendorUpdate]] = {}
+    for update in db.scalars(sa.select(VendorUpdate).where(VendorUpdate.product_id.in_(ids),
+                                                           VendorUpdate.vendor_pushed.is_(True))
+                             .order_by(VendorUpdate.released_on.desc(), VendorUpdate.id.desc())):
+        pushed.setdefault(update.product_id, []).append(update)
+    out = []
+    for product, vendor_name in products:
+        n, n_crit = counts.get(product.id, (0, 0))
+        ups = pushed.get(product.id, [])
+        why = []
+        if product.vendor_pushes_updates:
+            why.append("vendor pushes updates/content without customer staging")
+        if ups:
+            why.append(f"{len(ups)} vendor-pushed update(s) recorded")
+        out.append({"vendor_id": product.vendor_id, "vendor": vendor_name, "product_id": product.id,
+                    "product": product.name, "kind": product.kind,
+                    "vendor_pushes_updates": product.vendor_pushes_updates,
+                    "pushed_updates": [{"id": u.id, "version": u.version, "kind": u.kind,
+                                        "released_on": u.released_on} for u in ups],
+                    "installations": n, "critical_installations": n_crit,
+                    "reason": "; ".join(why)})
+    return out
+
+
+# ---------------------------------------------------------------- listing
+
+def update_to_dict(update: VendorUpdate) -> dict[str, Any]:
+    tested, reason, rings = summarise_tests((t.ring, t.status) for t in update.tests)
+    return {
+        "id": update.id,
+        "vendor": update.product.vendor.name,
+        "product_id": update.product_id,
+        "product": update.product.name,
+        "version": update.version,
+        "ref": f"{update.product.vendor.name}/{update.product.name}@{update.version}",
+        "released_on": update.released_on.isoformat() if update.released_on else None,
+        "kind": update.kind,
+        "vendor_pushed": update.vendor_pushed,
+        "notes": update.notes,
+        "tested": tested,
+        "untested_reason": reason,
+        "tests": [test_to_dict(t) for t in sorted(update.tests, key=lambda t: _ring_order([t.ring])[0])
+                  ] if update.tests else [],
+        "rings": rings,
+    }
+
+
+def test_to_dict(test: UpdateTest) -> dict[str, Any]:
+    return {"id": test.id, "update_id": test.update_id, "ring": test.ring, "status": test.status,
+            "tested_by": test.tested_by,
+            "tested_at": test.tested_at.isoformat() if test.tested_at else None,
+            "evidence_url": test.evidence_url, "notes": test.notes}
+
+
+def list_updates(db: so.Session, *, vendor_id: int | None = None, product_id: int | None = None,
+                 limit: int = 500) -> list[VendorUpdate]:
+    stmt = (sa.select(VendorUpdate).join(Product).join(Vendor)
+            .options(so.selectinload(VendorUpdate.tests),
+                     so.joinedload(VendorUpdate.product).joinedload(Product.vendor))
+            .order_by(Vendor.name, Product.name, VendorUpdate.released_on.desc().nulls_last(),
+                      VendorUpdate.id.desc())
+            .limit(limit))
+    if vendor_id is not None:
+        stmt = stmt.where(Vendor.id == vendor_id)
+    if product_id is not None:
+        stmt = stmt.where(Product.id == product_id)
+    return list(db.scalars(stmt).unique())
+
+
+def installed_counts(db: so.Session, updates: Iterable[VendorUpdate]) -> dict[int, dict[str, int]]:
+    """Per update id: how many live assets run exactly that version (and how many critical)."""
+    updates = list(updates)
+    if not updates:
+        return {}
+    by_key = {(u.product_id, u.version): u.id for u in updates}
+    crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
+    rows = db.execute(sa.select(Installation.product_id, Installation.version, sa.func.count(), crit)
+                      .join(Asset, Asset.id == Installation.asset_id)
+                      .where(Asset.retired_at.is_(None),
+                             Installation.product_id.in_({u.product_id for u in updates}))
+                      .group_by(Installation.product_id, Installation.version)).all()
+    out: dict[int, dict[str, int]] = {}
+    for pid, version, n, c in rows:
+        uid = by_key.get((pid, version))
+        if uid is not None:
+            out[uid] = {"assets": n, "critical": int(c or 0)}
+    return out
+
+
+# ---------------------------------------------------------------- writes
+
+def create_update(db: so.Session, *, actor: str, product: str | int | Product, version: Any,
+                  released_on: Any = None, kind: Any = "patch", vendor_pushed: Any = False,
+                  notes: Any = None) -> VendorUpdate:
+    """Record a vendor update; refuses a duplicate (product, version)."""
+    if not isinstance(product, Product):
+        try:
+            product = find_product(db, product)
+        except NotFound as exc:
+            raise ValidationError("product", str(exc)) from None
+    version_text = clean_text(version, "version", max_len=100, required=True)
+    released = parse_date(released_on, "released_on")
+    kind_value = choice(kind or "patch", "kind", UPDATE_KINDS)
+    pushed = parse_bool(vendor_pushed, "vendor_pushed")
+    notes_text = clean_text(notes, "notes", max_len=10_000)
+    exists = db.scalar(sa.select(VendorUpdate.id).where(VendorUpdate.product_id == product.id,
+                                                        VendorUpdate.version == version_text))
+    if exists is not None:
+        raise ValidationError("version", f"{product.vendor.name}/{product.name}@{version_text} is "
+                              f"already recorded (update #{exists})", status=409)
+    update = VendorUpdate(product_id=product.id, version=version_text, released_on=released,
+                          kind=kind_value, vendor_pushed=pushed, notes=notes_text)
+    db.add(update)
+    db.flush()
+    audit.record(db, actor=actor, action="create", entity_type="vendor_update", entity_id=update.id,
+                 summary=f"recorded update {product.vendor.name}/{product.name}@{version_text}",
+                 after=audit.snapshot(update))
+    return update
+
+
+def record_test(db: so.Session, *, actor: str, update: VendorUpdate, ring: Any, status: Any,
+                tested_by: Any = None, tested_at: Any = None, evidence_url: Any = None,
+                notes: Any = None) -> tuple[UpdateTest, bool]:
+    """Upsert the (update, ring) result; returns (row, created).  History is in the audit trail."""
+    ring_value = choice(ring, "ring", RINGS)
+    status_value = choice(status, "status", TEST_STATUSES)
+    by = clean_text(tested_by, "tested_by", max_len=200) or actor
+    at = parse_datetime(tested_at, "tested_at")
+    if at is None and status_value != "pending":
+        at = utcnow()
+    evidence = check_http_url(evidence_url, "evidence_url")
+    notes_text = clean_text(notes, "notes", max_len=10_000)
+    test = db.scalar(sa.select(UpdateTest).where(UpdateTest.update_id == update.id,
+                                                 UpdateTest.ring == ring_value))
+    created = test is None
+    before = None if created else audit.snapshot(test)
+    if created:
+        test = UpdateTest(update_id=update.id, ring=ring_value)
+        db.add(test)
+    test.status = status_value
+    test.tested_by = by
+    test.tested_at = at
+    test.evidence_url = evidence
+    test.notes = notes_text
+    db.flush()
+    ref = f"{update.product.vendor.name}/{update.product.name}@{update.version}"
+    audit.record(db, actor=actor, action="record-test", entity_type="update_test", entity_id=test.id,
+                 summary=f"{ref} {ring_value}: {status_value}", before=before,
+                 after=audit.snapshot(test))
+    return test, created

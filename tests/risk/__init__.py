@@ -1,0 +1,1 @@
+"""Update testing, contingency-plan lifecycle and vendor risk (issue #6)."""
