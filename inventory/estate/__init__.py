@@ -1,1 +1,1 @@
-"""estate"""
+"""The estate file: one documented format (schema), import, export and the demo estate."""
