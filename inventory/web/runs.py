@@ -1,0 +1,56 @@
+"""Collection runs: the history of collector runs with status, counts and errors."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, render_template, request
+
+from inventory.app_db import get_session
+from inventory.choices import RUN_STATUSES
+from inventory.models import CollectionRun, ScopeResult
+from inventory.services.keyset import CursorError, Page, Segment, paginate
+
+bp = Blueprint("runs", __name__, url_prefix="/runs")
+
+PAGE_SIZE = 50
+# Newest first; ids grow with start time, and the primary key is the index.
+NEWEST_FIRST = [Segment(None, (CollectionRun.id,), descending=True)]
+
+
+@bp.get("/")
+def index():  # type: ignore[no-untyped-def]
+    db = get_session()
+    collector = (request.args.get("collector") or "").strip()
+    status = (request.args.get("status") or "").strip()
+    errors: dict[str, str] = {}
+    if status and status not in RUN_STATUSES:
+        errors["status"] = f"unknown status {status!r}; one of {', '.join(RUN_STATUSES)}"
+    collectors = list(db.scalars(sa.select(CollectionRun.collector).distinct().order_by(CollectionRun.collector)))
+    page = Page(rows=[])
+    if not errors:
+        base = sa.select(CollectionRun)
+        if collector:
+            base = base.where(CollectionRun.collector == collector)
+        if status:
+            base = base.where(CollectionRun.status == status)
+        try:
+            page = paginate(db, base, NEWEST_FIRST, limit=PAGE_SIZE, cursor=request.args.get("cursor"),
+                            key_of=lambda row, _seg: [row[0].id])
+        except CursorError as exc:
+            errors["cursor"] = f"{exc}; start again from the first page"
+        page.rows = [row[0] for row in page.rows]
+    args = {k: v for k, v in (("collector", collector), ("status", status)) if v}
+    any_runs = bool(collectors)
+    return render_template("runs/list.html", page=page, args=args, collector=collector, status=status,
+                           collectors=collectors, statuses=RUN_STATUSES, errors=errors,
+                           any_runs=any_runs), (400 if errors else 200)
+
+
+@bp.get("/<int:run_id>")
+def detail(run_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    run = db.get(CollectionRun, run_id)
+    if run is None:
+        abort(404)
+    scopes = list(db.scalars(sa.select(ScopeResult).where(ScopeResult.run_id == run.id)
+                             .order_by(ScopeResult.scope_key)))
+    return render_template("runs/detail.html", run=run, scopes=scopes)

@@ -1,0 +1,50 @@
+"""Vendor pages: the list (tier, concentration, assessment, review due) and one vendor's detail."""
+from __future__ import annotations
+
+from flask import Blueprint, abort, render_template, request
+
+from inventory.app_db import get_session
+from inventory.services import assets as asset_service
+from inventory.services import vendor_summary
+from inventory.services.keyset import CursorError, Page
+
+bp = Blueprint("vendors", __name__, url_prefix="/vendors")
+
+UNTESTED_LIMIT = 50
+ASSETS_PER_PAGE = 25
+
+
+@bp.get("/")
+def index():  # type: ignore[no-untyped-def]
+    data = vendor_summary.vendor_rows(get_session())
+    return render_template("vendors/list.html", **data)
+
+
+@bp.get("/<int:vendor_id>")
+def detail(vendor_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    data = vendor_summary.vendor_detail(db, vendor_id)
+    if data is None:
+        abort(404)
+    vendor = data["vendor"]
+
+    filters = asset_service.AssetFilters(vendor=vendor.name)
+    filters.vendor_id, filters.vendor_provider = vendor.id, vendor.cloud_provider
+    cursor_error = None
+    try:
+        assets_page = asset_service.list_assets(db, filters, "criticality",
+                                                cursor=request.args.get("cursor"), limit=ASSETS_PER_PAGE)
+    except CursorError as exc:
+        assets_page, cursor_error = Page(rows=[]), str(exc)
+
+    untested: list[dict] = []
+    try:
+        from inventory.services import updates
+        untested = updates.untested_exposure(db, vendor_id=vendor.id, limit=UNTESTED_LIMIT + 1)
+    except (ImportError, AttributeError):
+        pass
+    outage = vendor_summary.full_outage_summary(db, vendor)
+    return render_template("vendors/detail.html", **data, assets_page=assets_page,
+                           cursor_error=cursor_error, untested=untested[:UNTESTED_LIMIT],
+                           untested_more=len(untested) > UNTESTED_LIMIT, outage=outage,
+                           untested_limit=UNTESTED_LIMIT)
