@@ -35,10 +35,30 @@ def record(session: so.Session, *, actor: str, action: str, entity_type: str,
 
 
 def list_events(session: so.Session, *, entity_type: str | None = None, limit: int = 200,
-                before_id: int | None = None) -> list[AuditEvent]:
+                before_id: int | None = None, actor: str | None = None, action: str | None = None,
+                entity_id: str | None = None, since: datetime | None = None,
+                until: datetime | None = None) -> list[AuditEvent]:
+    """Newest first; ``before_id`` pages backwards (keyset, stable while events are added)."""
     stmt = sa.select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if entity_type:
         stmt = stmt.where(AuditEvent.entity_type == entity_type)
     if before_id:
         stmt = stmt.where(AuditEvent.id < before_id)
+    if actor:
+        stmt = stmt.where(AuditEvent.actor == actor)
+    if action:
+        stmt = stmt.where(AuditEvent.action == action)
+    if entity_id:
+        stmt = stmt.where(AuditEvent.entity_id == str(entity_id))
+    if since:
+        stmt = stmt.where(AuditEvent.at >= since)
+    if until:
+        stmt = stmt.where(AuditEvent.at < until)
     return list(session.scalars(stmt))
+
+
+def distinct_values(session: so.Session, column: str) -> list[str]:
+    """The values seen in ``entity_type``, ``action`` or ``actor`` (for filter menus)."""
+    col = {"entity_type": AuditEvent.entity_type, "action": AuditEvent.action,
+           "actor": AuditEvent.actor}[column]
+    return [v for v in session.scalars(sa.select(col).distinct().order_by(col)) if v is not None]

@@ -1,0 +1,220 @@
+"""Administration pages: users, API tokens and the audit trail (admins only).
+
+Every view is ``@require_role("admin")``.  Secrets (a generated password, a new
+token) are rendered once in the response to the POST that created them — never
+flashed, because flashed messages travel in the (signed, not encrypted) session
+cookie — and pages are sent with ``Cache-Control: no-store``.
+"""
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+
+from inventory import auth
+from inventory.app_db import get_session
+from inventory.auth import AuthError, current_actor, current_principal, require_role
+from inventory.choices import ROLES, TOKEN_ROLES
+from inventory.db import utcnow
+from inventory.models import ApiToken, AuditEvent, User
+from inventory.services import audit
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+AUDIT_PAGE_SIZE = 50
+AUDIT_FILTERS = ("entity_type", "action", "actor", "entity_id", "since", "until")
+
+
+@bp.get("/")
+@require_role("admin")
+def index():  # type: ignore[no-untyped-def]
+    db = get_session()
+    counts = {
+        "users": db.scalar(sa.select(sa.func.count(User.id)).where(User.active.is_(True))),
+        "tokens": db.scalar(sa.select(sa.func.count(ApiToken.id)).where(
+            ApiToken.revoked_at.is_(None),
+            sa.or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > utcnow()))),
+        "events": db.scalar(sa.select(sa.func.count(AuditEvent.id))),
+    }
+    recent = audit.list_events(db, limit=10)
+    return render_template("admin/index.html", counts=counts, recent=recent)
+
+
+# ---------------------------------------------------------------- users
+
+def _users_page(status: int = 200, **context: Any):  # type: ignore[no-untyped-def]
+    db = get_session()
+    users = db.scalars(sa.select(User).order_by(User.username)).all()
+    return render_template("admin/users.html", users=users, roles=ROLES, **context), status
+
+
+@bp.get("/users")
+@require_role("admin")
+def users():  # type: ignore[no-untyped-def]
+    return _users_page()
+
+
+@bp.post("/users")
+@require_role("admin")
+def create_user():  # type: ignore[no-untyped-def]
+    db = get_session()
+    username = request.form.get("username", "")
+    role = request.form.get("role", "viewer")
+    password = request.form.get("password") or None
+    try:
+        user, plain = auth.create_user(db, username, role, password, actor=current_actor())
+    except AuthError as exc:
+        db.rollback()
+        return _users_page(400, error=str(exc), form={"username": username, "role": role})
+    db.commit()
+    # Shown in this response only; when the admin typed the password there is nothing to show.
+    return _users_page(201, created=user.username, password=None if password else plain)
+
+
+def _user_or_404(user_id: int) -> User:
+    user = get_session().get(User, user_id)
+    if user is None:
+        abort(404)
+    return user
+
+
+@bp.post("/users/<int:user_id>/role")
+@require_role("admin")
+def set_role(user_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    user = _user_or_404(user_id)
+    try:
+        auth.set_role(db, user, request.form.get("role", ""), actor=current_actor())
+    except AuthError as exc:
+        db.rollback()
+        return _users_page(400, error=str(exc))
+    db.commit()
+    flash(f"{user.username} is now {user.role}; their sessions have ended.")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/active")
+@require_role("admin")
+def set_active(user_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    user = _user_or_404(user_id)
+    active = request.form.get("active") == "1"
+    principal = current_principal()
+    if not active and principal is not None and principal.user_id == user.id:
+        return _users_page(400, error="you cannot deactivate your own account")
+    try:
+        auth.set_active(db, user, active, actor=current_actor())
+    except AuthError as exc:
+        db.rollback()
+        return _users_page(400, error=str(exc))
+    db.commit()
+    flash(f"{user.username} {'can log in again' if active else 'can no longer log in'}.")
+    return redirect(url_for("admin.users"))
+
+
+@bp.post("/users/<int:user_id>/password")
+@require_role("admin")
+def reset_password(user_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    user = _user_or_404(user_id)
+    plain = auth.reset_password(db, user, actor=current_actor())
+    db.commit()
+    return _users_page(200, created=user.username, password=plain, reset=True)
+
+
+# ---------------------------------------------------------------- tokens
+
+def _tokens_page(status: int = 200, **context: Any):  # type: ignore[no-untyped-def]
+    db = get_session()
+    rows = db.execute(sa.select(ApiToken, User.username).outerjoin(User, ApiToken.created_by_id == User.id)
+                      .order_by(ApiToken.id.desc())).all()
+    now = utcnow()
+    tokens = [{"token": t, "created_by": name, "state": auth.token_state(t, now)} for t, name in rows]
+    return render_template("admin/tokens.html", tokens=tokens, token_roles=TOKEN_ROLES, **context), status
+
+
+@bp.get("/tokens")
+@require_role("admin")
+def tokens():  # type: ignore[no-untyped-def]
+    return _tokens_page()
+
+
+@bp.post("/tokens")
+@require_role("admin")
+def create_token():  # type: ignore[no-untyped-def]
+    db = get_session()
+    name = request.form.get("name", "")
+    role = request.form.get("role", "read")
+    raw_days = (request.form.get("expires_days") or "").strip()
+    try:
+        days = float(raw_days) if raw_days else None
+    except ValueError:
+        return _tokens_page(400, error="expiry must be a number of days", form=request.form)
+    principal = current_principal()
+    creator = db.get(User, principal.user_id) if principal and principal.user_id else None
+    try:
+        token, plain = auth.create_token(db, name, role, expires_in_days=days, created_by=creator,
+                                         actor=current_actor())
+    except AuthError as exc:
+        db.rollback()
+        return _tokens_page(400, error=str(exc), form=request.form)
+    db.commit()
+    return _tokens_page(201, created=token, plaintext=plain)
+
+
+@bp.post("/tokens/<int:token_id>/revoke")
+@require_role("admin")
+def revoke_token(token_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        token = auth.revoke_token(db, token_id, actor=current_actor())
+    except AuthError:
+        abort(404)
+    db.commit()
+    flash(f"Token {token.name} ({token.prefix}…) revoked; it stops working at once.")
+    return redirect(url_for("admin.tokens"))
+
+
+# ---------------------------------------------------------------- audit trail
+
+def _parse_day(value: str, field: str, end: bool = False) -> datetime:
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").date()
+    except ValueError:
+        raise ValueError(f"{field} must be a date like 2024-07-19") from None
+    moment = datetime.combine(day, time.min, tzinfo=timezone.utc)
+    # "until 2024-07-19" includes that whole day.
+    return moment + timedelta(days=1) if end else moment
+
+
+@bp.get("/audit")
+@require_role("admin")
+def audit_trail():  # type: ignore[no-untyped-def]
+    db = get_session()
+    filters = {key: (request.args.get(key) or "").strip()[:200] for key in AUDIT_FILTERS}
+    error = None
+    since = until = None
+    try:
+        if filters["since"]:
+            since = _parse_day(filters["since"], "since")
+        if filters["until"]:
+            until = _parse_day(filters["until"], "until", end=True)
+    except ValueError as exc:
+        error = str(exc)
+    before = request.args.get("before", type=int)
+    events: list[AuditEvent] = []
+    if error is None:
+        # One more than a page tells whether there is a next page.
+        events = audit.list_events(db, entity_type=filters["entity_type"] or None,
+                                   action=filters["action"] or None, actor=filters["actor"] or None,
+                                   entity_id=filters["entity_id"] or None, since=since, until=until,
+                                   before_id=before, limit=AUDIT_PAGE_SIZE + 1)
+    next_before = events[AUDIT_PAGE_SIZE - 1].id if len(events) > AUDIT_PAGE_SIZE else None
+    events = events[:AUDIT_PAGE_SIZE]
+    kept = {k: v for k, v in filters.items() if v}
+    choices = {column: audit.distinct_values(db, column) for column in ("entity_type", "action")}
+    return render_template("admin/audit.html", events=events, filters=filters, kept=kept, error=error,
+                           next_before=next_before, first_page=before is None, choices=choices), \
+        (400 if error else 200)
