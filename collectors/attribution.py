@@ -51,6 +51,9 @@ PUBLISHER_ORIGINS = frozenset({
     "publisher", "maintainer", "vendor", "extension", "image", "ami-owner", "saas", "os",
 })
 
+# Origins where the software's name identifies the product better than its publisher does.
+NAME_FIRST_ORIGINS = frozenset({"os", "image", "ami-owner"})
+
 # Legal-form suffixes stripped before exact alias lookups ("CrowdStrike, Inc." → "crowdstrike").
 _LEGAL_SUFFIX = re.compile(
     r"[\s,]+(inc|incorporated|corp|corporation|co|company|ltd|limited|llc|l\.l\.c|gmbh|ag|sa|s\.a|"
@@ -225,12 +228,15 @@ class Attributor:
         cat = self.catalogue
         if origin == "ami-owner" and norm in cat.ami_owners:
             return cat.ami_owners[norm]
-        for form in (norm, strip):
-            if form in cat.product_aliases:
-                return cat.product_aliases[form]
-        for form in (norm, strip):
-            if form in cat.vendor_aliases:
-                return cat.vendor_aliases[form], None
+        exact = [cat.product_aliases, cat.vendor_aliases]
+        if origin in PUBLISHER_ORIGINS:
+            # A publisher names an organisation: "Debian" is the vendor, not its OS product.
+            exact.reverse()
+        for table in exact:
+            for form in (norm, strip):
+                if form in table:
+                    hit = table[form]
+                    return hit if isinstance(hit, tuple) else (hit, None)
         for pattern, vendor, product in cat.product_patterns:
             if pattern.search(norm):
                 return vendor, product
@@ -266,7 +272,13 @@ class Attributor:
         if key in self._software_cache:
             return self._software_cache[key]
         result: Match | None = None
-        if publisher and publisher.strip():
+        if origin in NAME_FIRST_ORIGINS:
+            # An OS, an AMI or a marketplace image: the name says what it is
+            # ("Windows_Server-2022-..." owned by Amazon is Microsoft's Windows Server).
+            hit = self.attribute(name, "package")
+            if hit and hit[1]:
+                result = hit
+        if result is None and publisher and publisher.strip():
             hit = self.attribute(publisher, "publisher" if origin not in PUBLISHER_ORIGINS else origin)
             if hit:
                 vendor, product = hit

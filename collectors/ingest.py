@@ -425,9 +425,9 @@ class _BatchApplier:
         self._check_references()
         self.may_remove = self.batch.complete and not self.outcome.errors
         self._apply_software()
-        self._apply_dependencies()
         if self.may_remove:
             self._retire_missing()
+        self._apply_dependencies()
         return self.outcome
 
     def _check_references(self) -> None:
@@ -520,7 +520,7 @@ class _BatchApplier:
                 heartbeats[current["id"]] = current
 
         if inserts:
-            stmt = t.insert().returning(t.c.id, t.c.natural_key, sort_by_parameter_order=True)
+            stmt = t.insert().returning(t.c.id, t.c.natural_key)  # rows say which key got which id
             for chunk in chunks(inserts, 5000):
                 for asset_id, key in self.conn.execute(stmt, chunk):
                     self.key_to_id[key] = asset_id
@@ -767,10 +767,23 @@ class _BatchApplier:
                     heartbeat.append(row["id"])
         gone = []
         if self.may_remove:
-            gone = [row["id"] for key, row in existing.items()
-                    if key not in desired and row["source"] == self.source
-                    and key[0] in dependents_in_batch]
+            dropped = {key: row["id"] for key, row in existing.items()
+                       if key not in desired and row["source"] == self.source
+                       and key[0] in dependents_in_batch}
+            # An edge to an asset that disappeared stays as history (the asset is
+            # retired, not deleted, and may come back); an edge the source no
+            # longer reports between live assets is removed.
+            retired = self._retired_among({key[1] for key in dropped})
+            gone = [row_id for key, row_id in dropped.items() if key[1] not in retired]
         self._write_rows(t, inserts, updates, heartbeat, gone)
+
+    def _retired_among(self, ids: set[int]) -> set[int]:
+        t = Asset.__table__
+        found: set[int] = set()
+        for chunk in chunks(sorted(ids)):
+            found.update(self.conn.execute(sa.select(t.c.id).where(
+                t.c.id.in_(chunk), t.c.retired_at.is_not(None))).scalars())
+        return found
 
     # retirement -------------------------------------------------------------------------------
 
@@ -830,7 +843,8 @@ def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scop
 
     tags = _jsonable(record.tags or {})
     cur_tags = current.get("tags") or {}
-    if (tags or owner("tags") == source) and may_write("tags", cur_tags):
+    # An empty tag set only counts when this source owns the tags (it removed them all).
+    if (tags or (cur_tags and owner("tags") == source)) and may_write("tags", cur_tags):
         if tags != cur_tags:
             changes["tags"] = tags
         if tags != cur_tags or owner("tags") != source or "tags" not in provenance:
