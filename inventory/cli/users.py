@@ -1,6 +1,8 @@
 """``planb users ...`` and ``planb tokens ...``: accounts and API tokens."""
 from __future__ import annotations
 
+import sys
+
 import click
 import sqlalchemy as sa
 
@@ -27,7 +29,8 @@ def register(main: click.Group) -> None:
     @with_app
     def create(username: str, role: str, admin: bool, password_stdin: bool) -> None:
         """Create a user; a generated password is printed once."""
-        password = click.get_text_stream("stdin").readline().rstrip("\n") if password_stdin else None
+        # sys.stdin, not click.get_text_stream (deprecated in Click 8.3, gone in 9).
+        password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
         db = get_session()
         try:
             user, plain = create_user(db, username, "admin" if admin else role, password,
