@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import date, datetime, time, timezone
+from datetime import UTC, date, datetime, time
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,8 +20,15 @@ import yaml
 from inventory.choices import MEMBER_OF, RINGS, SERVICE_KIND
 from inventory.estate.importer import DEFAULT_DEPENDENCY_KIND, DEFAULT_STRENGTH
 from inventory.estate.schema import FORMAT_VERSION
-from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, Product, Vendor,
-                              VendorAssessment, VendorUpdate)
+from inventory.models import (
+    Asset,
+    ContingencyPlan,
+    Dependency,
+    Installation,
+    Vendor,
+    VendorAssessment,
+    VendorUpdate,
+)
 
 # Asset attributes the ``services:`` section cannot express; a service with any of
 # them set is exported under ``assets:`` (with ``kind: service``) instead.
@@ -33,7 +40,7 @@ def format_timestamp(value: datetime | None) -> str | None:
     """A date when the time is midnight UTC (how files usually say it), else ISO 8601 with Z."""
     if value is None:
         return None
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     if value.time() == time(0, 0):
         return value.date().isoformat()
     spec = "seconds" if value.microsecond == 0 else "microseconds"

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -31,8 +32,19 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from inventory.choices import MEMBER_OF, SERVICE_KIND
 from inventory.estate.schema import ESTATE_SCHEMA, SECTIONS
-from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, PlanLink, Product,
-                              UpdateTest, Vendor, VendorAlias, VendorAssessment, VendorUpdate)
+from inventory.models import (
+    Asset,
+    ContingencyPlan,
+    Dependency,
+    Installation,
+    PlanLink,
+    Product,
+    UpdateTest,
+    Vendor,
+    VendorAlias,
+    VendorAssessment,
+    VendorUpdate,
+)
 from inventory.services import audit
 
 # Entity types reported in the counts, in display order.
@@ -192,7 +204,7 @@ def load_document(data: str | bytes, source_name: str) -> dict[str, Any]:
                 (), f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")]) from None
     else:
         try:
-            document = yaml.load(data, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+            document = yaml.load(data, Loader=_Loader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -263,8 +275,11 @@ def _schema_problems(document: dict[str, Any]) -> list[Problem]:
     problems: list[Problem] = []
     errors = sorted(_VALIDATOR.iter_errors(document), key=lambda e: [str(p) for p in e.absolute_path])
     for error in errors:
-        if error.context:  # oneOf/anyOf: report the branch that came closest
-            error = best_match(error.context) or error
+        if error.context:
+            # oneOf/anyOf (a depends_on entry is a key or a mapping): explain the branch whose
+            # type matches what was written, not "expected a string" for a mistyped mapping.
+            same_type = [e for e in error.context if e.validator != "type"] or list(error.context)
+            error = best_match(same_type) or error
         path, message = _explain(error)
         problems.append(Problem(path, message, _entry_label(document, path)))
     return problems
@@ -295,8 +310,8 @@ def _explain(error: ValidationError) -> tuple[tuple[str | int, ...], str]:
     if error.validator == "enum":
         return path, f"{instance!r} is not one of: {', '.join(map(str, error.validator_value))}"
     if error.validator == "const":
-        return path, f"unsupported value {instance!r} (this version of Plan B reads version " \
-                     f"{error.validator_value})"
+        return path, (f"unsupported value {instance!r} (this version of Plan B reads version "
+                      f"{error.validator_value})")
     if error.validator == "pattern" and "[Hh][Tt][Tt][Pp]" in str(error.validator_value):
         return path, f"{instance!r} is not an http:// or https:// link"
     if error.validator == "pattern" and "\\d{4}-\\d{2}-\\d{2}" in str(error.validator_value):
@@ -571,9 +586,9 @@ def parse_timestamp(text: str | None) -> datetime | None:
     if text is None:
         return None
     if len(text) == 10:
-        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=timezone.utc)
+        return datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace(" ", "T"))
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def parse_date(text: str | None) -> date | None:

@@ -23,10 +23,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from inventory.choices import (ASSET_KINDS, CRITICALITIES, DEPENDENCY_KINDS, ENVIRONMENTS,
-                               FINDING_SEVERITIES, FINDING_STATUSES, OS_FAMILIES, PRODUCT_KINDS,
-                               PROVIDERS, RINGS, STRENGTHS, TEST_STATUSES, UPDATE_KINDS,
-                               VENDOR_TIERS)
+from inventory.choices import (
+    ASSET_KINDS,
+    CRITICALITIES,
+    DEPENDENCY_KINDS,
+    ENVIRONMENTS,
+    FINDING_SEVERITIES,
+    FINDING_STATUSES,
+    OS_FAMILIES,
+    PRODUCT_KINDS,
+    PROVIDERS,
+    RINGS,
+    STRENGTHS,
+    TEST_STATUSES,
+    UPDATE_KINDS,
+    VENDOR_TIERS,
+)
 
 FORMAT_VERSION = 1
 

@@ -1,11 +1,11 @@
 """Fixtures for the estate tests: a database with the demo estate loaded, small documents."""
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-import sqlalchemy.orm as so
 
 from inventory.db import make_engine, write_session
 from inventory.estate.demo import load_demo
@@ -79,3 +79,60 @@ def small_document() -> dict[str, Any]:
              "next_review_due": "2027-02-10"},
         ],
     }
+
+
+@pytest.fixture
+def fresh_db_url(request: pytest.FixtureRequest, any_db_url: str, tmp_path) -> Iterator[str]:
+    """A second, empty but migrated database on the same backend as ``any_db_url``."""
+    import uuid
+
+    from inventory import migrate
+    from tests.conftest import PG_BASE_URL, _pg_admin_engine
+
+    if any_db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        migrate.upgrade(url, "head")
+        yield url
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = _pg_admin_engine()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(PG_BASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(rendered, "head")
+        yield rendered
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def table_snapshot(engine: sa.Engine, exclude: tuple[str, ...] = ("audit_events", "inventory_version")
+                   ) -> dict[str, list[tuple]]:
+    """Every row of every application table (sorted), to prove 'nothing changed'."""
+    from inventory.models import Base
+    out: dict[str, list[tuple]] = {}
+    with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            if table.name in exclude:
+                continue
+            rows = conn.execute(sa.select(table)).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+@pytest.fixture
+def cli_env(sqlite_url: str, tmp_path) -> dict[str, str]:
+    """Environment for running ``planb`` against the test's SQLite database."""
+    return {"PLANB_DATABASE_URL": sqlite_url, "PLANB_INSTANCE_PATH": str(tmp_path / "instance"),
+            "PLANB_SECRET_KEY": "estate-tests-secret", "PLANB_LOG_LEVEL": "WARNING",
+            "PLANB_LOG_FORMAT": "text"}
+
+
+def run_cli(env: dict[str, str], *args: str, input: str | bytes | None = None):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from inventory.cli import main
+    return CliRunner().invoke(main, list(args), env=env, input=input, catch_exceptions=False)

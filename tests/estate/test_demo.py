@@ -9,8 +9,19 @@ from packaging.version import Version
 
 from inventory.db import read_session
 from inventory.estate.demo import build_document, demo_path, render
-from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, PlanLink, Product,
-                              UpdateTest, Vendor, VendorAlias, VendorAssessment, VendorUpdate)
+from inventory.models import (
+    Asset,
+    ContingencyPlan,
+    Dependency,
+    Installation,
+    PlanLink,
+    Product,
+    UpdateTest,
+    Vendor,
+    VendorAlias,
+    VendorAssessment,
+    VendorUpdate,
+)
 from inventory.services.plan_status import plan_status
 
 CRITICAL_SERVICES = ["service:check-in", "service:boarding", "service:baggage", "service:payments",
