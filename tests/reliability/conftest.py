@@ -29,3 +29,9 @@ def new_pg_url() -> Iterator[Callable[[], str]]:
         for schema in schemas:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest-alembic's built-in tests carry this marker; its plugin (which would register
+    # it) is disabled, and --strict-markers refuses unknown markers.
+    config.addinivalue_line("markers", "alembic: tests that use pytest-alembic")
