@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from collectors.base import AssetRecord, DependencyRecord, ScopeBatch, SoftwareRecord
 from collectors.ingest import run_collection
+from inventory.auth import required_role
 from inventory.db import make_engine, read_session, write_session
 from inventory.models import Asset, CollectionRun, Dependency, Installation, UnattributedSoftware, Vendor
 from tests.conftest import bearer, create_api_token, create_user_and_login, make_test_app
@@ -128,10 +129,12 @@ class SyntheticCollector:
 
 
 def _read_endpoints(app) -> tuple[list[str], list[str]]:  # type: ignore[no-untyped-def]
-    """Every argument-free GET route: API ones (token) and pages (session)."""
+    """Every argument-free GET route a viewer may read: API ones (token) and pages (session)."""
     api, pages = [], []
     for rule in app.url_map.iter_rules():
         if "GET" not in rule.methods or rule.arguments or rule.endpoint in ("static", "auth.login"):
+            continue
+        if required_role(app.view_functions[rule.endpoint], "GET") != "viewer":
             continue
         (api if rule.rule.startswith("/api/") else pages).append(rule.rule)
     return sorted(api), sorted(pages)
