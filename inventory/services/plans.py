@@ -16,11 +16,14 @@ review is overdue, *uncovered* when no plan applies.
 **Recovery targets through dependencies** (``rto_check``): a service's promised
 RTO is the smallest RTO of the plans linked to it.  We walk its *hard*
 dependencies transitively (``member-of`` edges of a group only when the group
-has no redundancy, i.e. ``min_up`` ≥ its member count) and take each
-dependency's recovery time as the smallest RTO of the plans linked to *that*
-asset.  When the slowest such dependency needs longer than the service
-promises, the service is flagged *at risk*; dependencies with no plan RTO at
-all make the promise *unverified*.
+has no redundancy, i.e. ``min_up`` ≥ its member count).  A dependency's
+recovery time is the RTO of the *slowest* plan that applies to it — through
+the asset itself, its products, their vendors or its cloud vendor — because
+each plan answers one failure mode and the slowest bounds how long the
+dependency may stay down.  When the slowest dependency needs longer than the
+service promises, the service is flagged *at risk* (its promise then rests on
+its manual fallback alone); dependencies no plan RTO applies to make the
+promise *unverified*.
 """
 from __future__ import annotations
 
@@ -161,7 +164,8 @@ def _asset_entry(asset_row: Any, plans: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def applicable_plans(db: so.Session, asset_ids: Iterable[int] | None = None,
-                     *, services_direct_only: bool = True) -> dict[int, dict[int, str]]:
+                     *, services_direct_only: bool = True,
+                     include_services: bool = True) -> dict[int, dict[int, str]]:
     """asset id -> {plan id: how the plan applies} for the given assets (None: all live assets).
 
     See the module docstring for the rules.
@@ -211,6 +215,8 @@ def applicable_plans(db: so.Session, asset_ids: Iterable[int] | None = None,
             .join(PlanLink, PlanLink.vendor_id == Vendor.id).where(not_service),
             Asset.id)):
         add(asset_id, plan_id, f"cloud vendor {vendor}")
+    if not include_services:
+        return result
     # 4. through a business service that depends on it (recursive walk down the graph)
     service_plans = (sa.select(PlanLink.plan_id.label("plan_id"), PlanLink.asset_id.label("asset_id"),
                                PlanLink.asset_id.label("service_id"))
@@ -280,8 +286,8 @@ def coverage(db: so.Session, now: datetime | None = None, *, criticality: str = 
 
 # ---------------------------------------------------------------- recovery targets
 
-def _asset_rtos(db: so.Session, asset_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
-    """asset id -> (smallest RTO, plan name) over plans linked directly to it."""
+def _promised_rtos(db: so.Session, asset_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
+    """asset id -> (smallest RTO, plan name) over plans linked directly to it: the promise."""
     out: dict[int, tuple[int, str]] = {}
     ids = list(asset_ids)
     for start in range(0, len(ids), 500):
@@ -292,6 +298,27 @@ def _asset_rtos(db: so.Session, asset_ids: Iterable[int]) -> dict[int, tuple[int
                 .where(PlanLink.asset_id.in_(chunk), ContingencyPlan.rto_minutes.is_not(None))):
             if asset_id not in out or rto < out[asset_id][0]:
                 out[asset_id] = (rto, name)
+    return out
+
+
+def _recovery_times(db: so.Session, asset_ids: Iterable[int],
+                    plan_rtos: dict[int, tuple[int | None, str]]) -> dict[int, tuple[int, str, str]]:
+    """asset id -> (RTO, plan name, how it applies) of the *slowest* plan that restores it.
+
+    Plans apply through the asset itself, its products, their vendors or its cloud
+    vendor (not through the services it supports — that would be circular).  Each
+    plan answers one failure mode; the slowest one bounds how long the asset may
+    stay down, so that is what a dependent service must be able to ride out.
+    """
+    out: dict[int, tuple[int, str, str]] = {}
+    ids = list(asset_ids)
+    if not ids:
+        return out
+    for asset_id, plans in applicable_plans(db, ids, include_services=False).items():
+        for plan_id, via in plans.items():
+            rto, name = plan_rtos.get(plan_id, (None, ""))
+            if rto is not None and (asset_id not in out or rto > out[asset_id][0]):
+                out[asset_id] = (rto, name, via)
     return out
 
 
@@ -342,7 +369,9 @@ def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> li
     services = list(db.scalars(stmt))
     graph = _HardGraph(db)
     graph.load(services)
-    promised = _asset_rtos(db, services)
+    promised = _promised_rtos(db, services)
+    plan_rtos = {pid: (rto, name) for pid, rto, name in db.execute(
+        sa.select(ContingencyPlan.id, ContingencyPlan.rto_minutes, ContingencyPlan.name))}
     results = []
     for service_id in services:
         # BFS over hard dependencies, remembering one shortest path to each.
@@ -361,7 +390,7 @@ def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> li
                         queue.append(dep)
         graph.load(order)
         deps = [d for d in order if graph.info.get(d) is not None and graph.info[d].retired_at is None]
-        rtos = _asset_rtos(db, deps)
+        rtos = _recovery_times(db, deps, plan_rtos)
         info = graph.info[service_id]
 
         def path_to(node: int) -> list[str]:
@@ -383,7 +412,7 @@ def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> li
         if promise is not None:
             too_slow = sorted(
                 ({"asset_id": d, "name": graph.info[d].name, "natural_key": graph.info[d].natural_key,
-                  "rto_minutes": rtos[d][0], "plan": rtos[d][1], "path": path_to(d)}
+                  "rto_minutes": rtos[d][0], "plan": rtos[d][1], "via": rtos[d][2], "path": path_to(d)}
                  for d in deps if d in rtos and rtos[d][0] > promise[0]),
                 key=lambda x: -x["rto_minutes"])
         if promise is None:
@@ -402,7 +431,7 @@ def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> li
             "slowest": None if slowest is None else {
                 "asset_id": slowest, "name": graph.info[slowest].name,
                 "natural_key": graph.info[slowest].natural_key, "rto_minutes": rtos[slowest][0],
-                "plan": rtos[slowest][1], "path": path_to(slowest)},
+                "plan": rtos[slowest][1], "via": rtos[slowest][2], "path": path_to(slowest)},
             "too_slow": too_slow, "unplanned": unplanned, "status": status,
             "shortfall_minutes": (rtos[slowest][0] - promise[0]) if (promise and slowest is not None
                                                                       and too_slow) else 0,

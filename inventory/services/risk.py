@@ -32,7 +32,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from scipy import sparse
 
-from inventory.choices import (ASSESSMENT_DOMAINS, CRITICALITY_WEIGHT, FINDING_SEVERITIES,
+from inventory.choices import (ASSESSMENT_DOMAINS, CRITICALITIES, CRITICALITY_WEIGHT, FINDING_SEVERITIES,
                                FINDING_STATUSES, SERVICE_KIND)
 from inventory.db import utcnow
 from inventory.models import (Asset, Dependency, Installation, Product, Vendor, VendorAssessment,
@@ -44,8 +44,6 @@ from inventory.services.updates import (NotFound, ValidationError, clean_text, f
 # ---------------------------------------------------------------- the formula, in one place
 
 IMPACT_MAX = 30.0
-# Impact saturates when a full outage would take out half the estate's criticality weight.
-IMPACT_SATURATION = 0.5
 CONCENTRATION_MAX = 20.0
 ASSESSMENT_MAX = 25.0
 ASSESSMENT_DOMAIN_MAX = 15.0
@@ -58,6 +56,10 @@ UNTESTED_MAX = 8.0
 VENDOR_PUSHED_POINTS = 5.0
 PRACTICE_GAP_POINTS = 1.0  # each of: no staged rollouts, no rollback (from the latest assessment)
 PLANS_MAX = 10.0
+# What we know about a vendor's practices (assessment, updates) counts in proportion to how
+# much we depend on it: those two parts are scaled by the share of critical assets that
+# depend on the vendor, but never below this floor (an unknown vendor is never riskless).
+DEPENDENCE_FLOOR = 0.2
 # Per hit asset: how much of a gap its plans leave.
 PLAN_GAP_WEIGHT = {"gap": 1.0, "stale": 0.5, "never_exercised": 0.25, "current": 0.0}
 HIT_STATUS_WEIGHT = {"down": 1.0, "degraded": 0.5}
@@ -69,30 +71,27 @@ REVIEW_DUE_SOON_DAYS = 30
 SCORE_PARTS = (
     ("impact", IMPACT_MAX,
      f"criticality-weighted blast radius of a full outage (down ×1, degraded ×0.5; weights "
-     f"{CRITICALITY_WEIGHT}) as a share of the estate's total weight; saturates at "
-     f"{int(IMPACT_SATURATION * 100)}%"),
+     f"{CRITICALITY_WEIGHT}) as a share of the estate's total weight"),
     ("concentration", CONCENTRATION_MAX,
      "share of critical business services depending on the vendor (any route)"),
     ("assessment", ASSESSMENT_MAX,
      "latest assessment: domain scores below 5 (up to 15), open findings (critical 4, high 2, "
-     "medium 1, low 0.5; up to 6), expired certifications (2 each; up to 4); never assessed = 25"),
+     "medium 1, low 0.5; up to 6), expired certifications (2 each; up to 4); never assessed = 25; "
+     f"× dependence (share of critical assets depending on the vendor, at least {DEPENDENCE_FLOOR})"),
     ("updates", UPDATES_MAX,
      "untested exposure of its products, weighted by criticality (up to 8), vendor-pushed "
-     "updates or no customer control (5), no staged rollouts (1), no rollback (1)"),
+     "updates or no customer control (5), no staged rollouts (1), no rollback (1); × dependence"),
     ("plans", PLANS_MAX,
      "plan gaps in the blast radius, weighted by criticality: no plan ×1, only stale ×0.5, "
      "only never-exercised ×0.25"),
 )
 
 
+BANDS = ((60, "critical"), (40, "high"), (20, "medium"), (0, "low"))
+
+
 def band(score: float) -> str:
-    if score >= 70:
-        return "critical"
-    if score >= 50:
-        return "high"
-    if score >= 25:
-        return "medium"
-    return "low"
+    return next(name for threshold, name in BANDS if score >= threshold)
 
 
 # ---------------------------------------------------------------- concentration
@@ -416,7 +415,7 @@ def create_assessment(db: so.Session, data: dict[str, Any], *, actor: str,
 # ---------------------------------------------------------------- the score
 
 def _blast(db: so.Session, vendor: Vendor) -> dict[str, Any]:
-    """Full-outage blast radius of a vendor, from the impact engine."""
+    """Full-outage blast radius of a vendor, from the impact engine, as a JSON-safe dict."""
     from inventory.impact import blast_radius, parse_scope
 
     return blast_radius(db, parse_scope(db, {"vendor": vendor.name})).to_dict()
@@ -434,26 +433,85 @@ def _hit_plan_state(hit: dict[str, Any]) -> str:
     return "stale"
 
 
+@dataclass
+class BlastSummary:
+    """What the score needs from a blast radius: counts and criticality weights per status and
+    per plan state (``current``, ``never_exercised``, ``stale``, ``gap``)."""
+
+    hits: int = 0
+    down: int = 0
+    weighted_hits: float = 0.0  # Σ criticality weight × (1 down, 0.5 degraded)
+    by_criticality: dict[str, int] = field(default_factory=dict)
+    plan_states: dict[str, int] = field(default_factory=dict)
+    plan_weights: dict[str, float] = field(default_factory=dict)  # Σ criticality weight per plan state
+    totals: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_hits(cls, hits: Iterable[dict[str, Any]], totals: dict[str, Any] | None = None) -> "BlastSummary":
+        out = cls(totals=totals or {})
+        for h in hits:
+            crit = h.get("criticality") or "unknown"
+            weight = CRITICALITY_WEIGHT.get(crit, 1)
+            state = _hit_plan_state(h)
+            out.hits += 1
+            out.down += h.get("status") == "down"
+            out.weighted_hits += weight * HIT_STATUS_WEIGHT.get(h.get("status"), 1.0)
+            out.by_criticality[crit] = out.by_criticality.get(crit, 0) + 1
+            out.plan_states[state] = out.plan_states.get(state, 0) + 1
+            out.plan_weights[state] = out.plan_weights.get(state, 0.0) + weight
+        return out
+
+    @classmethod
+    def from_result(cls, result: Any) -> "BlastSummary":
+        """From an ``ImpactResult`` without building every hit (paths are costly at 100k assets):
+        its totals give status × criticality, its per-hit plan level gives the plan states.
+        Falls back to the full hit list if the engine does not expose those arrays."""
+        totals = result.totals
+        try:
+            idx = result.hit_idx
+            levels = np.asarray(result.best_level)
+            crit_codes = np.asarray(result.graph.crit_code)[idx]
+        except AttributeError:
+            return cls.from_hits(result.to_dict()["hits"], totals)
+        out = cls(totals=totals, hits=int(totals.get("hits", len(idx))),
+                  down=int(totals.get("by_status", {}).get("down", 0)))
+        for crit, counts in (totals.get("by_criticality") or {}).items():
+            if counts.get("total"):
+                weight = CRITICALITY_WEIGHT.get(crit, 1)
+                out.by_criticality[crit] = int(counts["total"])
+                out.weighted_hits += weight * (counts.get("down", 0) * HIT_STATUS_WEIGHT["down"]
+                                               + counts.get("degraded", 0) * HIT_STATUS_WEIGHT["degraded"])
+        names = list(CRITICALITIES)  # the engine codes criticalities by their index here
+        weights = np.array([CRITICALITY_WEIGHT.get(c, 1) for c in names] + [1], dtype=float)
+        hit_weights = weights[np.minimum(crit_codes.astype(np.int64), len(names))]
+        for level, state in ((3, "current"), (2, "never_exercised"), (1, "stale"), (0, "gap")):
+            mask = levels == level
+            if mask.any():
+                out.plan_states[state] = int(mask.sum())
+                out.plan_weights[state] = float(hit_weights[mask].sum())
+        return out
+
+
+def _blast_summary(db: so.Session, vendor: Vendor) -> BlastSummary:
+    from inventory.impact import blast_radius, parse_scope
+
+    return BlastSummary.from_result(blast_radius(db, parse_scope(db, {"vendor": vendor.name})))
+
+
 def _part(name: str, points: float, maximum: float, detail: str, **inputs: Any) -> dict[str, Any]:
     return {"part": name, "points": round(min(points, maximum), 2), "max": maximum,
             "detail": detail, "inputs": inputs}
 
 
-def _impact_part(blast: dict[str, Any], estate_weight: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    hits = list(blast.get("hits") or [])
-    weighted = sum(CRITICALITY_WEIGHT.get(h.get("criticality"), 1) * HIT_STATUS_WEIGHT.get(h.get("status"), 1.0)
-                   for h in hits)
+def _impact_part(blast: BlastSummary, estate_weight: float) -> dict[str, Any]:
+    weighted = blast.weighted_hits
     ratio = weighted / estate_weight if estate_weight else 0.0
-    points = IMPACT_MAX * min(1.0, ratio / IMPACT_SATURATION)
-    by_crit: dict[str, int] = {}
-    for h in hits:
-        by_crit[h.get("criticality") or "?"] = by_crit.get(h.get("criticality") or "?", 0) + 1
-    down = sum(1 for h in hits if h.get("status") == "down")
-    detail = (f"{len(hits)} assets hit ({down} down), weighted {weighted:g} of the estate's "
-              f"{estate_weight:g} = {ratio:.1%}; {IMPACT_MAX:g} × min(1, {ratio:.3f} / {IMPACT_SATURATION})")
-    return _part("impact", points, IMPACT_MAX, detail, hits=len(hits), down=down,
+    points = IMPACT_MAX * min(1.0, ratio)
+    detail = (f"{blast.hits} assets hit ({blast.down} down), weighted {weighted:g} of the estate's "
+              f"{estate_weight:g} = {ratio:.1%}; {IMPACT_MAX:g} × {ratio:.3f}")
+    return _part("impact", points, IMPACT_MAX, detail, hits=blast.hits, down=blast.down,
                  weighted_hits=weighted, estate_weight=estate_weight, ratio=round(ratio, 4),
-                 by_criticality=by_crit), hits
+                 by_criticality=blast.by_criticality)
 
 
 def _concentration_part(conc: dict[str, Any]) -> dict[str, Any]:
@@ -533,25 +591,37 @@ def _updates_part(db: so.Session, vendor: Vendor, assessment: VendorAssessment |
                  practice_gaps=practice_gaps, practice_points=practice_points)
 
 
-def _plans_part(hits: list[dict[str, Any]]) -> dict[str, Any]:
-    if not hits:
+def _plans_part(blast: BlastSummary) -> dict[str, Any]:
+    if not blast.hits:
         return _part("plans", 0.0, PLANS_MAX, "nothing would be hit", hits=0)
-    total = 0.0
-    gap = 0.0
-    states: dict[str, int] = {}
-    for h in hits:
-        weight = CRITICALITY_WEIGHT.get(h.get("criticality"), 1)
-        state = _hit_plan_state(h)
-        states[state] = states.get(state, 0) + 1
-        total += weight
-        gap += weight * PLAN_GAP_WEIGHT[state]
+    total = sum(blast.plan_weights.values())
+    gap = sum(PLAN_GAP_WEIGHT[state] * w for state, w in blast.plan_weights.items())
     share = gap / total if total else 0.0
-    detail = (f"of {len(hits)} hit assets: {states.get('gap', 0)} without a plan, "
+    states = blast.plan_states
+    detail = (f"of {blast.hits} hit assets: {states.get('gap', 0)} without a plan, "
               f"{states.get('stale', 0)} only stale, {states.get('never_exercised', 0)} only never "
               f"exercised, {states.get('current', 0)} current; weighted gap {share:.0%} → "
               f"{PLANS_MAX:g} × {share:.3f}")
-    return _part("plans", PLANS_MAX * share, PLANS_MAX, detail, hits=len(hits), states=states,
+    return _part("plans", PLANS_MAX * share, PLANS_MAX, detail, hits=blast.hits, states=states,
                  weighted_gap_share=round(share, 4))
+
+
+def dependence_factor(conc: dict[str, Any]) -> float:
+    """Share of critical assets depending on the vendor, at least ``DEPENDENCE_FLOOR``."""
+    if not conc["total_critical_assets"]:
+        share = 1.0 if conc["assets"] else 0.0
+    else:
+        share = conc["share"]
+    return max(DEPENDENCE_FLOOR, min(1.0, share))
+
+
+def _scaled(part: dict[str, Any], dependence: float) -> dict[str, Any]:
+    raw = part["points"]
+    part["points"] = round(raw * dependence, 2)
+    part["inputs"]["raw_points"] = raw
+    part["inputs"]["dependence"] = round(dependence, 4)
+    part["detail"] += f"; {raw:g} × dependence {dependence:.2f}"
+    return part
 
 
 def _estate_weight(db: so.Session) -> float:
@@ -563,7 +633,7 @@ def _estate_weight(db: so.Session) -> float:
 def vendor_risk(db: so.Session, vendor: Vendor | str | int, *, today: date | None = None,
                 _estate: _Estate | None = None, _concentration: dict[str, Any] | None = None,
                 _estate_weight_value: float | None = None,
-                _blast_value: dict[str, Any] | None = None) -> dict[str, Any]:
+                _blast_value: "dict[str, Any] | BlastSummary | None" = None) -> dict[str, Any]:
     """The transparent vendor risk score (0-100) with every part's contribution.
 
     ``{vendor_id, vendor, tier, score, band, subtotal, modifier, parts: [{part, points,
@@ -574,12 +644,19 @@ def vendor_risk(db: so.Session, vendor: Vendor | str | int, *, today: date | Non
     today = today or utcnow().date()
     conc = _concentration or vendor_concentration(db, [vendor], _estate=_estate)[0]
     estate_weight = _estate_weight_value if _estate_weight_value is not None else _estate_weight(db)
-    blast = _blast_value if _blast_value is not None else (_blast(db, vendor) if conc["assets"] else
-                                                            {"hits": [], "totals": {}})
+    if _blast_value is not None:  # a blast radius already computed (dict with "hits") or summarised
+        blast = (_blast_value if isinstance(_blast_value, BlastSummary)
+                 else BlastSummary.from_hits(_blast_value.get("hits") or [], _blast_value.get("totals")))
+    else:
+        # A vendor nothing depends on hits nothing: skip the engine.
+        blast = _blast_summary(db, vendor) if conc["assets"] else BlastSummary()
     assessment = latest_assessment(db, vendor.id)
-    impact, hits = _impact_part(blast, estate_weight)
-    parts = [impact, _concentration_part(conc), _assessment_part(assessment, today),
-             _updates_part(db, vendor, assessment, conc["assets"] > 0), _plans_part(hits)]
+    impact = _impact_part(blast, estate_weight)
+    dependence = dependence_factor(conc)
+    parts = [impact, _concentration_part(conc),
+             _scaled(_assessment_part(assessment, today), dependence),
+             _scaled(_updates_part(db, vendor, assessment, conc["assets"] > 0), dependence),
+             _plans_part(blast)]
     subtotal = sum(p["points"] for p in parts)
     factor = 1.0
     modifiers = []
@@ -597,12 +674,13 @@ def vendor_risk(db: so.Session, vendor: Vendor | str | int, *, today: date | Non
         "vendor_id": vendor.id, "vendor": vendor.name, "tier": vendor.tier,
         "score": score, "band": band(score), "subtotal": round(subtotal, 2),
         "modifier": round(factor, 4), "modifier_points": round(score - subtotal, 2),
+        "dependence": round(dependence, 4),
         "parts": parts, "modifiers": modifiers,
         "has_alternative": vendor.has_alternative, "exit_plan_documented": vendor.exit_plan_documented,
         "latest_assessment": assessment.assessed_on.isoformat() if assessment else None,
         "review_due": due.isoformat() if due else None,
         "review_state": review_state(due, assessment is not None, today),
-        "concentration": conc, "blast_totals": blast.get("totals") or {},
+        "concentration": conc, "blast_totals": blast.totals,
     }
 
 
@@ -672,3 +750,23 @@ def review_calendar(db: so.Session, *, today: date | None = None,
                      "latest_assessment": risk["latest_assessment"], "review_due": risk["review_due"],
                      "days_overdue": (today - due).days if due and due < today else 0})
     return rows
+
+
+def cached_risk_table(db: so.Session, *, today: date | None = None) -> list[dict[str, Any]]:
+    """``risk_table`` reused while nothing it reads has changed.
+
+    The key combines the inventory version (bumped by triggers on every graph
+    write), the newest audit event (every assessment, update, test result and
+    plan change writes one) and the day (certificates expire, reviews fall due).
+    Callers get a copy, so they may decorate rows freely.
+    """
+    import copy
+
+    from inventory.models import AuditEvent
+    from inventory.services import cache
+
+    today = today or utcnow().date()
+    audit_mark = db.scalar(sa.select(sa.func.max(AuditEvent.id)))
+    table = cache.cached(db, f"risk_table:{today.isoformat()}:{audit_mark}",
+                         lambda: risk_table(db, today=today))
+    return copy.deepcopy(table)

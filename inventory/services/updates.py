@@ -291,8 +291,11 @@ def _untested_stmt(critical_only: bool, criticality: str | None = None):  # type
 
 def untested_exposure(db: so.Session, critical_only: bool = False, *, criticality: str | None = None,
                       vendor_id: int | None = None, product_id: int | None = None,
-                      limit: int | None = None) -> list[dict[str, Any]]:
+                      tracked_only: bool = False, limit: int | None = None) -> list[dict[str, Any]]:
     """Installations on versions without a passing pre-production test.
+
+    ``tracked_only`` narrows to products with at least one recorded update (the
+    products someone runs update testing for), e.g. for a focused pipeline gate.
 
     Rows: ``{asset_id, asset_name, natural_key, criticality, product_id, product,
     vendor, version, update_ring, reason}`` (plus ``vendor_id``, ``update_id``,
@@ -303,6 +306,8 @@ def untested_exposure(db: so.Session, critical_only: bool = False, *, criticalit
         stmt = stmt.where(Vendor.id == vendor_id)
     if product_id is not None:
         stmt = stmt.where(Product.id == product_id)
+    if tracked_only:
+        stmt = stmt.where(sa.exists(sa.select(VendorUpdate.id).where(VendorUpdate.product_id == Product.id)))
     crit_rank = sa.case({c: i for i, c in enumerate(CRITICALITIES)}, value=Asset.criticality, else_=9)
     stmt = stmt.order_by(crit_rank, Vendor.name, Product.name, Asset.name, Asset.id)
     if limit is not None:

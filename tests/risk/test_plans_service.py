@@ -80,16 +80,21 @@ def test_rto_through_dependencies(any_db_url: str) -> None:
         db.commit()
         checkout = next(r for r in svc.rto_check(db) if r["name"] == "svc-checkout")
         assert checkout["status"] == "unverified" and checkout["too_slow"] == []
-        # without redundancy the members are walked too
+        # without redundancy the members are walked too: the hosts' slowest plan is the
+        # CrowdStrike vendor plan (180 min), slower than the 60 promised
         data["assets"]["tg-web"].min_up = 2
         db.add(ContingencyPlan(name="TG", rto_minutes=45, last_reviewed=utcnow(),
                                links=[PlanLink(asset_id=data["assets"]["tg-web"].id)]))
-        db.commit()
-        checkout = next(r for r in svc.rto_check(db) if r["name"] == "svc-checkout")
-        assert _names(checkout["unplanned"]) == {"web-1", "web-2"}
-        db.add(ContingencyPlan(name="Web hosts", rto_minutes=50, last_reviewed=utcnow(),
+        db.add(ContingencyPlan(name="Web hosts", rto_minutes=20, last_reviewed=utcnow(),
                                links=[PlanLink(asset_id=data["assets"]["web-1"].id),
                                       PlanLink(asset_id=data["assets"]["web-2"].id)]))
+        db.commit()
+        checkout = next(r for r in svc.rto_check(db) if r["name"] == "svc-checkout")
+        assert checkout["status"] == "at_risk" and checkout["unplanned"] == []
+        assert {(d["name"], d["rto_minutes"], d["via"]) for d in checkout["too_slow"]} == {
+            ("web-1", 180, "vendor CrowdStrike"), ("web-2", 180, "vendor CrowdStrike")}
+        assert checkout["slowest"]["path"][-3:-1] == ["lb-web", "tg-web"]
+        data["plans"]["falcon"].rto_minutes = 50
         db.commit()
         checkout = next(r for r in svc.rto_check(db) if r["name"] == "svc-checkout")
         assert checkout["status"] == "ok" and checkout["slowest"]["rto_minutes"] == 50

@@ -49,13 +49,16 @@ def test_score_arithmetic_with_a_given_blast_radius(db: so.Session, estate) -> N
     parts = {p["part"]: p for p in risk["parts"]}
     estate_weight = 8 * 6 + 4 * 3 + 1  # live assets: six critical, three high, one low
     assert parts["impact"]["inputs"]["estate_weight"] == estate_weight
-    impact = 30 * min(1, ((4 * 1 + 4 * 0.5) / estate_weight) / 0.5)
+    impact = 30 * (4 * 1 + 4 * 0.5) / estate_weight
     assert parts["impact"]["points"] == pytest.approx(impact, abs=0.01)
     assert parts["concentration"]["points"] == 0  # no critical service depends on Okta
     assert parts["assessment"]["points"] == 0  # all fives, no findings, no certificates
-    assert parts["updates"]["points"] == 8  # its one installation has no version: all untested
+    # its one installation has no version: all untested (8); no critical asset depends on Okta,
+    # so practice-based parts count at the 0.2 floor
+    assert risk["dependence"] == 0.2
+    assert parts["updates"]["inputs"]["raw_points"] == 8 and parts["updates"]["points"] == 1.6
     assert parts["plans"]["points"] == pytest.approx(10 * (4 * 1 + 4 * 0.5) / 8)
-    subtotal = impact + 8 + 7.5
+    subtotal = impact + 1.6 + 7.5
     assert risk["subtotal"] == pytest.approx(subtotal, abs=0.02)
     # Okta has an alternative and an exit plan
     assert risk["modifier"] == pytest.approx(0.85 * 0.9)
@@ -74,7 +77,8 @@ def test_assessment_part(db: so.Session, estate) -> None:  # type: ignore[no-unt
     assert updates["points"] == 6 and updates["inputs"]["untested_installations"] == 0
     assert risk["review_state"] == "overdue"
     never = svc.vendor_risk(db, "Microsoft", _blast_value={"hits": []})
-    assert next(p for p in never["parts"] if p["part"] == "assessment")["points"] == 25
+    # never assessed: the full 25, scaled by Microsoft's dependence (5 of 6 critical assets)
+    assert next(p for p in never["parts"] if p["part"] == "assessment")["points"] == pytest.approx(25 * 5 / 6, abs=0.01)
     assert never["review_state"] == "never"
 
 

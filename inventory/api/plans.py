@@ -1,0 +1,196 @@
+"""JSON API: contingency plans, their reviews/exercises, coverage and RTO checks."""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from inventory.api import error_response
+from inventory.api.updates import invalid, json_body
+from inventory.app_db import get_session
+from inventory.auth import current_actor
+from inventory.choices import CRITICALITIES, PLAN_EVENT_KINDS, PLAN_OUTCOMES
+from inventory.services import plans as svc
+
+bp = Blueprint("api_plans", __name__, url_prefix="/api/v1")
+
+PLAN_FIELDS = {"name", "owner", "rto_minutes", "steps", "manual_fallback", "runbook_url",
+               "review_interval_days", "covers"}
+EVENT_FIELDS = {"kind", "outcome", "notes", "at", "by"}
+STATUSES = ("current", "stale", "never_exercised")
+
+
+@bp.get("/plans")
+def list_plans():  # type: ignore[no-untyped-def]
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        return error_response(400, f"status must be one of {', '.join(STATUSES)}", "status")
+    plans = svc.list_plans(get_session(), status=status)
+    return jsonify(plans=plans, count=len(plans))
+
+
+@bp.post("/plans")
+def create_plan():  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        plan = svc.create_plan(db, json_body(PLAN_FIELDS), actor=current_actor())
+    except svc.ValidationError as exc:
+        return invalid(exc)
+    db.commit()
+    return jsonify(svc.plan_to_dict(plan, events=True)), 201
+
+
+def _find(plan_id: int):  # type: ignore[no-untyped-def]
+    try:
+        return svc.find_plan(get_session(), plan_id)
+    except svc.NotFound:
+        return None
+
+
+@bp.get("/plans/<int:plan_id>")
+def get_plan(plan_id: int):  # type: ignore[no-untyped-def]
+    plan = _find(plan_id)
+    if plan is None:
+        return error_response(404, f"no plan with id {plan_id}")
+    return jsonify(svc.plan_to_dict(plan, events=True))
+
+
+@bp.patch("/plans/<int:plan_id>")
+def update_plan(plan_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    plan = _find(plan_id)
+    if plan is None:
+        return error_response(404, f"no plan with id {plan_id}")
+    try:
+        svc.update_plan(db, plan, json_body(PLAN_FIELDS), actor=current_actor())
+    except svc.ValidationError as exc:
+        return invalid(exc)
+    db.commit()
+    return jsonify(svc.plan_to_dict(plan, events=True))
+
+
+@bp.post("/plans/<int:plan_id>/events")
+def record_event(plan_id: int):  # type: ignore[no-untyped-def]
+    """Record a review or an exercise: the event, the plan's date and the audit entry, together."""
+    db = get_session()
+    plan = _find(plan_id)
+    if plan is None:
+        return error_response(404, f"no plan with id {plan_id}")
+    try:
+        body = json_body(EVENT_FIELDS)
+        event = svc.record_event(db, plan, actor=current_actor(), kind=body.get("kind"),
+                                 outcome=body.get("outcome"), notes=body.get("notes"), at=body.get("at"),
+                                 by=body.get("by"))
+    except svc.ValidationError as exc:
+        return invalid(exc)
+    db.commit()
+    return jsonify(event=svc.event_to_dict(event), plan=svc.plan_to_dict(plan)), 201
+
+
+@bp.get("/plans/coverage")
+def coverage():  # type: ignore[no-untyped-def]
+    criticality = request.args.get("criticality") or "critical"
+    if criticality not in CRITICALITIES:
+        return error_response(400, f"criticality must be one of {', '.join(CRITICALITIES)}", "criticality")
+    return jsonify(svc.coverage(get_session(), criticality=criticality))
+
+
+@bp.get("/plans/stale")
+def stale():  # type: ignore[no-untyped-def]
+    db = get_session()
+    return jsonify(stale=svc.stale_plans(db), never_exercised=svc.never_exercised(db))
+
+
+@bp.get("/plans/rto")
+def rto():  # type: ignore[no-untyped-def]
+    rows = svc.rto_check(get_session())
+    return jsonify(services=rows, at_risk=sum(1 for r in rows if r["status"] == "at_risk"))
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+_ERR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_ID = [{"name": "plan_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_PLAN_INPUT_PROPS = {
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "owner": {"type": ["string", "null"], "maxLength": 200},
+    "rto_minutes": {"type": ["integer", "null"], "minimum": 1},
+    "steps": {"type": ["string", "null"]}, "manual_fallback": {"type": ["string", "null"]},
+    "runbook_url": {"type": ["string", "null"], "description": "http(s) URL only"},
+    "review_interval_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+    "covers": {"type": "object", "additionalProperties": False, "properties": {
+        "assets": {"type": "array", "items": {"type": "string"}, "description": "asset natural keys"},
+        "products": {"type": "array", "items": {"type": "string"}, "description": "'Vendor/Product'"},
+        "vendors": {"type": "array", "items": {"type": "string"}}}},
+}
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Plan": {"type": "object", "properties": {
+        "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": ["string", "null"]},
+        "rto_minutes": {"type": ["integer", "null"]}, "steps": {"type": ["string", "null"]},
+        "manual_fallback": {"type": ["string", "null"]}, "runbook_url": {"type": ["string", "null"]},
+        "review_interval_days": {"type": "integer"},
+        "last_reviewed": {"type": ["string", "null"], "format": "date-time"},
+        "last_exercised": {"type": ["string", "null"], "format": "date-time"},
+        "review_due": {"type": ["string", "null"], "format": "date-time"},
+        "review_overdue": {"type": "boolean"}, "never_exercised": {"type": "boolean"},
+        "status": {"type": "string", "enum": list(STATUSES)}, "covers": {"type": "object"},
+        "covers_summary": {"type": "string"}, "events": {"type": "array"}}},
+    "NewPlan": {"type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": _PLAN_INPUT_PROPS},
+    "PlanChanges": {"type": "object", "additionalProperties": False, "properties": _PLAN_INPUT_PROPS},
+    "NewPlanEvent": {"type": "object", "required": ["kind"], "additionalProperties": False, "properties": {
+        "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
+        "outcome": {"type": "string", "enum": list(PLAN_OUTCOMES), "description": "required for an exercise"},
+        "notes": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
+        "by": {"type": "string"}}},
+}
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/plans": {
+        "get": {"summary": "Contingency plans with review/exercise status", "operationId": "listPlans",
+                "tags": ["plans"],
+                "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}}],
+                "responses": {"200": _ok({"type": "object", "properties": {
+                    "plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}},
+                    "count": {"type": "integer"}}}), "400": _ERR}},
+        "post": {"summary": "Create a plan (write token)", "operationId": "createPlan", "tags": ["plans"],
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": {"$ref": "#/components/schemas/NewPlan"}}}},
+                 "responses": {"201": _ok({"$ref": "#/components/schemas/Plan"}, "Created"),
+                               "400": _ERR, "403": _ERR, "409": _ERR, "422": _ERR}}},
+    "/api/v1/plans/{plan_id}": {
+        "get": {"summary": "One plan with its history", "operationId": "getPlan", "tags": ["plans"],
+                "parameters": _ID, "responses": {"200": _ok({"$ref": "#/components/schemas/Plan"}), "404": _ERR}},
+        "patch": {"summary": "Change a plan (write token); covers replaces the links", "operationId": "updatePlan",
+                  "tags": ["plans"], "parameters": _ID,
+                  "requestBody": {"required": True, "content": {"application/json": {
+                      "schema": {"$ref": "#/components/schemas/PlanChanges"}}}},
+                  "responses": {"200": _ok({"$ref": "#/components/schemas/Plan"}), "400": _ERR, "403": _ERR,
+                                "404": _ERR, "409": _ERR, "422": _ERR}}},
+    "/api/v1/plans/{plan_id}/events": {
+        "post": {"summary": "Record a review or an exercise (one action; write token)",
+                 "operationId": "recordPlanEvent", "tags": ["plans"], "parameters": _ID,
+                 "requestBody": {"required": True, "content": {"application/json": {
+                     "schema": {"$ref": "#/components/schemas/NewPlanEvent"}}}},
+                 "responses": {"201": _ok({"type": "object"}, "Recorded"), "400": _ERR, "403": _ERR,
+                               "404": _ERR, "422": _ERR}}},
+    "/api/v1/plans/coverage": {
+        "get": {"summary": "Plan coverage of critical services and assets", "operationId": "planCoverage",
+                "tags": ["plans"],
+                "parameters": [{"name": "criticality", "in": "query",
+                                "schema": {"type": "string", "enum": list(CRITICALITIES)}}],
+                "responses": {"200": _ok({"type": "object"}), "400": _ERR}}},
+    "/api/v1/plans/stale": {
+        "get": {"summary": "Plans with overdue reviews, and plans never exercised", "operationId": "stalePlans",
+                "tags": ["plans"], "responses": {"200": _ok({"type": "object"})}}},
+    "/api/v1/plans/rto": {
+        "get": {"summary": "Services' promised RTO against their slowest hard dependency",
+                "operationId": "rtoCheck", "tags": ["plans"], "responses": {"200": _ok({"type": "object"})}}},
+}
