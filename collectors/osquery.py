@@ -1,0 +1,505 @@
+"""osquery results: a fleet of Windows, Linux and macOS hosts without a Plan B agent.
+
+Accepted files (the format is detected per file):
+
+1. **osquery's results log** (``osqueryd.results.log`` / ``osqueryd.snapshots.log``,
+   newline-delimited JSON, any number of hosts), as the filesystem logger writes it:
+   - *event format* (differential): ``{"name", "hostIdentifier", "calendarTime",
+     "unixTime", "epoch", "counter", "decorations", "action": "added"|"removed",
+     "columns": {...}}``;
+   - *snapshot format*: the same with ``"action": "snapshot", "snapshot": [{...}, ...]``;
+   - *batch format* (``--logger_event_type=false``): ``"diffResults": {"added": [...],
+     "removed": [...]}``.
+   The state of each (host, table) is replayed in ``unixTime`` order: a snapshot
+   replaces it, added/removed rows are applied to it.  Differential results are a
+   complete picture only from a query's first run (``counter`` "0", or a new
+   ``epoch``); a log that starts mid-stream gives an *incomplete* table.
+2. **``osqueryi --json`` output**: a JSON array of rows of one table for one host
+   (``osqueryi --json "select * from programs" > programs.json``).  The host comes
+   from ``--host`` (or the rows of ``system_info`` in the same import), the table
+   from ``--table`` or is recognised from the columns.
+3. **An envelope** bundling such outputs: ``{"host": "name", "tables": {"system_info":
+   [...], "os_version": [...], "programs": [...]}}`` (or a list of envelopes).
+
+Tables used: ``system_info``, ``os_version``, ``programs`` (Windows), ``deb_packages``,
+``rpm_packages``, ``apps`` (macOS) and ``ec2_instance_metadata`` /
+``azure_instance_metadata`` (their instance id / vmId merges the host into the AWS/Azure
+asset: one machine, one asset).  Scheduled query names are matched to tables by
+name ("pack_inventory_deb_packages" → deb_packages), else by their columns; other
+queries in the log are ignored.
+
+One scope per host: ``osquery:<hostIdentifier>``.  It is complete when the host's
+``system_info``, ``os_version`` and its platform's package table are present and
+complete; otherwise it is applied but retires and removes nothing.
+
+A file that is not valid (bad JSON, a line without its query name or host, rows that
+are not objects) rejects the whole import with ``file:line`` and nothing is written.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import click
+
+from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
+
+NAME = "osquery"
+
+TABLES = ("system_info", "os_version", "programs", "deb_packages", "rpm_packages", "apps",
+          "ec2_instance_metadata", "azure_instance_metadata")
+PACKAGE_TABLES = ("programs", "deb_packages", "rpm_packages", "apps")
+
+# Column signatures that recognise a table from its rows (most specific first).
+_SIGNATURES: tuple[tuple[str, frozenset[str]], ...] = (
+    ("ec2_instance_metadata", frozenset({"instance_id", "ami_id"})),
+    ("azure_instance_metadata", frozenset({"vm_id", "subscription_id"})),
+    ("apps", frozenset({"bundle_identifier"})),
+    ("rpm_packages", frozenset({"name", "version", "release", "vendor"})),
+    ("deb_packages", frozenset({"name", "version", "maintainer"})),
+    ("deb_packages", frozenset({"name", "version", "revision", "arch", "source"})),
+    ("programs", frozenset({"name", "version", "publisher", "install_location"})),
+    ("programs", frozenset({"name", "version", "publisher", "identifying_number"})),
+    ("os_version", frozenset({"name", "version", "major", "minor", "platform"})),
+    ("system_info", frozenset({"hostname", "cpu_brand"})),
+    ("system_info", frozenset({"hostname", "hardware_vendor"})),
+)
+_LINUX_PLATFORMS = {"ubuntu", "debian", "rhel", "centos", "fedora", "amzn", "sles", "opensuse", "opensuse-leap",
+                    "ol", "rocky", "almalinux", "arch", "alpine", "gentoo", "linux", "manjaro", "nixos", "raspbian"}
+_OS_PUBLISHERS = {"windows": "Microsoft Corporation", "darwin": "Apple Inc.", "ubuntu": "Canonical",
+                  "debian": "Debian", "rhel": "Red Hat", "centos": "CentOS Project", "fedora": "Red Hat",
+                  "amzn": "Amazon Web Services", "sles": "SUSE", "opensuse-leap": "SUSE", "ol": "Oracle"}
+_VERSION_PREFIX = re.compile(r"^\d+(\.\d+)*")
+_CODENAME_SUFFIX = re.compile(r"\s*\(.*\)$")
+
+
+class OsqueryFormatError(ValueError):
+    """A file that is not osquery output; the message names the file and line."""
+
+
+@dataclass
+class TableState:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = False
+    last_time: int = 0
+
+
+@dataclass
+class HostData:
+    identifier: str
+    tables: dict[str, TableState] = field(default_factory=dict)
+    decorations: dict[str, Any] = field(default_factory=dict)
+
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        state = self.tables.get(table)
+        return state.rows if state else []
+
+    def first(self, table: str) -> dict[str, Any]:
+        rows = self.rows(table)
+        return rows[0] if rows else {}
+
+
+@dataclass
+class _Event:
+    time: int
+    order: tuple[int, int]
+    host: str
+    table: str
+    kind: str  # "snapshot", "added", "removed", "full"
+    rows: list[dict[str, Any]]
+    counter: str | None
+    epoch: str | None
+    decorations: dict[str, Any]
+
+
+# -- parsing ----------------------------------------------------------------------------------
+
+def table_for_query(name: str, rows: Sequence[dict[str, Any]]) -> str | None:
+    """The osquery table a scheduled query (or an osqueryi output) reports."""
+    lowered = (name or "").lower()
+    for table in sorted(TABLES, key=len, reverse=True):
+        if lowered == table or lowered.endswith("_" + table) or lowered.endswith("/" + table) \
+                or f"_{table}_" in lowered:
+            return table
+    return table_from_columns(rows)
+
+
+def table_from_columns(rows: Sequence[dict[str, Any]]) -> str | None:
+    if not rows:
+        return None
+    columns = set(rows[0])
+    for table, required in _SIGNATURES:
+        if required <= columns:
+            return table
+    return None
+
+
+def _str_row(row: Any, where: str) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise OsqueryFormatError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    return {str(k): ("" if v is None else v if isinstance(v, str) else str(v) if not isinstance(v, (dict, list))
+                     else json.dumps(v, sort_keys=True)) for k, v in row.items()}
+
+
+def _host_of(event: dict[str, Any]) -> str | None:
+    decorations = event.get("decorations") if isinstance(event.get("decorations"), dict) else {}
+    for value in (event.get("hostIdentifier"), event.get("hostname"), event.get("host_identifier"),
+                  decorations.get("hostname"), decorations.get("host_uuid")):
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_results_log(path: str, text: str, file_index: int) -> tuple[list[_Event], int]:
+    """Events of one results log; returns (events, number of lines of queries not used)."""
+    events: list[_Event] = []
+    ignored = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise OsqueryFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        if not isinstance(event, dict):
+            raise OsqueryFormatError(f"{where}: expected a JSON object (one osquery result per line)")
+        name = event.get("name")
+        if not isinstance(name, str) or not name:
+            raise OsqueryFormatError(f"{where}: result without the scheduled query's \"name\"")
+        host = _host_of(event)
+        if host is None:
+            raise OsqueryFormatError(f"{where}: result without \"hostIdentifier\"")
+        decorations = event.get("decorations") if isinstance(event.get("decorations"), dict) else {}
+        counter = None if event.get("counter") is None else str(event.get("counter"))
+        epoch = None if event.get("epoch") is None else str(event.get("epoch"))
+        time = _as_int(event.get("unixTime", event.get("unix_time")))
+        action = event.get("action")
+        batches: list[tuple[str, list[Any]]] = []
+        if "snapshot" in event:
+            if not isinstance(event["snapshot"], list):
+                raise OsqueryFormatError(f"{where}: \"snapshot\" must be a list of rows")
+            batches.append(("snapshot", event["snapshot"]))
+        elif "columns" in event:
+            if action not in ("added", "removed"):
+                raise OsqueryFormatError(f"{where}: \"action\" must be \"added\" or \"removed\", got {action!r}")
+            batches.append((action, [event["columns"]]))
+        elif "diffResults" in event:
+            diff = event["diffResults"]
+            if not isinstance(diff, dict) or not all(isinstance(diff.get(k, []), list) for k in ("added", "removed")):
+                raise OsqueryFormatError(f"{where}: \"diffResults\" must hold \"added\"/\"removed\" lists")
+            batches.append(("removed", diff.get("removed") or []))
+            batches.append(("added", diff.get("added") or []))
+        else:
+            raise OsqueryFormatError(f"{where}: result without \"columns\", \"snapshot\" or \"diffResults\"")
+        for kind, raw_rows in batches:
+            rows = [_str_row(r, where) for r in raw_rows]
+            table = table_for_query(name, rows)
+            if table is None:
+                ignored += 1
+                continue
+            events.append(_Event(time, (file_index, lineno), host, table, kind, rows, counter, epoch, decorations))
+    return events, ignored
+
+
+def parse_json_output(path: str, data: Any, file_index: int, host: str | None, table: str | None
+                      ) -> list[_Event]:
+    """``osqueryi --json`` output (a list of rows) or envelope(s) — complete tables."""
+    events: list[_Event] = []
+    envelopes: list[tuple[str | None, dict[str, Any], str]] = []
+    if isinstance(data, list) and data and all(isinstance(e, dict) and "tables" in e for e in data):
+        envelopes = [(e.get("host") or e.get("hostIdentifier"), e["tables"], f"{path}: envelope {i + 1}")
+                     for i, e in enumerate(data)]
+    elif isinstance(data, dict) and "tables" in data:
+        envelopes = [(data.get("host") or data.get("hostIdentifier"), data["tables"], path)]
+    elif isinstance(data, list):
+        rows = [_str_row(r, f"{path}: row {i + 1}") for i, r in enumerate(data)]
+        found = table or table_from_columns(rows)
+        if found is None:
+            raise OsqueryFormatError(
+                f"{path}: cannot tell which osquery table these rows come from; pass --table "
+                f"(one of {', '.join(TABLES)})")
+        envelopes = [(host, {found: data}, path)]
+    else:
+        raise OsqueryFormatError(f"{path}: expected osqueryi --json output (a list of rows), an envelope "
+                                 "{\"host\": ..., \"tables\": {...}}, or an osquery results log")
+    for env_host, tables, where in envelopes:
+        if not isinstance(tables, dict):
+            raise OsqueryFormatError(f"{where}: \"tables\" must map table names to lists of rows")
+        the_host = env_host or host
+        for table_name, raw_rows in tables.items():
+            if table_name not in TABLES:
+                continue
+            if not isinstance(raw_rows, list):
+                raise OsqueryFormatError(f"{where}: table {table_name!r} must be a list of rows")
+            rows = [_str_row(r, f"{where}: {table_name} row {i + 1}") for i, r in enumerate(raw_rows)]
+            # no host: resolved by load_files from a system_info in the same import, or rejected
+            events.append(_Event(0, (file_index, 0), the_host or "", table_name, "full", rows, None, None,
+                                 {"_where": where}))
+    return events
+
+
+def _adopt_hosts(events: list[_Event]) -> None:
+    """osqueryi outputs without a host belong to the one host whose system_info came with them."""
+    hostless = [e for e in events if not e.host]
+    if not hostless:
+        return
+    names = {(e.rows[0].get("hostname") or e.rows[0].get("computer_name") or "").strip()
+             for e in hostless if e.table == "system_info" and e.rows}
+    names.discard("")
+    if len(names) != 1:
+        where = hostless[0].decorations.get("_where", "input")
+        raise OsqueryFormatError(
+            f"{where}: osqueryi output does not say which host it is from; pass --host NAME"
+            + (" (the system_info rows name several hosts)" if len(names) > 1 else ""))
+    (name,) = names
+    for event in hostless:
+        event.host = name
+
+
+def load_files(paths: Sequence[str], host: str | None = None, table: str | None = None
+               ) -> tuple[dict[str, HostData], int]:
+    """Parse every file (all or nothing) and replay the events into per-host table states."""
+    events: list[_Event] = []
+    ignored = 0
+    for index, path in enumerate(paths):
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OsqueryFormatError(f"{path}: cannot read: {exc}") from exc
+        stripped = text.lstrip()
+        if not stripped:
+            raise OsqueryFormatError(f"{path}:1: empty file")
+        whole: Any = None
+        if stripped[0] == "[" or (stripped[0] == "{" and '"tables"' in stripped[:2000]):
+            try:
+                whole = json.loads(text)
+            except json.JSONDecodeError as exc:
+                if stripped[0] == "[":
+                    raise OsqueryFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+        if whole is not None and (isinstance(whole, list) or "tables" in whole):
+            events.extend(parse_json_output(path, whole, index, host, table))
+        else:
+            file_events, file_ignored = parse_results_log(path, text, index)
+            events.extend(file_events)
+            ignored += file_ignored
+    _adopt_hosts(events)
+    hosts: dict[str, HostData] = {}
+    events.sort(key=lambda e: (e.time, e.order))
+    for event in events:
+        data = hosts.setdefault(event.host, HostData(identifier=event.host))
+        data.decorations.update({k: v for k, v in event.decorations.items() if not k.startswith("_")})
+        state = data.tables.setdefault(event.table, TableState())
+        if event.kind in ("snapshot", "full"):
+            state.rows = list(event.rows)
+            state.complete = True
+        elif event.kind == "added":
+            if event.counter == "0" and state.last_time != event.time:
+                # the first run of this query (or a new epoch): the added rows are the whole table
+                state.rows = []
+                state.complete = True
+            for row in event.rows:
+                if row not in state.rows:
+                    state.rows.append(row)
+        else:  # removed
+            for row in event.rows:
+                if row in state.rows:
+                    state.rows.remove(row)
+        state.last_time = event.time
+    return hosts, ignored
+
+
+# -- transform ----------------------------------------------------------------------------------
+
+def _clean(value: Any) -> str | None:
+    text = str(value).strip() if value is not None else ""
+    return text or None
+
+
+def os_family(platform: str | None, platform_like: str | None = None) -> str | None:
+    p = (platform or "").lower()
+    if p == "windows":
+        return "windows"
+    if p == "darwin":
+        return "macos"
+    if p in _LINUX_PLATFORMS or "linux" in p or any(x in _LINUX_PLATFORMS for x in (platform_like or "").split()):
+        return "linux"
+    return "other" if p else None
+
+
+def host_records(data: HostData) -> tuple[AssetRecord, list[SoftwareRecord], list[str]]:
+    """The asset, its software, and what is missing for the scope to be complete."""
+    system = data.first("system_info")
+    osv = data.first("os_version")
+    ec2 = data.first("ec2_instance_metadata")
+    azure = data.first("azure_instance_metadata")
+    hostname = (_clean(system.get("hostname")) or _clean(system.get("computer_name"))
+                or _clean(data.decorations.get("hostname")) or data.identifier)
+    platform = (_clean(osv.get("platform")) or "").lower() or None
+    family = os_family(platform, _clean(osv.get("platform_like")))
+    name = _clean(osv.get("name"))
+    version = _clean(osv.get("version"))
+    os_name = name
+    if name and version and family != "windows" and not re.search(r"\d", name):
+        # "Ubuntu" + "22.04.4 LTS (Jammy Jellyfish)" -> "Ubuntu 22.04.4 LTS"; "macOS" + "14.6.1"
+        os_name = f"{name} {_CODENAME_SUFFIX.sub('', version)}"
+    os_version = version
+    if version and family != "windows":
+        match = _VERSION_PREFIX.match(version)
+        os_version = match.group(0) if match else version
+    attributes = {k: v for k, v in {
+        "os_build": _clean(osv.get("build")), "os_platform": platform, "os_codename": _clean(osv.get("codename"))
+        if family != "windows" else None, "architecture": _clean(osv.get("arch")),
+        "cpu_brand": _clean(system.get("cpu_brand")), "hardware_vendor": _clean(system.get("hardware_vendor")),
+        "hardware_model": _clean(system.get("hardware_model")), "host_uuid": _clean(system.get("uuid")),
+        "memory_bytes": _clean(system.get("physical_memory")),
+        "osquery_host_identifier": data.identifier,
+    }.items() if v}
+    provider = account = region = zone = cloud_id = None
+    if _clean(ec2.get("instance_id")):
+        provider, cloud_id = "aws", _clean(ec2.get("instance_id"))
+        account, region, zone = _clean(ec2.get("account_id")), _clean(ec2.get("region")), \
+            _clean(ec2.get("availability_zone"))
+    elif _clean(azure.get("vm_id")):
+        provider, cloud_id = "azure", _clean(azure.get("vm_id"))
+        account, region, zone = _clean(azure.get("subscription_id")), _clean(azure.get("location")), \
+            _clean(azure.get("zone"))
+    key = f"host:{hostname.lower()}" if hostname else "host:"
+    asset = AssetRecord(natural_key=key, name=hostname or data.identifier, kind="host", provider=provider,
+                        account=account, region=region, zone=zone, hostname=hostname,
+                        cloud_instance_id=cloud_id, os_family=family, os_name=os_name,
+                        os_version=os_version, attributes=attributes)
+
+    software: list[SoftwareRecord] = []
+    if os_name:
+        software.append(SoftwareRecord(asset_key=key, name=os_name, publisher=_OS_PUBLISHERS.get(platform or ""),
+                                       version=os_version, origin="os"))
+    for row in data.rows("programs"):
+        if _clean(row.get("name")):
+            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("publisher")),
+                                           _clean(row.get("version"))))
+    for row in data.rows("deb_packages"):
+        status = row.get("status")
+        if _clean(row.get("name")) and (not status or status.startswith("install ok installed")):
+            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("maintainer")),
+                                           _clean(row.get("version"))))
+    for row in data.rows("rpm_packages"):
+        if _clean(row.get("name")) and row.get("name") != "gpg-pubkey":
+            version = "-".join(v for v in (_clean(row.get("version")), _clean(row.get("release"))) if v) or None
+            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("vendor")), version))
+    for row in data.rows("apps"):
+        if _clean(row.get("name")):
+            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("bundle_identifier")),
+                                           _clean(row.get("bundle_short_version") or row.get("bundle_version")),
+                                           origin="bundle-id"))
+
+    missing = []
+    for table in ("system_info", "os_version"):
+        if table not in data.tables:
+            missing.append(f"{table} missing")
+        elif not data.tables[table].complete:
+            missing.append(f"{table} incomplete (differential results without the first run)")
+    wanted = {"windows": "programs", "macos": "apps"}.get(family or "")
+    if family == "linux":
+        wanted = "rpm_packages" if platform in ("rhel", "centos", "fedora", "amzn", "sles", "opensuse-leap", "ol",
+                                                "rocky", "almalinux") else "deb_packages"
+        if "rpm_packages" in data.tables and "deb_packages" not in data.tables:
+            wanted = "rpm_packages"
+    if wanted:
+        if wanted not in data.tables:
+            missing.append(f"{wanted} missing")
+        elif not data.tables[wanted].complete:
+            missing.append(f"{wanted} incomplete (differential results without the first run)")
+    return asset, software, missing
+
+
+# -- the collector -------------------------------------------------------------------------------
+
+def expand_paths(patterns: Iterable[str]) -> list[str]:
+    paths: list[str] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+        paths.extend(matches)
+    return paths
+
+
+class OsqueryCollector:
+    """Imports osquery output files.  Files are parsed when the collector is built, so a
+    malformed file is rejected before anything is written (``OsqueryFormatError``)."""
+
+    name = NAME
+
+    def __init__(self, paths: Sequence[str], *, host: str | None = None, table: str | None = None) -> None:
+        if not paths:
+            raise OsqueryFormatError("no osquery files given")
+        self.paths = list(paths)
+        self.hosts, self.ignored = load_files(self.paths, host=host, table=table)
+        if not self.hosts:
+            raise OsqueryFormatError(f"{', '.join(self.paths)}: no results for the tables Plan B reads "
+                                     f"({', '.join(TABLES)})")
+
+    @staticmethod
+    def scope_key(identifier: str) -> str:
+        return f"osquery:{identifier}"
+
+    def describe_scope(self) -> str:
+        names = ", ".join(sorted(self.hosts)[:5]) + (" …" if len(self.hosts) > 5 else "")
+        return f"osquery {len(self.hosts)} host(s) from {len(self.paths)} file(s): {names}"
+
+    def planned_scopes(self) -> list[str]:
+        return [self.scope_key(h) for h in self.hosts]
+
+    def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
+        if self.ignored:
+            progress(f"osquery: {self.ignored} result line(s) of other queries ignored")
+        for identifier in sorted(self.hosts):
+            asset, software, missing = host_records(self.hosts[identifier])
+            progress(f"osquery: host {identifier}: {len(software)} software records"
+                     + (f" ({'; '.join(missing)})" if missing else ""))
+            yield ScopeBatch(scope_key=self.scope_key(identifier), assets=[asset], software=software,
+                             complete=not missing,
+                             error=f"host {identifier}: {'; '.join(missing)}" if missing else None)
+
+
+# -- registry hooks ----------------------------------------------------------------------------
+
+def from_config() -> OsqueryCollector | None:
+    """Configured by ``PLANB_COLLECT_OSQUERY_PATHS``: files or globs, separated by commas or the OS path separator."""
+    raw = os.environ.get("PLANB_COLLECT_OSQUERY_PATHS") or ""
+    patterns = [p.strip() for p in re.split(rf"[,{re.escape(os.pathsep)}]", raw) if p.strip()]
+    if not patterns:
+        return None
+    paths = expand_paths(patterns)
+    if not paths:
+        return None
+    return OsqueryCollector(paths)
+
+
+def add_cli(collect_group: click.Group) -> None:
+    @collect_group.command("osquery")
+    @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+    @click.option("--host", default=None, help="Host the osqueryi --json output belongs to.")
+    @click.option("--table", type=click.Choice(TABLES), default=None,
+                  help="Table of osqueryi --json output when it cannot be recognised from its columns.")
+    def collect_osquery(files: tuple[str, ...], host: str | None, table: str | None) -> None:
+        """Import osquery results: FILES are results logs (several hosts) or osqueryi --json output."""
+        from collectors.cli import execute
+        from inventory.cli import CLIError
+
+        try:
+            collector = OsqueryCollector(expand_paths(files), host=host, table=table)
+        except OsqueryFormatError as exc:
+            raise CLIError(f"osquery import rejected, nothing written: {exc}") from exc
+        execute(collector)
