@@ -1,7 +1,10 @@
 """Fixtures for the estate tests: a database with the demo estate loaded, small documents."""
 from __future__ import annotations
 
+import shutil
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from inventory.estate.demo import load_demo
 
 @pytest.fixture
 def demo_engine(any_db_url: str) -> Iterator[sa.Engine]:
-    """SQLite and PostgreSQL engines with the demo estate imported."""
+    """SQLite and PostgreSQL engines with the demo estate imported (private to the test)."""
     engine = make_engine(any_db_url)
     with write_session(engine) as db:
         load_demo(db, actor="test")
@@ -21,11 +24,71 @@ def demo_engine(any_db_url: str) -> Iterator[sa.Engine]:
     engine.dispose()
 
 
-@pytest.fixture
-def demo_sqlite_engine(sqlite_url: str) -> Iterator[sa.Engine]:
-    engine = make_engine(sqlite_url)
+@pytest.fixture(scope="session")
+def _demo_sqlite_template(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Path:
+    path = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
+    shutil.copyfile(_sqlite_template, path)
+    url = f"sqlite:///{path}"
+    engine = make_engine(url)
     with write_session(engine) as db:
         load_demo(db, actor="test")
+    engine.dispose()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path
+
+
+@pytest.fixture(scope="session")
+def _demo_pg_shared() -> Iterator[str]:
+    """One PostgreSQL schema with the demo estate per test session (for tests that only read)."""
+    import uuid
+
+    from inventory import migrate
+    from tests.conftest import PG_BASE_URL, _pg_admin_engine
+
+    schema = f"t_demo_{uuid.uuid4().hex[:10]}"
+    admin = _pg_admin_engine()
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    url = sa.make_url(PG_BASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
+    rendered = url.render_as_string(hide_password=False)
+    try:
+        migrate.upgrade(rendered, "head")
+        engine = make_engine(rendered)
+        with write_session(engine) as db:
+            load_demo(db, actor="test")
+        engine.dispose()
+        yield rendered
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def demo_readonly_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database holding the demo estate, on SQLite and on PostgreSQL.  The PostgreSQL one
+    is shared by every test of the session: tests using this fixture must not change the estate."""
+    if request.param == "sqlite":
+        target = tmp_path / "demo.sqlite3"
+        shutil.copyfile(request.getfixturevalue("_demo_sqlite_template"), target)
+        return f"sqlite:///{target}"
+    return request.getfixturevalue("_demo_pg_shared")
+
+
+@pytest.fixture
+def demo_readonly_engine(demo_readonly_url: str) -> Iterator[sa.Engine]:
+    engine = make_engine(demo_readonly_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def demo_sqlite_engine(tmp_path: Path, _demo_sqlite_template: Path) -> Iterator[sa.Engine]:
+    target = tmp_path / "demo.sqlite3"
+    shutil.copyfile(_demo_sqlite_template, target)
+    engine = make_engine(f"sqlite:///{target}")
     yield engine
     engine.dispose()
 
@@ -109,7 +172,8 @@ def fresh_db_url(request: pytest.FixtureRequest, any_db_url: str, tmp_path) -> I
         admin.dispose()
 
 
-def table_snapshot(engine: sa.Engine, exclude: tuple[str, ...] = ("audit_events", "inventory_version")
+def table_snapshot(engine: sa.Engine,
+                   exclude: tuple[str, ...] = ("audit_events", "inventory_version", "api_tokens")
                    ) -> dict[str, list[tuple]]:
     """Every row of every application table (sorted), to prove 'nothing changed'."""
     from inventory.models import Base

@@ -47,8 +47,8 @@ def test_demo_imports_with_a_few_hundred_assets(demo_engine):
         assert {"us-east-1", "eu-west-1", "centralus", "westeurope", "eastus2"} <= regions
 
 
-def test_demo_names_other_areas_rely_on(demo_engine):
-    with read_session(demo_engine) as db:
+def test_demo_names_other_areas_rely_on(demo_readonly_engine):
+    with read_session(demo_readonly_engine) as db:
         products = {(p.vendor.name, p.name): p for p in db.scalars(sa.select(Product))}
         for pair in [("CrowdStrike", "Falcon Sensor"), ("Microsoft", "Windows Server"),
                      ("Microsoft", "Azure Virtual Machines"), ("Microsoft", "Entra ID"),
@@ -76,8 +76,8 @@ def test_demo_names_other_areas_rely_on(demo_engine):
         assert "service:website" in services and "service:loyalty" in services
 
 
-def test_falcon_versions_and_edr_mix(demo_engine):
-    with read_session(demo_engine) as db:
+def test_falcon_versions_and_edr_mix(demo_readonly_engine):
+    with read_session(demo_readonly_engine) as db:
         rows = db.execute(sa.select(Asset.os_family, Product.name, Installation.version)
                           .join(Installation, Installation.asset_id == Asset.id)
                           .join(Product, Product.id == Installation.product_id)).all()
@@ -131,8 +131,8 @@ def _falcon_outage(db: so.Session) -> tuple[dict[int, str], dict[int, Asset]]:
     return status, assets
 
 
-def test_falcon_outage_degrades_mixed_pools_and_downs_windows_only_pools(demo_engine):
-    with read_session(demo_engine) as db:
+def test_falcon_outage_degrades_mixed_pools_and_downs_windows_only_pools(demo_readonly_engine):
+    with read_session(demo_readonly_engine) as db:
         status, assets = _falcon_outage(db)
         pools = [a for a in assets.values() if a.kind == "target_group"]
         degraded = [p for p in pools if status.get(p.id) == "degraded"]
@@ -152,8 +152,8 @@ def test_falcon_outage_degrades_mixed_pools_and_downs_windows_only_pools(demo_en
         assert by_key["service:payments"] is None  # Linux on EKS: untouched
 
 
-def test_plans_current_stale_never_exercised_and_a_gap(demo_engine):
-    with read_session(demo_engine) as db:
+def test_plans_current_stale_never_exercised_and_a_gap(demo_readonly_engine):
+    with read_session(demo_readonly_engine) as db:
         plans = list(db.scalars(sa.select(ContingencyPlan)))
         statuses = {p.name: plan_status(p) for p in plans}
         assert {"current", "stale", "never_exercised"} <= set(statuses.values())
@@ -166,8 +166,8 @@ def test_plans_current_stale_never_exercised_and_a_gap(demo_engine):
         assert {(True, False, False), (False, True, False), (False, False, True)} <= link_kinds
 
 
-def test_update_tests_and_assessments(demo_engine):
-    with read_session(demo_engine) as db:
+def test_update_tests_and_assessments(demo_readonly_engine):
+    with read_session(demo_readonly_engine) as db:
         tests = {(u.version, t.ring): t.status for u in db.scalars(sa.select(VendorUpdate))
                  for t in db.scalars(sa.select(UpdateTest).where(UpdateTest.update_id == u.id))}
         assert tests[("7.11.18110.0", "canary")] == tests[("7.11.18110.0", "staging")] == "passed"

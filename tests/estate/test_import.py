@@ -178,8 +178,7 @@ def test_cloud_provider_held_by_another_vendor_is_refused(engine_any):
 
 
 def test_invalid_document_changes_nothing(engine_any):
-    with write_session(engine_any) as db:
-        load_demo(db, actor="tester")
+    _import(engine_any, small_document())
     before = table_snapshot(engine_any, exclude=("inventory_version",))
     doc = small_document()
     doc["assets"].append({"key": "host:web-3", "name": "web-3", "kind": "host",

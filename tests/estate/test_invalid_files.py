@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +15,6 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from inventory.db import make_engine, write_session
-from inventory.estate.demo import load_demo
 from tests.estate.conftest import run_cli, small_document
 
 GOOD = small_document()
@@ -83,13 +82,12 @@ def _checkpoint(url: str) -> None:
 
 
 @pytest.fixture
-def loaded_sqlite(sqlite_url):  # type: ignore[no-untyped-def]
-    engine = make_engine(sqlite_url)
-    with write_session(engine) as db:
-        load_demo(db, actor="tester")
-    engine.dispose()
-    _checkpoint(sqlite_url)
-    return sqlite_url
+def loaded_sqlite(cli_env, _demo_sqlite_template):  # type: ignore[no-untyped-def]
+    """The test's database (the one ``cli_env`` points at) holding the demo estate, checkpointed."""
+    url = cli_env["PLANB_DATABASE_URL"]
+    shutil.copyfile(_demo_sqlite_template, sa.make_url(url).database)
+    _checkpoint(url)
+    return url
 
 
 @pytest.mark.parametrize("case,name,content,words", CASES, ids=[c[0] for c in CASES])
