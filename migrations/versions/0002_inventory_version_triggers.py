@@ -24,6 +24,7 @@ NOTE: a later SQLite batch migration that recreates one of these tables drops
 its triggers; such a migration must call ``create_triggers`` again
 (``tests/impact/test_versioning.py`` checks they are all present at head).
 """
+import secrets
 from typing import Sequence, Union
 
 from alembic import op
@@ -91,7 +92,10 @@ def drop_triggers(table: str, dialect: str) -> None:
 
 def upgrade() -> None:
     dialect = op.get_bind().dialect.name
-    op.execute("INSERT INTO inventory_version (id, version) VALUES (1, 0)")
+    # A random start: a database dropped and recreated under the same URL never
+    # repeats a version number a long-running process may still have cached.
+    start = secrets.randbits(40)
+    op.execute(f"INSERT INTO inventory_version (id, version) VALUES (1, {start})")
     if dialect != "sqlite":
         op.execute(PG_FUNCTION)
     for table in WATCHED:

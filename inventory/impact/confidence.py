@@ -1,0 +1,122 @@
+"""How fresh and complete an answer's data is, so responders know what it may miss.
+
+For the collection scopes the seed and hit assets came from
+(``Asset.source_scope``, matched to ``ScopeResult.scope_key``): the last
+successful collection, and every scope whose latest run failed or was partial
+(its assets may be missing or out of date).  Assets that came from an estate
+import (``source = "import"``) are counted as *manual*: nothing refreshes them.
+Version-narrowed scopes also report installations whose version could not be
+compared (see ``inventory.impact.scope``), since those hosts were not counted.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Callable
+
+import threading
+
+import numpy as np
+import sqlalchemy as sa
+
+from inventory.impact.graph import Graph
+from inventory.impact.scope import Scope
+from inventory.models import ScopeResult
+
+SUCCEEDED = "succeeded"
+SAMPLE = 20
+
+
+def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np.ndarray, seeds: Any,
+                      scope: Scope, as_of: datetime | None) -> dict[str, Any]:
+    involved = hit_idx   # seeds are hits
+    counts = np.bincount(graph.scope_code[involved], minlength=len(graph.scope_values))
+    per_scope = {graph.scope_values[c]: int(counts[c]) for c in np.flatnonzero(counts)
+                 if graph.scope_values[c] is not None}
+    latest, last_ok = _collection_state(conn_factory)
+    keys = sorted(per_scope)
+    scopes = []
+    problems = []
+    for key in keys:
+        status, finished, error = latest.get(key, (None, None, None))
+        entry = {"scope": key, "assets": per_scope[key], "last_success": _iso(last_ok.get(key)),
+                 "latest_status": status, "latest_at": _iso(finished),
+                 "error": error}
+        scopes.append(entry)
+        if status is None or status != SUCCEEDED:
+            problems.append(entry)
+    manual = involved[graph.is_manual[involved]]
+    unscoped = involved[(graph.scope_code[involved] == _none_code(graph)) & ~graph.is_manual[involved]]
+    successes = [last_ok[k] for k in keys if k in last_ok]
+    notes = []
+    if problems:
+        notes.append(f"{len(problems)} collection scope(s) have no successful latest run: "
+                     "their assets may be missing or out of date")
+    if manual.size:
+        notes.append(f"{manual.size} asset(s) come from manual imports and are not refreshed by collectors")
+    unversioned = seeds.unversioned
+    if unversioned.size:
+        notes.append(f"{unversioned.size} asset(s) run {scope.vendor} software whose version could not "
+                     f"be compared with {scope.version!r}; they are not counted — check them by hand")
+    if as_of is not None:
+        notes.append("as-of answers use first-seen/retired-at history; versions, dependencies and plans "
+                     "are as currently recorded (rows deleted since are not known)")
+    return {
+        "scopes": scopes,
+        "incomplete_scopes": [p["scope"] for p in problems],
+        "oldest_last_success": _iso(min(successes)) if successes else None,
+        "newest_last_success": _iso(max(successes)) if successes else None,
+        "manual_assets": int(manual.size),
+        "manual_sample": [graph.natural_key[i] for i in manual[:SAMPLE]],
+        "unscoped_assets": int(unscoped.size),
+        "unversioned_installations": {"count": int(unversioned.size),
+                                      "sample": [graph.natural_key[i] for i in unversioned[:SAMPLE]]},
+        "notes": notes,
+    }
+
+
+_state_lock = threading.Lock()
+_state: dict[str, tuple[Any, Any]] = {}
+
+
+def _collection_state(conn_factory: Callable[[], Any]
+                      ) -> tuple[dict[str, tuple[str, datetime, str | None]], dict[str, datetime]]:
+    """Per scope key: the latest result and the last success.  Cached per database
+    until a scope result is added or removed (count and max id are two index reads)."""
+    with conn_factory() as conn:
+        with conn.begin():
+            stamp = tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(ScopeResult.id))).one())
+            key = conn.engine.url.render_as_string(hide_password=False)
+            with _state_lock:
+                cached = _state.get(key)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]  # type: ignore[no-any-return]
+            newest = sa.select(sa.func.max(ScopeResult.id)).group_by(ScopeResult.scope_key)
+            latest = {k: (status, _aware(finished), error) for k, status, finished, error in conn.execute(
+                sa.select(ScopeResult.scope_key, ScopeResult.status, ScopeResult.finished_at,
+                          ScopeResult.error).where(ScopeResult.id.in_(newest)))}
+            last_ok = {k: _aware(finished) for k, finished in conn.execute(
+                sa.select(ScopeResult.scope_key, sa.func.max(ScopeResult.finished_at))
+                .where(ScopeResult.status == SUCCEEDED).group_by(ScopeResult.scope_key))}
+    with _state_lock:
+        _state[key] = (stamp, (latest, last_ok))
+    return latest, last_ok
+
+
+def _none_code(graph: Graph) -> int:
+    try:
+        return graph.scope_values.index(None)
+    except ValueError:
+        return -1
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):   # SQLite aggregate results skip the column type
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        from datetime import timezone
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

@@ -1,0 +1,638 @@
+"""The blast radius: which assets a vendor outage hits, how badly, why, and what the plan is.
+
+Semantics (DESIGN.md, "Blast radius semantics"):
+
+* **Seeds** are the existing assets the scope matches (``inventory.impact.scope``):
+  through installations of the vendor's products (narrowed by product,
+  version range), or, for a cloud vendor, through hosting on its provider
+  (narrowed by region); then by OS family, account, environment and tags.
+  Retired assets are never seeds, nor anywhere in the graph.
+* **Propagation** runs over reverse dependency edges to a fixpoint:
+
+  - a *hard* dependency down -> the dependent is **down**;
+  - a *soft* dependency down or degraded -> **degraded**; a *hard* dependency
+    degraded -> degraded too (a service on a degraded pool is degraded);
+  - a *group* (``min_up`` set; members are its ``member-of`` dependencies) is
+    down when fewer than ``min_up`` members are up (a degraded member counts
+    as up), degraded while any member is down or degraded; a group's other
+    edges behave normally.
+
+  Status only ever rises (up -> degraded -> down), so the fixpoint is reached
+  in two level-synchronous breadth-first sweeps over arrays: first the *down*
+  closure (hard edges, group thresholds), then the *degraded* closure (every
+  edge, from the soft/group boundary of the down set).  Each asset is expanded
+  once per sweep, so cycles terminate and the cost is linear in the edges
+  reached.
+* **Hops** are breadth-first levels: the shortest chain of causing edges back
+  to a seed (a group counts from the member that tipped it).  Each hit keeps
+  one parent on such a chain, so its explaining path is a real chain of
+  edges ending at a seed, and ``len(path) == hops + 1``.
+* **Determinism**: ties between equally short explanations are broken by the
+  graph's stored order, and listings are sorted (status, criticality, hops,
+  natural key).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+import numpy as np
+import sqlalchemy.orm as so
+
+from inventory.choices import CRITICALITIES
+from inventory.db import utcnow
+from inventory.impact.graph import CSR, Graph, View, connection_factory, get_graph, to_micros
+from inventory.impact.plans import PlanSet, asset_levels, plan_entries
+from inventory.impact.scope import Scope, ScopeError, parse_scope_with_graph, version_matches
+
+UP, DEGRADED, DOWN = 0, 1, 2
+STATUS_NAMES = {DOWN: "down", DEGRADED: "degraded"}
+COVERAGE_NAMES = {3: "current", 2: "never_exercised", 1: "stale_only", 0: "gap"}
+
+
+# ---------------------------------------------------------------- propagation
+
+@dataclass
+class Propagation:
+    status: np.ndarray   # int8: UP, DEGRADED, DOWN
+    dist: np.ndarray     # int32 hops (-1 when not hit)
+    parent: np.ndarray   # int32: the neighbour on one shortest explaining chain (-1 for seeds)
+    pedge: np.ndarray    # int32: graph edge index between the asset and its parent
+
+
+def _expand(indptr: np.ndarray, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of all CSR edges leaving ``frontier``, and the source of each."""
+    starts = indptr[frontier]
+    counts = indptr[frontier + 1] - starts
+    total = int(counts.sum())
+    if total == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    offsets = np.cumsum(counts) - counts
+    pos = np.repeat(starts - offsets, counts) + np.arange(total)
+    return pos, np.repeat(frontier, counts)
+
+
+class _Step:
+    """The edges of one CSR leaving a frontier.  Edge sources and graph edge ids
+    are only worked out for the few edges that end up explaining a new hit:
+    ``targets[j]`` is reached from ``sources(j)`` over graph edge ``edges(j)``."""
+
+    __slots__ = ("csr", "frontier", "counts", "ends", "pos", "targets")
+
+    def __init__(self, csr: CSR, frontier: np.ndarray, counts: np.ndarray, ends: np.ndarray,
+                 pos: np.ndarray) -> None:
+        self.csr = csr
+        self.frontier = frontier
+        self.counts = counts
+        self.ends = ends
+        self.pos = pos
+        self.targets = csr.dst[pos]
+
+    @classmethod
+    def of(cls, csr: CSR, frontier: np.ndarray) -> "_Step | None":
+        frontier = frontier[csr.has_out[frontier]]
+        if frontier.size == 0:
+            return None
+        starts = csr.indptr[frontier]
+        counts = csr.indptr[frontier + 1] - starts
+        ends = np.cumsum(counts)
+        # Positions row by row, as one cumulative sum: +1 within a row, a jump between
+        # rows (every row has edges).  int32 halves the memory traffic.
+        inc = np.ones(int(ends[-1]), dtype=np.int32)
+        inc[0] = starts[0]
+        inc[ends[:-1]] = starts[1:] - (starts[:-1] + counts[:-1]) + 1
+        return cls(csr, frontier, counts, ends, np.cumsum(inc, dtype=np.int32))
+
+    def sources(self, j: np.ndarray) -> np.ndarray:
+        if j.size * 8 > self.pos.size:
+            return np.repeat(self.frontier, self.counts)[j]
+        return self.frontier[np.searchsorted(self.ends, j, side="right")]
+
+    def edges(self, j: np.ndarray) -> np.ndarray:
+        return self.csr.eid[self.pos[j]]
+
+
+class _Candidates:
+    """Edges that may explain new hits, from several steps; one winner per target."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[_Step | None, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]] = []
+
+    def add(self, step: _Step, j: np.ndarray) -> None:
+        if j.size:
+            self.parts.append((step, j, step.targets[j], None, None))
+
+    def add_resolved(self, targets: np.ndarray, sources: np.ndarray, edges: np.ndarray) -> None:
+        if targets.size:
+            self.parts.append((None, np.empty(0, dtype=np.int64), targets, sources, edges))
+
+    def __bool__(self) -> bool:
+        return bool(self.parts)
+
+    def resolve(self, status: np.ndarray, wanted: int | None, scratch: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distinct targets in ascending order (optionally only those whose status is
+        ``wanted``), each with one source and edge (the last candidate written wins)."""
+        n = status.size
+        reached = np.zeros(n, dtype=bool)
+        offset = 0
+        bounds = [0]
+        picks = []
+        for _step, _j, targets, _src, _edge in self.parts:
+            local = np.arange(targets.size) if wanted is None else np.flatnonzero(status[targets] == wanted)
+            picked = targets[local]
+            scratch[picked] = local + offset
+            reached[picked] = True
+            picks.append(local)
+            offset += targets.size
+            bounds.append(offset)
+        frontier = np.flatnonzero(reached)
+        win = scratch[frontier]
+        part_of = np.searchsorted(np.array(bounds[1:]), win, side="right")
+        srcs = np.empty(frontier.size, dtype=np.int64)
+        edges = np.empty(frontier.size, dtype=np.int64)
+        for k, (step, j, _t, src, edge) in enumerate(self.parts):
+            mine = np.flatnonzero(part_of == k)
+            if not mine.size:
+                continue
+            local = win[mine] - bounds[k]
+            if step is None:
+                srcs[mine] = src[local]        # type: ignore[index]
+                edges[mine] = edge[local]      # type: ignore[index]
+            else:
+                srcs[mine] = step.sources(j[local])
+                edges[mine] = step.edges(j[local])
+        return frontier, srcs, edges
+
+
+def _claim(values: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """Sorted indices keeping one occurrence of each value (O(len), no sort; deterministic)."""
+    order = np.arange(values.size)
+    scratch[values] = order               # repeated values: the last write wins
+    return np.flatnonzero(scratch[values] == order)
+
+
+def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation:
+    """Statuses, hops and explaining parents for an outage starting at ``seeds``
+    (unique asset indices).
+
+    ``groups=False`` treats member-of edges as ordinary hard edges (for
+    comparing the down set with plain reachability)."""
+    n = view.alive.size
+    status = np.zeros(n, dtype=np.int8)
+    dist = np.full(n, -1, dtype=np.int32)
+    parent = np.full(n, -1, dtype=np.int32)
+    pedge = np.full(n, -1, dtype=np.int32)
+    scratch = np.empty(n, dtype=np.int64)
+    status[seeds] = DOWN
+    dist[seeds] = 0
+    down_members = np.zeros(n, dtype=np.int32)
+    # A group is down once more members are down than it can spare.
+    spare = view.n_members + view.extra_members - view.min_up
+    hard_csrs = (view.hard,) if groups else (view.hard, view.member)
+    cands: list[tuple[np.ndarray, ...]] = []   # (target, source, edge, level): degraded candidates
+
+    # Sweep 1: the down closure.
+    frontier = seeds
+    level = 0
+    while frontier.size:
+        level += 1
+        new = _Candidates()
+        for csr in hard_csrs:
+            step = _Step.of(csr, frontier)
+            if step is not None:
+                new.add(step, np.flatnonzero(status[step.targets] != DOWN))
+        if groups:
+            step = _Step.of(view.member, frontier)
+            if step is not None:
+                g = step.targets
+                np.add.at(down_members, g, 1)
+                live = status[g] != DOWN
+                tipped = live & (down_members[g] > spare[g])
+                new.add(step, np.flatnonzero(tipped))
+                j = np.flatnonzero(live & ~tipped)
+                if j.size:
+                    cands.append((g[j], step.sources(j), step.edges(j), np.full(j.size, level, dtype=np.int32)))
+        if not new:
+            break
+        frontier, src, edge = new.resolve(status, None, scratch)
+        status[frontier] = DOWN
+        dist[frontier] = level
+        parent[frontier] = src
+        pedge[frontier] = edge
+
+    # Soft edges out of the down set, gathered once: each is a degraded candidate
+    # one hop further than its (down) source.
+    step = _Step.of(view.soft, np.flatnonzero(status == DOWN))
+    if step is not None:
+        j = np.flatnonzero(status[step.targets] != DOWN)
+        if j.size:
+            src = step.sources(j)
+            cands.append((step.targets[j], src, step.edges(j), dist[src] + 1))
+
+    # Sweep 2: the degraded closure over every edge, fed level by level from the boundary.
+    if cands:
+        ct, cp, ce, cd = (np.concatenate([c[k] for c in cands]) for k in range(4))
+        keep = np.flatnonzero(status[ct] != DOWN)
+        order = keep[np.argsort(cd[keep], kind="stable")]   # by level (a radix sort for small ints)
+        ct, cp, ce, cd = ct[order], cp[order], ce[order], cd[order]
+        ci = 0
+        pending = _Candidates()
+        level = int(cd[0]) if cd.size else 0
+        while ci < ct.size or pending:
+            if not pending:
+                level = max(level, int(cd[ci]))
+            cj = int(np.searchsorted(cd, level, side="right"))
+            pending.add_resolved(ct[ci:cj], cp[ci:cj], ce[ci:cj])
+            ci = cj
+            frontier, src, edge = pending.resolve(status, UP, scratch)
+            status[frontier] = DEGRADED
+            dist[frontier] = level
+            parent[frontier] = src
+            pedge[frontier] = edge
+            level += 1
+            pending = _Candidates()
+            if frontier.size:
+                for csr in (view.hard, view.soft, view.member):
+                    step = _Step.of(csr, frontier)
+                    if step is not None:
+                        pending.add(step, np.flatnonzero(status[step.targets] == UP))
+    return Propagation(status, dist, parent, pedge)
+
+
+# ---------------------------------------------------------------- seeds
+
+@dataclass
+class SeedMatch:
+    mask: np.ndarray                                   # bool[n]
+    via_install: list[tuple[int, str | None, np.ndarray]] = field(default_factory=list)
+    hosted: np.ndarray | None = None                    # bool[n] hosted-on-provider seeds
+    unversioned: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+def _allowed(codes: np.ndarray, values: list[Any], wanted: tuple[str, ...]) -> np.ndarray:
+    table = np.array([v in wanted for v in values] + [False], dtype=bool)
+    return table[codes]
+
+
+def find_seeds(graph: Graph, view: View, scope: Scope, at_micros: int | None,
+               conn_factory: Any) -> SeedMatch:
+    n = graph.n
+    filt = view.alive.copy()
+    if scope.os:
+        filt &= _allowed(graph.os_code, graph.os_values, scope.os)
+    if scope.regions:
+        filt &= _allowed(graph.region_code, graph.region_values, scope.regions)
+    if scope.accounts:
+        filt &= _allowed(graph.account_code, graph.account_values, scope.accounts)
+    if scope.environments:
+        filt &= _allowed(graph.env_code, graph.env_values, scope.environments)
+    if scope.tags:
+        index = graph.tag_index()
+        for key, value in scope.tags:
+            tagged = np.zeros(n, dtype=bool)
+            tagged[index.get((key, value), np.empty(0, dtype=np.int32))] = True
+            filt &= tagged
+    install_first = graph.install_first_seen(conn_factory) if at_micros is not None else None
+    product_ids = scope.product_ids or tuple(graph.vendor_products.get(scope.vendor_id, []))
+    mask = np.zeros(n, dtype=bool)
+    matched: list[tuple[int, str | None, np.ndarray]] = []
+    unversioned: list[np.ndarray] = []
+    for pid in product_ids:
+        for version, idx in graph.installs.get(pid, []):
+            if install_first is not None:
+                idx = _installed_by(idx, install_first.get(pid), at_micros)  # type: ignore[arg-type]
+            if scope.specifier is not None:
+                verdict = version_matches(scope.specifier, version)
+                if verdict is None:
+                    unversioned.append(idx[filt[idx]])
+                    continue
+                if not verdict:
+                    continue
+            idx = idx[filt[idx]]
+            if idx.size:
+                mask[idx] = True
+                matched.append((pid, version, idx))
+    hosted = None
+    if scope.hosting_seeds and scope.cloud_provider in graph.providers:
+        hosted = (graph.provider_code == graph.providers.index(scope.cloud_provider)) & filt
+        mask |= hosted
+    return SeedMatch(mask=mask, via_install=matched, hosted=hosted,
+                     unversioned=np.unique(np.concatenate(unversioned)) if unversioned
+                     else np.empty(0, dtype=np.int64))
+
+
+def _installed_by(idx: np.ndarray, firsts: tuple[np.ndarray, np.ndarray] | None, at: int) -> np.ndarray:
+    if firsts is None:
+        return idx
+    sorted_idx, stamps = firsts
+    pos = np.clip(np.searchsorted(sorted_idx, idx), 0, max(sorted_idx.size - 1, 0))
+    known = sorted_idx[pos] == idx
+    return idx[~known | (stamps[pos] <= at)]
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass
+class Hit:
+    asset_id: int
+    natural_key: str
+    name: str
+    kind: str
+    provider: str | None
+    account: str | None
+    region: str | None
+    os_family: str | None
+    environment: str | None
+    criticality: str
+    owner: str | None
+    status: str
+    hops: int
+    seed: bool
+    path: list[dict[str, Any]]
+    plans: list[dict[str, Any]]
+    gap: bool
+    services: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+class ImpactResult:
+    """One blast radius.  Totals and confidence are computed eagerly; the hit
+    list (paths, plans, services per asset) is built on first use."""
+
+    def __init__(self, graph: Graph, view: View, scope: Scope, as_of: datetime | None,
+                 seeds: SeedMatch, prop: Propagation, plans: PlanSet, levels: dict[str, np.ndarray],
+                 scope_plan_ids: dict[str, list[int]], confidence: dict[str, Any],
+                 computed_at: datetime) -> None:
+        self.graph = graph
+        self.view = view
+        self.scope = scope
+        self.as_of = as_of
+        self.computed_at = computed_at
+        self.seed_match = seeds
+        self.prop = prop
+        self.plan_set = plans
+        self.levels = levels
+        self.scope_plan_ids = scope_plan_ids
+        self.confidence = confidence
+        self.what_if: dict[str, Any] | None = None
+        self.hit_idx = np.flatnonzero(prop.status > UP)
+        scope_level = plans.level(scope_plan_ids["product"] + scope_plan_ids["vendor"])
+        h = self.hit_idx
+        best = np.maximum.reduce([levels["asset"][h], levels["product"][h], levels["vendor"][h],
+                                  levels["service"][h]]) if h.size else np.zeros(0, dtype=np.int8)
+        self.best_level = np.maximum(best, scope_level)
+        self.totals = self._totals()
+        self._hits: list[Hit] | None = None
+
+    # ------------------------------------------------------------ totals
+
+    def _totals(self) -> dict[str, Any]:
+        g, h = self.graph, self.hit_idx
+        st = self.prop.status[h]
+        down = st == DOWN
+        n_down = int(down.sum())
+
+        def split(codes: np.ndarray, values: list[Any]) -> list[tuple[Any, int, int]]:
+            if not h.size:
+                return []
+            both = np.bincount(codes[h] * 2 + down, minlength=len(values) * 2).reshape(-1, 2)
+            return [(values[i], int(both[i, 1]), int(both[i, 0])) for i in np.flatnonzero(both.sum(1))]
+
+        crit_values = list(CRITICALITIES) + ["unknown"]
+        by_crit = {c: {"down": 0, "degraded": 0, "total": 0} for c in CRITICALITIES}
+        for name, d, deg in split(g.crit_code.astype(np.int64), crit_values):
+            by_crit[name] = {"down": d, "degraded": deg, "total": d + deg}
+
+        def place(codes: np.ndarray, values: list[Any], label: str) -> list[dict[str, Any]]:
+            if not h.size:
+                return []
+            prov_n = len(g.providers)
+            combo = codes[h].astype(np.int64) * prov_n + g.provider_code[h]
+            counts = np.bincount(combo * 2 + down, minlength=len(values) * prov_n * 2).reshape(-1, 2)
+            rows = []
+            for k in np.flatnonzero(counts.sum(1)):
+                value = values[int(k) // prov_n]
+                if value is None:
+                    continue
+                deg, d = int(counts[k, 0]), int(counts[k, 1])
+                rows.append({"provider": g.providers[int(k) % prov_n], label: value,
+                             "down": d, "degraded": deg, "total": d + deg})
+            rows.sort(key=lambda r: (-r["total"], str(r["provider"]), str(r[label])))
+            return rows
+
+        services = h[g.is_service[h]]
+        svc_rows = sorted(
+            ({"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
+              "status": STATUS_NAMES[int(self.prop.status[i])], "hops": int(self.prop.dist[i]),
+              "criticality": _crit(g, i)} for i in services),
+            key=lambda r: (r["status"] != "down", CRIT_RANK.get(r["criticality"], 9), r["natural_key"]))
+        coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
+        by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
+                   for name, d, deg in split(g.kind_code.astype(np.int64), g.kinds)}
+        by_os = {str(name): {"down": d, "degraded": deg, "total": d + deg}
+                 for name, d, deg in split(g.os_code.astype(np.int64), g.os_values) if name is not None}
+        return {
+            "hits": int(h.size),
+            "seeds": int(self.seed_match.mask.sum()),
+            "by_status": {"down": n_down, "degraded": int(h.size - n_down)},
+            "by_criticality": by_crit,
+            "by_service": svc_rows,
+            "by_account": place(g.account_code, g.account_values, "account"),
+            "by_region": place(g.region_code, g.region_values, "region"),
+            "by_kind": by_kind,
+            "by_os": by_os,
+            "plan_coverage": {COVERAGE_NAMES[lvl]: int(coverage[lvl]) for lvl in (3, 2, 1, 0)},
+        }
+
+    # ------------------------------------------------------------ hits
+
+    @property
+    def ordered_idx(self) -> np.ndarray:
+        g, h = self.graph, self.hit_idx
+        if not h.size:
+            return h
+        order = np.lexsort((g.key_rank[h], self.prop.dist[h], g.crit_code[h], -self.prop.status[h]))
+        return h[order]
+
+    @property
+    def hits(self) -> list[Hit]:
+        if self._hits is None:
+            self._hits = self.build_hits(self.ordered_idx)
+        return self._hits
+
+    def build_hits(self, idx: np.ndarray) -> list[Hit]:
+        g, prop, plans = self.graph, self.prop, self.plan_set
+        services_of = self._services_of(idx)
+        planned_products = self._planned_products()
+        scope_routes = self.scope_plan_ids
+        out = []
+        for i in (int(x) for x in idx):
+            routes: dict[str, list[int]] = {"asset": plans.asset_plans.get(i, []),
+                                            "product": list(scope_routes["product"]),
+                                            "vendor": list(scope_routes["vendor"]), "service": []}
+            for pid in planned_products.get(i, ()):
+                routes["product"] += plans.product_plans.get(pid, [])
+                routes["vendor"] += plans.vendor_plans.get(g.products[pid].vendor_id, [])
+            svc = services_of.get(i, [])
+            for s in svc:
+                routes["service"] += plans.asset_plans.get(s, [])
+            entries = plan_entries(plans, routes)
+            out.append(Hit(
+                asset_id=int(g.ids[i]), natural_key=g.natural_key[i], name=g.name[i],
+                kind=g.kinds[g.kind_code[i]], provider=g.providers[g.provider_code[i]],
+                account=g.account_values[g.account_code[i]], region=g.region_values[g.region_code[i]],
+                os_family=g.os_values[g.os_code[i]], environment=g.env_values[g.env_code[i]],
+                criticality=_crit(g, i), owner=g.owner[i], status=STATUS_NAMES[int(prop.status[i])],
+                hops=int(prop.dist[i]), seed=bool(self.seed_match.mask[i]), path=self.path_of(i),
+                plans=entries, gap=not entries, services=sorted(g.name[s] for s in svc)))
+        return out
+
+    def path_of(self, i: int) -> list[dict[str, Any]]:
+        g, prop = self.graph, self.prop
+        path = []
+        node = i
+        while node >= 0:
+            edge = int(prop.pedge[node])
+            path.append({"asset_id": int(g.ids[node]), "natural_key": g.natural_key[node],
+                         "name": g.name[node],
+                         "edge_kind": g.edge_kind_name(edge) if edge >= 0 else None})
+            node = int(prop.parent[node])
+            if len(path) > g.n:   # defensive: parents never cycle
+                raise RuntimeError("explaining path does not end at a seed")
+        return path
+
+    def _services_of(self, idx: np.ndarray) -> dict[int, list[int]]:
+        """For the given hits, the services that (transitively) depend on each."""
+        g, view = self.graph, self.view
+        wanted = np.zeros(g.n, dtype=bool)
+        wanted[idx] = True
+        out: dict[int, list[int]] = {}
+        services = self.hit_idx[g.is_service[self.hit_idx]]
+        seen = np.zeros(g.n, dtype=np.int64) - 1
+        for s in services:
+            frontier = np.array([s])
+            seen[s] = s
+            while frontier.size:
+                pos, _src = _expand(view.fwd.indptr, frontier)
+                nxt = view.fwd.dst[pos]
+                nxt = np.unique(nxt[seen[nxt] != s])
+                seen[nxt] = s
+                for x in nxt[wanted[nxt]]:
+                    out.setdefault(int(x), []).append(int(s))
+                frontier = nxt
+        return out
+
+    def _planned_products(self) -> dict[int, list[int]]:
+        """asset index -> installed products that carry plans (directly or via their vendor)."""
+        g, plans = self.graph, self.plan_set
+        pids = set(plans.product_plans)
+        for vid in plans.vendor_plans:
+            pids.update(g.vendor_products.get(vid, []))
+        out: dict[int, list[int]] = {}
+        for pid in sorted(pids):
+            for _version, idx in g.installs.get(pid, []):
+                for i in idx[self.prop.status[idx] > UP]:
+                    out.setdefault(int(i), []).append(pid)
+        return out
+
+    def seeds(self) -> list[dict[str, Any]]:
+        g = self.graph
+        how: dict[int, dict[str, Any]] = {}
+        for pid, version, idx in self.seed_match.via_install:
+            for i in idx:
+                how.setdefault(int(i), {"product": g.products[pid].name, "version": version})
+        if self.seed_match.hosted is not None:
+            for i in np.flatnonzero(self.seed_match.hosted):
+                how.setdefault(int(i), {"hosted_on": g.providers[g.provider_code[i]],
+                                        "region": g.region_values[g.region_code[i]]})
+        seeds = np.flatnonzero(self.seed_match.mask)
+        seeds = seeds[np.argsort(g.key_rank[seeds], kind="stable")]
+        return [{"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
+                 "matched": how.get(int(i), {})} for i in seeds]
+
+    def to_dict(self, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+        """JSON-safe: {"scope", "as_of", "seeds", "hits", "totals", "confidence"} (+ "what_if")."""
+        if limit is None and offset == 0:
+            hits = [h.to_dict() for h in self.hits]
+        else:
+            page = self.ordered_idx[offset: None if limit is None else offset + limit]
+            hits = [h.to_dict() for h in self.build_hits(page)]
+        out = {"scope": self.scope.to_dict(),
+               "as_of": self.as_of.isoformat() if self.as_of else None,
+               "computed_at": self.computed_at.isoformat(),
+               "seeds": self.seeds(), "hits": hits, "totals": self.totals, "confidence": self.confidence,
+               "page": {"offset": offset, "limit": limit, "returned": len(hits), "total": int(self.hit_idx.size)}}
+        if self.what_if is not None:
+            out["what_if"] = self.what_if
+        return out
+
+
+CRIT_RANK = {c: i for i, c in enumerate(CRITICALITIES)}
+
+
+def _crit(g: Graph, i: int) -> str:
+    code = int(g.crit_code[i])
+    return CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown"
+
+
+# ---------------------------------------------------------------- entry point
+
+def _as_of_datetime(as_of: datetime | str | None) -> datetime | None:
+    if as_of is None or as_of == "":
+        return None
+    if isinstance(as_of, str):
+        try:
+            as_of = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ScopeError("as_of", f"as_of {as_of!r} is not an ISO-8601 date/time") from None
+    if as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=timezone.utc)
+    return as_of.astimezone(timezone.utc)
+
+
+def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: datetime | str | None = None,
+                 what_if: Mapping[str, Any] | None = None, now: datetime | None = None) -> ImpactResult:
+    """Compute the blast radius of ``scope`` (a ``Scope`` or a scope dict).
+
+    ``as_of`` answers for a past moment; ``what_if`` (see ``inventory.impact.whatif``)
+    answers for a modified inventory without writing anything.  Reads committed
+    data only, on a connection of its own."""
+    from inventory.impact.confidence import confidence_report
+    from inventory.impact.whatif import apply_what_if, compare, parse_what_if
+
+    graph = get_graph(db)
+    conn_factory = connection_factory(db)
+    if not isinstance(scope, Scope):
+        scope = parse_scope_with_graph(graph, scope, db)
+    moment = _as_of_datetime(as_of)
+    now = now or utcnow()
+    at_micros = to_micros(moment) if moment is not None else None
+    view = graph.current if at_micros is None else graph.view_at(conn_factory, at_micros)
+    parsed = parse_what_if(graph, what_if, db) if what_if else None
+    result = _compute(graph, view, scope, moment, at_micros, conn_factory, now, (), confidence_report)
+    if parsed is None:
+        return result
+    changed_view = apply_what_if(graph, view, parsed)
+    changed = _compute(graph, changed_view, scope, moment, at_micros, conn_factory, now, parsed.plans,
+                       confidence_report)
+    changed.what_if = {"applied": parsed.describe(), "baseline_totals": result.totals,
+                       "changes": compare(result, changed)}
+    return changed
+
+
+def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at_micros: int | None,
+             conn_factory: Any, now: datetime, extra_plans: Any, confidence_report: Any) -> ImpactResult:
+    seeds = find_seeds(graph, view, scope, at_micros, conn_factory)
+    prop = propagate(view, np.flatnonzero(seeds.mask))
+    plans = PlanSet.for_graph(graph, now, extra_plans)
+    levels = asset_levels(graph, view, plans)
+    scope_plans = {"vendor": list(plans.vendor_plans.get(scope.vendor_id, [])),
+                   "product": [p for pid in scope.product_ids for p in plans.product_plans.get(pid, [])]}
+    hit_idx = np.flatnonzero(prop.status > UP)
+    conf = confidence_report(conn_factory, graph, hit_idx, seeds, scope, moment)
+    return ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, conf, now)

@@ -1,0 +1,533 @@
+"""The in-memory dependency graph the impact engine traverses, and its cache.
+
+Loading 100k assets and ~1.5M installation and dependency rows costs about a
+second; a blast radius over the loaded arrays costs milliseconds.  So the graph
+is loaded once per database and reused while the inventory is unchanged:
+
+* **Change detection.**  Database triggers (migration 0002) bump the single
+  row ``inventory_version.id = 1`` on every write to the tables the engine
+  reads, whichever process or code path makes it (collectors, imports, the
+  API, the CLI, psql).  Each query reads that one row — a primary-key lookup
+  — and rebuilds only when it moved.  (A cheap aggregate such as
+  ``max(updated_at)`` would miss deletes and writes that do not touch
+  ``updated_at``.)  Without the row (an unmigrated database) nothing is cached.
+* **Committed state only.**  The graph is loaded, and the version read, on a
+  connection of its own in one read transaction: never through the caller's
+  session, whose uncommitted writes could otherwise leak into a cache other
+  requests reuse.
+* **Layout.**  Assets are dense indices ``0..n-1`` with per-asset attribute
+  arrays (codes into small value lists); dependencies are kept as edge arrays
+  and, per *view* (the current inventory, a past moment, a what-if), as CSR
+  arrays of reverse edges (dependency -> dependents, the direction an outage
+  travels) and forward edges; installations are indexed by product and
+  version string, so a scope's seeds are a few array concatenations.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from sqlalchemy.engine import Connection, Engine
+
+from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
+
+HARD, SOFT, MEMBER = 0, 1, 2
+NEVER = np.iinfo(np.int64).max          # "not retired" as a timestamp
+CACHE_SIZE = 3                          # graphs kept (one per database URL)
+
+
+@dataclass(frozen=True)
+class VendorInfo:
+    id: int
+    name: str
+    cloud_provider: str | None
+
+
+@dataclass(frozen=True)
+class ProductInfo:
+    id: int
+    vendor_id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """The columns ``plan_status`` reads, detached from the session."""
+
+    id: int
+    name: str
+    review_interval_days: int
+    last_reviewed: datetime | None
+    last_exercised: datetime | None
+
+
+def to_micros(value: datetime) -> int:
+    """An aware (or naive UTC) datetime as integer microseconds since the epoch."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    delta = value.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
+    """Codes into the list of distinct values (in order of first appearance)."""
+    distinct = list(dict.fromkeys(values))
+    index = {v: i for i, v in enumerate(distinct)}
+    return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values)), distinct
+
+
+def _fetchall(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+    """Rows as plain tuples from the DBAPI cursor, in ``conn``'s transaction
+    (SQLAlchemy's row objects cost more than the query for 100k rows)."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _ints(text: str | None) -> np.ndarray:
+    """A comma-separated list of integers (from group_concat/string_agg) as an array."""
+    if not text:
+        return np.empty(0, dtype=np.int64)
+    return np.fromstring(text, dtype=np.int64, sep=",")
+
+
+@dataclass(frozen=True)
+class CSR:
+    """Edges grouped by source: ``dst[indptr[i]:indptr[i+1]]`` are the edges leaving asset i;
+    ``eid`` maps each to the graph's edge arrays (for its kind)."""
+
+    indptr: np.ndarray   # int64[n+1]
+    dst: np.ndarray      # int32
+    eid: np.ndarray      # int32
+    has_out: np.ndarray  # bool[n]: the row is not empty
+
+    @classmethod
+    def build(cls, n: int, src: np.ndarray, dst: np.ndarray, eid: np.ndarray) -> "CSR":
+        order = np.argsort(src, kind="stable")
+        indptr = np.zeros(n + 1, dtype=np.int64)
+        counts = np.bincount(src, minlength=n)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(indptr, dst[order], eid[order], counts > 0)
+
+
+@dataclass
+class View:
+    """The graph as seen at one moment or under one what-if: which assets exist,
+    and the edges between them as CSR arrays — reverse edges (dependency ->
+    dependent, the way an outage travels) split by type, and forward edges."""
+
+    alive: np.ndarray          # bool[n]
+    hard: CSR                  # hard dependencies, reversed
+    soft: CSR                  # soft dependencies, reversed
+    member: CSR                # member -> group (the group has min_up)
+    fwd: CSR                   # dependent -> dependency, all types
+    n_members: np.ndarray      # int32[n]: members (alive) of each group
+    min_up: np.ndarray         # int32[n]: -1 for non-groups
+    extra_members: np.ndarray  # int32[n]: healthy members added by a what-if
+    edge_mask: np.ndarray      # bool[E]: which graph edges this view may use
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    def reverse(self, etype: int) -> CSR:
+        return (self.hard, self.soft, self.member)[etype]
+
+
+class Graph:
+    """Everything the engine needs from the database, as arrays."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.loaded_at = 0.0
+        self._lock = threading.Lock()
+        self._lazy: dict[str, Any] = {}
+
+    # ------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, conn: Connection, version: int | None) -> "Graph":
+        g = cls()
+        g.version = version
+        g.dialect = conn.dialect.name
+        g._load_vendors(conn)
+        g._load_assets(conn)
+        g._load_edges(conn)
+        g._load_installations(conn)
+        g._load_plans(conn)
+        g.current = g.make_view(g.alive_now, np.ones(g.e_dep.size, dtype=bool))
+        return g
+
+    def _load_vendors(self, conn: Connection) -> None:
+        self.vendors = {r[0]: VendorInfo(r[0], r[1], r[2]) for r in conn.exec_driver_sql(
+            "SELECT id, name, cloud_provider FROM vendors")}
+        self.products = {r[0]: ProductInfo(r[0], r[1], r[2]) for r in conn.exec_driver_sql(
+            "SELECT id, vendor_id, name FROM products")}
+        self.vendor_products: dict[int, list[int]] = {v: [] for v in self.vendors}
+        for p in sorted(self.products.values(), key=lambda p: p.name):
+            self.vendor_products.setdefault(p.vendor_id, []).append(p.id)
+        self._vendor_by_lower = {v.name.lower(): v.id for v in self.vendors.values()}
+
+    def _load_assets(self, conn: Connection) -> None:
+        if self.dialect == "sqlite":
+            times = "first_seen, retired_at, tags"
+        else:
+            times = ("(extract(epoch FROM first_seen) * 1000000)::bigint, "
+                     "(extract(epoch FROM retired_at) * 1000000)::bigint, tags::text")
+        rows = _fetchall(conn,
+            "SELECT id, natural_key, name, kind, provider, account, region, os_family, environment, "
+            f"criticality, owner, min_up, source, source_scope, {times} FROM assets ORDER BY id")
+        self.n = n = len(rows)
+        cols = list(zip(*rows)) if rows else [()] * 17
+        self.ids = np.array(cols[0], dtype=np.int64)
+        self.id_to_idx = np.full(int(self.ids.max()) + 1 if n else 1, -1, dtype=np.int32)
+        self.id_to_idx[self.ids] = np.arange(n, dtype=np.int32)
+        self.natural_key: list[str] = list(cols[1])
+        self.name: list[str] = list(cols[2])
+        self.owner: list[str | None] = list(cols[10])
+        self.kind_code, self.kinds = _factorize(cols[3])
+        self.provider_code, self.providers = _factorize(cols[4])
+        self.account_code, self.account_values = _factorize(cols[5])
+        self.region_code, self.region_values = _factorize(cols[6])
+        self.os_code, self.os_values = _factorize(cols[7])
+        self.env_code, self.env_values = _factorize(cols[8])
+        crit_codes, crit_values = _factorize(cols[9])
+        crit_table = np.array([CRITICALITIES.index(c) if c in CRITICALITIES else len(CRITICALITIES)
+                               for c in crit_values] + [0], dtype=np.int8)
+        self.crit_code = crit_table[crit_codes]
+        self.min_up = np.array(cols[11], dtype=object)
+        self.min_up = np.where(self.min_up == None, -1, self.min_up).astype(np.int32)  # noqa: E711
+        source_codes, source_values = _factorize(cols[12])
+        self.is_manual = np.array([v == "import" for v in source_values] + [False])[source_codes]
+        self.scope_code, self.scope_values = _factorize(cols[13])
+        if self.dialect == "sqlite":
+            first = np.array(cols[14], dtype="datetime64[us]").astype(np.int64)
+            retired = np.array(cols[15], dtype="datetime64[us]")
+            self.retired_at = np.where(np.isnat(retired), NEVER, retired.astype(np.int64))
+        else:
+            first = np.array(cols[14], dtype=np.int64)
+            self.retired_at = np.fromiter((NEVER if r is None else r for r in cols[15]), dtype=np.int64,
+                                          count=n)
+        self.first_seen = first
+        self._tags_text: list[Any] = list(cols[16])
+        self.alive_now = self.retired_at == NEVER
+        self.is_service = self.kind_code == (self.kinds.index("service") if "service" in self.kinds else -2)
+        self.regions = {r for r in self.region_values if r}
+        self.accounts = {a for a in self.account_values if a}
+        self.environments = {e for e in self.env_values if e}
+
+    def _load_edges(self, conn: Connection) -> None:
+        # One scan: "dependent,dependency,code" triples, code = kind * 2 + soft.
+        self.edge_kinds: list[str] = list(DEPENDENCY_KINDS)
+        other = len(self.edge_kinds)
+        case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(DEPENDENCY_KINDS))
+        code = f"((CASE kind {case} ELSE {other} END) * 2 + (CASE strength WHEN 'soft' THEN 1 ELSE 0 END))"
+        if self.dialect == "sqlite":
+            sql = f"SELECT group_concat(dependent_id || ',' || dependency_id || ',' || {code}) FROM dependencies"
+        else:
+            sql = (f"SELECT string_agg(dependent_id::text || ',' || dependency_id::text || ',' || {code}::text,"
+                   " ',') FROM dependencies")
+        triples = _ints(_fetchall(conn, sql)[0][0]).reshape(-1, 3)
+        self.e_dnt = self.id_to_idx[triples[:, 0]]       # the dependent (where an outage goes)
+        self.e_dep = self.id_to_idx[triples[:, 1]]       # the dependency (where it comes from)
+        self.e_kind = (triples[:, 2] // 2).astype(np.int8)
+        self.e_soft = (triples[:, 2] % 2).astype(bool)
+        if (self.e_kind == other).any():
+            self._name_other_kinds(conn, other)
+        self.member_kind = self.edge_kinds.index(MEMBER_OF)
+
+    def _name_other_kinds(self, conn: Connection, other: int) -> None:
+        """Kinds outside DEPENDENCY_KINDS (rare: collectors validate them) get codes of their own."""
+        known = ", ".join(f"'{k}'" for k in DEPENDENCY_KINDS)
+        rows = _fetchall(conn, f"SELECT dependent_id, dependency_id, kind FROM dependencies "
+                               f"WHERE kind NOT IN ({known})")
+        self.edge_kinds.append("other")
+        k = self.n + 1
+        edge_keys = self.e_dnt.astype(np.int64) * k + self.e_dep
+        for dnt, dep, kind in rows:
+            if kind not in self.edge_kinds:
+                self.edge_kinds.append(kind)
+            key = int(self.id_to_idx[dnt]) * k + int(self.id_to_idx[dep])
+            hit = np.flatnonzero((edge_keys == key) & (self.e_kind == other))
+            self.e_kind[hit[:1]] = self.edge_kinds.index(kind)
+
+    def _load_installations(self, conn: Connection) -> None:
+        if self.dialect == "sqlite":
+            sql = ("SELECT product_id, version, group_concat(asset_id) FROM installations NOT INDEXED "
+                   "GROUP BY product_id, version")
+        else:
+            sql = ("SELECT product_id, version, string_agg(asset_id::text, ',') FROM installations "
+                   "GROUP BY product_id, version")
+        # product id -> [(version string, asset indices)]
+        self.installs: dict[int, list[tuple[str | None, np.ndarray]]] = {}
+        for product_id, version, asset_ids in _fetchall(conn, sql):
+            idx = self.id_to_idx[_ints(asset_ids)]
+            self.installs.setdefault(product_id, []).append((version, idx))
+        for groups in self.installs.values():
+            groups.sort(key=lambda g: (g[0] is None, g[0] or ""))
+
+    def _load_plans(self, conn: Connection) -> None:
+        from inventory.models import ContingencyPlan, PlanLink
+
+        plans = conn.execute(sa.select(ContingencyPlan.id, ContingencyPlan.name,
+                                       ContingencyPlan.review_interval_days, ContingencyPlan.last_reviewed,
+                                       ContingencyPlan.last_exercised)).all()
+        self.plans = {r[0]: PlanInfo(r[0], r[1], r[2], r[3], r[4]) for r in plans}
+        self.asset_plans: dict[int, list[int]] = {}
+        self.product_plans: dict[int, list[int]] = {}
+        self.vendor_plans: dict[int, list[int]] = {}
+        for plan_id, asset_id, product_id, vendor_id in conn.execute(
+                sa.select(PlanLink.plan_id, PlanLink.asset_id, PlanLink.product_id, PlanLink.vendor_id)
+                .order_by(PlanLink.id)):
+            if asset_id is not None and 0 <= asset_id < self.id_to_idx.size and self.id_to_idx[asset_id] >= 0:
+                self.asset_plans.setdefault(int(self.id_to_idx[asset_id]), []).append(plan_id)
+            elif product_id is not None:
+                self.product_plans.setdefault(product_id, []).append(plan_id)
+            elif vendor_id is not None:
+                self.vendor_plans.setdefault(vendor_id, []).append(plan_id)
+
+    # ------------------------------------------------------------ views
+
+    def edge_types(self, min_up: np.ndarray, edge_sel: np.ndarray) -> np.ndarray:
+        """HARD/SOFT/MEMBER for the selected edges (a member-of edge into a non-group is ordinary)."""
+        types = np.where(self.e_soft[edge_sel], SOFT, HARD).astype(np.int8)
+        member = (self.e_kind[edge_sel] == self.member_kind) & (min_up[self.e_dnt[edge_sel]] >= 0)
+        types[member] = MEMBER
+        return types
+
+    def make_view(self, alive: np.ndarray, edge_mask: np.ndarray, min_up: np.ndarray | None = None,
+                  types: np.ndarray | None = None, extra_members: np.ndarray | None = None) -> View:
+        """CSR arrays over the edges in ``edge_mask`` whose two ends are ``alive``.
+
+        ``types`` (per graph edge) overrides the edge types (what-if replicas)."""
+        n = self.n
+        min_up = self.min_up if min_up is None else min_up
+        keep = edge_mask & alive[self.e_dep] & alive[self.e_dnt]
+        sel = np.flatnonzero(keep).astype(np.int32)
+        src = self.e_dep[sel]
+        dst = self.e_dnt[sel]
+        etype = self.edge_types(min_up, sel) if types is None else types[sel]
+        csrs = []
+        for t in (HARD, SOFT, MEMBER):
+            part = etype == t
+            csrs.append(CSR.build(n, src[part], dst[part], sel[part]))
+        n_members = np.bincount(dst[etype == MEMBER], minlength=n).astype(np.int32)
+        return View(alive=alive, hard=csrs[0], soft=csrs[1], member=csrs[2],
+                    fwd=CSR.build(n, dst, src, sel), n_members=n_members, min_up=min_up,
+                    extra_members=(np.zeros(n, dtype=np.int32) if extra_members is None else extra_members),
+                    edge_mask=edge_mask)
+
+    def view_at(self, conn_factory: Callable[[], Any], at_micros: int) -> View:
+        """The graph as it stood at a past moment (from first_seen / retired_at)."""
+        alive = (self.first_seen <= at_micros) & (self.retired_at > at_micros)
+        edge_first = self.lazy("edge_first_seen", lambda: self._edge_first_seen(conn_factory))
+        return self.make_view(alive, edge_first <= at_micros)
+
+    def _micros_sql(self, column: str) -> str:
+        if self.dialect == "sqlite":
+            # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' (UTC): whole seconds plus the microseconds.
+            return (f"(CAST(strftime('%s', {column}) AS INTEGER) * 1000000"
+                    f" + CAST(substr({column}, 21, 6) AS INTEGER))")
+        return f"(extract(epoch FROM {column}) * 1000000)::bigint"
+
+    def _concat(self, expr: str) -> str:
+        if self.dialect == "sqlite":
+            return f"group_concat({expr})"
+        return f"string_agg({expr}, ',')"
+
+    def _edge_first_seen(self, conn_factory: Callable[[], Any]) -> np.ndarray:
+        """Per graph edge, when it was first seen (loaded only for as-of queries).
+
+        Matched to the loaded edges by (dependent, dependency, kind); an edge the
+        load does not find counts as always present."""
+        cast = "" if self.dialect == "sqlite" else "::text"
+        expr = (f"dependent_id{cast} || ',' || dependency_id{cast} || ',' || "
+                f"{self._micros_sql('first_seen')}{cast}")
+        with conn_factory() as conn:
+            rows = conn.exec_driver_sql(f"SELECT kind, {self._concat(expr)} FROM dependencies GROUP BY kind"
+                                        ).fetchall()
+        k = self.n + 1
+        keys, stamps = [], []
+        for kind, text in rows:
+            if kind not in self.edge_kinds:
+                continue
+            triples = _ints(text).reshape(-1, 3)
+            dnt = self.id_to_idx[np.clip(triples[:, 0], 0, self.id_to_idx.size - 1)].astype(np.int64)
+            dep = self.id_to_idx[np.clip(triples[:, 1], 0, self.id_to_idx.size - 1)].astype(np.int64)
+            keys.append((dnt * k + dep) * 64 + self.edge_kinds.index(kind))
+            stamps.append(triples[:, 2])
+        out = np.zeros(self.e_dep.size, dtype=np.int64)
+        if not keys:
+            return out
+        key_all = np.concatenate(keys)
+        stamp_all = np.concatenate(stamps)
+        order = np.argsort(key_all)
+        key_all, stamp_all = key_all[order], stamp_all[order]
+        mine = (self.e_dnt.astype(np.int64) * k + self.e_dep) * 64 + self.e_kind
+        pos = np.clip(np.searchsorted(key_all, mine), 0, key_all.size - 1)
+        found = key_all[pos] == mine
+        out[found] = stamp_all[pos[found]]
+        return out
+
+    def install_first_seen(self, conn_factory: Callable[[], Any]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """product id -> (asset indices sorted, first_seen micros): for as-of queries only."""
+        def load() -> dict[int, tuple[np.ndarray, np.ndarray]]:
+            cast = "" if self.dialect == "sqlite" else "::text"
+            expr = f"asset_id{cast} || ',' || {self._micros_sql('first_seen')}{cast}"
+            with conn_factory() as conn:
+                rows = conn.exec_driver_sql(
+                    f"SELECT product_id, {self._concat(expr)} FROM installations GROUP BY product_id").fetchall()
+            out = {}
+            for product_id, text in rows:
+                pairs = _ints(text).reshape(-1, 2)
+                idx = self.id_to_idx[np.clip(pairs[:, 0], 0, self.id_to_idx.size - 1)]
+                order = np.argsort(idx)
+                out[product_id] = (idx[order], pairs[order, 1])
+            return out
+        return self.lazy("install_first_seen", load)
+
+    # ------------------------------------------------------------ lazily derived data
+
+    def lazy(self, key: str, build: Callable[[], Any]) -> Any:
+        value = self._lazy.get(key)
+        if value is None:
+            with self._lock:
+                value = self._lazy.get(key)
+                if value is None:
+                    value = build()
+                    self._lazy[key] = value
+        return value
+
+    @property
+    def key_rank(self) -> np.ndarray:
+        """Each asset's position in natural-key order (for deterministic listings)."""
+        def build() -> np.ndarray:
+            rank = np.empty(self.n, dtype=np.int64)
+            rank[sorted(range(self.n), key=self.natural_key.__getitem__)] = np.arange(self.n)
+            return rank
+        return self.lazy("key_rank", build)
+
+    def tag_index(self) -> dict[tuple[str, str], np.ndarray]:
+        def build() -> dict[tuple[str, str], np.ndarray]:
+            index: dict[tuple[str, str], list[int]] = {}
+            for i, raw in enumerate(self._tags_text):
+                tags = json.loads(raw) if isinstance(raw, str) else (raw or {})
+                if isinstance(tags, dict):
+                    for key, value in tags.items():
+                        index.setdefault((str(key), str(value)), []).append(i)
+            return {k: np.array(v, dtype=np.int32) for k, v in index.items()}
+        return self.lazy("tags", build)
+
+    def tags_of(self, idx: int) -> dict[str, Any]:
+        raw = self._tags_text[idx]
+        value = json.loads(raw) if isinstance(raw, str) else raw
+        return value if isinstance(value, dict) else {}
+
+    # ------------------------------------------------------------ names
+
+    def vendor_names(self) -> list[str]:
+        return sorted(v.name for v in self.vendors.values())
+
+    def find_vendor(self, name: str, db: so.Session | None = None) -> int | None:
+        found = self._vendor_by_lower.get(name.lower())
+        if found is not None or db is None:
+            return found
+        # Aliases ("CrowdStrike, Inc.", "falcon-sensor") are few and read rarely.
+        from inventory.models import VendorAlias
+        alias = " ".join(name.lower().split())
+        return db.scalar(sa.select(VendorAlias.vendor_id).where(
+            VendorAlias.alias == alias, VendorAlias.is_pattern.is_(False)).limit(1))
+
+    def product_names(self, vendor_id: int) -> list[str]:
+        return [self.products[p].name for p in self.vendor_products.get(vendor_id, [])]
+
+    def find_product(self, vendor_id: int, name: str) -> int | None:
+        for pid in self.vendor_products.get(vendor_id, []):
+            if self.products[pid].name.lower() == name.lower():
+                return pid
+        return None
+
+    def edge_kind_name(self, eid: int) -> str:
+        return self.edge_kinds[int(self.e_kind[eid])]
+
+    def index_of_key(self, natural_key: str) -> int | None:
+        index = self.lazy("key_index", lambda: {k: i for i, k in enumerate(self.natural_key)})
+        return index.get(natural_key)
+
+
+# ---------------------------------------------------------------- the cache
+
+_cache: "OrderedDict[str, Graph]" = OrderedDict()
+_cache_lock = threading.Lock()
+_build_locks: dict[str, threading.Lock] = {}
+
+
+def _reader(engine: Engine) -> Engine:
+    # Never take SQLite's write lock for a read (the caller's session may hold it).
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(sqlite_begin="DEFERRED")
+    return engine.execution_options(isolation_level="REPEATABLE READ")
+
+
+def engine_of(db: so.Session | Engine) -> Engine:
+    bind = db.get_bind() if isinstance(db, so.Session) else db
+    return bind.engine if isinstance(bind, Connection) else bind
+
+
+def connection_factory(db: so.Session | Engine) -> Callable[[], Any]:
+    engine = _reader(engine_of(db))
+    return engine.connect
+
+
+def get_graph(db: so.Session | Engine) -> Graph:
+    """The current graph for ``db``'s database: cached, rebuilt when the inventory changed."""
+    engine = _reader(engine_of(db))
+    key = engine.url.render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        with conn.begin():
+            version = _version(conn)
+            with _cache_lock:
+                cached = _cache.get(key)
+                build_lock = _build_locks.setdefault(key, threading.Lock())
+            if cached is not None and version is not None and cached.version == version:
+                with _cache_lock:
+                    _cache.move_to_end(key)
+                return cached
+    # One builder per database at a time; the others wait and reuse its result.
+    with build_lock:
+        with _cache_lock:
+            cached = _cache.get(key)
+        with engine.connect() as conn:
+            with conn.begin():
+                version = _version(conn)
+                if cached is not None and version is not None and cached.version == version:
+                    return cached
+                graph = Graph.load(conn, version)
+        if version is not None:
+            with _cache_lock:
+                _cache[key] = graph
+                _cache.move_to_end(key)
+                while len(_cache) > CACHE_SIZE:
+                    _cache.popitem(last=False)
+        return graph
+
+
+def _version(conn: Connection) -> int | None:
+    try:
+        return conn.exec_driver_sql("SELECT version FROM inventory_version WHERE id = 1").scalar()
+    except sa.exc.DBAPIError:
+        # No such table (an unmigrated database): the transaction is unusable on
+        # PostgreSQL, so the caller's load will fail loudly too; on SQLite it goes on.
+        return None
+
+
+def clear_cache() -> None:
+    with _cache_lock:
+        _cache.clear()

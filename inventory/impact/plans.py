@@ -1,0 +1,148 @@
+"""Which contingency plans apply to a hit asset, and how ready they are.
+
+A plan applies to a hit asset when it is linked to
+
+1. the asset itself (``via: "asset"``),
+2. a product installed on the asset, or a product named by the outage scope
+   (``via: "product"``),
+3. the vendor of a product installed on the asset, or the outage's vendor
+   (``via: "vendor"``) — the vendor's outage runbook applies to everything the
+   outage reaches,
+4. a business service the asset supports, i.e. a ``service`` asset that
+   (transitively) depends on it (``via: "service"``).
+
+That is also the precedence: a plan reached several ways is listed once, under
+its most specific route; within a route current plans come first, then never
+exercised, then stale.  Readiness uses ``inventory.services.plan_status``;
+an asset with no plan at all is a **gap**.
+
+For totals over tens of thousands of hits, readiness is also kept as per-asset
+*levels* (3 current, 2 never exercised, 1 stale, 0 none): the best level by
+each route, computed with array operations and cached per graph view until a
+plan's status changes with time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+import numpy as np
+
+from inventory.impact.graph import Graph, PlanInfo, View
+from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status
+
+LEVEL = {CURRENT: 3, NEVER_EXERCISED: 2, STALE: 1}
+STATUS_ORDER = {CURRENT: 0, NEVER_EXERCISED: 1, STALE: 2}
+VIA_ORDER = ("asset", "product", "vendor", "service")
+
+
+@dataclass
+class PlanSet:
+    """The plans known to one query: the graph's plus any a what-if adds."""
+
+    plans: dict[int, PlanInfo]
+    asset_plans: dict[int, list[int]]
+    product_plans: dict[int, list[int]]
+    vendor_plans: dict[int, list[int]]
+    statuses: dict[int, str]
+    forced: dict[int, str]   # what-if plans with a stated status
+
+    @classmethod
+    def for_graph(cls, graph: Graph, now: datetime, extra: Iterable[dict[str, Any]] = ()) -> "PlanSet":
+        plans = dict(graph.plans)
+        asset_plans = {k: list(v) for k, v in graph.asset_plans.items()}
+        product_plans = {k: list(v) for k, v in graph.product_plans.items()}
+        vendor_plans = {k: list(v) for k, v in graph.vendor_plans.items()}
+        forced: dict[int, str] = {}
+        for i, plan in enumerate(extra):
+            pid = -(i + 1)   # what-if plans get negative ids: never confused with stored ones
+            plans[pid] = PlanInfo(pid, plan["name"], 0, None, None)
+            forced[pid] = plan["status"]
+            target = {"asset": asset_plans, "product": product_plans, "vendor": vendor_plans}[plan["kind"]]
+            target.setdefault(plan["target"], []).append(pid)
+        statuses = {pid: forced.get(pid) or plan_status(p, now) for pid, p in plans.items()}  # type: ignore[arg-type]
+        return cls(plans, asset_plans, product_plans, vendor_plans, statuses, forced)
+
+    def level(self, plan_ids: Iterable[int]) -> int:
+        return max((LEVEL[self.statuses[p]] for p in plan_ids), default=0)
+
+    def signature(self) -> tuple[Any, ...]:
+        return tuple(sorted(self.statuses.items()))
+
+
+def asset_levels(graph: Graph, view: View, plans: PlanSet) -> dict[str, np.ndarray]:
+    """Per asset, the best plan level by each route (cached on the view per plan-status state)."""
+    key = ("plan_levels", plans.signature(),
+           tuple(sorted((k, tuple(v)) for k, v in plans.asset_plans.items())) if plans.forced else None)
+    cached = view.cache.get(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    n = graph.n
+    own = np.zeros(n, dtype=np.int8)
+    for idx, plan_ids in plans.asset_plans.items():
+        own[idx] = plans.level(plan_ids)
+    product = np.zeros(n, dtype=np.int8)
+    for pid, plan_ids in plans.product_plans.items():
+        _raise(product, graph, [pid], plans.level(plan_ids))
+    vendor = np.zeros(n, dtype=np.int8)
+    for vid, plan_ids in plans.vendor_plans.items():
+        _raise(vendor, graph, graph.vendor_products.get(vid, []), plans.level(plan_ids))
+    service = service_levels(graph, view, own)
+    levels = {"asset": own, "product": product, "vendor": vendor, "service": service}
+    view.cache[key] = levels
+    return levels
+
+
+def _raise(target: np.ndarray, graph: Graph, product_ids: Iterable[int], level: int) -> None:
+    if level == 0:
+        return
+    for pid in product_ids:
+        for _version, idx in graph.installs.get(pid, []):
+            np.maximum.at(target, idx, level)
+
+
+def service_levels(graph: Graph, view: View, own: np.ndarray) -> np.ndarray:
+    """Per asset, the best plan level among the services that (transitively) depend on it.
+
+    Breadth-first from the services with the best plans down their dependencies,
+    then the next level from what is left: each asset is reached once."""
+    n = graph.n
+    out = np.zeros(n, dtype=np.int8)
+    assigned = np.zeros(n, dtype=bool)
+    services = np.flatnonzero(graph.is_service & view.alive)
+    for level in (3, 2, 1):
+        frontier = services[own[services] == level]
+        # A service does not "support" itself: start from its dependencies.
+        frontier = _forward_step(view, frontier)
+        frontier = frontier[~assigned[frontier]]
+        while frontier.size:
+            assigned[frontier] = True
+            out[frontier] = level
+            nxt = _forward_step(view, frontier)
+            frontier = np.unique(nxt[~assigned[nxt]])
+    return out
+
+
+def _forward_step(view: View, frontier: np.ndarray) -> np.ndarray:
+    starts = view.fwd.indptr[frontier]
+    counts = view.fwd.indptr[frontier + 1] - starts
+    total = int(counts.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
+    return np.unique(view.fwd.dst[pos])
+
+
+def plan_entries(plans: PlanSet, routes: dict[str, list[int]]) -> list[dict[str, Any]]:
+    """The applicable plans of one asset, in precedence order, each listed once."""
+    seen: set[int] = set()
+    out: list[dict[str, Any]] = []
+    for via in VIA_ORDER:
+        ids = [p for p in dict.fromkeys(routes.get(via, [])) if p not in seen]
+        ids.sort(key=lambda p: (STATUS_ORDER[plans.statuses[p]], plans.plans[p].name, p))
+        for pid in ids:
+            seen.add(pid)
+            out.append({"id": pid if pid > 0 else None, "name": plans.plans[pid].name,
+                        "status": plans.statuses[pid], "via": via})
+    return out

@@ -1,0 +1,281 @@
+"""Saved scenarios (named outage scopes) and declared incidents.
+
+Declaring an incident computes the blast radius of its scope and stores a
+*snapshot*: the totals, confidence and seeds on the ``Incident``, and one
+``IncidentAsset`` per hit asset with its status, hops, explaining path, plans
+and services as they were.  Later inventory changes never alter it, so the
+after-action review sees what responders saw.  Responders mark assets
+recovered; progress is recovered / total.  Every write records an audit event
+in the caller's transaction; callers commit.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+
+from inventory.db import utcnow
+from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
+from inventory.models import Incident, IncidentAsset, Scenario
+from inventory.services import audit
+
+MAX_TITLE = 300
+MAX_NAME = 200
+SEED_SAMPLE = 1000
+_INSERT_CHUNK = 2000
+
+
+class IncidentError(ValueError):
+    """A scenario or incident operation that cannot be done; ``status`` is the HTTP status."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+# ---------------------------------------------------------------- scenarios
+
+def save_scenario(db: so.Session, name: str, scope_dict: Mapping[str, Any], actor: str,
+                  description: str | None = None) -> Scenario:
+    """Create the scenario ``name``, or replace its scope if it exists (the scope is validated)."""
+    name = (name or "").strip()
+    if not name or len(name) > MAX_NAME:
+        raise IncidentError(f"a scenario name must be 1 to {MAX_NAME} characters", field="name")
+    scope = parse_scope(db, scope_dict)
+    existing = db.scalar(sa.select(Scenario).where(Scenario.name == name))
+    if existing is None:
+        scenario = Scenario(name=name, description=description, scope=scope.to_dict(), created_by=actor)
+        db.add(scenario)
+        db.flush()
+        audit.record(db, actor=actor, action="scenario.create", entity_type="scenario", entity_id=scenario.id,
+                     summary=f"Saved scenario {name!r}: {scope.describe()}", after=audit.snapshot(scenario))
+        return scenario
+    before = audit.snapshot(existing)
+    existing.scope = scope.to_dict()
+    if description is not None:
+        existing.description = description
+    db.flush()
+    audit.record(db, actor=actor, action="scenario.update", entity_type="scenario", entity_id=existing.id,
+                 summary=f"Updated scenario {name!r}: {scope.describe()}", before=before,
+                 after=audit.snapshot(existing))
+    return existing
+
+
+def list_scenarios(db: so.Session) -> list[Scenario]:
+    return list(db.scalars(sa.select(Scenario).order_by(Scenario.name)))
+
+
+def get_scenario(db: so.Session, ref: int | str) -> Scenario:
+    """A scenario by id or by name."""
+    scenario = None
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        scenario = db.get(Scenario, int(ref))
+    if scenario is None and isinstance(ref, str):
+        scenario = db.scalar(sa.select(Scenario).where(Scenario.name == ref))
+    if scenario is None:
+        raise IncidentError(f"no scenario {ref!r}", field="scenario", status=404)
+    return scenario
+
+
+def delete_scenario(db: so.Session, ref: int | str, actor: str) -> None:
+    scenario = get_scenario(db, ref)
+    audit.record(db, actor=actor, action="scenario.delete", entity_type="scenario", entity_id=scenario.id,
+                 summary=f"Deleted scenario {scenario.name!r}", before=audit.snapshot(scenario))
+    db.delete(scenario)
+    db.flush()
+
+
+def run_scenario(db: so.Session, ref: int | str, as_of: Any = None,
+                 what_if: Mapping[str, Any] | None = None) -> ImpactResult:
+    scenario = get_scenario(db, ref)
+    return blast_radius(db, parse_scope(db, scenario.scope), as_of=as_of, what_if=what_if)
+
+
+def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
+    return {"id": scenario.id, "name": scenario.name, "description": scenario.description,
+            "scope": scenario.scope, "created_by": scenario.created_by,
+            "created_at": _iso(scenario.created_at)}
+
+
+# ---------------------------------------------------------------- incidents
+
+def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, title: str, actor: str,
+                     result: ImpactResult | None = None) -> Incident:
+    """Declare an incident for ``scope`` and snapshot its blast radius now.
+
+    ``result`` may pass a blast radius already computed for this scope (the
+    page a responder is looking at), so the snapshot is exactly what they saw."""
+    title = (title or "").strip()
+    if not title or len(title) > MAX_TITLE:
+        raise IncidentError(f"a title must be 1 to {MAX_TITLE} characters", field="title")
+    scope = parse_scope(db, scope_dict)
+    if result is None:
+        result = blast_radius(db, scope)
+    seeds = [s["natural_key"] for s in result.seeds()]
+    incident = Incident(
+        title=title, scope=scope.to_dict(), status="open", declared_at=utcnow(), declared_by=actor,
+        summary={"computed_at": result.computed_at.isoformat(), "scope_text": scope.describe(),
+                 "totals": result.totals, "confidence": result.confidence,
+                 "seed_count": len(seeds), "seeds": seeds[:SEED_SAMPLE]})
+    db.add(incident)
+    db.flush()
+    rows = [{
+        "incident_id": incident.id, "asset_id": hit.asset_id, "natural_key": hit.natural_key,
+        "name": hit.name, "kind": hit.kind, "status": hit.status, "hops": hit.hops,
+        "criticality": hit.criticality,
+        "details": {"seed": hit.seed, "path": hit.path, "plans": hit.plans, "gap": hit.gap,
+                    "services": hit.services, "provider": hit.provider, "account": hit.account,
+                    "region": hit.region, "os_family": hit.os_family, "environment": hit.environment,
+                    "owner": hit.owner},
+    } for hit in result.hits]
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        db.execute(sa.insert(IncidentAsset), rows[start:start + _INSERT_CHUNK])
+    db.expire(incident, ["assets"])
+    totals = result.totals
+    audit.record(db, actor=actor, action="incident.declare", entity_type="incident", entity_id=incident.id,
+                 summary=f"Declared incident {title!r}: {scope.describe()} — {totals['by_status']['down']} down, "
+                         f"{totals['by_status']['degraded']} degraded",
+                 after={"title": title, "scope": scope.to_dict(), "hits": totals["hits"],
+                        "by_status": totals["by_status"]})
+    return incident
+
+
+def list_incidents(db: so.Session, status: str | None = None) -> list[Incident]:
+    stmt = sa.select(Incident).order_by(Incident.declared_at.desc(), Incident.id.desc())
+    if status:
+        if status not in ("open", "resolved"):
+            raise IncidentError("status must be open or resolved", field="status")
+        stmt = stmt.where(Incident.status == status)
+    return list(db.scalars(stmt))
+
+
+def get_incident(db: so.Session, incident_id: int) -> Incident:
+    incident = db.get(Incident, incident_id)
+    if incident is None:
+        raise IncidentError(f"no incident {incident_id}", field="incident", status=404)
+    return incident
+
+
+def mark_recovered(db: so.Session, incident_id: int, asset_ids: Sequence[int | str], actor: str,
+                   note: str | None = None) -> int:
+    """Mark hit assets (asset ids or natural keys) recovered; returns how many changed.
+
+    Unknown assets are an error and nothing is changed; assets already
+    recovered are left as they are."""
+    incident = get_incident(db, incident_id)
+    if incident.status != "open":
+        raise IncidentError(f"incident {incident_id} is {incident.status}", field="incident", status=409)
+    if not asset_ids:
+        raise IncidentError("name at least one asset", field="asset_ids")
+    ids = {int(a) for a in asset_ids if isinstance(a, int) or (isinstance(a, str) and a.isdigit())}
+    keys = {a for a in asset_ids if isinstance(a, str) and not a.isdigit()}
+    if any(isinstance(a, bool) or not isinstance(a, (int, str)) for a in asset_ids):
+        raise IncidentError("asset_ids must be asset ids or natural keys", field="asset_ids")
+    rows = list(db.scalars(sa.select(IncidentAsset).where(
+        IncidentAsset.incident_id == incident.id,
+        sa.or_(IncidentAsset.asset_id.in_(ids or [-1]), IncidentAsset.natural_key.in_(keys or [""])))))
+    missing = sorted({str(i) for i in ids} - {str(r.asset_id) for r in rows}) + \
+        sorted(keys - {r.natural_key for r in rows})
+    if missing:
+        raise IncidentError(f"not part of incident {incident_id}: {', '.join(missing[:10])}",
+                            field="asset_ids")
+    now = utcnow()
+    changed = [r for r in rows if r.recovered_at is None]
+    for row in changed:
+        row.recovered_at = now
+        row.recovered_by = actor
+        if note:
+            row.note = note
+    db.flush()
+    if changed:
+        audit.record(db, actor=actor, action="incident.recover", entity_type="incident", entity_id=incident.id,
+                     summary=f"Marked {len(changed)} asset(s) recovered in incident {incident.title!r}",
+                     after={"assets": [r.natural_key for r in changed][:200], "note": note})
+    return len(changed)
+
+
+def resolve_incident(db: so.Session, incident_id: int, actor: str, note: str | None = None) -> Incident:
+    incident = get_incident(db, incident_id)
+    if incident.status == "resolved":
+        raise IncidentError(f"incident {incident_id} is already resolved", field="incident", status=409)
+    before = {"status": incident.status}
+    incident.status = "resolved"
+    incident.resolved_at = utcnow()
+    progress = incident_progress(incident)
+    db.flush()
+    audit.record(db, actor=actor, action="incident.resolve", entity_type="incident", entity_id=incident.id,
+                 summary=f"Resolved incident {incident.title!r} ({progress['recovered']}/{progress['total']} "
+                         "assets marked recovered)",
+                 before=before, after={"status": "resolved", "note": note, "progress": progress})
+    return incident
+
+
+def incident_progress(incident: Incident) -> dict[str, Any]:
+    """Recovered / total, overall and per status (down, degraded)."""
+    session = so.object_session(incident)
+    per: dict[str, dict[str, int]] = {"down": {"total": 0, "recovered": 0},
+                                      "degraded": {"total": 0, "recovered": 0}}
+    if session is not None and incident.id is not None:
+        rows: Iterable[Any] = session.execute(
+            sa.select(IncidentAsset.status, sa.func.count(), sa.func.count(IncidentAsset.recovered_at))
+            .where(IncidentAsset.incident_id == incident.id).group_by(IncidentAsset.status)).all()
+    else:
+        counts: dict[str, list[int]] = {}
+        for a in incident.assets:
+            c = counts.setdefault(a.status, [0, 0])
+            c[0] += 1
+            c[1] += a.recovered_at is not None
+        rows = [(k, v[0], v[1]) for k, v in counts.items()]
+    for status, total, recovered in rows:
+        entry = per.setdefault(status, {"total": 0, "recovered": 0})
+        entry["total"] += int(total)
+        entry["recovered"] += int(recovered)
+    total = sum(v["total"] for v in per.values())
+    recovered = sum(v["recovered"] for v in per.values())
+    return {"status": incident.status, "total": total, "recovered": recovered, "remaining": total - recovered,
+            "percent": round(100.0 * recovered / total, 1) if total else 100.0, "by_status": per}
+
+
+def incident_assets(db: so.Session, incident_id: int, limit: int | None = None, offset: int = 0,
+                    status: str | None = None) -> list[IncidentAsset]:
+    """The snapshot's assets: down first, then by criticality, hops and key."""
+    crit = sa.case({"critical": 0, "high": 1, "medium": 2, "low": 3}, value=IncidentAsset.criticality, else_=4)
+    stmt = (sa.select(IncidentAsset).where(IncidentAsset.incident_id == incident_id)
+            .order_by(sa.case((IncidentAsset.status == "down", 0), else_=1), crit, IncidentAsset.hops,
+                      IncidentAsset.natural_key).offset(offset))
+    if status:
+        stmt = stmt.where(IncidentAsset.status == status)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list(db.scalars(stmt))
+
+
+def incident_asset_to_dict(row: IncidentAsset) -> dict[str, Any]:
+    details = row.details or {}
+    return {"asset_id": row.asset_id, "natural_key": row.natural_key, "name": row.name, "kind": row.kind,
+            "status": row.status, "hops": row.hops, "criticality": row.criticality,
+            "seed": details.get("seed", False), "path": details.get("path", []),
+            "plans": details.get("plans", []), "gap": details.get("gap", False),
+            "services": details.get("services", []), "provider": details.get("provider"),
+            "account": details.get("account"), "region": details.get("region"),
+            "os_family": details.get("os_family"), "recovered_at": _iso(row.recovered_at),
+            "recovered_by": row.recovered_by, "note": row.note}
+
+
+def incident_to_dict(db: so.Session, incident: Incident, with_assets: bool = False,
+                     limit: int | None = None, offset: int = 0) -> dict[str, Any]:
+    out = {"id": incident.id, "title": incident.title, "status": incident.status, "scope": incident.scope,
+           "declared_at": _iso(incident.declared_at), "declared_by": incident.declared_by,
+           "resolved_at": _iso(incident.resolved_at), "summary": incident.summary,
+           "progress": incident_progress(incident)}
+    if with_assets:
+        out["assets"] = [incident_asset_to_dict(a) for a in incident_assets(db, incident.id, limit, offset)]
+    return out
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
