@@ -8,7 +8,7 @@ is capped so it never scans the whole table on every page load.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import sqlalchemy as sa
@@ -97,6 +97,7 @@ class AssetFilters:
     # Resolved from ``vendor`` by ``validate``.
     vendor_id: int | None = field(default=None, repr=False)
     vendor_provider: str | None = field(default=None, repr=False)
+    vendor_installations: int = field(default=0, repr=False)
 
     FORM_FIELDS = ("q", "provider", "account", "region", "os", "kind", "environment",
                    "criticality", "vendor", "retired")
@@ -130,9 +131,16 @@ class AssetFilters:
                 errors.append(FilterError("vendor", f"no vendor named {self.vendor!r}",
                                           suggest_vendors(db, self.vendor)))
             else:
-                self.vendor_id = vendor.id
-                self.vendor_provider = vendor.cloud_provider
+                self.set_vendor(db, vendor)
         return errors
+
+    def set_vendor(self, db: so.Session, vendor: Vendor) -> None:
+        self.vendor, self.vendor_id, self.vendor_provider = vendor.name, vendor.id, vendor.cloud_provider
+        # How widely installed the vendor is decides the query shape (see vendor_asset_condition);
+        # a covering-index count, a few milliseconds even for a vendor on most hosts.
+        self.vendor_installations = db.scalar(
+            sa.select(sa.func.count()).select_from(Installation)
+            .where(Installation.product_id.in_(sa.select(Product.id).where(Product.vendor_id == vendor.id)))) or 0
 
     @property
     def active(self) -> bool:
@@ -159,23 +167,37 @@ def vendor_names(db: so.Session) -> list[str]:
     return list(db.scalars(sa.select(Vendor.name).order_by(Vendor.name)))
 
 
-def vendor_asset_condition(vendor_id: int, cloud_provider: str | None) -> sa.ColumnElement[bool]:
+# Above this many installations a vendor is "popular" and its assets are found by walking the
+# list in sort order with a per-row EXISTS probe (stops after one page); below it, by collecting
+# the vendor's few assets first (IN) and sorting them.  Either way the query stays an index walk.
+POPULAR_VENDOR_INSTALLATIONS = 2000
+
+
+def vendor_asset_condition(vendor_id: int, cloud_provider: str | None,
+                           popular: bool = False) -> sa.ColumnElement[bool]:
     """Assets that use a vendor: software of its products installed, or hosted on its cloud."""
-    installed = Asset.id.in_(
-        sa.select(Installation.asset_id).join(Product, Product.id == Installation.product_id)
-        .where(Product.vendor_id == vendor_id))
+    of_vendor = (sa.select(Installation.asset_id).join(Product, Product.id == Installation.product_id)
+                 .where(Product.vendor_id == vendor_id))
+    if popular:
+        installed = sa.exists(of_vendor.where(Installation.asset_id == Asset.id))
+    else:
+        installed = Asset.id.in_(of_vendor)
     if cloud_provider:
         return sa.or_(installed, Asset.provider == cloud_provider)
     return installed
 
 
-def _where(filters: AssetFilters) -> list[sa.ColumnElement[bool]]:
+def _where(filters: AssetFilters, dialect: str) -> list[sa.ColumnElement[bool]]:
     conditions: list[sa.ColumnElement[bool]] = []
     if filters.q:
         q = filters.q
-        conditions.append(sa.or_(Asset.name.icontains(q, autoescape=True),
-                                 Asset.natural_key.icontains(q, autoescape=True),
-                                 Asset.hostname.icontains(q, autoescape=True)))
+        if dialect == "sqlite":
+            # SQLite's LIKE already ignores ASCII case; lower() on 100k rows would only cost time.
+            conditions.append(sa.or_(*(column.contains(q, autoescape=True)
+                                       for column in (Asset.name, Asset.natural_key, Asset.hostname))))
+        else:
+            conditions.append(sa.or_(*(column.icontains(q, autoescape=True)
+                                       for column in (Asset.name, Asset.natural_key, Asset.hostname))))
     for name, column in (("provider", Asset.provider), ("account", Asset.account),
                          ("region", Asset.region), ("os", Asset.os_family), ("kind", Asset.kind),
                          ("environment", Asset.environment), ("criticality", Asset.criticality)):
@@ -183,9 +205,15 @@ def _where(filters: AssetFilters) -> list[sa.ColumnElement[bool]]:
         if value:
             conditions.append(column == value)
     if filters.vendor_id is not None:
-        conditions.append(vendor_asset_condition(filters.vendor_id, filters.vendor_provider))
+        conditions.append(vendor_asset_condition(
+            filters.vendor_id, filters.vendor_provider,
+            popular=filters.vendor_installations > POPULAR_VENDOR_INSTALLATIONS))
     if filters.retired == "active":
-        conditions.append(Asset.retired_at.is_(None))
+        active = Asset.retired_at.is_(None)
+        # Nearly every asset is active, but without statistics SQLite would take the
+        # retired_at index for this test and then sort everything; likely() tells it
+        # the test is not selective, so it walks the sort-order index instead.
+        conditions.append(sa.func.likely(active) if dialect == "sqlite" else active)
     elif filters.retired == "retired":
         conditions.append(Asset.retired_at.is_not(None))
     return conditions
@@ -203,15 +231,19 @@ def list_assets(db: so.Session, filters: AssetFilters, sort: str = DEFAULT_SORT,
     """One page of assets (``page.rows`` are Asset objects).  Raises FilterError / CursorError."""
     key, descending = parse_sort(sort)
     segments = SORTS[key][1](descending)
-    base = sa.select(Asset).where(*_where(filters))
+    base = sa.select(Asset).where(*_where(filters, _dialect(db)))
     page = paginate(db, base, segments, limit=limit, cursor=cursor, key_of=_key_of)
     page.rows = [row[0] for row in page.rows]
     return page
 
 
+def _dialect(db: so.Session) -> str:
+    return db.get_bind().dialect.name
+
+
 def count_assets(db: so.Session, filters: AssetFilters, cap: int = COUNT_CAP) -> tuple[int, bool]:
     """How many assets match, counting at most ``cap + 1``: returns (count, capped)."""
-    inner = sa.select(Asset.id).where(*_where(filters)).limit(cap + 1).subquery()
+    inner = sa.select(Asset.id).where(*_where(filters, _dialect(db))).limit(cap + 1).subquery()
     count = db.scalar(sa.select(sa.func.count()).select_from(inner)) or 0
     return min(count, cap), count > cap
 
@@ -327,6 +359,3 @@ def asset_detail(db: so.Session, asset_id: int) -> dict[str, Any] | None:
         "attributes": sorted((asset.attributes or {}).items()),
     }
 
-
-def filter_field_names() -> list[str]:
-    return [f.name for f in fields(AssetFilters) if f.name in AssetFilters.FORM_FIELDS]

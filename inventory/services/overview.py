@@ -3,11 +3,12 @@
 Estate-wide aggregates (counts by provider/OS/kind, plan coverage, vendor
 concentration) are cached against the inventory version (see
 ``inventory.services.cache``) so the page stays fast on 100k-asset estates;
-the first load after a change recomputes them.  Figures that depend on the
-clock (plan staleness) are additionally keyed by the hour.
+the first load after a change recomputes them.  Plan figures are computed
+fresh (they depend on the clock and are cheap for the business services).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from typing import Any
@@ -16,9 +17,12 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from inventory.db import utcnow
-from inventory.models import Asset, CollectionRun, Incident, Vendor
+from inventory.choices import SERVICE_KIND
+from inventory.models import (Asset, CollectionRun, ContingencyPlan, Incident, PlanLink, UpdateTest,
+                              Vendor, VendorUpdate)
 from inventory.services import vendor_summary
 from inventory.services.cache import cached
+from inventory.services.plan_status import NEVER_EXERCISED, STALE, plan_status, review_due
 
 log = logging.getLogger(__name__)
 
@@ -50,42 +54,80 @@ def estate_counts(db: so.Session) -> dict[str, Any]:
     return cached(db, "estate-counts", compute)
 
 
-def plan_coverage(db: so.Session) -> dict[str, Any] | None:
-    """Critical business services covered by a current plan / only stale plans / none."""
-    try:
-        from inventory.services import plans
-    except ImportError:
-        return None
-    hour = utcnow().strftime("%Y-%m-%dT%H")
-    data = cached(db, f"plan-coverage:{hour}", lambda: plans.coverage(db))
-    return {
-        "total": data.get("critical_services", 0),
-        "covered_current": data.get("covered_current", []),
-        "stale_only": data.get("stale_only", []),
-        "uncovered": data.get("uncovered", []),
-        "not_exercised": data.get("not_exercised", []),
-        "ratio": data.get("coverage_ratio"),
-        "assets_total": data.get("critical_assets", 0),
-        "assets_uncovered": len(data.get("assets_uncovered", [])),
-        "assets_stale_only": len(data.get("assets_stale_only", [])),
-    }
+def plan_coverage(db: so.Session) -> dict[str, Any]:
+    """Critical business services covered by a current plan / only stale plans / none.
+
+    Same rule as ``inventory.services.plans.coverage`` for services — a service
+    counts only its own plans — but only the services are read, which keeps it
+    to one small query (the full report also walks every critical asset).
+    """
+    now = utcnow()
+    services = db.execute(sa.select(Asset.id, Asset.name).where(
+        Asset.kind == SERVICE_KIND, Asset.criticality == "critical", Asset.retired_at.is_(None))
+        .order_by(Asset.name, Asset.id)).all()
+    plans_of: dict[int, list[dict[str, Any]]] = {}
+    if services:
+        rows = db.execute(sa.select(PlanLink.asset_id, ContingencyPlan)
+                          .join(ContingencyPlan, ContingencyPlan.id == PlanLink.plan_id)
+                          .where(PlanLink.asset_id.in_([sid for sid, _n in services]))).all()
+        for asset_id, plan in rows:
+            plans_of.setdefault(asset_id, []).append(
+                {"id": plan.id, "name": plan.name, "status": plan_status(plan, now)})
+    buckets: dict[str, list[dict[str, Any]]] = {"covered_current": [], "stale_only": [], "uncovered": [],
+                                                "not_exercised": []}
+    for sid, name in services:
+        plans = sorted(plans_of.get(sid, []), key=lambda p: p["name"])
+        entry = {"asset_id": sid, "name": name, "plans": plans}
+        live = [p for p in plans if p["status"] != STALE]
+        if not plans:
+            buckets["uncovered"].append(entry)
+        elif not live:
+            buckets["stale_only"].append(entry)
+        else:
+            buckets["covered_current"].append(entry)
+            if all(p["status"] == NEVER_EXERCISED for p in live):
+                buckets["not_exercised"].append(entry)
+    total = len(services)
+    return {"total": total, **buckets,
+            "ratio": len(buckets["covered_current"]) / total if total else None}
 
 
-def stale_plans(db: so.Session) -> list[dict[str, Any]] | None:
-    try:
-        from inventory.services import plans
-    except ImportError:
-        return None
-    return plans.stale_plans(db)
+def stale_plans(db: so.Session) -> list[dict[str, Any]]:
+    """Plans whose review is overdue (or that were never reviewed), most overdue first."""
+    now = utcnow()
+    rows = []
+    for plan in db.scalars(sa.select(ContingencyPlan).order_by(ContingencyPlan.name)):
+        if plan_status(plan, now) != STALE:
+            continue
+        due = review_due(plan)
+        rows.append({"id": plan.id, "name": plan.name, "owner": plan.owner,
+                     "days_overdue": None if due is None else (now - due).days})
+    rows.sort(key=lambda r: (r["days_overdue"] is not None, -(r["days_overdue"] or 0), r["name"]))
+    return rows
+
+
+def _update_tests_fingerprint(db: so.Session) -> str:
+    """Changes whenever an update or a test result changes (those tables have no version trigger)."""
+    digest = hashlib.sha1()
+    for row in db.execute(sa.select(VendorUpdate.id, VendorUpdate.product_id, VendorUpdate.version)
+                          .order_by(VendorUpdate.id)):
+        digest.update(repr(tuple(row)).encode())
+    for row in db.execute(sa.select(UpdateTest.id, UpdateTest.update_id, UpdateTest.ring, UpdateTest.status)
+                          .order_by(UpdateTest.id)):
+        digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
 
 
 def untested(db: so.Session) -> dict[str, Any] | None:
+    """Untested exposure (``inventory.services.updates``), cached per inventory and test state."""
     try:
         from inventory.services import updates
     except ImportError:
         return None
-    summary = cached(db, "untested-summary", lambda: updates.untested_summary(db))
-    rows = updates.untested_exposure(db, critical_only=True, limit=TOP_N + 1)
+    key = _update_tests_fingerprint(db)
+    summary = cached(db, f"untested-summary:{key}", lambda: updates.untested_summary(db))
+    rows = cached(db, f"untested-critical:{key}",
+                  lambda: updates.untested_exposure(db, critical_only=True, limit=TOP_N + 1))
     return {"summary": summary, "rows": rows[:TOP_N], "more": len(rows) > TOP_N}
 
 

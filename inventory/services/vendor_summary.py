@@ -4,9 +4,9 @@ Per vendor: tier, products, how many (active) assets use it — software of its
 products installed, or hosted on its cloud —, its concentration (share of the
 critical assets that use it), its latest assessment and when the next review
 is due.  The vendor risk service (``inventory.services.risk``) counts
-concentration across every route (EDR agent, hosting cloud, identity…); when
-it is available its figures are used, otherwise the direct-use share computed
-here stands in and the page says so.
+concentration across every route (EDR agent, hosting cloud, identity…) on the
+risk review page; the direct-use share computed here is what the dashboard
+shows (see ``concentration``).
 """
 from __future__ import annotations
 
@@ -60,14 +60,14 @@ def critical_asset_total(db: so.Session) -> int:
 
 
 def concentration(db: so.Session) -> tuple[dict[int, dict[str, Any]], str]:
-    """vendor id -> {"share", "critical_assets", "routes"} and where the figures came from."""
-    try:
-        from inventory.services import risk  # issue 6: counts every route to a vendor
-        rows = cached(db, "risk-concentration", lambda: risk.vendor_concentration(db))
-        return ({row["vendor_id"]: {"share": row.get("share"), "critical_assets": row.get("critical_assets"),
-                                    "routes": row.get("routes")} for row in rows}, "routes")
-    except (ImportError, AttributeError):
-        pass
+    """vendor id -> {"share", "critical_assets", "routes"} and where the figures came from.
+
+    The dashboard uses *direct use* — critical assets that run the vendor's
+    software or are hosted on its cloud — because it is one cached scan.  The
+    risk service's route-aware figure (``risk.vendor_concentration``: also
+    through dependencies, identity providers…) walks the whole estate and takes
+    seconds at 100k assets, so it belongs on the risk review page, not here.
+    """
     total = critical_asset_total(db)
     counts = _direct_use_counts(db)
     return ({vid: {"share": (c / total) if total else None, "critical_assets": c, "routes": None}

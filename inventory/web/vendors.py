@@ -28,8 +28,8 @@ def detail(vendor_id: int):  # type: ignore[no-untyped-def]
         abort(404)
     vendor = data["vendor"]
 
-    filters = asset_service.AssetFilters(vendor=vendor.name)
-    filters.vendor_id, filters.vendor_provider = vendor.id, vendor.cloud_provider
+    filters = asset_service.AssetFilters()
+    filters.set_vendor(db, vendor)
     cursor_error = None
     try:
         assets_page = asset_service.list_assets(db, filters, "criticality",

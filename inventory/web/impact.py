@@ -1,0 +1,85 @@
+"""The blast-radius page: an outage scope form, the answer, its graph, CSV and print views.
+
+Everything is a GET of the scope (bookmarkable, shareable in a chat at 3 a.m.);
+declaring an incident from the answer is a POST to the incidents area.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.orm as so
+from flask import Blueprint, Response, render_template, request, url_for
+
+from inventory.app_db import get_session
+from inventory.choices import ENVIRONMENTS, OS_FAMILIES
+from inventory.models import Product, Vendor
+from inventory.services import assets as asset_service
+from inventory.services import blast_view, graph_svg
+from inventory.services.cache import cached
+
+bp = Blueprint("impact", __name__, url_prefix="/impact")
+
+
+def _suggestions(db: so.Session) -> dict[str, list[str]]:
+    return {
+        "vendors": asset_service.vendor_names(db),
+        "products": list(dict.fromkeys(db.scalars(sa.select(Product.name).join(Vendor).order_by(Product.name)))),
+        "regions": cached(db, "distinct-region", lambda: asset_service.distinct_values(db, "region")),
+        "accounts": cached(db, "distinct-account", lambda: asset_service.distinct_values(db, "account")),
+    }
+
+
+def compute(db: so.Session, args: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """(form values, engine result or None, errors by field) for the request's scope."""
+    from inventory.impact import ScopeError, blast_radius, parse_scope
+
+    form = blast_view.scope_from_form(args)
+    as_of = blast_view.form_as_of(args)
+    if as_of:
+        form["as_of"] = as_of
+    submitted = any(name in args for name in
+                    blast_view.SCOPE_TEXT_FIELDS + blast_view.SCOPE_LIST_FIELDS + ("as_of",))
+    if not submitted:
+        return form, None, {}
+    try:
+        scope = parse_scope(db, {k: v for k, v in form.items() if k != "as_of"})
+        return form, blast_radius(db, scope, as_of=as_of), {}
+    except ScopeError as exc:
+        return form, None, {exc.field: exc}
+
+
+@bp.get("/")
+def index():  # type: ignore[no-untyped-def]
+    db = get_session()
+    form, result, errors = compute(db, request.args)
+    printable = request.args.get("view") == "print"
+    context: dict[str, Any] = {"form": form, "result": None, "errors": errors, "printable": printable,
+                               "os_choices": OS_FAMILIES, "environment_choices": ENVIRONMENTS,
+                               "suggestions": _suggestions(db)}
+    if result is not None:
+        limit = blast_view.PRINT_HITS if printable else blast_view.PAGE_HITS
+        data = blast_view.page_view(result, limit=limit)
+        args = blast_view.scope_to_args(data["scope"])
+        if form.get("as_of"):
+            args["as_of"] = form["as_of"]
+        context.update(
+            result=data, args=args,
+            grouped=blast_view.group_by_service(data, per_group=limit if printable else 50, total_rows=limit),
+            plan_counts=blast_view.plan_summary(data),
+            graph=graph_svg.render(data, asset_url=lambda i: url_for("assets.detail", asset_id=i)),
+        )
+    return render_template("impact/index.html", **context), (400 if errors else 200)
+
+
+@bp.get("/export.csv")
+def export_csv():  # type: ignore[no-untyped-def]
+    db = get_session()
+    form, result, errors = compute(db, request.args)
+    if errors or result is None:
+        error = next(iter(errors.values()), None)
+        message = f"{error.field}: {error}" if error else "give an outage scope (at least a vendor)"
+        return Response(message + "\n", status=400, mimetype="text/plain")
+    vendor = "".join(ch if ch.isalnum() else "-" for ch in form.get("vendor", "scope")).strip("-").lower()
+    return Response(blast_view.to_csv(result.to_dict()), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="blast-radius-{vendor or "scope"}.csv"'})
