@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, TypedDict
 
 import click
 from botocore.config import Config
@@ -53,7 +54,7 @@ _TAGS_PER_DESCRIBE = 20      # elbv2:DescribeTags accepts at most 20 ARNs
 _IMAGES_PER_DESCRIBE = 200   # image-id filter values per DescribeImages call
 
 #: Tests (and unusual set-ups) may set this to a ``ClientFactory`` used by ``planb collect aws``.
-CLIENT_FACTORY: "ClientFactory | None" = None
+CLIENT_FACTORY: ClientFactory | None = None
 
 
 class ScopeDeadlineExceeded(Exception):
@@ -160,7 +161,13 @@ _ENV_ALIASES = {"prod": "production", "prd": "production", "production": "produc
 _CRITICALITIES = ("critical", "high", "medium", "low")
 
 
-def facts_from_tags(tags: dict[str, Any]) -> dict[str, str]:
+class TagFacts(TypedDict, total=False):
+    environment: str
+    criticality: str
+    owner: str
+
+
+def facts_from_tags(tags: dict[str, Any]) -> TagFacts:
     """Environment, criticality and owner from conventional tags (case-insensitive keys).
 
     ``planb:environment`` / ``Environment`` / ``env``; ``planb:criticality`` /
@@ -168,7 +175,7 @@ def facts_from_tags(tags: dict[str, Any]) -> dict[str, str]:
     (they stay visible in the tags).
     """
     lowered = {str(k).lower(): str(v) for k, v in tags.items()}
-    facts: dict[str, str] = {}
+    facts: TagFacts = {}
     for key in ("planb:environment", "environment", "env"):
         value = lowered.get(key, "").strip().lower()
         if value in _ENV_ALIASES:
@@ -574,6 +581,14 @@ class AwsCollector:
         regions = ",".join(self.regions) if self.regions else "all-enabled"
         text = f"aws accounts={labels} regions={regions} types={','.join(self.resource_types)}"
         return text if len(text) <= 1000 else text[:997] + "..."
+
+    def planned_scopes(self) -> list[str]:
+        """The scopes, when they are known without an API call (account ids given and an
+        explicit region list); otherwise each scope is locked when it is reached."""
+        if self.regions is None or not all(a.account_id for a in self.accounts):
+            return []
+        return [scope_key(str(a.account_id), r, t) for a in self.accounts for r in self.regions
+                for t in self.resource_types]
 
     def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
         for account in self.accounts:

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import click
 
@@ -49,7 +50,7 @@ DEFAULT_BASE_URL = "https://management.azure.com"
 
 #: ``(subscription_id, base_url) -> ComputeManagementClient``.  Tests (and unusual set-ups,
 #: e.g. a custom transport or credential) set this; ``planb collect azure`` uses it when set.
-CLIENT_FACTORY: "Callable[[str, str | None], Any] | None" = None
+CLIENT_FACTORY: Callable[[str, str | None], Any] | None = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -130,7 +131,7 @@ def image_software(asset_key: str, image: Mapping[str, Any] | None) -> list[Soft
     version = image.get("exactVersion") or image.get("version")
     if publisher or offer:
         name = " ".join(p for p in (offer, sku) if p)
-        return [SoftwareRecord(asset_key=asset_key, name=name or publisher, publisher=publisher,
+        return [SoftwareRecord(asset_key=asset_key, name=name or str(publisher), publisher=publisher,
                                version=version, origin="image")]
     gallery = image.get("sharedGalleryImageId") or image.get("communityGalleryImageId") or image.get("id")
     if gallery:  # custom or gallery image: no publisher to attribute, keep it visible
@@ -148,7 +149,7 @@ def extension_software(asset_key: str, extensions: Sequence[Mapping[str, Any]]) 
         ext_type = props.get("type") or ext.get("name")
         if not (publisher or ext_type):
             continue
-        software.append(SoftwareRecord(asset_key=asset_key, name=ext_type or publisher, publisher=publisher,
+        software.append(SoftwareRecord(asset_key=asset_key, name=str(ext_type or publisher), publisher=publisher,
                                        version=props.get("typeHandlerVersion"), origin="extension"))
     return software
 
@@ -323,6 +324,11 @@ class AzureCollector:
         if self.base_url:
             text += f" base_url={self.base_url}"
         return text if len(text) <= 1000 else text[:997] + "..."
+
+    def planned_scopes(self) -> list[str]:
+        """Known before any API call, so ingest locks them up front and an overlapping run
+        over the same subscription refuses to start them."""
+        return [scope_key(s, t) for s in self.subscriptions for t in self.resource_types]
 
     def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
         for subscription in self.subscriptions:

@@ -12,8 +12,9 @@ import io
 import json
 import urllib.request
 import zipfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -252,7 +253,7 @@ def application(name: str, publisher: str, version: str) -> dict[str, str]:
 
 
 def stubbed_ssm(region: str, inventory: dict[str, Any], *, page_size: int | None = None,
-                inventory_pages: int = 1, activate: bool = True) -> tuple[Any, Stubber]:
+                inventory_pages: int = 1) -> tuple[Any, Stubber]:
     """An SSM client answering GetInventory (split into ``inventory_pages`` pages) and, per managed
     instance in ``inventory[id] = (information, [applications...])``, ListInventoryEntries (two
     pages when there are more than two applications)."""
@@ -276,7 +277,7 @@ def stubbed_ssm(region: str, inventory: dict[str, Any], *, page_size: int | None
 
 def queue_applications(stubber: Stubber, instance_id: str, apps: list[dict[str, str]], max_results: int = 50) -> None:
     """ListInventoryEntries for one instance: two pages when there are more than two applications."""
-    split = 2 if len(apps) > 2 else len(apps)
+    split = min(len(apps), 2)
     chunks = [apps[:split], apps[split:]] if len(apps) > 2 else [apps]
     for n, chunk in enumerate(chunks):
         expected: dict[str, Any] = {"InstanceId": instance_id, "TypeName": "AWS:Application",

@@ -15,9 +15,24 @@ from collectors.aws import AwsAccount, ec2_key, eks_key, lambda_key, lb_key, rds
 from inventory.cli import main
 from inventory.db import make_engine
 from inventory.models import Asset, CollectionRun, Dependency, Installation, Product, Vendor
-from tests.collectors.aws_helpers import (ACCOUNT, WINDOWS_AMI, Injector, application, aws_env, data_and_platform,
-                                          ec2_error, factory_with, inject, instance_information, moto_server,
-                                          network, queue_applications, run_instances, stubbed_ssm, web_tier)
+from tests.collectors.aws_helpers import (
+    ACCOUNT,
+    WINDOWS_AMI,
+    Injector,
+    application,
+    aws_env,
+    data_and_platform,
+    ec2_error,
+    factory_with,
+    inject,
+    instance_information,
+    moto_server,
+    network,
+    queue_applications,
+    run_instances,
+    stubbed_ssm,
+    web_tier,
+)
 
 __all__ = ["aws_env", "moto_server"]  # fixtures imported for pytest
 

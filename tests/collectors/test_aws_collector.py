@@ -3,7 +3,7 @@ Stubber for SSM inventory (which moto lacks) and ``before-send`` fault injection
 from __future__ import annotations
 
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -12,21 +12,62 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from botocore.stub import Stubber
 
-from collectors.aws import (AwsAccount, AwsCollector, MissingIdentity, assumed_role_account, botocore_config,
-                            ec2_key, eks_key, from_config, lambda_key, lb_key, make_client, min_up_from_tags,
-                            rds_key, tg_key, transform_instance)
+from collectors.aws import (
+    AwsAccount,
+    AwsCollector,
+    MissingIdentity,
+    assumed_role_account,
+    botocore_config,
+    ec2_key,
+    eks_key,
+    from_config,
+    lambda_key,
+    lb_key,
+    make_client,
+    min_up_from_tags,
+    rds_key,
+    tg_key,
+    transform_instance,
+)
 from collectors.base import ScopeBatch
 from collectors.ingest import run_collection
-from inventory.models import Asset, CollectionRun, Dependency, Installation, Product, UnattributedSoftware, Vendor
-from tests.collectors.aws_helpers import (ACCOUNT, UBUNTU_AMI, WINDOWS_AMI, Injector, application,
-                                          aws_env, counting, data_and_platform, default_account, ec2_error,
-                                          factory_with, inject, instance_information, moto_server, network,
-                                          no_backoff, query_error, queue_applications, run_instances,
-                                          stubbed_ssm, terminate, web_tier)
+from inventory.models import (
+    Asset,
+    CollectionRun,
+    Dependency,
+    Installation,
+    Product,
+    UnattributedSoftware,
+    Vendor,
+)
+from tests.collectors.aws_helpers import (
+    ACCOUNT,
+    UBUNTU_AMI,
+    WINDOWS_AMI,
+    Injector,
+    application,
+    aws_env,
+    counting,
+    data_and_platform,
+    default_account,
+    ec2_error,
+    factory_with,
+    inject,
+    instance_information,
+    moto_server,
+    network,
+    no_backoff,
+    query_error,
+    queue_applications,
+    run_instances,
+    stubbed_ssm,
+    terminate,
+    web_tier,
+)
 
 __all__ = ["aws_env", "moto_server", "no_backoff"]  # fixtures imported for pytest
 
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 US, EU = "us-east-1", "eu-west-1"
 
 
@@ -158,7 +199,7 @@ def test_terminated_between_two_successful_runs_is_retired(aws_env: str, engine:
 
 def test_a_denied_region_makes_the_run_partial_and_retires_nothing_there(aws_env: str, engine: sa.Engine) -> None:
     us, eu = network(US), network(EU)
-    us_keep, us_drop = run_instances(us, 2)
+    _us_keep, us_drop = run_instances(us, 2)
     eu_keep, eu_drop = run_instances(eu, 2)
     assert run_collection(engine, collector([US, EU]), now=T0).status == "succeeded"
 
@@ -478,3 +519,13 @@ def test_collection_run_records_the_outcome(aws_env: str, engine: sa.Engine) -> 
         stored = db.get(CollectionRun, run.id)
         assert stored is not None and stored.collector == "aws" and stored.status == "succeeded"
         assert "us-east-1,eu-west-1" in stored.scope
+
+
+def test_planned_scopes_only_when_known_without_api_calls() -> None:
+    known = AwsAccount(label="prod", session=None, account_id="111122223333")
+    c = AwsCollector([known], [US, EU], resource_types=["ec2", "rds"], client_factory=lambda *a: None)
+    assert c.planned_scopes() == [scope(US, "ec2", "111122223333"), scope(US, "rds", "111122223333"),
+                                  scope(EU, "ec2", "111122223333"), scope(EU, "rds", "111122223333")]
+    assert AwsCollector([known], None, client_factory=lambda *a: None).planned_scopes() == []
+    unknown = AwsAccount(label="profile:dev", session=None)
+    assert AwsCollector([known, unknown], [US], client_factory=lambda *a: None).planned_scopes() == []

@@ -14,8 +14,16 @@ import collectors.azure
 from inventory.cli import main
 from inventory.db import make_engine
 from inventory.models import Asset, CollectionRun
-from tests.collectors.azure_payloads import (BASE_URL, SUBSCRIPTION, RecordedArm, Reply, client_for, estate_routes,
-                                             load, vmss_list_route)
+from tests.collectors.azure_payloads import (
+    BASE_URL,
+    SUBSCRIPTION,
+    RecordedArm,
+    Reply,
+    client_for,
+    estate_routes,
+    load,
+    vmss_list_route,
+)
 
 
 @pytest.fixture

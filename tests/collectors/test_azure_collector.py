@@ -5,23 +5,41 @@ deserialisation); only the bytes come from ``tests/collectors/azure_payloads``.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import os
+import socket
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from collectors.azure import (AzureCollector, default_client_factory, from_config, resource_group_of,
-                              transform_vm, vm_key)
 from collectors.aws import MissingIdentity
+from collectors.azure import (
+    AzureCollector,
+    default_client_factory,
+    from_config,
+    resource_group_of,
+    transform_vm,
+    vm_key,
+)
 from collectors.base import ScopeBatch
 from collectors.ingest import run_collection
 from inventory.db import make_engine
-from inventory.models import Asset, Dependency, Installation, Product, UnattributedSoftware, Vendor
-from tests.collectors.azure_payloads import (BASE_URL, SUBSCRIPTION, FakeCredential, RecordedArm, Reply,
-                                             client_for, estate_routes, extensions_route, load, vm_list_route,
-                                             vmss_list_route)
+from inventory.models import Asset, CollectionLock, Dependency, Installation, Product, Vendor
+from tests.collectors.azure_payloads import (
+    BASE_URL,
+    SUBSCRIPTION,
+    FakeCredential,
+    RecordedArm,
+    Reply,
+    client_for,
+    estate_routes,
+    extensions_route,
+    load,
+    vm_list_route,
+    vmss_list_route,
+)
 
 WEB_WIN = vm_key(SUBSCRIPTION, "3f1a8e2c-5b7d-4e9a-8c21-0d4f6a7b9e10")
 DB_LINUX = vm_key(SUBSCRIPTION, "a6c2e1f4-0b3d-4c5e-9f7a-1b2c3d4e5f60")
@@ -32,7 +50,7 @@ WEB_VMSS = f"azure:vmss:{SUBSCRIPTION}:rg-web/web-vmss"
 FLEX_VMSS = f"azure:vmss:{SUBSCRIPTION}:rg-batch/batch-flex"
 VM_SCOPE = f"azure:{SUBSCRIPTION}:vm"
 VMSS_SCOPE = f"azure:{SUBSCRIPTION}:vmss"
-T0 = datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 
 
 def collector_for(transport: RecordedArm, subscriptions: list[str] | None = None, **kwargs: Any) -> AzureCollector:
@@ -176,6 +194,25 @@ def test_vm_deleted_between_successful_runs_is_retired(engine: sa.Engine) -> Non
     assets = assets_by_key(engine)
     assert assets[DB_LINUX].retired_at is not None
     assert assets[WEB_WIN].retired_at is None
+
+
+def test_a_scope_held_by_another_run_is_refused_and_the_other_applied(engine: sa.Engine) -> None:
+    with so.Session(engine) as db:  # a live collector process (this one) holds the vm scope
+        db.add(CollectionLock(scope_key=VM_SCOPE, holder=f"{socket.gethostname()}:{os.getpid()}",
+                              acquired_at=T0, expires_at=T0 + timedelta(days=3650)))
+        db.commit()
+    transport = RecordedArm(estate_routes())
+
+    run = run_collection(engine, collector_for(transport), now=T0)
+
+    assert run.status == "partial"
+    scopes = {s.scope_key: s for s in run.scope_results}
+    assert scopes[VM_SCOPE].status == "failed" and "being collected" in scopes[VM_SCOPE].error
+    assets = assets_by_key(engine)
+    assert WEB_WIN not in assets and {WEB_VMSS, VMSS_0, VMSS_1} <= set(assets)
+    # the Flexible member belongs to the refused vm scope: its edge cannot resolve yet, so the
+    # vmss scope is applied but partial (it retires nothing) until the vm scope has run
+    assert scopes[VMSS_SCOPE].status == "partial" and "unknown asset" in scopes[VMSS_SCOPE].error
 
 
 def test_throttled_429_is_retried_honouring_retry_after() -> None:

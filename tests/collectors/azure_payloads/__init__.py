@@ -16,7 +16,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
 from azure.core.credentials import AccessToken
@@ -153,10 +153,10 @@ class RecordedArm(HttpTransport):
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "RecordedArm":
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *args: Any) -> None:
+    def __exit__(self, *args: object) -> None:
         pass
 
 
