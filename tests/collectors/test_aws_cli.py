@@ -196,3 +196,24 @@ def test_cli_factory_hook_receives_each_account(cli_env: str, estate: dict[str, 
     assert result.exit_code == 0, result.output + result.stderr
     assert ("lambda", US, "role:arn:aws:iam::222222222222:role/planb-reader") in seen
     assert "aws:222222222222:us-east-1:lambda" in result.output
+
+
+def test_collect_all_runs_the_configured_cloud_collectors(cli_env: str, estate: dict[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import collectors.azure
+    from tests.collectors.azure_payloads import SUBSCRIPTION, RecordedArm, client_for, estate_routes
+
+    monkeypatch.setenv("PLANB_COLLECT_HOST", "false")
+    monkeypatch.delenv("PLANB_COLLECT_OSQUERY_PATHS", raising=False)
+    monkeypatch.setenv("PLANB_COLLECT_AWS_REGIONS", f"{US},{EU}")
+    monkeypatch.setenv("PLANB_COLLECT_AWS_SSM", "false")
+    monkeypatch.setenv("PLANB_COLLECT_AZURE_SUBSCRIPTIONS", SUBSCRIPTION)
+    monkeypatch.setattr(collectors.azure, "CLIENT_FACTORY",
+                        lambda sub, base: client_for(RecordedArm(estate_routes()), sub))
+
+    result = CliRunner().invoke(main, ["collect", "all"])
+
+    assert result.exit_code == 0, result.output + result.stderr
+    db = stored(cli_env)
+    assert [(r.collector, r.status) for r in db["runs"]] == [("aws", "succeeded"), ("azure", "succeeded")]
+    assert {a.provider for a in db["assets"].values()} == {"aws", "azure"}
