@@ -9,13 +9,15 @@
 """
 from __future__ import annotations
 
+import shutil
 from datetime import date, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 import sqlalchemy.orm as so
 
-from inventory.db import utcnow
+from inventory.db import make_engine, utcnow
 from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, PlanLink, Product,
                               UpdateTest, Vendor, VendorAssessment, VendorUpdate)
 
@@ -133,3 +135,66 @@ def estate(db: so.Session) -> dict[str, Any]:
     data = build_estate(db)
     db.commit()
     return data
+
+
+# ---------------------------------------------------------------- the demo estate, loaded once
+
+@pytest.fixture(scope="session")
+def _demo_template(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Path:
+    from inventory.estate.demo import load_demo
+
+    path = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
+    shutil.copyfile(_sqlite_template, path)
+    engine = make_engine(f"sqlite:///{path}")
+    with so.Session(engine) as db:
+        load_demo(db, actor="tests")
+        db.commit()
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def demo_url(tmp_path: Path, _demo_template: Path) -> str:
+    """A private copy of a SQLite database holding the Skyward Air demo estate."""
+    target = tmp_path / "demo.sqlite3"
+    shutil.copyfile(_demo_template, target)
+    return f"sqlite:///{target}"
+
+
+@pytest.fixture
+def demo_db(demo_url: str) -> Iterator[so.Session]:
+    engine = make_engine(demo_url)
+    session = so.Session(engine, expire_on_commit=False)
+    yield session
+    session.close()
+    engine.dispose()
+
+
+@pytest.fixture
+def demo_app(demo_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from tests.conftest import make_test_app
+
+    application = make_test_app(demo_url, tmp_path / "instance", WTF_CSRF_ENABLED=False)
+    yield application
+    application.extensions["planb_engine"].dispose()
+
+
+# ---------------------------------------------------------------- the command line against a database
+
+def cli_env(database_url: str, tmp_path: Path) -> dict[str, str]:
+    return {"PLANB_DATABASE_URL": database_url, "PLANB_INSTANCE_PATH": str(tmp_path / "cli-instance"),
+            "PLANB_SECRET_KEY": "risk-tests-secret", "PLANB_LOG_LEVEL": "WARNING", "PLANB_LOG_FORMAT": "text"}
+
+
+@pytest.fixture
+def planb(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``planb(url, *args)`` runs the real CLI against that database; returns the click Result."""
+    from click.testing import CliRunner
+
+    from inventory.cli import main
+
+    def run(database_url: str, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+        return CliRunner().invoke(main, list(args), env=cli_env(database_url, tmp_path), input=input,
+                                  catch_exceptions=False)
+
+    return run

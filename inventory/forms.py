@@ -1,0 +1,156 @@
+"""Flask-WTF forms for the dashboard's write paths (plans, plan events, updates, tests, assessments).
+
+The forms check shape (required, numbers, ranges) and carry the CSRF token;
+the rules that matter (unique names, http(s)-only links, known assets, dates
+not in the future) live in the services, whose ``ValidationError`` names the
+field — ``attach_error`` puts that message under the right input.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from flask_wtf import FlaskForm
+from wtforms import (BooleanField, DateField, IntegerField, SelectChoice, SelectField, StringField,
+                     TextAreaField)
+from wtforms.validators import DataRequired, Length, NumberRange, Optional
+
+from inventory.choices import (ASSESSMENT_DOMAINS, PLAN_EVENT_KINDS, PLAN_OUTCOMES, RINGS, TEST_STATUSES,
+                               UPDATE_KINDS)
+
+
+
+def options(pairs: Iterable[tuple[str, str]]) -> list[SelectChoice]:
+    """(value, label) pairs as WTForms select choices."""
+    return [SelectChoice(value, label) for value, label in pairs]
+
+
+def same(values: Iterable[str]) -> list[SelectChoice]:
+    return options((v, v) for v in values)
+
+
+TRISTATE = [("", "unknown"), ("true", "yes"), ("false", "no")]
+
+
+def _lines(text: str | None) -> list[str]:
+    return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+class PlanForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    owner = StringField("Owner (team or person)", validators=[Optional(), Length(max=200)])
+    rto_minutes = IntegerField("Recovery time objective (minutes)",
+                               validators=[Optional(), NumberRange(min=1, max=525_600)])
+    review_interval_days = IntegerField("Review every (days)", default=180,
+                                        validators=[DataRequired(), NumberRange(min=1, max=3650)])
+    runbook_url = StringField("Runbook link (http/https)", validators=[Optional(), Length(max=1000)])
+    steps = TextAreaField("Recovery steps", validators=[Optional(), Length(max=50_000)])
+    manual_fallback = TextAreaField("Manual fallback (how the business keeps going meanwhile)",
+                                    validators=[Optional(), Length(max=50_000)])
+    cover_assets = TextAreaField("Covers assets (natural keys, one per line)", validators=[Optional()])
+    cover_products = TextAreaField("Covers products ('Vendor/Product', one per line)", validators=[Optional()])
+    cover_vendors = TextAreaField("Covers vendors (names, one per line)", validators=[Optional()])
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name.data, "owner": self.owner.data, "rto_minutes": self.rto_minutes.data,
+                "review_interval_days": self.review_interval_days.data, "runbook_url": self.runbook_url.data,
+                "steps": self.steps.data, "manual_fallback": self.manual_fallback.data,
+                "covers": {"assets": _lines(self.cover_assets.data),
+                           "products": _lines(self.cover_products.data),
+                           "vendors": _lines(self.cover_vendors.data)}}
+
+    def fill_from(self, plan: dict[str, Any]) -> None:
+        for key in ("name", "owner", "rto_minutes", "review_interval_days", "runbook_url", "steps",
+                    "manual_fallback"):
+            getattr(self, key).data = plan[key]
+        covers = plan["covers"]
+        self.cover_assets.data = "\n".join(a["natural_key"] for a in covers["assets"])
+        self.cover_products.data = "\n".join(p["ref"] for p in covers["products"])
+        self.cover_vendors.data = "\n".join(v["name"] for v in covers["vendors"])
+
+
+class PlanEventForm(FlaskForm):
+    kind = SelectField("What happened", choices=options((k, k.capitalize()) for k in PLAN_EVENT_KINDS))
+    outcome = SelectField("Outcome", choices=options([("", "— (optional for a review)")]
+                                                  + [(o, o) for o in PLAN_OUTCOMES]), validators=[Optional()])
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=20_000)])
+
+
+class UpdateForm(FlaskForm):
+    product = SelectField("Product", choices=[], validators=[DataRequired()])
+    version = StringField("Version", validators=[DataRequired(), Length(max=100)])
+    released_on = DateField("Released on", validators=[Optional()])
+    kind = SelectField("Kind", choices=same(UPDATE_KINDS), default="patch")
+    vendor_pushed = BooleanField("Pushed by the vendor without customer staging")
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=10_000)])
+
+
+class UpdateTestForm(FlaskForm):
+    ring = SelectField("Ring", choices=same(RINGS))
+    status = SelectField("Result", choices=same(TEST_STATUSES))
+    tested_by = StringField("Tested by (default: you)", validators=[Optional(), Length(max=200)])
+    evidence_url = StringField("Evidence link (http/https)", validators=[Optional(), Length(max=1000)])
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=10_000)])
+
+
+class AssessmentForm(FlaskForm):
+    vendor = SelectField("Vendor", choices=[], validators=[DataRequired()])
+    assessed_on = DateField("Assessed on", validators=[DataRequired()])
+    assessor = StringField("Assessor", validators=[Optional(), Length(max=200)])
+    score_security = IntegerField("Security posture (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_update_practices = IntegerField("Update practices (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_resilience = IntegerField("Resilience / continuity (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_compliance = IntegerField("Compliance (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    staged_rollouts = SelectField("Staged rollouts", choices=options(TRISTATE), validators=[Optional()])
+    customer_update_control = SelectField("Customer controls when updates land", choices=options(TRISTATE),
+                                          validators=[Optional()])
+    rollback_supported = SelectField("Updates can be rolled back", choices=options(TRISTATE), validators=[Optional()])
+    certifications = TextAreaField("Certifications ('NAME: YYYY-MM-DD' expiry, one per line)",
+                                   validators=[Optional()])
+    findings = TextAreaField("Findings ('SEVERITY | STATUS | title', one per line; e.g. 'high | open | …')",
+                             validators=[Optional()])
+    next_review_due = DateField("Next review due (default: in a year)", validators=[Optional()])
+    notes = TextAreaField("Notes", validators=[Optional(), Length(max=20_000)])
+
+    def to_data(self) -> dict[str, Any]:
+        certs = []
+        for line in _lines(self.certifications.data):
+            name, sep, expires = line.rpartition(":")
+            certs.append({"name": name.strip(), "expires": expires.strip()} if sep else {"name": line})
+        findings = []
+        for line in _lines(self.findings.data):
+            parts = [p.strip() for p in line.split("|")]
+            if len(parts) >= 3:
+                findings.append({"severity": parts[0].lower(), "status": parts[1].lower(),
+                                 "title": "|".join(parts[2:]).strip()})
+            elif len(parts) == 2:
+                findings.append({"severity": parts[0].lower(), "title": parts[1]})
+            else:
+                findings.append({"title": line})
+        return {
+            "vendor": self.vendor.data, "assessed_on": self.assessed_on.data, "assessor": self.assessor.data,
+            "scores": {d: getattr(self, f"score_{d}").data for d in ASSESSMENT_DOMAINS
+                       if getattr(self, f"score_{d}").data is not None},
+            "staged_rollouts": self.staged_rollouts.data or None,
+            "customer_update_control": self.customer_update_control.data or None,
+            "rollback_supported": self.rollback_supported.data or None,
+            "certifications": certs, "findings": findings,
+            "next_review_due": self.next_review_due.data, "notes": self.notes.data,
+        }
+
+
+# Service field names that differ from the form's.
+_FIELD_ALIASES = {"covers.assets": "cover_assets", "covers.products": "cover_products",
+                  "covers.vendors": "cover_vendors", "covers": "cover_assets", "at": "notes"}
+
+
+def attach_error(form: FlaskForm, field: str | None, message: str) -> None:
+    """Show a service ValidationError under the matching input (or as a form-level error)."""
+    name = _FIELD_ALIASES.get(field or "", field or "")
+    if name.startswith("scores."):
+        name = "score_" + name.split(".", 1)[1]
+    name = name.split("[", 1)[0]
+    target = getattr(form, name, None) if name else None
+    if target is not None and hasattr(target, "errors"):
+        target.errors = list(target.errors or []) + [message]
+    else:
+        form.form_errors.append(message)
