@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -115,7 +116,7 @@ class Catalogue:
     prefixes: list[tuple[str, str]]
 
     @classmethod
-    def from_data(cls, data: dict[str, Any]) -> "Catalogue":
+    def from_data(cls, data: dict[str, Any]) -> Catalogue:
         vendors: dict[str, VendorInfo] = {}
         product_aliases: dict[str, tuple[str, str]] = {}
         vendor_aliases: dict[str, str] = {}

@@ -8,7 +8,8 @@ exit status 1 for a failed run, 3 for a partial one, each with its own message.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import click
 

@@ -44,20 +44,27 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.engine import Engine
 
 from collectors.attribution import Attributor, chunks, insert_ignore
-from collectors.base import (AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch,
-                             SoftwareRecord)
+from collectors.base import AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
 from inventory.db import read_session, utcnow, write_session
-from inventory.models import (Asset, CollectionLock, CollectionRun, Dependency, Installation,
-                              ScopeResult, UnattributedSoftware)
+from inventory.models import (
+    Asset,
+    CollectionLock,
+    CollectionRun,
+    Dependency,
+    Installation,
+    ScopeResult,
+    UnattributedSoftware,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +139,7 @@ class Counts:
     unchanged: int = 0
     marked_stale: int = 0
 
-    def add(self, other: "Counts") -> None:
+    def add(self, other: Counts) -> None:
         self.created += other.created
         self.updated += other.updated
         self.unchanged += other.unchanged
@@ -220,7 +227,7 @@ def run_collection(engine: Engine, collector: Collector, *, progress: ProgressFn
                 try:
                     status, outcome = _apply_scope(engine, batch, source, run_id, clock(),
                                                    attributor(), last_seen_granularity, say)
-                except Exception as exc:  # noqa: BLE001 - one scope's failure must not stop the run
+                except Exception as exc:
                     log.exception("applying scope %s failed", scope_key)
                     reason = f"{type(exc).__name__}: {exc}"
                     say(f"{scope_key}: failed while applying — {reason}")
@@ -233,7 +240,7 @@ def run_collection(engine: Engine, collector: Collector, *, progress: ProgressFn
                 totals.add(outcome.counts)
                 for message in outcome.errors:
                     errors.append({"scope": scope_key, "error": message})
-    except Exception as exc:  # noqa: BLE001 - the collector itself crashed mid-run
+    except Exception as exc:
         log.exception("collector %s crashed", source)
         reason = f"collector crashed: {type(exc).__name__}: {exc}"
         say(reason)
@@ -250,9 +257,7 @@ def run_collection(engine: Engine, collector: Collector, *, progress: ProgressFn
                 errors.append({"scope": scope_key, "error": "no data returned for planned scope"})
             _release_lock(engine, scope_key, run_id)
 
-    if not statuses:
-        final = "succeeded"
-    elif all(s == "succeeded" for s in statuses):
+    if not statuses or all(s == "succeeded" for s in statuses):
         final = "succeeded"
     elif all(s == "failed" for s in statuses):
         final = "failed"

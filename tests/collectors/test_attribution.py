@@ -4,7 +4,14 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from collectors.attribution import Attributor, Catalogue, load_catalogue_data, normalise, shipped_catalogue, stripped
+from collectors.attribution import (
+    Attributor,
+    Catalogue,
+    load_catalogue_data,
+    normalise,
+    shipped_catalogue,
+    stripped,
+)
 from inventory.db import make_engine, write_session
 from inventory.models import Product, Vendor, VendorAlias
 

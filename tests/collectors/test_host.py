@@ -188,20 +188,20 @@ class FakeWinreg:
         def __exit__(self, *exc):  # type: ignore[no-untyped-def]
             return False
 
-    def OpenKey(self, parent, sub):  # type: ignore[no-untyped-def]  # noqa: N802
+    def OpenKey(self, parent, sub):  # type: ignore[no-untyped-def]
         path = f"{parent.path}\\{sub}" if isinstance(parent, FakeWinreg.Key) else f"{parent}\\{sub}"
         if path not in self.tree:
             raise OSError(path)
         return FakeWinreg.Key(path)
 
-    def EnumKey(self, key, index):  # type: ignore[no-untyped-def]  # noqa: N802
+    def EnumKey(self, key, index):  # type: ignore[no-untyped-def]
         children = sorted(p[len(key.path) + 1:] for p in self.tree
                           if p.startswith(key.path + "\\") and "\\" not in p[len(key.path) + 1:])
         if index >= len(children):
             raise OSError("no more")
         return children[index]
 
-    def QueryValueEx(self, key, name):  # type: ignore[no-untyped-def]  # noqa: N802
+    def QueryValueEx(self, key, name):  # type: ignore[no-untyped-def]
         values = self.tree[key.path]
         if name not in values:
             raise OSError(name)

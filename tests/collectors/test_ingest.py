@@ -6,8 +6,8 @@ database-specific (transactions, bulk statements, locks).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Iterator
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -16,10 +16,19 @@ from collectors import ingest
 from collectors.base import AssetRecord, DependencyRecord, ScopeBatch, SoftwareRecord
 from collectors.ingest import run_collection
 from inventory.db import make_engine, read_session, write_session
-from inventory.models import (Asset, CollectionLock, CollectionRun, Dependency, Installation, Product,
-                              UnattributedSoftware, Vendor, VendorAlias)
+from inventory.models import (
+    Asset,
+    CollectionLock,
+    CollectionRun,
+    Dependency,
+    Installation,
+    Product,
+    UnattributedSoftware,
+    Vendor,
+    VendorAlias,
+)
 
-T0 = datetime(2024, 7, 19, 4, 9, tzinfo=timezone.utc)
+T0 = datetime(2024, 7, 19, 4, 9, tzinfo=UTC)
 SCOPE = "aws:111122223333:us-east-1:ec2"
 SCOPE_B = "aws:111122223333:eu-west-1:ec2"
 
@@ -54,7 +63,7 @@ class FakeCollector:
 class WriteCounter:
     """Counts INSERT/UPDATE/DELETE statements per table, via ``before_cursor_execute``."""
 
-    pattern = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)\"?", re.I)
+    pattern = re.compile(r"^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)\"?", re.IGNORECASE)
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
