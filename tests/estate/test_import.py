@@ -216,3 +216,10 @@ def test_product_level_alias_and_pattern(engine_any):
     assert rows == {(r"^okta\b", True, None), (r"okta ?verify", True, "Okta Verify"),
                     ("okta verify app", False, "Okta Verify")}
     assert _import(engine_any, doc).counts["aliases"].unchanged == 3
+
+
+def test_aliases_are_normalised_like_the_collectors_match_them():
+    from collectors.attribution import normalise
+    from inventory.estate.importer import normalize_alias
+    for raw in ("CrowdStrike, Inc.", "  Microsoft   Corporation ", "Ｍｉｃｒｏｓｏｆｔ", "Amazon.com\tServices"):
+        assert normalize_alias(raw) == normalise(raw)
