@@ -554,7 +554,8 @@ class AwsCollector:
             accounts = [AwsAccount(label="default", session=boto3.Session())]
         self.accounts = list(accounts)
         # None or ["all"] = every region enabled for the account.
-        self.regions = None if not regions or list(regions) == ["all"] else list(dict.fromkeys(regions))
+        wanted = [r.strip() for r in regions or [] if r.strip()]
+        self.regions = None if not wanted or "all" in wanted else list(dict.fromkeys(wanted))
         self.resource_types = [t for t in RESOURCE_TYPES if t in set(resource_types)]
         self.page_size = page_size
         self.deadline_seconds = deadline_seconds
