@@ -30,13 +30,17 @@ def _cert(text: str) -> dict[str, Any]:
 
 
 def _finding(text: str) -> dict[str, Any]:
-    parts = [p.strip() for p in text.split(":")]
-    # TITLE[:SEVERITY[:STATUS]] — the title itself may not contain ':' when a severity follows.
-    if len(parts) >= 2 and parts[-1] in FINDING_STATUSES and len(parts) >= 3 and parts[-2] in FINDING_SEVERITIES:
-        return {"title": ":".join(parts[:-2]), "severity": parts[-2], "status": parts[-1]}
-    if len(parts) >= 2 and parts[-1] in FINDING_SEVERITIES:
-        return {"title": ":".join(parts[:-1]), "severity": parts[-1], "status": "open"}
-    return {"title": text.strip(), "severity": "medium", "status": "open"}
+    """``TITLE[:SEVERITY[:STATUS]]`` — trailing parts count only when they are known words,
+    so a title may itself contain colons."""
+    title, severity, status = text.strip(), "medium", "open"
+    head, sep, last = title.rpartition(":")
+    if sep and last.strip().lower() in FINDING_STATUSES:
+        head2, sep2, before = head.rpartition(":")
+        if sep2 and before.strip().lower() in FINDING_SEVERITIES:
+            title, severity, status = head2, before.strip().lower(), last.strip().lower()
+    elif sep and last.strip().lower() in FINDING_SEVERITIES:
+        title, severity = head, last.strip().lower()
+    return {"title": title.strip(), "severity": severity, "status": status}
 
 
 def register(main: click.Group) -> None:

@@ -57,8 +57,9 @@ VENDOR_PUSHED_POINTS = 5.0
 PRACTICE_GAP_POINTS = 1.0  # each of: no staged rollouts, no rollback (from the latest assessment)
 PLANS_MAX = 10.0
 # What we know about a vendor's practices (assessment, updates) counts in proportion to how
-# much we depend on it: those two parts are scaled by the share of critical assets that
-# depend on the vendor, but never below this floor (an unknown vendor is never riskless).
+# much we depend on it: those two parts are scaled by the share of critical assets or of
+# critical services (whichever is larger) that depend on the vendor, but never below this
+# floor (an unknown vendor is never riskless).
 DEPENDENCE_FLOOR = 0.2
 # Per hit asset: how much of a gap its plans leave.
 PLAN_GAP_WEIGHT = {"gap": 1.0, "stale": 0.5, "never_exercised": 0.25, "current": 0.0}
@@ -77,7 +78,8 @@ SCORE_PARTS = (
     ("assessment", ASSESSMENT_MAX,
      "latest assessment: domain scores below 5 (up to 15), open findings (critical 4, high 2, "
      "medium 1, low 0.5; up to 6), expired certifications (2 each; up to 4); never assessed = 25; "
-     f"× dependence (share of critical assets depending on the vendor, at least {DEPENDENCE_FLOOR})"),
+     f"× dependence (larger share of critical assets or critical services depending on the vendor, "
+     f"at least {DEPENDENCE_FLOOR})"),
     ("updates", UPDATES_MAX,
      "untested exposure of its products, weighted by criticality (up to 8), vendor-pushed "
      "updates or no customer control (5), no staged rollouts (1), no rollback (1); × dependence"),
@@ -607,11 +609,12 @@ def _plans_part(blast: BlastSummary) -> dict[str, Any]:
 
 
 def dependence_factor(conc: dict[str, Any]) -> float:
-    """Share of critical assets depending on the vendor, at least ``DEPENDENCE_FLOOR``."""
-    if not conc["total_critical_assets"]:
+    """How much we depend on the vendor: the larger of the shares of critical assets and of
+    critical business services depending on it, at least ``DEPENDENCE_FLOOR``."""
+    if not conc["total_critical_assets"] and not conc["total_critical_services"]:
         share = 1.0 if conc["assets"] else 0.0
     else:
-        share = conc["share"]
+        share = max(conc["share"], conc["service_share"])
     return max(DEPENDENCE_FLOOR, min(1.0, share))
 
 
