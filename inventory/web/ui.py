@@ -30,9 +30,14 @@ def has_endpoint(endpoint: str) -> bool:
     return endpoint in current_app.view_functions
 
 
-def when(value: datetime | date | None, missing: str = "—") -> str:
-    if value is None:
+def when(value: datetime | date | str | None, missing: str = "—") -> str:
+    if value is None or value == "":
         return missing
+    if isinstance(value, str):  # ISO 8601 from JSON snapshots
+        try:
+            value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return value
     if isinstance(value, datetime):
         if value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
