@@ -7,6 +7,8 @@ writes cannot deadlock on the lock upgrade ("database is locked").
 """
 from __future__ import annotations
 
+import json
+import re
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator
@@ -24,6 +26,10 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# NUL bytes (PostgreSQL cannot store them in text) and lone surrogates (not
+# encodable as UTF-8; neither driver accepts them).  See inventory.validation.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def utcnow() -> datetime:
@@ -82,17 +88,74 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def _clean_value(value: Any) -> Any:
+    if type(value) is str and _UNSTORABLE.search(value):
+        return _UNSTORABLE.sub(lambda m: "" if m.group() == "\x00" else "\ufffd", value)
+    return value
+
+
+def _clean_set(params: Any) -> Any:
+    if isinstance(params, dict):
+        if any(type(v) is str and _UNSTORABLE.search(v) for v in params.values()):
+            return {k: _clean_value(v) for k, v in params.items()}
+        return params
+    if isinstance(params, (list, tuple)):
+        if any(type(v) is str and _UNSTORABLE.search(v) for v in params):
+            return type(params)(_clean_value(v) for v in params)
+    return params
+
+
+def _clean_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return _clean_value(value)
+    if isinstance(value, dict):
+        return {_clean_tree(k): _clean_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean_tree(v) for v in value]
+    return value
+
+
+def json_serializer(value: Any) -> str:
+    """JSON columns (tags, attributes, audit before/after): the same guard as text.
+
+    JSON escapes NUL and lone surrogates, so both databases would store them, but
+    reading them back would break pages (a lone surrogate cannot be sent as UTF-8)."""
+    return json.dumps(_clean_tree(value))
+
+
+def _install_text_guard(engine: Engine) -> None:
+    """Last line of defence for text the input boundaries did not sanitize: NUL bytes
+    are dropped and lone surrogates replaced in every bound parameter, on every
+    backend alike, so odd input can never turn into a driver error (a 500)."""
+
+    @sa.event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _guard(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
+               executemany: bool) -> tuple[str, Any]:
+        if not parameters:
+            return statement, parameters
+        # "insertmanyvalues" batches arrive flagged executemany but as one flat parameter
+        # set (a mapping on PostgreSQL, a tuple on SQLite): only a sequence of sets is "many".
+        if executemany and isinstance(parameters, (list, tuple)) and \
+                isinstance(parameters[0], (dict, list, tuple)):
+            return statement, [_clean_set(p) for p in parameters]
+        return statement, _clean_set(parameters)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with Plan B's per-backend settings."""
     sa_url = sa.make_url(url)
     if sa_url.get_backend_name() == "sqlite":
         kwargs.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         kwargs["connect_args"].setdefault("check_same_thread", False)
+        kwargs.setdefault("json_serializer", json_serializer)
         engine = sa.create_engine(sa_url, **kwargs)
         _install_sqlite_pragmas(engine)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(sa_url, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("json_serializer", json_serializer)
+        engine = sa.create_engine(sa_url, **kwargs)
+    _install_text_guard(engine)
+    return engine
 
 
 def writer_engine(engine: Engine) -> Engine:
