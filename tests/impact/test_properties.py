@@ -1,0 +1,157 @@
+"""Property tests on random graphs, against a deliberately naive reference implementation.
+
+* hard edges only, no groups: the down set is plain reachability and hops are
+  breadth-first distances;
+* any mix of hard/soft edges and groups: statuses and hops equal a round-by-round
+  fixpoint computed the slow, obvious way, the hit set is reachability over every
+  edge, and every explaining path is a real chain of edges ending at a seed.
+"""
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from inventory.choices import DEPENDENCY_KINDS, MEMBER_OF
+from inventory.impact.engine import DEGRADED, DOWN, UP, propagate
+from inventory.impact.graph import Graph
+
+MEMBER_KIND = DEPENDENCY_KINDS.index(MEMBER_OF)
+
+
+def make_view(n: int, edges: list[tuple[int, int, str]], min_up: dict[int, int]):  # type: ignore[no-untyped-def]
+    """A Graph built straight from arrays; edges are (dependent, dependency, 'hard'|'soft'|'member')."""
+    g = Graph()
+    g.n = n
+    g.e_dnt = np.array([e[0] for e in edges], dtype=np.int32)
+    g.e_dep = np.array([e[1] for e in edges], dtype=np.int32)
+    g.e_kind = np.array([MEMBER_KIND if e[2] == "member" else 0 for e in edges], dtype=np.int8)
+    g.e_soft = np.array([e[2] == "soft" for e in edges], dtype=bool)
+    g.min_up = np.array([min_up.get(i, -1) for i in range(n)], dtype=np.int32)
+    g.member_kind = MEMBER_KIND
+    g.edge_kinds = list(DEPENDENCY_KINDS)
+    return g.make_view(np.ones(n, dtype=bool), np.ones(len(edges), dtype=bool))
+
+
+@st.composite
+def graphs(draw, soft: bool, groups: bool):  # type: ignore[no-untyped-def]
+    n = draw(st.integers(1, 24))
+    kinds = ["hard"] + (["soft"] if soft else [])
+    raw = draw(st.lists(st.tuples(st.integers(0, n - 1), st.integers(0, n - 1), st.sampled_from(kinds)),
+                        max_size=3 * n))
+    group_ids = draw(st.sets(st.integers(0, n - 1), max_size=n // 3)) if groups else set()
+    min_up = {}
+    edges = []
+    seen = set()
+    for dependent, dependency, kind in raw:
+        if dependent == dependency or (dependent, dependency) in seen:
+            continue
+        seen.add((dependent, dependency))
+        edges.append((dependent, dependency, "member" if dependent in group_ids and
+                      draw(st.booleans()) else kind))
+    for gid in group_ids:
+        min_up[gid] = draw(st.integers(1, 4))
+    seeds = sorted(draw(st.sets(st.integers(0, n - 1), max_size=max(1, n // 4))))
+    return n, edges, min_up, seeds
+
+
+def reference(n: int, edges: list[tuple[int, int, str]], min_up: dict[int, int], seeds: list[int]
+              ) -> tuple[list[int], list[int]]:
+    """Round-by-round fixpoint, straight from the written semantics."""
+    status, dist = [UP] * n, [-1] * n
+    for s in seeds:
+        status[s], dist[s] = DOWN, 0
+    members = {g: [dep for dnt, dep, k in edges if dnt == g and k == "member"] for g in min_up}
+    rnd = 0
+    while True:           # down: a hard dependency down, or too few members up
+        rnd += 1
+        new = []
+        for v in range(n):
+            if status[v] == DOWN:
+                continue
+            hard = any(status[dep] == DOWN for dnt, dep, k in edges if dnt == v and k == "hard")
+            group = v in min_up and any(status[m] == DOWN for m in members[v]) and \
+                sum(status[m] != DOWN for m in members[v]) < min_up[v]
+            if hard or group:
+                new.append(v)
+        if not new:
+            break
+        for v in new:
+            status[v], dist[v] = DOWN, rnd
+    changed = True        # degraded: shortest chain of causing edges (Bellman-Ford)
+    while changed:
+        changed = False
+        for dnt, dep, kind in edges:
+            if status[dnt] == DOWN or status[dep] == UP:
+                continue
+            causes = status[dep] == DEGRADED or kind in ("soft", "member")
+            if causes and (dist[dnt] < 0 or dist[dep] + 1 < dist[dnt]):
+                status[dnt], dist[dnt] = DEGRADED, dist[dep] + 1
+                changed = True
+    return status, dist
+
+
+def reachable(n: int, edges: list[tuple[int, int, str]], seeds: list[int], kinds: set[str]) -> dict[int, int]:
+    out: dict[int, list[int]] = {i: [] for i in range(n)}
+    for dnt, dep, kind in edges:
+        if kind in kinds:
+            out[dep].append(dnt)
+    dist = {s: 0 for s in seeds}
+    queue = deque(seeds)
+    while queue:
+        v = queue.popleft()
+        for w in out[v]:
+            if w not in dist:
+                dist[w] = dist[v] + 1
+                queue.append(w)
+    return dist
+
+
+def check_paths(prop, edges, seeds) -> None:  # type: ignore[no-untyped-def]
+    pairs = {(dnt, dep) for dnt, dep, _k in edges}
+    for v in np.flatnonzero(prop.status > UP):
+        chain = [int(v)]
+        while prop.parent[chain[-1]] >= 0:
+            chain.append(int(prop.parent[chain[-1]]))
+            assert len(chain) <= len(prop.status)
+        assert chain[-1] in seeds
+        assert len(chain) == prop.dist[v] + 1
+        for child, parent in zip(chain, chain[1:]):
+            assert (child, parent) in pairs
+
+
+@settings(max_examples=200, deadline=None)
+@given(graphs(soft=False, groups=False))
+def test_hard_only_down_set_is_reachability(case) -> None:  # type: ignore[no-untyped-def]
+    n, edges, min_up, seeds = case
+    prop = propagate(make_view(n, edges, min_up), np.array(seeds, dtype=np.int64))
+    expected = reachable(n, edges, seeds, {"hard"})
+    assert set(np.flatnonzero(prop.status == DOWN).tolist()) == set(expected)
+    assert not (prop.status == DEGRADED).any()
+    assert {v: int(prop.dist[v]) for v in expected} == expected
+    check_paths(prop, edges, seeds)
+
+
+@settings(max_examples=200, deadline=None)
+@given(graphs(soft=True, groups=True))
+def test_mixed_graphs_match_the_reference(case) -> None:  # type: ignore[no-untyped-def]
+    n, edges, min_up, seeds = case
+    prop = propagate(make_view(n, edges, min_up), np.array(seeds, dtype=np.int64))
+    status, dist = reference(n, edges, min_up, seeds)
+    assert prop.status.tolist() == status
+    assert prop.dist.tolist() == dist
+    # Whatever the strengths and groups, everything reachable is hit (at least degraded).
+    assert set(np.flatnonzero(prop.status > UP).tolist()) == \
+        set(reachable(n, edges, seeds, {"hard", "soft", "member"}))
+    check_paths(prop, edges, seeds)
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs(soft=True, groups=True))
+def test_without_groups_the_down_set_is_hard_reachability(case) -> None:  # type: ignore[no-untyped-def]
+    n, edges, min_up, seeds = case
+    prop = propagate(make_view(n, edges, min_up), np.array(seeds, dtype=np.int64), groups=False)
+    assert set(np.flatnonzero(prop.status == DOWN).tolist()) == \
+        set(reachable(n, edges, seeds, {"hard", "member"}))
