@@ -127,6 +127,13 @@ def test_collect_aws_two_regions_populates_assets_and_a_second_run_is_unchanged(
     managed = ec2_key(ACCOUNT, US, estate["us"][0])
     assert (managed, "CrowdStrike", "Falcon Sensor") in db["installed"]
     assert assets[managed].os_name == "Microsoft Windows Server 2022 Datacenter"
+    # AMIs are attributed: Amazon's Windows_Server-* image is Microsoft's Windows Server, the
+    # Ubuntu image owned by 099720109477 is Canonical's
+    vendors_of = {}
+    for key, vendor, _product in db["installed"]:
+        vendors_of.setdefault(key, set()).add(vendor)
+    assert vendors_of[ec2_key(ACCOUNT, US, estate["us"][1])] == {"Microsoft"}
+    assert vendors_of[ec2_key(ACCOUNT, EU, estate["eu"][0])] == {"Canonical"}
     assert db["runs"][-1].status == "succeeded" and db["runs"][-1].collector == "aws"
 
     second = runner.invoke(main, COMMAND)
