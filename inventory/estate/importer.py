@@ -17,6 +17,7 @@ business context (criticality, owner, plans) to assets that collectors found.
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
@@ -56,7 +57,17 @@ DEFAULT_STRENGTH = "hard"
 MAX_REPORTED_PROBLEMS = 20
 _CHUNK = 500
 
-_VALIDATOR = Draft202012Validator(ESTATE_SCHEMA, format_checker=FormatChecker())
+_FORMATS = FormatChecker()
+
+
+@_FORMATS.checks("planb-timestamp", raises=ValueError)
+def _is_timestamp(value: object) -> bool:
+    if isinstance(value, str):
+        parse_timestamp(value)
+    return True
+
+
+_VALIDATOR = Draft202012Validator(ESTATE_SCHEMA, format_checker=_FORMATS)
 
 
 # ---------------------------------------------------------------- errors and report
@@ -322,7 +333,8 @@ def _explain(error: ValidationError) -> tuple[tuple[str | int, ...], str]:
     if error.validator == "pattern" and "\\d{4}-\\d{2}-\\d{2}" in str(error.validator_value):
         return path, f"{instance!r} is not a date (YYYY-MM-DD) or ISO 8601 date-time with offset"
     if error.validator == "format":
-        return path, f"{instance!r} is not a valid {error.validator_value}"
+        what = "date/time" if error.validator_value == "planb-timestamp" else error.validator_value
+        return path, f"{instance!r} is not a valid {what}"
     return path, error.message
 
 
@@ -566,6 +578,38 @@ def _redeclared_cloud_vendors(document: dict[str, Any], exclude: str) -> set[str
     return names
 
 
+def _value_problems(document: dict[str, Any]) -> list[Problem]:
+    """Values no database stores: NUL characters (PostgreSQL refuses them), lone surrogates
+    (not encodable as UTF-8) and NaN/Infinity (not JSON), which a JSON body can carry."""
+    problems: list[Problem] = []
+
+    def check(text: str, path: tuple[str | int, ...]) -> None:
+        if "\x00" in text:
+            problems.append(Problem(path, "text must not contain NUL characters", _entry_label(document, path)))
+            return
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            problems.append(Problem(path, "text is not valid Unicode (a lone surrogate escape)",
+                                    _entry_label(document, path)))
+
+    def walk(value: Any, path: tuple[str | int, ...]) -> None:
+        if isinstance(value, str):
+            check(value, path)
+        elif isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(path, f"{value} is not a number JSON can store", _entry_label(document, path)))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                check(str(key), path + (str(key),))
+                walk(item, path + (str(key),))
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, path + (index,))
+
+    walk(document, ())
+    return problems
+
+
 def _get(document: Any, path: Sequence[str | int]) -> Any:
     for part in path:
         document = document[part]
@@ -576,7 +620,7 @@ def validate_document(db: so.Session, document: Any, source_name: str) -> _Refs:
     """Raise ``EstateError`` listing every problem; return the resolved references."""
     if not isinstance(document, dict):
         raise EstateError(source_name, [Problem((), f"expected a mapping, found {_describe(document)}")])
-    problems = _schema_problems(document)
+    problems = _schema_problems(document) or _value_problems(document)
     if problems:
         raise EstateError(source_name, problems)
     refs = _Refs(db, document)

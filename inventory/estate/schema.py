@@ -47,9 +47,15 @@ _DATE = {"type": "string", "pattern": r"^\d{4}-\d{2}-\d{2}$", "format": "date"}
 _TIMESTAMP = {
     "type": "string",
     "pattern": r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2}))?$",
+    # Checked by the importer (a real calendar date and time, not just the right shape).
+    "format": "planb-timestamp",
 }
 # Links must be web links: a javascript: or file: URL in a runbook link is an attack, not a runbook.
-_URL = {"type": "string", "maxLength": 1000, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+[^\s]*$"}
+def _url(max_length: int = 1000) -> dict[str, Any]:
+    return {"type": "string", "maxLength": max_length, "pattern": r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#]+[^\s]*$"}
+
+
+_URL = _url()
 
 
 def _str(max_length: int, min_length: int = 1) -> dict[str, Any]:
@@ -86,7 +92,7 @@ PRODUCT = _obj({
 VENDOR = _obj({
     "name": _str(200),
     "tier": _enum(VENDOR_TIERS),
-    "website": _URL,
+    "website": _url(500),
     "description": {"type": "string"},
     "cloud_provider": _enum(PROVIDERS),
     "has_alternative": {"type": "boolean"},
@@ -139,7 +145,7 @@ ASSET: dict[str, Any] = _obj({
     "hostname": _str(255),
     "cloud_instance_id": _str(100),
     "os": _obj({"family": _enum(OS_FAMILIES), "name": _str(200), "version": _str(100)}),
-    "min_up": {"type": "integer", "minimum": 0},
+    "min_up": {"type": "integer", "minimum": 0, "maximum": 1_000_000},
     "members": _list(_str(500)),
     "update_ring": _enum(RINGS),
     "software": _list(SOFTWARE),
@@ -159,11 +165,11 @@ DEPENDENCY = _obj({
 PLAN = _obj({
     "name": _str(200),
     "owner": _str(200),
-    "rto_minutes": {"type": "integer", "minimum": 0},
+    "rto_minutes": {"type": "integer", "minimum": 0, "maximum": 10_000_000},
     "steps": {"type": "string"},
     "manual_fallback": {"type": "string"},
     "runbook_url": _URL,
-    "review_interval_days": {"type": "integer", "minimum": 1},
+    "review_interval_days": {"type": "integer", "minimum": 1, "maximum": 36_500},
     "last_reviewed": _TIMESTAMP,
     "last_exercised": _TIMESTAMP,
     "covers": _obj({

@@ -242,6 +242,15 @@ def test_estate_body_must_be_json(api_rw):
     assert broken.status_code == 400
     listed = client.post("/api/v1/estate", json=[1, 2], headers=write)
     assert listed.status_code == 422 and "expected a mapping" in listed.json["message"]
+    # JSON escapes that no database column accepts are refused up front, not as a 500.
+    for raw, field in [('{"version": 1, "assets": [{"key": "a", "name": "a", "kind": "vm", "tags": {"w": NaN}}]}',
+                        "assets[0].tags.w"),
+                       ('{"version": 1, "assets": [{"key": "a", "name": "a\\u0000b", "kind": "vm"}]}',
+                        "assets[0].name"),
+                       ('{"version": 1, "services": [{"key": "s", "name": "\\ud800"}]}', "services[0].name")]:
+        response = client.post("/api/v1/estate", data=raw, headers={**write, "Content-Type": "application/json"})
+        assert response.status_code == 422, raw
+        assert response.json["field"] == field
 
 
 def test_openapi_documents_the_routes(client, read_token):
