@@ -1,0 +1,485 @@
+"""JSON API: blast radius, saved scenarios and incidents.
+
+``GET /api/v1/impact`` takes the scope as query parameters (bookmarkable);
+``POST /api/v1/impact`` takes it as JSON, with optional ``as_of`` and
+``what_if``.  Both only read (a read token is enough).  A bad scope is a 400
+naming the field, with close-name suggestions.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from inventory.api import error_response
+from inventory.app_db import get_engine, get_session
+from inventory.auth import current_actor, require_role
+from inventory.db import read_session
+from inventory.impact import ScopeError, blast_radius
+from inventory.services import incidents as svc
+
+bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")
+
+MAX_LIMIT = 100_000
+_LIST_PARAMS = {"product": "products", "os": "os", "region": "regions", "account": "accounts",
+                "environment": "environments", "tag": "tags"}
+_POST_FIELDS = {"scope", "as_of", "what_if", "limit", "offset"}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(message)
+        self.message, self.field, self.status = message, field, status
+
+
+def _scope_error(exc: ScopeError):  # type: ignore[no-untyped-def]
+    return error_response(400, exc.message, exc.field, suggestions=exc.suggestions)
+
+
+def _int_arg(raw: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    if raw is None or raw == "":
+        return default
+    if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit())):
+        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}", name)
+    value = int(raw)
+    if not lo <= value <= hi:
+        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}", name)
+    return value
+
+
+def _scope_from_args() -> dict[str, Any]:
+    args = request.args
+    scope: dict[str, Any] = {}
+    for name in ("vendor", "version"):
+        if args.get(name):
+            scope[name] = args[name]
+    for param, field in _LIST_PARAMS.items():
+        values = [v for raw in args.getlist(param) + args.getlist(field) for v in raw.split(",") if v.strip()] \
+            if param != "tag" else [v for v in args.getlist("tag") + args.getlist("tags") if v.strip()]
+        if values:
+            scope[field] = values
+    known = {"vendor", "version", "as_of", "limit", "offset", "tags", *_LIST_PARAMS, *_LIST_PARAMS.values()}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0]!r}", unknown[0])
+    return scope
+
+
+def _impact_response(scope: Any, as_of: Any, what_if: Any, limit: Any, offset: Any):  # type: ignore[no-untyped-def]
+    limit_v = _int_arg(limit, "limit", None, 1, MAX_LIMIT)
+    offset_v = _int_arg(offset, "offset", 0, 0, 10_000_000) or 0
+    if what_if is not None and not isinstance(what_if, dict):
+        raise BadRequest("what_if must be an object", "what_if")
+    # The engine reads committed data on its own connection; the request's session is
+    # only used for alias lookups, through a read session that never takes a write lock.
+    with read_session(get_engine()) as db:
+        result = blast_radius(db, scope, as_of=as_of or None, what_if=what_if or None)
+        return jsonify(result.to_dict(limit=limit_v, offset=offset_v))
+
+
+@bp.route("/impact", methods=["GET", "POST"])
+@require_role("viewer")
+def impact():  # type: ignore[no-untyped-def]
+    """Blast radius of an outage scope (a query: computes, never writes)."""
+    try:
+        if request.method == "GET":
+            return _impact_response(_scope_from_args(), request.args.get("as_of"), None,
+                                    request.args.get("limit"), request.args.get("offset"))
+        body = _json_object()
+        unknown = sorted(set(body) - _POST_FIELDS - {"vendor", "products", "product", "version", "os",
+                                                     "regions", "accounts", "environments", "tags"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        scope = body.get("scope")
+        if scope is None:   # the scope's fields given at the top level
+            scope = {k: v for k, v in body.items() if k not in _POST_FIELDS}
+        if not isinstance(scope, dict):
+            raise BadRequest("scope must be an object", "scope")
+        return _impact_response(scope, body.get("as_of"), body.get("what_if"), body.get("limit"),
+                                body.get("offset"))
+    except ScopeError as exc:
+        return _scope_error(exc)
+    except BadRequest as exc:
+        return error_response(exc.status, exc.message, exc.field)
+
+
+def _json_object() -> dict[str, Any]:
+    if not request.is_json:
+        raise BadRequest("send a JSON object with Content-Type: application/json")
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    return body
+
+
+def _fail(exc: Exception):  # type: ignore[no-untyped-def]
+    get_session().rollback()
+    if isinstance(exc, ScopeError):
+        return _scope_error(exc)
+    if isinstance(exc, svc.IncidentError):
+        return error_response(exc.status, exc.message, exc.field)
+    if isinstance(exc, BadRequest):
+        return error_response(exc.status, exc.message, exc.field)
+    raise exc
+
+
+# ---------------------------------------------------------------- incidents
+
+@bp.post("/incidents")
+def declare_incident():  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        body = _json_object()
+        unknown = sorted(set(body) - {"title", "scope", "scenario"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        scope = body.get("scope")
+        if body.get("scenario") is not None:
+            if scope is not None:
+                raise BadRequest("give a scope or a scenario, not both", "scenario")
+            scope = svc.get_scenario(db, body["scenario"]).scope
+        if not isinstance(scope, dict):
+            raise BadRequest("scope must be an object", "scope")
+        if not isinstance(body.get("title"), str):
+            raise BadRequest("title is required", "title")
+        incident = svc.declare_incident(db, scope, body["title"], current_actor())
+        db.commit()
+    except (ScopeError, svc.IncidentError, BadRequest) as exc:
+        return _fail(exc)
+    return jsonify(svc.incident_to_dict(db, incident)), 201
+
+
+@bp.get("/incidents")
+def list_incidents():  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        incidents = svc.list_incidents(db, request.args.get("status") or None)
+    except svc.IncidentError as exc:
+        return _fail(exc)
+    items = [svc.incident_to_dict(db, i) for i in incidents]
+    return jsonify(items=items, count=len(items))
+
+
+@bp.get("/incidents/<int:incident_id>")
+def get_incident(incident_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        limit = _int_arg(request.args.get("limit"), "limit", None, 1, MAX_LIMIT)
+        offset = _int_arg(request.args.get("offset"), "offset", 0, 0, 10_000_000) or 0
+        incident = svc.get_incident(db, incident_id)
+    except (svc.IncidentError, BadRequest) as exc:
+        return _fail(exc)
+    return jsonify(svc.incident_to_dict(db, incident, with_assets=True, limit=limit, offset=offset))
+
+
+@bp.post("/incidents/<int:incident_id>/recovered")
+def mark_recovered(incident_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        body = _json_object()
+        unknown = sorted(set(body) - {"asset_ids", "note"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        ids = body.get("asset_ids")
+        if not isinstance(ids, list):
+            raise BadRequest("asset_ids must be a list of asset ids or natural keys", "asset_ids")
+        note = body.get("note")
+        if note is not None and not isinstance(note, str):
+            raise BadRequest("note must be text", "note")
+        changed = svc.mark_recovered(db, incident_id, ids, current_actor(), note)
+        incident = svc.get_incident(db, incident_id)
+        db.commit()
+    except (svc.IncidentError, BadRequest) as exc:
+        return _fail(exc)
+    return jsonify(marked=changed, progress=svc.incident_progress(incident))
+
+
+@bp.post("/incidents/<int:incident_id>/resolve")
+def resolve_incident(incident_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        body = _json_object() if request.content_length else {}
+        note = body.get("note")
+        if note is not None and not isinstance(note, str):
+            raise BadRequest("note must be text", "note")
+        incident = svc.resolve_incident(db, incident_id, current_actor(), note)
+        db.commit()
+    except (svc.IncidentError, BadRequest) as exc:
+        return _fail(exc)
+    return jsonify(svc.incident_to_dict(db, incident))
+
+
+# ---------------------------------------------------------------- scenarios
+
+@bp.get("/scenarios")
+def list_scenarios():  # type: ignore[no-untyped-def]
+    items = [svc.scenario_to_dict(s) for s in svc.list_scenarios(get_session())]
+    return jsonify(items=items, count=len(items))
+
+
+@bp.post("/scenarios")
+def save_scenario():  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        body = _json_object()
+        unknown = sorted(set(body) - {"name", "scope", "description"})
+        if unknown:
+            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        if not isinstance(body.get("scope"), dict):
+            raise BadRequest("scope must be an object", "scope")
+        if not isinstance(body.get("name"), str):
+            raise BadRequest("name is required", "name")
+        description = body.get("description")
+        if description is not None and not isinstance(description, str):
+            raise BadRequest("description must be text", "description")
+        scenario = svc.save_scenario(db, body["name"], body["scope"], current_actor(), description)
+        db.commit()
+    except (ScopeError, svc.IncidentError, BadRequest) as exc:
+        return _fail(exc)
+    return jsonify(svc.scenario_to_dict(scenario)), 201
+
+
+@bp.get("/scenarios/<int:scenario_id>")
+def get_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
+    try:
+        scenario = svc.get_scenario(get_session(), scenario_id)
+    except svc.IncidentError as exc:
+        return _fail(exc)
+    return jsonify(svc.scenario_to_dict(scenario))
+
+
+@bp.delete("/scenarios/<int:scenario_id>")
+def delete_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    try:
+        svc.delete_scenario(db, scenario_id, current_actor())
+        db.commit()
+    except svc.IncidentError as exc:
+        return _fail(exc)
+    return "", 204
+
+
+@bp.get("/scenarios/<int:scenario_id>/impact")
+def run_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
+    try:
+        scope = svc.get_scenario(get_session(), scenario_id).scope
+        return _impact_response(scope, request.args.get("as_of"), None, request.args.get("limit"),
+                                request.args.get("offset"))
+    except (ScopeError, svc.IncidentError, BadRequest) as exc:
+        return _fail(exc)
+
+
+# ---------------------------------------------------------------- OpenAPI
+
+_STR = {"type": "string"}
+_NSTR = {"type": ["string", "null"]}
+_INT = {"type": "integer"}
+_STRS = {"type": "array", "items": _STR}
+_DT = {"type": ["string", "null"], "format": "date-time"}
+_COUNTS = {"type": "object", "properties": {"down": _INT, "degraded": _INT, "total": _INT}}
+_PLAN = {"type": "object", "required": ["id", "name", "status", "via"], "properties": {
+    "id": {"type": ["integer", "null"], "description": "null for a plan added by a what-if"},
+    "name": _STR, "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]},
+    "via": {"type": "string", "enum": ["asset", "product", "vendor", "service"]}}}
+_PATH_STEP = {"type": "object", "required": ["asset_id", "name", "edge_kind"], "properties": {
+    "asset_id": _INT, "natural_key": _STR, "name": _STR,
+    "edge_kind": {"type": ["string", "null"],
+                  "description": "kind of the dependency linking this step to the next; null on the seed"}}}
+_ERR = {"description": "Bad scope or request: names the field, with suggestions",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScopeProblem"}}}}
+_NOT_FOUND = {"description": "No such incident or scenario",
+              "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _ok(name: str, description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _q(name: str, description: str, schema: dict[str, Any] | None = None, array: bool = False) -> dict[str, Any]:
+    sch = schema or _STR
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "array", "items": sch} if array else sch,
+            **({"style": "form", "explode": True} if array else {})}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
+
+
+_ID = {"name": "incident_id", "in": "path", "required": True, "schema": _INT}
+_SID = {"name": "scenario_id", "in": "path", "required": True, "schema": _INT}
+_PAGE = [_q("limit", "Return at most this many hits/assets", {"type": "integer", "minimum": 1}),
+         _q("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0})]
+
+OPENAPI_SCHEMAS: dict[str, Any] = {
+    "Scope": {"type": "object", "required": ["vendor"], "description": "An outage scope.", "properties": {
+        "vendor": {"type": "string", "description": "Vendor name or alias"},
+        "products": {"type": "array", "items": _STR, "description": "Narrow to these products"},
+        "version": {"type": ["string", "null"],
+                    "description": "PEP 440 specifiers, e.g. '>=7.11' or '>=7.11,<7.16'; a bare '7.11' "
+                                   "means '==7.11.*'"},
+        "os": {"type": "array", "items": {"type": "string", "enum": ["windows", "linux", "macos", "other"]}},
+        "regions": _STRS, "accounts": _STRS, "environments": _STRS,
+        "tags": {"type": "object", "additionalProperties": _STR}}},
+    "WhatIf": {"type": "object", "description": "Hypothetical changes, answered without writing.",
+               "properties": {
+                   "remove_dependencies": {"type": "array", "items": {"type": "array", "items": _STR,
+                                                                      "minItems": 2, "maxItems": 2},
+                                           "description": "[dependent key, dependency key] pairs"},
+                   "add_replicas": {"type": "array", "items": {"type": "object", "required": ["asset"],
+                                                               "properties": {"asset": _STR,
+                                                                              "count": {"type": "integer",
+                                                                                        "minimum": 1}}}},
+                   "set_min_up": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
+                   "add_plans": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                                            "properties": {
+                                                                "name": _STR, "asset": _STR, "vendor": _STR,
+                                                                "product": _STR,
+                                                                "status": {"type": "string", "enum": [
+                                                                    "current", "stale", "never_exercised"]}}}}}},
+    "ImpactRequest": {"type": "object", "properties": {
+        "scope": _ref("Scope"), "as_of": {"type": "string", "format": "date-time"}, "what_if": _ref("WhatIf"),
+        "limit": {"type": "integer", "minimum": 1}, "offset": {"type": "integer", "minimum": 0}}},
+    "Hit": {"type": "object", "required": ["asset_id", "natural_key", "name", "kind", "status", "hops", "seed",
+                                           "path", "plans", "gap", "services", "criticality"], "properties": {
+        "asset_id": _INT, "natural_key": _STR, "name": _STR, "kind": _STR, "provider": _NSTR, "account": _NSTR,
+        "region": _NSTR, "os_family": _NSTR, "environment": _NSTR, "criticality": _STR, "owner": _NSTR,
+        "status": {"type": "string", "enum": ["down", "degraded"]},
+        "hops": {"type": "integer", "description": "Shortest chain of causing edges back to a seed"},
+        "seed": {"type": "boolean"},
+        "path": {"type": "array", "items": _PATH_STEP, "description": "From this asset back to a seed"},
+        "plans": {"type": "array", "items": _PLAN}, "gap": {"type": "boolean", "description": "No plan at all"},
+        "services": {"type": "array", "items": _STR, "description": "Business services depending on it"}}},
+    "ImpactTotals": {"type": "object", "properties": {
+        "hits": _INT, "seeds": _INT, "by_status": {"type": "object", "properties": {"down": _INT,
+                                                                                  "degraded": _INT}},
+        "by_criticality": {"type": "object", "additionalProperties": _COUNTS},
+        "by_service": {"type": "array", "items": {"type": "object", "properties": {
+            "asset_id": _INT, "natural_key": _STR, "name": _STR, "status": _STR, "hops": _INT,
+            "criticality": _STR}}},
+        "by_account": {"type": "array", "items": {"type": "object"}},
+        "by_region": {"type": "array", "items": {"type": "object"}},
+        "by_kind": {"type": "object", "additionalProperties": _COUNTS},
+        "by_os": {"type": "object", "additionalProperties": _COUNTS},
+        "plan_coverage": {"type": "object", "properties": {
+            "current": _INT, "never_exercised": _INT, "stale_only": _INT, "gap": _INT}}}},
+    "ImpactConfidence": {"type": "object", "properties": {
+        "scopes": {"type": "array", "items": {"type": "object", "properties": {
+            "scope": _STR, "assets": _INT, "last_success": _DT, "latest_status": _NSTR, "latest_at": _DT,
+            "error": _NSTR}}},
+        "incomplete_scopes": _STRS, "oldest_last_success": _DT, "newest_last_success": _DT,
+        "manual_assets": _INT, "manual_sample": _STRS, "unscoped_assets": _INT,
+        "unversioned_installations": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
+        "notes": _STRS}},
+    "ImpactResult": {"type": "object", "required": ["scope", "as_of", "seeds", "hits", "totals", "confidence"],
+                     "properties": {
+                         "scope": _ref("Scope"), "as_of": _DT, "computed_at": {"type": "string",
+                                                                                "format": "date-time"},
+                         "seeds": {"type": "array", "items": {"type": "object", "properties": {
+                             "asset_id": _INT, "natural_key": _STR, "name": _STR,
+                             "matched": {"type": "object"}}}},
+                         "hits": {"type": "array", "items": _ref("Hit")},
+                         "totals": _ref("ImpactTotals"), "confidence": _ref("ImpactConfidence"),
+                         "page": {"type": "object", "properties": {"offset": _INT, "limit": {
+                             "type": ["integer", "null"]}, "returned": _INT, "total": _INT}},
+                         "what_if": {"type": "object", "properties": {
+                             "applied": _ref("WhatIf"), "baseline_totals": _ref("ImpactTotals"),
+                             "changes": {"type": "object"}}}}},
+    "ScopeProblem": {"type": "object", "required": ["error", "message"], "properties": {
+        "error": _STR, "message": _STR, "field": _STR, "suggestions": _STRS}},
+    "IncidentProgress": {"type": "object", "properties": {
+        "status": _STR, "total": _INT, "recovered": _INT, "remaining": _INT, "percent": {"type": "number"},
+        "by_status": {"type": "object"}}},
+    "IncidentAsset": {"type": "object", "properties": {
+        "asset_id": {"type": ["integer", "null"]}, "natural_key": _STR, "name": _STR, "kind": _STR,
+        "status": _STR, "hops": _INT, "criticality": _STR, "seed": {"type": "boolean"},
+        "path": {"type": "array", "items": _PATH_STEP}, "plans": {"type": "array", "items": _PLAN},
+        "gap": {"type": "boolean"}, "services": _STRS, "provider": _NSTR, "account": _NSTR, "region": _NSTR,
+        "os_family": _NSTR, "recovered_at": _DT, "recovered_by": _NSTR, "note": _NSTR}},
+    "Incident": {"type": "object", "required": ["id", "title", "status", "scope", "progress"], "properties": {
+        "id": _INT, "title": _STR, "status": {"type": "string", "enum": ["open", "resolved"]},
+        "scope": _ref("Scope"), "declared_at": _DT, "declared_by": _NSTR, "resolved_at": _DT,
+        "summary": {"type": "object", "description": "Totals, confidence and seeds at declaration"},
+        "progress": _ref("IncidentProgress"),
+        "assets": {"type": "array", "items": _ref("IncidentAsset")}}},
+    "IncidentRequest": {"type": "object", "required": ["title"], "properties": {
+        "title": _STR, "scope": _ref("Scope"),
+        "scenario": {"type": ["integer", "string"], "description": "A saved scenario instead of a scope"}}},
+    "RecoveryRequest": {"type": "object", "required": ["asset_ids"], "properties": {
+        "asset_ids": {"type": "array", "items": {"type": ["integer", "string"]},
+                      "description": "Asset ids or natural keys"}, "note": _STR}},
+    "Scenario": {"type": "object", "properties": {
+        "id": _INT, "name": _STR, "description": _NSTR, "scope": _ref("Scope"), "created_by": _NSTR,
+        "created_at": _DT}},
+    "ScenarioRequest": {"type": "object", "required": ["name", "scope"], "properties": {
+        "name": _STR, "scope": _ref("Scope"), "description": _STR}},
+}
+
+_SCOPE_PARAMS = [
+    _q("vendor", "Vendor name or alias (required)"),
+    _q("product", "Product of the vendor (repeatable)", array=True),
+    _q("version", "PEP 440 version range, e.g. >=7.11"),
+    _q("os", "OS family (repeatable)", {"type": "string", "enum": ["windows", "linux", "macos", "other"]}, True),
+    _q("region", "Provider region or location (repeatable)", array=True),
+    _q("account", "Account / subscription (repeatable)", array=True),
+    _q("environment", "Environment (repeatable)", array=True),
+    _q("tag", "Tag as key:value (repeatable)", array=True),
+    _q("as_of", "Answer for a past moment (ISO 8601)", {"type": "string", "format": "date-time"}),
+]
+
+OPENAPI_PATHS: dict[str, Any] = {
+    "/api/v1/impact": {
+        "get": {"summary": "Blast radius of an outage scope", "operationId": "getImpact", "tags": ["impact"],
+                "parameters": _SCOPE_PARAMS + _PAGE,
+                "responses": {"200": _ok("ImpactResult"), "400": _ERR}},
+        "post": {"summary": "Blast radius of a JSON scope, optionally as of a moment or under a what-if",
+                 "operationId": "postImpact", "tags": ["impact"], "requestBody": _body("ImpactRequest"),
+                 "responses": {"200": _ok("ImpactResult"), "400": _ERR}}},
+    "/api/v1/incidents": {
+        "get": {"summary": "Incidents, newest first", "operationId": "listIncidents", "tags": ["incidents"],
+                "parameters": [_q("status", "open or resolved", {"type": "string", "enum": ["open", "resolved"]})],
+                "responses": {"200": {"description": "Incidents", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"items": {"type": "array", "items": _ref("Incident")},
+                                                     "count": _INT}}}}}, "400": _ERR}},
+        "post": {"summary": "Declare an incident: snapshot the blast radius of a scope now (write token)",
+                 "operationId": "declareIncident", "tags": ["incidents"], "requestBody": _body("IncidentRequest"),
+                 "responses": {"201": _ok("Incident", "Declared"), "400": _ERR, "404": _NOT_FOUND}}},
+    "/api/v1/incidents/{incident_id}": {
+        "get": {"summary": "An incident with its snapshot assets and progress", "operationId": "getIncident",
+                "tags": ["incidents"], "parameters": [_ID] + _PAGE,
+                "responses": {"200": _ok("Incident"), "404": _NOT_FOUND}}},
+    "/api/v1/incidents/{incident_id}/recovered": {
+        "post": {"summary": "Mark assets recovered (write token)", "operationId": "markRecovered",
+                 "tags": ["incidents"], "parameters": [_ID], "requestBody": _body("RecoveryRequest"),
+                 "responses": {"200": {"description": "Marked", "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {"marked": _INT, "progress": _ref("IncidentProgress")}}}}},
+                     "400": _ERR, "404": _NOT_FOUND, "409": _NOT_FOUND}}},
+    "/api/v1/incidents/{incident_id}/resolve": {
+        "post": {"summary": "Resolve an incident (write token)", "operationId": "resolveIncident",
+                 "tags": ["incidents"], "parameters": [_ID],
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                     "type": "object", "properties": {"note": _STR}}}}},
+                 "responses": {"200": _ok("Incident"), "404": _NOT_FOUND, "409": _NOT_FOUND}}},
+    "/api/v1/scenarios": {
+        "get": {"summary": "Saved scenarios", "operationId": "listScenarios", "tags": ["scenarios"],
+                "responses": {"200": {"description": "Scenarios", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"items": {"type": "array", "items": _ref("Scenario")},
+                                                     "count": _INT}}}}}}},
+        "post": {"summary": "Save (or replace) a named scope (write token)", "operationId": "saveScenario",
+                 "tags": ["scenarios"], "requestBody": _body("ScenarioRequest"),
+                 "responses": {"201": _ok("Scenario", "Saved"), "400": _ERR}}},
+    "/api/v1/scenarios/{scenario_id}": {
+        "get": {"summary": "A saved scenario", "operationId": "getScenario", "tags": ["scenarios"],
+                "parameters": [_SID], "responses": {"200": _ok("Scenario"), "404": _NOT_FOUND}},
+        "delete": {"summary": "Delete a scenario (write token)", "operationId": "deleteScenario",
+                   "tags": ["scenarios"], "parameters": [_SID],
+                   "responses": {"204": {"description": "Deleted"}, "404": _NOT_FOUND}}},
+    "/api/v1/scenarios/{scenario_id}/impact": {
+        "get": {"summary": "Run a saved scenario's scope", "operationId": "runScenario", "tags": ["scenarios"],
+                "parameters": [_SID, _SCOPE_PARAMS[-1]] + _PAGE,
+                "responses": {"200": _ok("ImpactResult"), "400": _ERR, "404": _NOT_FOUND}}},
+}
