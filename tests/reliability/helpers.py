@@ -168,3 +168,33 @@ def populate_url(url: str, tag: str = "a", assets: int = 6) -> None:
             populate(db, tag, assets)
     finally:
         engine.dispose()
+
+
+def fingerprint(url: str) -> dict[str, list[str]]:
+    """Every row of every Plan B table (by primary key): equal fingerprints, equal data."""
+    engine = make_engine(url)
+    try:
+        names = set(sa.inspect(engine).get_table_names())
+        with engine.connect() as conn:
+            return {t.name: [repr(tuple(r)) for r in conn.execute(
+                        sa.select(t).order_by(*t.primary_key.columns))]
+                    for t in data_tables() if t.name in names}
+    finally:
+        engine.dispose()
+
+
+SMALL_ESTATE = {
+    "version": 1,
+    "vendors": [{"name": "CrowdStrike", "tier": "critical", "aliases": ["CrowdStrike, Inc."],
+                 "products": [{"name": "Falcon Sensor", "kind": "agent", "vendor_pushes_updates": True}]}],
+    "assets": [
+        {"key": f"vm:{i}", "name": f"vm {i}", "kind": "vm", "provider": "aws", "region": "eu-west-1",
+         "os": {"family": "windows"}, "criticality": "high",
+         "software": [{"vendor": "CrowdStrike", "product": "Falcon Sensor", "version": "7.11"}]}
+        for i in range(4)
+    ],
+    "services": [{"key": "service:checkin", "name": "Check-in", "criticality": "critical",
+                  "depends_on": ["vm:0", "vm:1"]}],
+    "plans": [{"name": "Paper boarding passes", "owner": "ops", "rto_minutes": 30,
+               "covers": {"assets": ["service:checkin"]}}],
+}
