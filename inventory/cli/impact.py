@@ -1,0 +1,389 @@
+"""``planb impact``, ``planb scenarios ...`` and ``planb incidents ...``.
+
+    planb impact --vendor CrowdStrike --product "Falcon Sensor" --version ">=7.11" --os windows
+    planb impact --vendor "Microsoft" --region centralus --as-of 2024-07-19T04:09:00Z --format json
+    planb scenarios save falcon-windows --vendor CrowdStrike --os windows
+    planb incidents declare --title "Falcon boot loop" --scenario falcon-windows
+    planb incidents recover 1 host:web-01 host:web-02 --note "safe mode fix applied"
+
+A bad scope prints what is wrong (with close names) and exits with status 2.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+import click
+
+from inventory.app_db import get_engine, get_session
+from inventory.auth import current_actor
+from inventory.cli import CLIError, with_app
+from inventory.cli.output import FORMAT_OPTION, emit, render_csv, to_json
+from inventory.db import read_session
+
+SCOPE_ERROR_EXIT = 2
+TABLE_COLUMNS = ["status", "hops", "criticality", "kind", "name", "os_family", "region", "plan", "path"]
+CSV_COLUMNS = ["status", "hops", "seed", "criticality", "kind", "natural_key", "name", "provider", "account",
+               "region", "os_family", "environment", "owner", "gap", "plans", "services", "path"]
+
+
+def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--vendor", help="Vendor name or alias (required unless --scenario)."),
+        click.option("--product", "products", multiple=True, help="Narrow to a product (repeatable)."),
+        click.option("--version", "version_range", help="PEP 440 range, e.g. '>=7.11' or '>=7.11,<7.16'."),
+        click.option("--os", "os_families", multiple=True, help="OS family: windows, linux, macos (repeatable)."),
+        click.option("--region", "regions", multiple=True, help="Provider region or location (repeatable)."),
+        click.option("--account", "accounts", multiple=True, help="Account / subscription (repeatable)."),
+        click.option("--environment", "environments", multiple=True, help="Environment (repeatable)."),
+        click.option("--tag", "tags", multiple=True, help="Tag as key:value (repeatable)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _scope(vendor: str | None, products: tuple[str, ...], version_range: str | None,
+           os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
+           environments: tuple[str, ...], tags: tuple[str, ...]) -> dict[str, Any]:
+    scope: dict[str, Any] = {"vendor": vendor}
+    for name, value in (("products", products), ("os", os_families), ("regions", regions),
+                        ("accounts", accounts), ("environments", environments), ("tags", tags)):
+        if value:
+            scope[name] = list(value)
+    if version_range:
+        scope["version"] = version_range
+    return scope
+
+
+def _scope_failure(exc: Exception) -> CLIError:
+    field = getattr(exc, "field", None)
+    message = str(exc)
+    return CLIError(f"{field}: {message}" if field else message, exit_code=SCOPE_ERROR_EXIT)
+
+
+def _plan_label(hit: dict[str, Any]) -> str:
+    if hit["gap"]:
+        return "GAP"
+    best = hit["plans"][0]
+    return f"{best['name']} ({best['status'].replace('_', ' ')})"
+
+
+def _path_label(hit: dict[str, Any]) -> str:
+    steps = hit["path"]
+    if len(steps) == 1:
+        return "seed"
+    out = steps[0]["name"]
+    for step, nxt in zip(steps, steps[1:]):
+        out += f" -{step['edge_kind']}-> {nxt['name']}"
+    return out
+
+
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """The readable head of an answer: totals, services, plan coverage, data freshness."""
+    totals, conf, scope = data["totals"], data["confidence"], data["scope"]
+    text = [scope["vendor"]] + scope["products"] + ([scope["version"]] if scope["version"] else [])
+    for label, key in (("os", "os"), ("region", "regions"), ("account", "accounts"), ("env", "environments")):
+        if scope[key]:
+            text.append(f"{label}={','.join(scope[key])}")
+    text += [f"tag {k}:{v}" for k, v in scope["tags"].items()]
+    lines = [f"Blast radius: {' '.join(text)}" + (f"  (as of {data['as_of']})" if data["as_of"] else "")]
+    st = totals["by_status"]
+    lines.append(f"  {totals['seeds']} seed(s); {totals['hits']} asset(s) hit: {st['down']} down, "
+                 f"{st['degraded']} degraded")
+    crit = [f"{c} {v['total']} ({v['down']} down)" for c, v in totals["by_criticality"].items() if v["total"]]
+    if crit:
+        lines.append("  By criticality: " + ", ".join(crit))
+    if totals["by_service"]:
+        shown = totals["by_service"][:12]
+        more = len(totals["by_service"]) - len(shown)
+        lines.append("  Business services: " + ", ".join(f"{s['name']} ({s['status']})" for s in shown)
+                     + (f", and {more} more" if more > 0 else ""))
+    cov = totals["plan_coverage"]
+    lines.append(f"  Plans: {cov['current']} with a current plan, {cov['never_exercised']} never exercised, "
+                 f"{cov['stale_only']} stale only, {cov['gap']} GAP(s) with no plan")
+    fresh = "  Data: "
+    fresh += (f"last successful collection {conf['oldest_last_success']} .. {conf['newest_last_success']}"
+              if conf["newest_last_success"] else "no collector data for these assets")
+    if conf["incomplete_scopes"]:
+        shown_scopes = ", ".join(conf["incomplete_scopes"][:5])
+        fresh += f"; incomplete: {shown_scopes}"
+    lines.append(fresh)
+    lines += [f"  Note: {note}" for note in conf["notes"]]
+    if data.get("what_if"):
+        ch = data["what_if"]["changes"]
+        lines.append(f"  What-if: {ch['no_longer_hit']['count']} no longer hit, {ch['newly_hit']['count']} newly "
+                     f"hit, {ch['down_to_degraded']['count']} down->degraded, "
+                     f"{ch['degraded_to_down']['count']} degraded->down")
+    return lines
+
+
+def print_result(data: dict[str, Any], fmt: str, shown_limit: int | None) -> None:
+    if fmt == "json":
+        click.echo(to_json(data))
+        return
+    hits = data["hits"]
+    if fmt == "csv":
+        rows = [{**h, "plans": [f"{p['name']} ({p['status']}, via {p['via']})" for p in h["plans"]],
+                 "path": _path_label(h)} for h in hits]
+        click.echo(render_csv(rows, CSV_COLUMNS), nl=False)
+        return
+    for line in summary_lines(data):
+        click.echo(line)
+    click.echo("")
+    rows = [{**h, "plan": _plan_label(h), "path": _path_label(h)} for h in hits]
+    emit(rows, TABLE_COLUMNS, "table", empty="No asset is hit.")
+    total = data["page"]["total"]
+    if shown_limit is not None and total > len(hits):
+        click.echo(f"... {total - len(hits)} more; use --limit 0 or --format json/csv for all")
+
+
+def _load_what_if(path: str | None) -> dict[str, Any] | None:
+    if not path:
+        return None
+    try:
+        with click.open_file(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"--what-if: cannot read {path}: {exc}", exit_code=SCOPE_ERROR_EXIT) from exc
+    if not isinstance(data, dict):
+        raise CLIError("--what-if: the file must hold a JSON object", exit_code=SCOPE_ERROR_EXIT)
+    return data
+
+
+def register(main: click.Group) -> None:
+    @main.command("impact")
+    @scope_options
+    @click.option("--as-of", "as_of", help="Answer for a past moment (ISO 8601, UTC if no offset).")
+    @click.option("--what-if", "what_if", type=click.Path(dir_okay=False, allow_dash=True),
+                  help="JSON file of hypothetical changes (see the README); nothing is written.")
+    @click.option("--limit", type=click.IntRange(min=0), default=None,
+                  help="Rows to show (table default 50; 0 = all).")
+    @FORMAT_OPTION
+    @with_app
+    def impact(vendor: str | None, products: tuple[str, ...], version_range: str | None,
+               os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
+               environments: tuple[str, ...], tags: tuple[str, ...], as_of: str | None, what_if: str | None,
+               limit: int | None, fmt: str) -> None:
+        """Which assets a vendor outage hits, how badly, why, and what the plan is."""
+        from inventory.impact import ScopeError, blast_radius
+
+        scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments, tags)
+        changes = _load_what_if(what_if)
+        if limit is None:
+            limit = 50 if fmt == "table" else 0
+        with read_session(get_engine()) as db:
+            try:
+                result = blast_radius(db, scope, as_of=as_of, what_if=changes)
+            except ScopeError as exc:
+                raise _scope_failure(exc) from exc
+            print_result(result.to_dict(limit=limit or None), fmt, limit or None)
+
+    # ------------------------------------------------------------ scenarios
+
+    @main.group()
+    def scenarios() -> None:
+        """Saved outage scopes for drills and quick re-use."""
+
+    @scenarios.command("save")
+    @click.argument("name")
+    @scope_options
+    @click.option("--description", help="What this scenario rehearses.")
+    @with_app
+    def save(name: str, vendor: str | None, products: tuple[str, ...], version_range: str | None,
+             os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
+             environments: tuple[str, ...], tags: tuple[str, ...], description: str | None) -> None:
+        """Save (or replace) the scenario NAME."""
+        from inventory.impact import ScopeError
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments, tags)
+        try:
+            scenario = svc.save_scenario(db, name, scope, current_actor(), description)
+        except (ScopeError, svc.IncidentError) as exc:
+            db.rollback()
+            raise _scope_failure(exc) from exc
+        db.commit()
+        click.echo(f"Saved scenario {scenario.name!r} (id {scenario.id}).")
+
+    @scenarios.command("list")
+    @FORMAT_OPTION
+    @with_app
+    def list_cmd(fmt: str) -> None:
+        """Saved scenarios."""
+        from inventory.services import incidents as svc
+
+        rows = [svc.scenario_to_dict(s) for s in svc.list_scenarios(get_session())]
+        if fmt == "json":
+            click.echo(to_json(rows))
+            return
+        for row in rows:
+            row["scope_text"] = json.dumps({k: v for k, v in row["scope"].items() if v})
+        emit(rows, ["id", "name", "scope_text", "description", "created_by"], fmt,
+             headers=["id", "name", "scope", "description", "by"] if fmt == "table" else None,
+             empty="No scenarios yet: planb scenarios save NAME --vendor ...")
+
+    @scenarios.command("run")
+    @click.argument("name")
+    @click.option("--as-of", "as_of", help="Answer for a past moment (ISO 8601).")
+    @click.option("--limit", type=click.IntRange(min=0), default=None, help="Rows to show (0 = all).")
+    @FORMAT_OPTION
+    @with_app
+    def run(name: str, as_of: str | None, limit: int | None, fmt: str) -> None:
+        """The blast radius of the saved scenario NAME (or id)."""
+        from inventory.impact import ScopeError
+        from inventory.services import incidents as svc
+
+        if limit is None:
+            limit = 50 if fmt == "table" else 0
+        with read_session(get_engine()) as db:
+            try:
+                result = svc.run_scenario(db, name, as_of=as_of)
+            except (ScopeError, svc.IncidentError) as exc:
+                raise _scope_failure(exc) from exc
+            print_result(result.to_dict(limit=limit or None), fmt, limit or None)
+
+    @scenarios.command("delete")
+    @click.argument("name")
+    @with_app
+    def delete(name: str) -> None:
+        """Delete the scenario NAME (or id)."""
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        try:
+            svc.delete_scenario(db, name, current_actor())
+        except svc.IncidentError as exc:
+            raise CLIError(exc.message) from exc
+        db.commit()
+        click.echo(f"Deleted scenario {name!r}.")
+
+    # ------------------------------------------------------------ incidents
+
+    @main.group()
+    def incidents() -> None:
+        """Declared incidents: blast-radius snapshots and recovery progress."""
+
+    @incidents.command("declare")
+    @click.option("--title", required=True, help="What happened, in a few words.")
+    @click.option("--scenario", help="Use a saved scenario's scope instead of scope options.")
+    @scope_options
+    @with_app
+    def declare(title: str, scenario: str | None, vendor: str | None, products: tuple[str, ...],
+                version_range: str | None, os_families: tuple[str, ...], regions: tuple[str, ...],
+                accounts: tuple[str, ...], environments: tuple[str, ...], tags: tuple[str, ...]) -> None:
+        """Declare an incident and snapshot its blast radius now."""
+        from inventory.impact import ScopeError
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        try:
+            if scenario:
+                if vendor:
+                    raise CLIError("give --scenario or scope options, not both", exit_code=SCOPE_ERROR_EXIT)
+                scope = svc.get_scenario(db, scenario).scope
+            else:
+                scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments,
+                               tags)
+            incident = svc.declare_incident(db, scope, title, current_actor())
+        except (ScopeError, svc.IncidentError) as exc:
+            db.rollback()
+            raise _scope_failure(exc) from exc
+        db.commit()
+        progress = svc.incident_progress(incident)
+        by_status = incident.summary["totals"]["by_status"]
+        click.echo(f"Declared incident {incident.id}: {incident.title} — {progress['total']} asset(s) hit "
+                   f"({by_status['down']} down, {by_status['degraded']} degraded).")
+
+    @incidents.command("list")
+    @click.option("--status", type=click.Choice(["open", "resolved"]), help="Only open or resolved incidents.")
+    @FORMAT_OPTION
+    @with_app
+    def list_incidents(status: str | None, fmt: str) -> None:
+        """Incidents with recovery progress, newest first."""
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        rows = [svc.incident_to_dict(db, i) for i in svc.list_incidents(db, status)]
+        if fmt == "json":
+            click.echo(to_json(rows))
+            return
+        for row in rows:
+            p = row["progress"]
+            row["progress_text"] = f"{p['recovered']}/{p['total']} ({p['percent']}%)"
+        emit(rows, ["id", "title", "status", "declared_at", "declared_by", "progress_text"], fmt,
+             headers=["id", "title", "status", "declared", "by", "recovered"] if fmt == "table" else None,
+             empty="No incidents.")
+
+    @incidents.command("show")
+    @click.argument("incident_id", type=int)
+    @click.option("--limit", type=click.IntRange(min=0), default=None, help="Assets to list (0 = all).")
+    @FORMAT_OPTION
+    @with_app
+    def show(incident_id: int, limit: int | None, fmt: str) -> None:
+        """An incident's snapshot and recovery progress."""
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        try:
+            incident = svc.get_incident(db, incident_id)
+        except svc.IncidentError as exc:
+            raise CLIError(exc.message) from exc
+        if limit is None:
+            limit = 50 if fmt == "table" else 0
+        data = svc.incident_to_dict(db, incident, with_assets=True, limit=limit or None)
+        if fmt == "json":
+            click.echo(to_json(data))
+            return
+        rows = [{**a, "plan": _plan_label(a), "recovered": a["recovered_at"] or ""} for a in data["assets"]]
+        if fmt == "csv":
+            emit(rows, ["status", "hops", "criticality", "kind", "natural_key", "name", "plan", "recovered"], fmt)
+            return
+        p = data["progress"]
+        click.echo(f"Incident {data['id']}: {data['title']} [{data['status']}]")
+        click.echo(f"  Declared {data['declared_at']} by {data['declared_by']}; scope: "
+                   f"{incident.summary.get('scope_text', '')}")
+        click.echo(f"  Recovered {p['recovered']} of {p['total']} ({p['percent']}%)")
+        click.echo("")
+        emit(rows, ["status", "hops", "criticality", "kind", "name", "plan", "recovered"], "table",
+             empty="No assets in this incident.")
+        if limit and p["total"] > len(rows):
+            click.echo(f"... {p['total'] - len(rows)} more; use --limit 0")
+
+    @incidents.command("recover")
+    @click.argument("incident_id", type=int)
+    @click.argument("assets", nargs=-1, required=True)
+    @click.option("--note", help="What was done.")
+    @with_app
+    def recover(incident_id: int, assets: tuple[str, ...], note: str | None) -> None:
+        """Mark ASSETS (natural keys or asset ids) recovered."""
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        try:
+            changed = svc.mark_recovered(db, incident_id, list(assets), current_actor(), note)
+            incident = svc.get_incident(db, incident_id)
+        except svc.IncidentError as exc:
+            db.rollback()
+            raise CLIError(exc.message) from exc
+        db.commit()
+        p = svc.incident_progress(incident)
+        click.echo(f"Marked {changed} asset(s) recovered; {p['recovered']} of {p['total']} ({p['percent']}%).")
+
+    @incidents.command("resolve")
+    @click.argument("incident_id", type=int)
+    @click.option("--note", help="Closing note.")
+    @with_app
+    def resolve(incident_id: int, note: str | None) -> None:
+        """Resolve an incident."""
+        from inventory.services import incidents as svc
+
+        db = get_session()
+        try:
+            incident = svc.resolve_incident(db, incident_id, current_actor(), note)
+        except svc.IncidentError as exc:
+            db.rollback()
+            raise CLIError(exc.message) from exc
+        db.commit()
+        click.echo(f"Resolved incident {incident.id}: {incident.title}.")
