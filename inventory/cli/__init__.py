@@ -13,6 +13,7 @@ from functools import wraps
 from typing import Any, Callable
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from inventory import __version__
 
@@ -28,6 +29,20 @@ class PlanBGroup(click.Group):
         except CLIError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except (OperationalError, ProgrammingError) as exc:
+            # The usual cause is a database that was never migrated (or is behind).
+            if _looks_unmigrated(exc):
+                click.echo("Error: the database has no Plan B schema (or an old one). "
+                           "Run 'planb db upgrade' first (or 'planb demo' for a demo database).", err=True)
+                sys.exit(1)
+            click.echo(f"Error: database error: {exc.orig}", err=True)
+            sys.exit(1)
+
+
+def _looks_unmigrated(exc: Exception) -> bool:
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "no such table" in text or ("relation" in text and "does not exist" in text) \
+        or "no such column" in text or ("column" in text and "does not exist" in text)
 
 
 class CLIError(click.ClickException):
