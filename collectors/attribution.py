@@ -159,7 +159,9 @@ def load_catalogue_data(path: Path | None = None) -> dict[str, Any]:
     else:
         text = resources.files("collectors").joinpath("data", CATALOGUE_RESOURCE).read_text(
             encoding="utf-8")
-    data = yaml.safe_load(text)
+    # libyaml's loader when available: the catalogue is parsed once per process
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
     if not isinstance(data, dict) or not isinstance(data.get("vendors"), list):
         raise ValueError("catalogue: expected a mapping with a 'vendors' list")
     return data

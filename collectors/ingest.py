@@ -43,10 +43,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -410,6 +411,7 @@ class _BatchApplier:
         # natural key (as the records spell it) -> asset id
         self.key_to_id: dict[str, int] = {}
         self.seen_ids: set[int] = set()
+        self.writer = BulkWriter(self.conn)
         self.may_remove = False
 
     @property
@@ -525,9 +527,12 @@ class _BatchApplier:
                 heartbeats[current["id"]] = current
 
         if inserts:
-            stmt = t.insert().returning(t.c.id, t.c.natural_key)  # rows say which key got which id
-            for chunk in chunks(inserts, 5000):
-                for asset_id, key in self.conn.execute(stmt, chunk):
+            self.writer.insert(t, inserts)
+            # New rows all carry this scope: one query maps their keys to ids.
+            new_keys = {row["natural_key"] for row in inserts}
+            for asset_id, key in self.conn.execute(sa.select(t.c.id, t.c.natural_key)
+                                                   .where(t.c.source_scope == self.scope)):
+                if key in new_keys:
                     self.key_to_id[key] = asset_id
                     self.seen_ids.add(asset_id)
             self.counts.created += len(inserts)
@@ -593,20 +598,12 @@ class _BatchApplier:
 
     def _bulk_update(self, table: sa.Table, rows: dict[int, dict[str, Any]],
                      touch_updated_at: bool = True) -> None:
-        """executemany per distinct set of changed columns (no per-row statements)."""
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for row_id, values in rows.items():
-            cols = tuple(sorted(values))
-            groups.setdefault(cols, []).append({"_id": row_id, **{f"v_{c}": values[c] for c in cols}})
-        for cols, params in groups.items():
-            values_clause: dict[str, Any] = {c: sa.bindparam(f"v_{c}", type_=table.c[c].type)
-                                             for c in cols}
-            if not touch_updated_at and "updated_at" in table.c and "updated_at" not in values_clause:
-                # keep updated_at as it is (suppress the column's onupdate)
-                values_clause["updated_at"] = table.c.updated_at
-            stmt = table.update().where(table.c.id == sa.bindparam("_id")).values(values_clause)
-            for chunk in chunks(params, 5000):
-                self.conn.execute(stmt, chunk)
+        """executemany per distinct set of changed columns (no per-row statements).
+
+        ``updated_at`` is only written when the caller includes it, so a
+        heartbeat (``touch_updated_at=False``) leaves it as it was."""
+        del touch_updated_at  # the fast writer never applies onupdate defaults
+        self.writer.update(table, rows)
 
     # software ---------------------------------------------------------------------------------
 
@@ -719,8 +716,7 @@ class _BatchApplier:
     def _write_rows(self, table: sa.Table, inserts: list[dict[str, Any]],
                     updates: dict[int, dict[str, Any]], heartbeat: list[int], gone: list[int]) -> None:
         if inserts:
-            for chunk in chunks(inserts, 5000):
-                self.conn.execute(table.insert(), chunk)
+            self.writer.insert(table, inserts)
             self.counts.created += len(inserts)
         if updates:
             self._bulk_update(table, updates)
@@ -802,6 +798,84 @@ class _BatchApplier:
                               .values(retired_at=self.now, updated_at=self.now))
         self.counts.marked_stale += len(stale)
         self.outcome.retired = bool(stale)
+
+
+class BulkWriter:
+    """executemany straight to the DB-API driver, inside the session's transaction.
+
+    SQLAlchemy's per-row bind processing (type decorators, the JSON serializer)
+    costs more than the database does on bulk upserts, so values are converted
+    once here — the same storage formats SQLAlchemy itself uses: aware UTC
+    datetimes on PostgreSQL and ``YYYY-MM-DD HH:MM:SS.ffffff`` naive UTC text on
+    SQLite (what ``UTCDateTime`` stores), JSON as text.  Rows are read back
+    through the normal SQLAlchemy types, so comparisons see the same values.
+    Bound parameters still pass through engine events (``before_cursor_execute``).
+    """
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self.postgres = conn.dialect.name == "postgresql"
+        self.mark = "%s" if self.postgres else "?"
+        self.quote = conn.dialect.identifier_preparer.quote
+        self._datetimes: dict[datetime, Any] = {}
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, datetime):
+            converted = self._datetimes.get(value)
+            if converted is None:
+                utc = value.astimezone(timezone.utc) if value.tzinfo else value.replace(tzinfo=timezone.utc)
+                converted = utc if self.postgres else f"{utc.replace(tzinfo=None):%Y-%m-%d %H:%M:%S.%f}"
+                self._datetimes[value] = converted
+            return converted
+        if isinstance(value, (dict, list)):
+            return dump_json(value)
+        return value
+
+    def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        columns = list(rows[0])
+        sql = (f"INSERT INTO {self.quote(table.name)} ({', '.join(self.quote(c) for c in columns)}) "
+               f"VALUES ({', '.join([self.mark] * len(columns))})")
+        # convert only the columns whose type needs it (datetimes, JSON); the rest pass as they are
+        special = [i for i, c in enumerate(columns)
+                   if isinstance(table.c[c].type, (sa.JSON, sa.types.TypeDecorator, sa.DateTime))]
+        convert = self.value
+        params = []
+        for row in rows:
+            values = [row[c] for c in columns]
+            for i in special:
+                values[i] = convert(values[i])
+            params.append(tuple(values))
+        for chunk in chunks(params, 5000):
+            self.conn.exec_driver_sql(sql, chunk)
+
+    def update(self, table: sa.Table, rows: dict[int, dict[str, Any]]) -> None:
+        groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        convert = self.value
+        for row_id, values in rows.items():
+            cols = tuple(sorted(values))
+            groups.setdefault(cols, []).append(tuple(convert(values[c]) for c in cols) + (row_id,))
+        for cols, params in groups.items():
+            sets = ", ".join(f"{self.quote(c)} = {self.mark}" for c in cols)
+            sql = f"UPDATE {self.quote(table.name)} SET {sets} WHERE id = {self.mark}"
+            for chunk in chunks(params, 5000):
+                self.conn.exec_driver_sql(sql, chunk)
+
+
+_UNSAFE_JSON = re.compile(r"\\u(0000|d[89a-f][0-9a-f]{2})", re.I)
+
+
+def dump_json(value: Any) -> str:
+    """JSON text for a JSON column; rare NUL/lone-surrogate escapes go through the engine's
+    own serializer (``inventory.db.json_serializer`` when present), which cleans them."""
+    text = json.dumps(value)
+    if "\\u" in text and _UNSAFE_JSON.search(text):
+        from inventory import db as inventory_db
+        serializer = getattr(inventory_db, "json_serializer", None)
+        if serializer is not None:
+            return serializer(value)
+    return text
 
 
 def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scope: str,
@@ -924,8 +998,22 @@ def _fit_text(value: str | None, limit: int) -> str | None:
     return str(value).strip()[:limit]
 
 
+_JSON_SCALARS = (str, int, bool, type(None))
+
+
+def _plain_json(value: Any) -> bool:
+    """True when a JSON round trip would return ``value`` unchanged (the common case)."""
+    if isinstance(value, dict):
+        return all(type(k) is str and _plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    return type(value) in _JSON_SCALARS
+
+
 def _jsonable(value: dict[str, Any]) -> dict[str, Any]:
     """What a JSON column round-trip returns (so an unchanged dict compares equal)."""
     if not value:
         return {}
+    if _plain_json(value):
+        return dict(value)
     return json.loads(json.dumps(value, default=str, sort_keys=True))
