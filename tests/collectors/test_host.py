@@ -239,3 +239,39 @@ def test_ec2_instance_id_from_dmi(tmp_path):
     assert host.ec2_instance_id(str(tmp_path)) == "i-0abc123def4567890"
     (tmp_path / "board_asset_tag").write_text("Default string\n")
     assert host.ec2_instance_id(str(tmp_path)) is None
+
+
+def test_collect_all_runs_every_configured_source(sqlite_url, tmp_path, monkeypatch):
+    from collectors import registry
+    from tests.collectors.test_osquery import WINDOWS
+
+    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
+    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
+    for name in ("PLANB_COLLECT_AWS_REGIONS", "PLANB_COLLECT_AWS_PROFILES", "PLANB_COLLECT_AWS_ROLE_ARNS",
+                 "PLANB_COLLECT_AZURE_SUBSCRIPTIONS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PLANB_COLLECT_HOST_NAME", "ci-runner-02")
+    monkeypatch.setenv("PLANB_COLLECT_OSQUERY_PATHS", WINDOWS)
+    assert list(registry.available())[:2] == ["aws", "azure"]  # cloud APIs first
+
+    result = CliRunner().invoke(main, ["collect", "--quiet", "all"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "aws: not configured, skipped" in result.stderr
+    assert "azure: not configured, skipped" in result.stderr
+    engine = make_engine(sqlite_url)
+    try:
+        with read_session(engine) as db:
+            runs = db.execute(sa.select(CollectionRun.collector, CollectionRun.status)
+                              .order_by(CollectionRun.id)).all()
+            keys = set(db.scalars(sa.select(Asset.natural_key)))
+    finally:
+        engine.dispose()
+    assert runs == [("host", "succeeded"), ("osquery", "succeeded")]
+    assert {"host:ci-runner-02", "host:win-pay-01"} <= keys
+
+    monkeypatch.setenv("PLANB_COLLECT_HOST", "false")
+    monkeypatch.delenv("PLANB_COLLECT_OSQUERY_PATHS")
+    result = CliRunner().invoke(main, ["collect", "all"])
+    assert result.exit_code == 1
+    assert "no collector is configured" in result.stderr
