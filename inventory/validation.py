@@ -1,24 +1,24 @@
-"""Text hygiene at Plan B's input boundaries (estate import, collectors, API, forms).
+"""Text hygiene at Plan B's input boundaries: one rule per kind of source.
 
-The decision, the same everywhere: hostile *content* is kept and shown safely
-(templates escape it; SQL uses bound parameters), but characters that no real
-name, tag or publisher contains and that break storage or terminals are
-**removed**, not refused:
+Hostile *content* (markup, SQL fragments, very long or exotic Unicode names) is
+data: it is stored as given (within the column limits) and shown safely --
+templates escape it, SQL uses bound parameters.  What differs is text no
+database can store: NUL characters (PostgreSQL refuses them; SQLite stores them
+but many tools cut the string there) and lone UTF-16 surrogates (JSON
+``"\\ud800"`` decodes to one; not encodable as UTF-8, so neither driver accepts it).
 
-* NUL (``\\x00``): PostgreSQL cannot store it in text at all (the driver raises),
-  SQLite stores it but many tools cut the string there.  Refusing would make a
-  whole collector run or estate import fail for one odd registry value.
-* the other C0 control characters and DEL, except tab, newline and carriage
-  return: they are how an asset name would smuggle ANSI escape sequences into
-  ``planb`` CLI tables and logs;
-* lone UTF-16 surrogates (JSON ``"\\ud800"`` decodes to one): they cannot be
-  encoded as UTF-8, so neither database driver accepts them; they become U+FFFD.
-
-``sanitize_text`` is for each string field, ``sanitize_tree`` for whole parsed
-documents (dicts/lists, keys included).  ``inventory.db`` strips NUL bytes and
-surrogates from every bound parameter as a last line of defence, so a boundary
-that forgets still cannot crash PostgreSQL -- but only the boundaries remove the
-other control characters.
+* **Documents people send** -- the estate file (``planb import``,
+  ``POST /api/v1/estate``), API bodies and forms -- are *refused*: a 4xx (or a CLI
+  error) that names the field, and nothing is written.  People can fix their
+  input, and silently changing it would hide the problem.  Use ``text_problem``.
+* **Collected data** -- what collectors read from clouds, hosts and osquery -- is
+  *cleaned*: NUL and the other control characters (how an asset name would smuggle
+  ANSI escape sequences into CLI tables and logs) are removed, surrogates become
+  U+FFFD.  A collector run must not fail, or drop an asset, because one registry
+  value is odd, and nobody can fix the source.  Use ``sanitize_text`` / ``sanitize_tree``.
+* **Last line of defence**: ``inventory.db`` removes NUL and replaces surrogates in
+  every bound parameter and JSON column on both backends, so a boundary that forgets
+  can never turn odd text into a driver error (a 500).
 """
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ from typing import Any
 _UNWANTED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
+
+NUL_MESSAGE = "text must not contain NUL characters"
+SURROGATE_MESSAGE = "text is not valid Unicode (a lone surrogate escape)"
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be stored (for boundaries that refuse), or None when it can."""
+    if "\x00" in value:
+        return NUL_MESSAGE
+    if _SURROGATE.search(value):
+        return SURROGATE_MESSAGE
+    return None
 
 
 def _replace(match: re.Match[str]) -> str:
@@ -47,7 +59,7 @@ def sanitize_optional(value: str | None) -> str | None:
 
 
 def sanitize_tree(value: Any) -> Any:
-    """Sanitize every string in a parsed JSON/YAML document (keys and values)."""
+    """Sanitize every string in a parsed document or a collected record (keys and values)."""
     if isinstance(value, str):
         return sanitize_text(value)
     if isinstance(value, dict):

@@ -1,13 +1,15 @@
 """Hostile strings (HTML, SQL fragments, long names, unicode, control characters, NUL bytes)
 in asset names, tags, vendor and publisher strings: stored, and shown safely, on both databases.
 
-The NUL decision (``inventory.validation``): NUL bytes are removed, never refused,
-consistently on SQLite and PostgreSQL.  ``inventory.db`` guarantees it for every bound
-parameter; the input boundaries also strip the other control characters.
+The rule (``inventory.validation``), the same on SQLite and PostgreSQL: text no database
+can store (NUL, lone surrogates) is *refused* with the field named when people send it
+(estate file, API), *cleaned* when a collector reads it, and removed by ``inventory.db``
+from any bound parameter as the last line of defence.
 """
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
@@ -32,10 +34,12 @@ HOSTILE = [
     "Robert'); DROP TABLE assets;--",
     "' OR '1'='1",
     "💥 ünïcödé 名前 \u202eevil\u202c",
-    "nul\x00byte",
     "{{ 7*7 }} {% raw %}",
     "%(name)s %s ${jndi:ldap://x}",
+    "tab\tand\nnewline",
 ]
+# Collected text may also carry what no database stores; collectors clean it.
+COLLECTED = HOSTILE + ["nul\x00byte", "esc\x1b[31mred", "lone \ud800 surrogate"]
 LONG_NAME = "L" * 300  # the longest asset name the schema allows
 # What must never appear verbatim in a page: markup that would run or inject.
 FORBIDDEN_IN_HTML = ('<script>alert("pwned")', "<img src=x onerror", "onerror=alert(1)>")
@@ -56,6 +60,14 @@ FORBIDDEN_IN_HTML = ('<script>alert("pwned")', "<img src=x onerror", "onerror=al
 def test_sanitize_text(raw, clean):
     assert sanitize_text(raw) == clean
     assert not has_unwanted(sanitize_text(raw))
+
+
+@pytest.mark.parametrize("raw,problem", [
+    ("fine <b>markup</b>", None), ("nul\x00", "NUL"), ("lone \udc00", "surrogate"), ("esc\x1b", None)])
+def test_text_problem(raw, problem):
+    from inventory.validation import text_problem
+    result = text_problem(raw)
+    assert (result is None) if problem is None else (problem in result)
 
 
 def test_sanitize_tree_cleans_keys_and_values():
@@ -95,8 +107,8 @@ def _estate() -> dict:
         "vendors": [{"name": vendor, "aliases": [IMG], "products": [{"name": SCRIPT}]}],
         "assets": [
             {"key": f"hostile:{i}", "name": name, "kind": "vm", "owner": IMG,
-             "tags": {"note": name, "k<i>": "v\x00"},
-             "software": [{"vendor": vendor, "product": SCRIPT, "version": "1\x00.0"}]}
+             "tags": {"note": name, "k<i>": "v"},
+             "software": [{"vendor": vendor, "product": SCRIPT, "version": "1.0"}]}
             for i, name in enumerate(HOSTILE + [LONG_NAME])
         ],
     }
@@ -127,9 +139,9 @@ class _HostileCollector:
     def collect(self, progress):  # type: ignore[no-untyped-def]
         assets = [AssetRecord(natural_key=f"collected:{i}", name=name, kind="vm", provider="aws",
                               region="eu-west-1", tags={"Name": name, "x\x00": SCRIPT})
-                  for i, name in enumerate(HOSTILE)]
-        software = [SoftwareRecord(asset_key=a.natural_key, name=SCRIPT, publisher=name, version="\x00")
-                    for a, name in zip(assets, HOSTILE)]
+                  for i, name in enumerate(COLLECTED)]
+        software = [SoftwareRecord(asset_key=a.natural_key, name=SCRIPT, publisher=name, version="1\x00")
+                    for a, name in zip(assets, COLLECTED)]
         yield ScopeBatch(scope_key="hostile:scope", assets=assets, software=software)
 
 
@@ -138,13 +150,16 @@ def test_hostile_strings_are_stored(hostile_app):
         db = get_session()
         names = dict(db.execute(sa.select(Asset.natural_key, Asset.name)).all())
         for i, name in enumerate(HOSTILE + [LONG_NAME]):
-            assert names[f"hostile:{i}"] == name.replace("\x00", "")
-        for i, name in enumerate(HOSTILE):
-            assert names[f"collected:{i}"] == name.replace("\x00", "")
+            assert names[f"hostile:{i}"] == name
+        for i, name in enumerate(COLLECTED):
+            stored = names[f"collected:{i}"]
+            # Always storable; fully cleaned once the collectors call sanitize_text (see the xfail below).
+            assert "\x00" not in stored and not re.search("[\ud800-\udfff]", stored)
+            assert stored.replace("\ufffd", "") == name.replace("\x00", "").replace("\ud800", "")
         publishers = set(db.scalars(sa.select(UnattributedSoftware.publisher)))
         assert "Robert'); DROP TABLE assets;--" in publishers
         # The SQL fragments were data: every table is still there.
-        assert db.scalar(sa.select(sa.func.count(Asset.id))) == 2 * len(HOSTILE) + 1
+        assert db.scalar(sa.select(sa.func.count(Asset.id))) == len(HOSTILE) + 1 + len(COLLECTED)
         assert db.scalar(sa.select(Vendor.name).where(Vendor.name.like("ACME%"))) == "ACME <b>Corp</b>'; --"
         tags = db.scalar(sa.select(Asset.tags).where(Asset.natural_key == "hostile:0"))
         assert tags == {"note": SCRIPT, "k<i>": "v"}
@@ -236,25 +251,39 @@ def test_blast_radius_svg_escapes_names():
     assert "名前" in svg
 
 
-# ---------------------------------------------------------------- the boundaries' own cleaning
+# ---------------------------------------------------------------- refused where people send it
 
-@pytest.mark.xfail(strict=True, reason="the estate importer, collectors and API do not call "
-                   "inventory.validation.sanitize_text yet: control characters other than NUL pass")
-def test_input_boundaries_strip_control_characters(hostile_app):
+@pytest.mark.parametrize("bad,message", [("nul\x00byte", "NUL"), ("lone \ud800", "surrogate")])
+def test_estate_import_refuses_unstorable_text_naming_the_field(any_db_url, tmp_path, bad, message):
+    app = make_test_app(any_db_url, tmp_path / "i")
+    token = create_api_token(app, "write")
+    document = {"version": 1, "assets": [{"key": "ok", "name": "fine", "kind": "vm"},
+                                         {"key": "k", "name": "n", "kind": "vm", "tags": {"t": bad}}]}
+    response = app.test_client().post("/api/v1/estate", json=document, headers=bearer(token))
+    assert response.status_code == 422
+    body = response.get_json()
+    assert body["field"] == "assets[1].tags.t" and message in body["message"]
+    with app.app_context():
+        assert get_session().scalar(sa.select(sa.func.count(Asset.id))) == 0
+    app.extensions["planb_engine"].dispose()
+
+
+@pytest.mark.xfail(strict=True, reason="the plans/updates/risk API validators (services.updates.clean_text) "
+                   "do not call inventory.validation.text_problem yet: NUL is stripped by the database "
+                   "layer instead of refused with 422")
+def test_api_bodies_refuse_unstorable_text_naming_the_field(app, write_token):
+    response = app.test_client().post("/api/v1/plans", json={"name": "plan\x00name"},
+                                      headers=bearer(write_token))
+    assert response.status_code in (400, 422)
+    assert response.get_json()["field"] == "name"
+
+
+# ---------------------------------------------------------------- cleaned where collectors read it
+
+@pytest.mark.xfail(strict=True, reason="collectors.ingest does not call inventory.validation.sanitize_text "
+                   "yet: control characters (ANSI escapes) in collected names are stored as read")
+def test_collected_text_is_cleaned_of_control_characters(hostile_app):
     with hostile_app.app_context():
-        db = get_session()
-        values = list(db.scalars(sa.select(Asset.name))) + list(db.scalars(sa.select(Asset.owner)))
-        values += [json.dumps(t) for t in db.scalars(sa.select(Asset.tags))]
-    escape_name = "esc\x1b[31mred"
-    engine = make_engine(str(hostile_app.config["DATABASE_URL"]))
-    try:
-        with write_session(engine) as wdb:
-            wdb.execute(sa.delete(Asset).where(Asset.natural_key == "collected:ansi"))
-    finally:
-        engine.dispose()
-    with hostile_app.app_context():
-        db = get_session()
-        import_estate(db, {"version": 1, "assets": [{"key": "ansi", "name": escape_name, "kind": "vm"}]},
-                      source_name="ansi.yaml", actor="test")
-        db.commit()
-        assert db.scalar(sa.select(Asset.name).where(Asset.natural_key == "ansi")) == "esc[31mred"
+        names = dict(get_session().execute(sa.select(Asset.natural_key, Asset.name)).all())
+    for i, name in enumerate(COLLECTED):
+        assert names[f"collected:{i}"] == sanitize_text(name)
