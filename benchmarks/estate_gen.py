@@ -12,7 +12,7 @@ databases, tiered applications, hosts, network and storage):
   ``0.75 / r**0.7``, so the top vendor (``CrowdStrike``, product ``Falcon Sensor``)
   is on ~75% of the hosts while the median vendor is on ~2%;
 * applications call applications in lower tiers of their system (hard or soft),
-  a few call across systems and a few call *up* a tier, which makes cycles;
+  a few call shared platform systems and a few call *up* a tier, which makes cycles;
 * groups have ``min_up`` (members are hosts), load balancers sit behind them,
   business services depend on load balancers, applications and databases;
 * hosts live in AWS / Azure regions or on premises, ~2% are retired, assets
@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 # Bump when the generated estate changes, so cached estates are rebuilt.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 SIZES = {"S": 10_000, "M": 100_000}
 SYSTEM_SIZE = 500
 # Per system: (kind, count).  Sums to SYSTEM_SIZE.
@@ -275,8 +275,10 @@ def _build(rng: np.random.Generator, n_systems: int) -> dict[str, Any]:
     up_sys = (up_src - 1) // per_system
     up_tgt = apps[up_sys, rng.integers(0, apps.shape[1] // APP_TIERS, n_up)]
     add(up_src, up_tgt, "calls", soft=0.5)
+    # Cross-system calls go to a few shared platform systems (identity, messaging...).
     n_cross = int(apps.size * 0.05)
-    add(apps.ravel()[rng.integers(0, apps.size, n_cross)], apps.ravel()[rng.integers(0, apps.size, n_cross)],
+    platforms = apps[: max(1, n_systems // 50)].ravel()
+    add(apps.ravel()[rng.integers(0, apps.size, n_cross)], platforms[rng.integers(0, platforms.size, n_cross)],
         "calls", soft=0.5)
     # Groups: members are hosts of the system.
     group_members = rng.integers(4, 17, size=groups.size)
@@ -389,14 +391,17 @@ def _build(rng: np.random.Generator, n_systems: int) -> dict[str, Any]:
     # ------------------------------------------------------------ plans
     plan_rows: list[tuple[Any, ...]] = []
     link_rows: list[tuple[Any, ...]] = []
+    # Review dates follow the real clock, so plan statuses stay a mix of current, stale
+    # and never exercised whenever the estate is generated.
+    plan_now = datetime.now(timezone.utc)
 
     def plan(name: str, target: tuple[str, int]) -> None:
         pid = len(plan_rows) + 1
         reviewed_days = float(rng.uniform(1, 400))
-        exercised = None if rng.random() < 0.3 else _ts(now - timedelta(days=float(rng.uniform(1, 300))))
+        exercised = None if rng.random() < 0.3 else _ts(plan_now - timedelta(days=float(rng.uniform(1, 300))))
         plan_rows.append((pid, name, f"owner-{pid % 17}", int(rng.choice([60, 240, 1440])),
                           "1. Fail over\n2. Restore", "Manual fallback procedure", 180,
-                          _ts(now - timedelta(days=reviewed_days)), exercised, created, created))
+                          _ts(plan_now - timedelta(days=reviewed_days)), exercised, created, created))
         link = {"asset_id": None, "product_id": None, "vendor_id": None}
         link[target[0]] = target[1]
         link_rows.append((len(link_rows) + 1, pid, link["asset_id"], link["product_id"], link["vendor_id"]))

@@ -27,12 +27,13 @@ SAMPLE = 20
 
 
 def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np.ndarray, seeds: Any,
-                      scope: Scope, as_of: datetime | None) -> dict[str, Any]:
+                      scope: Scope, as_of: datetime | None, stamp: tuple[Any, ...] | None = None
+                      ) -> dict[str, Any]:
     involved = hit_idx   # seeds are hits
     counts = np.bincount(graph.scope_code[involved], minlength=len(graph.scope_values))
     per_scope = {graph.scope_values[c]: int(counts[c]) for c in np.flatnonzero(counts)
                  if graph.scope_values[c] is not None}
-    latest, last_ok = _collection_state(conn_factory)
+    latest, last_ok = _collection_state(conn_factory, stamp)
     keys = sorted(per_scope)
     scopes = []
     problems = []
@@ -78,14 +79,20 @@ _state_lock = threading.Lock()
 _state: dict[str, tuple[Any, Any]] = {}
 
 
-def _collection_state(conn_factory: Callable[[], Any]
+def _collection_state(conn_factory: Callable[[], Any], stamp: tuple[Any, ...] | None = None
                       ) -> tuple[dict[str, tuple[str, datetime, str | None]], dict[str, datetime]]:
     """Per scope key: the latest result and the last success.  Cached per database
-    until a scope result is added or removed (count and max id are two index reads)."""
+    until a scope result is added or removed (the stamp: count and max id)."""
+    factory_key = getattr(conn_factory, "__self__", conn_factory)
+    key = factory_key.url.render_as_string(hide_password=False) if hasattr(factory_key, "url") else id(factory_key)
+    if stamp is not None:
+        with _state_lock:
+            cached = _state.get(key)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]  # type: ignore[no-any-return]
     with conn_factory() as conn:
         with conn.begin():
             stamp = tuple(conn.execute(sa.select(sa.func.count(), sa.func.max(ScopeResult.id))).one())
-            key = conn.engine.url.render_as_string(hide_password=False)
             with _state_lock:
                 cached = _state.get(key)
             if cached is not None and cached[0] == stamp:

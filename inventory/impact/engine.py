@@ -42,7 +42,7 @@ import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
-from inventory.impact.graph import CSR, Graph, View, connection_factory, get_graph, to_micros
+from inventory.impact.graph import CSR, Graph, View, connection_factory, get_graph_and_stamp, to_micros
 from inventory.impact.plans import PlanSet, asset_levels, plan_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_with_graph, version_matches
 
@@ -425,12 +425,12 @@ class ImpactResult:
             rows.sort(key=lambda r: (-r["total"], str(r["provider"]), str(r[label])))
             return rows
 
-        services = h[g.is_service[h]]
-        svc_rows = sorted(
-            ({"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
-              "status": STATUS_NAMES[int(self.prop.status[i])], "hops": int(self.prop.dist[i]),
-              "criticality": _crit(g, i)} for i in services),
-            key=lambda r: (r["status"] != "down", CRIT_RANK.get(r["criticality"], 9), r["natural_key"]))
+        # Hit business services: down first, then by criticality, then natural key.
+        services = g.service_idx[self.prop.status[g.service_idx] > UP]
+        services = services[np.lexsort((g.crit_code[services], self.prop.status[services] != DOWN))]
+        svc_rows = [{"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
+                     "status": STATUS_NAMES[int(self.prop.status[i])], "hops": int(self.prop.dist[i]),
+                     "criticality": _crit(g, i)} for i in services.tolist()]
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
                    for name, d, deg in split(g.kind_code.astype(np.int64), g.kinds)}
@@ -466,22 +466,23 @@ class ImpactResult:
         return self._hits
 
     def build_hits(self, idx: np.ndarray) -> list[Hit]:
-        g, prop, plans = self.graph, self.prop, self.plan_set
+        """Hit objects for the asset indices ``idx`` (in that order)."""
+        g, prop = self.graph, self.prop
+        idx = np.asarray(idx, dtype=np.int64)
         services_of = self._services_of(idx)
-        planned_products = self._planned_products()
-        scope_routes = self.scope_plan_ids
+        planned_products = self._planned_products(idx)
+        # Hits with the same own plans, planned products and services share their plan
+        # list (an estate has many look-alike hosts): work each combination out once.
+        memo: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[str]]] = {}
         out = []
-        for i in (int(x) for x in idx):
-            routes: dict[str, list[int]] = {"asset": plans.asset_plans.get(i, []),
-                                            "product": list(scope_routes["product"]),
-                                            "vendor": list(scope_routes["vendor"]), "service": []}
-            for pid in planned_products.get(i, ()):
-                routes["product"] += plans.product_plans.get(pid, [])
-                routes["vendor"] += plans.vendor_plans.get(g.products[pid].vendor_id, [])
-            svc = services_of.get(i, [])
-            for s in svc:
-                routes["service"] += plans.asset_plans.get(s, [])
-            entries = plan_entries(plans, routes)
+        for i in idx.tolist():
+            svc = services_of.get(i, ())
+            products = planned_products.get(i, ())
+            key = (i if i in self.plan_set.asset_plans else -1, products, svc)
+            cached = memo.get(key)
+            if cached is None:
+                cached = memo[key] = self._plans_and_services(i, products, svc)
+            entries, service_names = cached
             out.append(Hit(
                 asset_id=int(g.ids[i]), natural_key=g.natural_key[i], name=g.name[i],
                 kind=g.kinds[g.kind_code[i]], provider=g.providers[g.provider_code[i]],
@@ -489,8 +490,21 @@ class ImpactResult:
                 os_family=g.os_values[g.os_code[i]], environment=g.env_values[g.env_code[i]],
                 criticality=_crit(g, i), owner=g.owner[i], status=STATUS_NAMES[int(prop.status[i])],
                 hops=int(prop.dist[i]), seed=bool(self.seed_match.mask[i]), path=self.path_of(i),
-                plans=entries, gap=not entries, services=sorted(g.name[s] for s in svc)))
+                plans=[dict(e) for e in entries], gap=not entries, services=list(service_names)))
         return out
+
+    def _plans_and_services(self, i: int, products: tuple[int, ...], svc: tuple[int, ...]
+                            ) -> tuple[list[dict[str, Any]], list[str]]:
+        g, plans = self.graph, self.plan_set
+        routes: dict[str, list[int]] = {"asset": list(plans.asset_plans.get(i, [])),
+                                        "product": list(self.scope_plan_ids["product"]),
+                                        "vendor": list(self.scope_plan_ids["vendor"]), "service": []}
+        for pid in products:
+            routes["product"] += plans.product_plans.get(pid, [])
+            routes["vendor"] += plans.vendor_plans.get(g.products[pid].vendor_id, [])
+        for s in svc:
+            routes["service"] += plans.asset_plans.get(s, [])
+        return plan_entries(plans, routes), sorted(g.name[s] for s in svc)
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
         g, prop = self.graph, self.prop
@@ -506,39 +520,62 @@ class ImpactResult:
                 raise RuntimeError("explaining path does not end at a seed")
         return path
 
-    def _services_of(self, idx: np.ndarray) -> dict[int, list[int]]:
-        """For the given hits, the services that (transitively) depend on each."""
+    def _services_of(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
+        """For the hits ``idx``: the business services that (transitively) depend on each.
+
+        One breadth-first walk down from each hit service (every asset a hit service
+        depends on is itself hit), collected as arrays and grouped at the end."""
         g, view = self.graph, self.view
+        services = self.hit_idx[g.is_service[self.hit_idx]]
+        if not services.size or not idx.size:
+            return {}
         wanted = np.zeros(g.n, dtype=bool)
         wanted[idx] = True
-        out: dict[int, list[int]] = {}
-        services = self.hit_idx[g.is_service[self.hit_idx]]
-        seen = np.zeros(g.n, dtype=np.int64) - 1
-        for s in services:
-            frontier = np.array([s])
-            seen[s] = s
+        stamp = np.full(g.n, -1, dtype=np.int64)
+        nodes: list[np.ndarray] = []
+        owners: list[np.ndarray] = []
+        for s in services.tolist():
+            stamp[s] = s
+            frontier = np.array([s], dtype=np.int64)
             while frontier.size:
                 pos, _src = _expand(view.fwd.indptr, frontier)
                 nxt = view.fwd.dst[pos]
-                nxt = np.unique(nxt[seen[nxt] != s])
-                seen[nxt] = s
-                for x in nxt[wanted[nxt]]:
-                    out.setdefault(int(x), []).append(int(s))
+                nxt = nxt[stamp[nxt] != s]
+                if not nxt.size:
+                    break
+                stamp[nxt] = s
+                nxt = np.unique(nxt)
+                keep = nxt[wanted[nxt]]
+                if keep.size:
+                    nodes.append(keep)
+                    owners.append(np.full(keep.size, s, dtype=np.int64))
                 frontier = nxt
-        return out
+        if not nodes:
+            return {}
+        node = np.concatenate(nodes)
+        owner = np.concatenate(owners)
+        order = np.lexsort((g.key_rank[owner], node))
+        node, owner = node[order], owner[order]
+        cuts = np.flatnonzero(np.diff(node)) + 1
+        starts = np.concatenate([[0], cuts]).tolist()
+        ends = np.concatenate([cuts, [node.size]]).tolist()
+        node_l, owner_l = node.tolist(), owner.tolist()
+        return {node_l[a]: tuple(owner_l[a:b]) for a, b in zip(starts, ends)}
 
-    def _planned_products(self) -> dict[int, list[int]]:
-        """asset index -> installed products that carry plans (directly or via their vendor)."""
+    def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
+        """For the hits ``idx``: installed products that carry plans (directly or via their vendor)."""
         g, plans = self.graph, self.plan_set
         pids = set(plans.product_plans)
         for vid in plans.vendor_plans:
             pids.update(g.vendor_products.get(vid, []))
+        wanted = np.zeros(g.n, dtype=bool)
+        wanted[idx] = True
         out: dict[int, list[int]] = {}
         for pid in sorted(pids):
-            for _version, idx in g.installs.get(pid, []):
-                for i in idx[self.prop.status[idx] > UP]:
-                    out.setdefault(int(i), []).append(pid)
-        return out
+            for _version, installed in g.installs.get(pid, []):
+                for i in installed[wanted[installed]].tolist():
+                    out.setdefault(i, []).append(pid)
+        return {k: tuple(v) for k, v in out.items()}
 
     def seeds(self) -> list[dict[str, Any]]:
         g = self.graph
@@ -605,7 +642,7 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
     from inventory.impact.confidence import confidence_report
     from inventory.impact.whatif import apply_what_if, compare, parse_what_if
 
-    graph = get_graph(db)
+    graph, stamp = get_graph_and_stamp(db)
     conn_factory = connection_factory(db)
     if not isinstance(scope, Scope):
         scope = parse_scope_with_graph(graph, scope, db)
@@ -614,19 +651,20 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
     at_micros = to_micros(moment) if moment is not None else None
     view = graph.current if at_micros is None else graph.view_at(conn_factory, at_micros)
     parsed = parse_what_if(graph, what_if, db) if what_if else None
-    result = _compute(graph, view, scope, moment, at_micros, conn_factory, now, (), confidence_report)
+    result = _compute(graph, view, scope, moment, at_micros, conn_factory, now, (), confidence_report, stamp)
     if parsed is None:
         return result
     changed_view = apply_what_if(graph, view, parsed)
     changed = _compute(graph, changed_view, scope, moment, at_micros, conn_factory, now, parsed.plans,
-                       confidence_report)
+                       confidence_report, stamp)
     changed.what_if = {"applied": parsed.describe(), "baseline_totals": result.totals,
                        "changes": compare(result, changed)}
     return changed
 
 
 def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at_micros: int | None,
-             conn_factory: Any, now: datetime, extra_plans: Any, confidence_report: Any) -> ImpactResult:
+             conn_factory: Any, now: datetime, extra_plans: Any, confidence_report: Any,
+             stamp: tuple[Any, ...] | None = None) -> ImpactResult:
     seeds = find_seeds(graph, view, scope, at_micros, conn_factory)
     prop = propagate(view, np.flatnonzero(seeds.mask))
     plans = PlanSet.for_graph(graph, now, extra_plans)
@@ -634,5 +672,5 @@ def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at
     scope_plans = {"vendor": list(plans.vendor_plans.get(scope.vendor_id, [])),
                    "product": [p for pid in scope.product_ids for p in plans.product_plans.get(pid, [])]}
     hit_idx = np.flatnonzero(prop.status > UP)
-    conf = confidence_report(conn_factory, graph, hit_idx, seeds, scope, moment)
+    conf = confidence_report(conn_factory, graph, hit_idx, seeds, scope, moment, stamp)
     return ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, conf, now)

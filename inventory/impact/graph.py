@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -101,6 +102,37 @@ def _ints(text: str | None) -> np.ndarray:
     return np.fromstring(text, dtype=np.int64, sep=",")
 
 
+def _fetch_edges(conn: Connection) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """All dependencies in one scan, as (dependent id, dependency id, kind * 2 + soft) triples;
+    plus the rows whose kind is not one of DEPENDENCY_KINDS (coded ``len(DEPENDENCY_KINDS)``)."""
+    other = len(DEPENDENCY_KINDS)
+    case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(DEPENDENCY_KINDS))
+    code = f"((CASE kind {case} ELSE {other} END) * 2 + (CASE strength WHEN 'soft' THEN 1 ELSE 0 END))"
+    if conn.dialect.name == "sqlite":
+        sql = f"SELECT group_concat(dependent_id || ',' || dependency_id || ',' || {code}) FROM dependencies"
+    else:
+        sql = (f"SELECT string_agg(dependent_id::text || ',' || dependency_id::text || ',' || {code}::text,"
+               " ',') FROM dependencies")
+    triples = _ints(_fetchall(conn, sql)[0][0]).reshape(-1, 3)
+    other_rows: list[tuple[Any, ...]] = []
+    if (triples[:, 2] // 2 == other).any():
+        known = ", ".join(f"'{k}'" for k in DEPENDENCY_KINDS)
+        other_rows = _fetchall(conn, "SELECT dependent_id, dependency_id, kind FROM dependencies "
+                                     f"WHERE kind NOT IN ({known})")
+    return triples, other_rows
+
+
+def _fetch_installs(conn: Connection) -> list[tuple[int, str | None, np.ndarray]]:
+    """Installations grouped by (product, version): the asset ids of each group."""
+    if conn.dialect.name == "sqlite":
+        sql = ("SELECT product_id, version, group_concat(asset_id) FROM installations NOT INDEXED "
+               "GROUP BY product_id, version")
+    else:
+        sql = ("SELECT product_id, version, string_agg(asset_id::text, ',') FROM installations "
+               "GROUP BY product_id, version")
+    return [(product_id, version, _ints(ids)) for product_id, version, ids in _fetchall(conn, sql)]
+
+
 @dataclass(frozen=True)
 class CSR:
     """Edges grouped by source: ``dst[indptr[i]:indptr[i+1]]`` are the edges leaving asset i;
@@ -154,16 +186,65 @@ class Graph:
 
     @classmethod
     def load(cls, conn: Connection, version: int | None) -> "Graph":
+        """Everything from one connection (one snapshot)."""
         g = cls()
         g.version = version
         g.dialect = conn.dialect.name
+        edges = _fetch_edges(conn)
+        installs = _fetch_installs(conn)
         g._load_vendors(conn)
         g._load_assets(conn)
-        g._load_edges(conn)
-        g._load_installations(conn)
         g._load_plans(conn)
-        g.current = g.make_view(g.alive_now, np.ones(g.e_dep.size, dtype=bool))
+        g._finish(edges, installs)
         return g
+
+    @classmethod
+    def load_from(cls, engine: Engine, attempts: int = 3) -> "Graph":
+        """Load with two connections at once: the dependency and installation
+        aggregates (mostly database time) run in a helper thread while this one
+        reads the assets (mostly Python time).  Both read the version counter
+        first; if they disagree a write slipped in between and the load is redone."""
+        for _attempt in range(attempts):
+            with engine.connect() as conn, conn.begin():
+                version = _version(conn)
+                if version is None:
+                    return cls.load(conn, None)
+                box: dict[str, Any] = {}
+
+                def side() -> None:
+                    try:
+                        with engine.connect() as other, other.begin():
+                            box["version"] = _version(other)
+                            box["edges"] = _fetch_edges(other)
+                            box["installs"] = _fetch_installs(other)
+                    except BaseException as exc:  # noqa: BLE001 - re-raised in the loader
+                        box["error"] = exc
+
+                helper = threading.Thread(target=side, name="planb-graph-load", daemon=True)
+                helper.start()
+                g = cls()
+                g.version = version
+                g.dialect = conn.dialect.name
+                try:
+                    g._load_vendors(conn)
+                    g._load_assets(conn)
+                    g._load_plans(conn)
+                finally:
+                    helper.join()
+                if "error" in box:
+                    raise box["error"]
+                if box["version"] != version:
+                    continue
+                g._finish(box["edges"], box["installs"])
+                return g
+        with engine.connect() as conn, conn.begin():
+            return cls.load(conn, _version(conn))
+
+    def _finish(self, edges: tuple[np.ndarray, list[tuple[Any, ...]]],
+                installs: list[tuple[int, str | None, np.ndarray]]) -> None:
+        self._build_edges(*edges)
+        self._build_installations(installs)
+        self.current = self.make_view(self.alive_now, np.ones(self.e_dep.size, dtype=bool))
 
     def _load_vendors(self, conn: Connection) -> None:
         self.vendors = {r[0]: VendorInfo(r[0], r[1], r[2]) for r in conn.exec_driver_sql(
@@ -219,57 +300,47 @@ class Graph:
         self._tags_text: list[Any] = list(cols[16])
         self.alive_now = self.retired_at == NEVER
         self.is_service = self.kind_code == (self.kinds.index("service") if "service" in self.kinds else -2)
+        services = np.flatnonzero(self.is_service)
+        # Business services in natural-key order (few; listed in every answer's totals).
+        self.service_idx = np.array(sorted(services.tolist(), key=self.natural_key.__getitem__), dtype=np.int64)
         self.regions = {r for r in self.region_values if r}
         self.accounts = {a for a in self.account_values if a}
         self.environments = {e for e in self.env_values if e}
 
-    def _load_edges(self, conn: Connection) -> None:
-        # One scan: "dependent,dependency,code" triples, code = kind * 2 + soft.
+    def _to_idx(self, ids: np.ndarray) -> np.ndarray:
+        """Asset ids to dense indices (-1 for an id this load does not know)."""
+        inside = (ids >= 0) & (ids < self.id_to_idx.size)
+        return np.where(inside, self.id_to_idx[np.where(inside, ids, 0)], -1)
+
+    def _build_edges(self, triples: np.ndarray, other_rows: list[tuple[Any, ...]]) -> None:
         self.edge_kinds: list[str] = list(DEPENDENCY_KINDS)
         other = len(self.edge_kinds)
-        case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(DEPENDENCY_KINDS))
-        code = f"((CASE kind {case} ELSE {other} END) * 2 + (CASE strength WHEN 'soft' THEN 1 ELSE 0 END))"
-        if self.dialect == "sqlite":
-            sql = f"SELECT group_concat(dependent_id || ',' || dependency_id || ',' || {code}) FROM dependencies"
-        else:
-            sql = (f"SELECT string_agg(dependent_id::text || ',' || dependency_id::text || ',' || {code}::text,"
-                   " ',') FROM dependencies")
-        triples = _ints(_fetchall(conn, sql)[0][0]).reshape(-1, 3)
-        self.e_dnt = self.id_to_idx[triples[:, 0]]       # the dependent (where an outage goes)
-        self.e_dep = self.id_to_idx[triples[:, 1]]       # the dependency (where it comes from)
-        self.e_kind = (triples[:, 2] // 2).astype(np.int8)
-        self.e_soft = (triples[:, 2] % 2).astype(bool)
-        if (self.e_kind == other).any():
-            self._name_other_kinds(conn, other)
+        dnt = self._to_idx(triples[:, 0])
+        dep = self._to_idx(triples[:, 1])
+        known = (dnt >= 0) & (dep >= 0)
+        self.e_dnt = dnt[known].astype(np.int32)       # the dependent (where an outage goes)
+        self.e_dep = dep[known].astype(np.int32)       # the dependency (where it comes from)
+        self.e_kind = (triples[known, 2] // 2).astype(np.int8)
+        self.e_soft = (triples[known, 2] % 2).astype(bool)
+        if other_rows:
+            # Kinds outside DEPENDENCY_KINDS (rare: imports and collectors validate them).
+            self.edge_kinds.append("other")
+            k = self.n + 1
+            edge_keys = self.e_dnt.astype(np.int64) * k + self.e_dep
+            for dnt_id, dep_id, kind in other_rows:
+                if kind not in self.edge_kinds:
+                    self.edge_kinds.append(kind)
+                a, b = self._to_idx(np.array([dnt_id, dep_id]))
+                hit = np.flatnonzero((edge_keys == int(a) * k + int(b)) & (self.e_kind == other))
+                self.e_kind[hit[:1]] = self.edge_kinds.index(kind)
         self.member_kind = self.edge_kinds.index(MEMBER_OF)
 
-    def _name_other_kinds(self, conn: Connection, other: int) -> None:
-        """Kinds outside DEPENDENCY_KINDS (rare: collectors validate them) get codes of their own."""
-        known = ", ".join(f"'{k}'" for k in DEPENDENCY_KINDS)
-        rows = _fetchall(conn, f"SELECT dependent_id, dependency_id, kind FROM dependencies "
-                               f"WHERE kind NOT IN ({known})")
-        self.edge_kinds.append("other")
-        k = self.n + 1
-        edge_keys = self.e_dnt.astype(np.int64) * k + self.e_dep
-        for dnt, dep, kind in rows:
-            if kind not in self.edge_kinds:
-                self.edge_kinds.append(kind)
-            key = int(self.id_to_idx[dnt]) * k + int(self.id_to_idx[dep])
-            hit = np.flatnonzero((edge_keys == key) & (self.e_kind == other))
-            self.e_kind[hit[:1]] = self.edge_kinds.index(kind)
-
-    def _load_installations(self, conn: Connection) -> None:
-        if self.dialect == "sqlite":
-            sql = ("SELECT product_id, version, group_concat(asset_id) FROM installations NOT INDEXED "
-                   "GROUP BY product_id, version")
-        else:
-            sql = ("SELECT product_id, version, string_agg(asset_id::text, ',') FROM installations "
-                   "GROUP BY product_id, version")
+    def _build_installations(self, rows: list[tuple[int, str | None, np.ndarray]]) -> None:
         # product id -> [(version string, asset indices)]
         self.installs: dict[int, list[tuple[str | None, np.ndarray]]] = {}
-        for product_id, version, asset_ids in _fetchall(conn, sql):
-            idx = self.id_to_idx[_ints(asset_ids)]
-            self.installs.setdefault(product_id, []).append((version, idx))
+        for product_id, version, asset_ids in rows:
+            idx = self._to_idx(asset_ids)
+            self.installs.setdefault(product_id, []).append((version, idx[idx >= 0].astype(np.int32)))
         for groups in self.installs.values():
             groups.sort(key=lambda g: (g[0] is None, g[0] or ""))
 
@@ -469,11 +540,22 @@ _cache_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
 
 
+_readers: "weakref.WeakKeyDictionary[Engine, Engine]" = weakref.WeakKeyDictionary()
+
+
 def _reader(engine: Engine) -> Engine:
-    # Never take SQLite's write lock for a read (the caller's session may hold it).
-    if engine.dialect.name == "sqlite":
-        return engine.execution_options(sqlite_begin="DEFERRED")
-    return engine.execution_options(isolation_level="REPEATABLE READ")
+    """The engine for the engine's own reads (one per underlying engine, reused)."""
+    base = getattr(engine, "_proxied", engine)   # an OptionEngine wraps the real one
+    reader = _readers.get(base)
+    if reader is None:
+        # Never take SQLite's write lock for a read (the caller's session may hold it);
+        # on PostgreSQL read one snapshot.
+        if base.dialect.name == "sqlite":
+            reader = base.execution_options(sqlite_begin="DEFERRED")
+        else:
+            reader = base.execution_options(isolation_level="REPEATABLE READ")
+        _readers[base] = reader
+    return reader
 
 
 def engine_of(db: so.Session | Engine) -> Engine:
@@ -488,35 +570,54 @@ def connection_factory(db: so.Session | Engine) -> Callable[[], Any]:
 
 def get_graph(db: so.Session | Engine) -> Graph:
     """The current graph for ``db``'s database: cached, rebuilt when the inventory changed."""
+    return get_graph_and_stamp(db)[0]
+
+
+def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...] | None]:
+    """The graph, and a stamp of the collection results (count, max id) read in the
+    same round trip, which the confidence report uses to reuse its own cache."""
     engine = _reader(engine_of(db))
     key = engine.url.render_as_string(hide_password=False)
     with engine.connect() as conn:
         with conn.begin():
-            version = _version(conn)
+            version, stamp = _probe(conn)
             with _cache_lock:
                 cached = _cache.get(key)
                 build_lock = _build_locks.setdefault(key, threading.Lock())
             if cached is not None and version is not None and cached.version == version:
                 with _cache_lock:
                     _cache.move_to_end(key)
-                return cached
+                return cached, stamp
     # One builder per database at a time; the others wait and reuse its result.
     with build_lock:
         with _cache_lock:
             cached = _cache.get(key)
         with engine.connect() as conn:
             with conn.begin():
-                version = _version(conn)
+                version, stamp = _probe(conn)
                 if cached is not None and version is not None and cached.version == version:
-                    return cached
-                graph = Graph.load(conn, version)
-        if version is not None:
+                    return cached, stamp
+        graph = Graph.load_from(engine)
+        if graph.version is not None:
             with _cache_lock:
                 _cache[key] = graph
                 _cache.move_to_end(key)
                 while len(_cache) > CACHE_SIZE:
                     _cache.popitem(last=False)
-        return graph
+        return graph, stamp
+
+
+def _probe(conn: Connection) -> tuple[int | None, tuple[Any, ...] | None]:
+    """(inventory version, scope-results stamp) in one query; (None, None) without the counter."""
+    try:
+        row = conn.exec_driver_sql(
+            "SELECT version, (SELECT count(*) FROM scope_results), (SELECT max(id) FROM scope_results) "
+            "FROM inventory_version WHERE id = 1").first()
+    except sa.exc.DBAPIError:
+        return None, None
+    if row is None:
+        return None, None
+    return row[0], (row[1], row[2])
 
 
 def _version(conn: Connection) -> int | None:

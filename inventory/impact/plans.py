@@ -24,13 +24,13 @@ plan's status changes with time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable
 
 import numpy as np
 
 from inventory.impact.graph import Graph, PlanInfo, View
-from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status
+from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status, review_due
 
 LEVEL = {CURRENT: 3, NEVER_EXERCISED: 2, STALE: 1}
 STATUS_ORDER = {CURRENT: 0, NEVER_EXERCISED: 1, STALE: 2}
@@ -61,7 +61,9 @@ class PlanSet:
             forced[pid] = plan["status"]
             target = {"asset": asset_plans, "product": product_plans, "vendor": vendor_plans}[plan["kind"]]
             target.setdefault(plan["target"], []).append(pid)
-        statuses = {pid: forced.get(pid) or plan_status(p, now) for pid, p in plans.items()}  # type: ignore[arg-type]
+        statuses = dict(_stored_statuses(graph, now))
+        for pid, status in forced.items():
+            statuses[pid] = status
         return cls(plans, asset_plans, product_plans, vendor_plans, statuses, forced)
 
     def level(self, plan_ids: Iterable[int]) -> int:
@@ -69,6 +71,19 @@ class PlanSet:
 
     def signature(self) -> tuple[Any, ...]:
         return tuple(sorted(self.statuses.items()))
+
+
+def _stored_statuses(graph: Graph, now: datetime) -> dict[int, str]:
+    """Every stored plan's status at ``now``, reused until the next review falls due
+    (the only moment a status changes by itself)."""
+    cached = graph._lazy.get("plan_statuses")
+    if cached is not None and cached[0] <= now < cached[1]:
+        return cached[2]  # type: ignore[no-any-return]
+    statuses = {pid: plan_status(p, now) for pid, p in graph.plans.items()}  # type: ignore[arg-type]
+    upcoming = [due for p in graph.plans.values() if (due := review_due(p)) is not None and due > now]  # type: ignore[arg-type]
+    until = min(upcoming) if upcoming else now + timedelta(days=3650)
+    graph._lazy["plan_statuses"] = (now, until, statuses)
+    return statuses
 
 
 def asset_levels(graph: Graph, view: View, plans: PlanSet) -> dict[str, np.ndarray]:
