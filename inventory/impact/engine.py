@@ -208,7 +208,10 @@ def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation
             step = _Step.of(view.member, frontier)
             if step is not None:
                 g = step.targets
-                np.add.at(down_members, g, 1)
+                if g.size * 16 > n:
+                    down_members += np.bincount(g, minlength=n).astype(np.int32)
+                else:
+                    np.add.at(down_members, g, 1)
                 live = status[g] != DOWN
                 tipped = live & (down_members[g] > spare[g])
                 new.add(step, np.flatnonzero(tipped))

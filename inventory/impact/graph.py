@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import threading
-import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -540,13 +539,10 @@ _cache_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
 
 
-_readers: "weakref.WeakKeyDictionary[Engine, Engine]" = weakref.WeakKeyDictionary()
-
-
 def _reader(engine: Engine) -> Engine:
-    """The engine for the engine's own reads (one per underlying engine, reused)."""
+    """The engine for the engine's own reads (one per underlying engine, kept on it)."""
     base = getattr(engine, "_proxied", engine)   # an OptionEngine wraps the real one
-    reader = _readers.get(base)
+    reader = base.__dict__.get("_planb_reader")
     if reader is None:
         # Never take SQLite's write lock for a read (the caller's session may hold it);
         # on PostgreSQL read one snapshot.
@@ -554,7 +550,7 @@ def _reader(engine: Engine) -> Engine:
             reader = base.execution_options(sqlite_begin="DEFERRED")
         else:
             reader = base.execution_options(isolation_level="REPEATABLE READ")
-        _readers[base] = reader
+        base.__dict__["_planb_reader"] = reader
     return reader
 
 

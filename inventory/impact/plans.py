@@ -114,7 +114,7 @@ def _raise(target: np.ndarray, graph: Graph, product_ids: Iterable[int], level: 
         return
     for pid in product_ids:
         for _version, idx in graph.installs.get(pid, []):
-            np.maximum.at(target, idx, level)
+            target[idx] = np.maximum(target[idx], level)   # indices are unique within a group
 
 
 def service_levels(graph: Graph, view: View, own: np.ndarray) -> np.ndarray:
@@ -127,26 +127,27 @@ def service_levels(graph: Graph, view: View, own: np.ndarray) -> np.ndarray:
     assigned = np.zeros(n, dtype=bool)
     services = np.flatnonzero(graph.is_service & view.alive)
     for level in (3, 2, 1):
-        frontier = services[own[services] == level]
         # A service does not "support" itself: start from its dependencies.
-        frontier = _forward_step(view, frontier)
-        frontier = frontier[~assigned[frontier]]
+        frontier = _forward_step(view, services[own[services] == level], assigned)
         while frontier.size:
             assigned[frontier] = True
             out[frontier] = level
-            nxt = _forward_step(view, frontier)
-            frontier = np.unique(nxt[~assigned[nxt]])
+            frontier = _forward_step(view, frontier, assigned)
     return out
 
 
-def _forward_step(view: View, frontier: np.ndarray) -> np.ndarray:
+def _forward_step(view: View, frontier: np.ndarray, assigned: np.ndarray) -> np.ndarray:
+    """The not yet assigned dependencies of ``frontier``, each once, in index order."""
     starts = view.fwd.indptr[frontier]
     counts = view.fwd.indptr[frontier + 1] - starts
     total = int(counts.sum())
     if total == 0:
         return np.empty(0, dtype=np.int64)
     pos = np.repeat(starts - np.cumsum(counts) + counts, counts) + np.arange(total)
-    return np.unique(view.fwd.dst[pos])
+    reached = np.zeros(assigned.size, dtype=bool)
+    reached[view.fwd.dst[pos]] = True
+    reached &= ~assigned
+    return np.flatnonzero(reached)
 
 
 def plan_entries(plans: PlanSet, routes: dict[str, list[int]]) -> list[dict[str, Any]]:
