@@ -19,8 +19,13 @@ NO_SERVICE = "Not linked to a business service"
 SCOPE_TEXT_FIELDS = ("vendor", "version")
 # Hits listed on the page (the engine orders them down first, then by criticality and hops);
 # totals always cover every hit, and the CSV export lists them all.
-PAGE_HITS = 500
-PRINT_HITS = 5000
+PAGE_HITS = 200
+PRINT_HITS = 1000
+# Business services listed with their own header (the rest are counted).
+MAX_GROUPS = 60
+# Plans listed per hit (best first: current, never exercised, stale); the rest are counted.
+PLANS_SHOWN = 3
+PLAN_RANK = {"current": 0, "never_exercised": 1, "stale": 2}
 SCOPE_LIST_FIELDS = ("products", "os", "regions", "accounts", "environments", "tags")
 
 
@@ -69,26 +74,28 @@ def form_as_of(args: Mapping[str, Any]) -> str | None:
     return value or None
 
 
-def page_view(result: Any, limit: int = PAGE_HITS) -> dict[str, Any]:
-    """``result.to_dict`` with the ``limit`` most severe hits plus every hit business service.
+def page_view(result: Any, limit: int = PAGE_HITS, services: int = MAX_GROUPS) -> dict[str, Any]:
+    """What the page shows of an engine result: totals and confidence, the ``limit``
+    most severe hits, and the ``services`` most severe hit business services.
 
-    Building a hit (path, plans, services) costs a little each; a vendor on most
-    hosts hits tens of thousands of assets, so the page builds only what it shows.
-    The services are always included so every group on the page has its header.
+    Building a hit (explaining path, plans, services it supports) costs time, and
+    a vendor on most hosts hits tens of thousands of assets, so the page builds
+    only what it shows — in one ``build_hits`` call, which walks the business
+    services once for the whole batch.  Seeds are not listed (only counted).
     """
-    data = result.to_dict(limit=limit)
-    hits = list(data["hits"])
-    have = {h["asset_id"] for h in hits}
-    missing = [s for s in (data.get("totals") or {}).get("by_service", []) if s["asset_id"] not in have]
-    if missing:
-        import numpy as np
+    import numpy as np
 
-        index = [result.graph.index_of_key(s["natural_key"]) for s in missing]
-        index = np.array([i for i in index if i is not None], dtype=np.int64)
-        if index.size:
-            hits += [hit.to_dict() for hit in result.build_hits(index)]
-    data["hits"] = hits
-    return data
+    totals = result.totals
+    ordered = result.ordered_idx[:limit]
+    service_index = [result.graph.index_of_key(s["natural_key"]) for s in totals.get("by_service", [])[:services]]
+    extra = np.array([i for i in service_index if i is not None], dtype=np.int64)
+    index = np.concatenate([ordered, extra[~np.isin(extra, ordered)]]) if extra.size else ordered
+    hits = [hit.to_dict() for hit in result.build_hits(index)] if index.size else []
+    return {"scope": result.scope.to_dict(),
+            "as_of": result.as_of.isoformat() if result.as_of else None,
+            "computed_at": result.computed_at.isoformat(),
+            "totals": totals, "confidence": result.confidence, "hits": hits,
+            "fetched": int(ordered.size)}
 
 
 def _hit_key(hit: dict[str, Any]) -> tuple[int, int, int, str]:
@@ -96,55 +103,71 @@ def _hit_key(hit: dict[str, Any]) -> tuple[int, int, int, str]:
             int(hit.get("hops") or 0), hit.get("name") or "")
 
 
-def group_by_service(result: Mapping[str, Any], per_group: int = 50,
-                     total_rows: int = PAGE_HITS) -> dict[str, Any]:
-    """Hit assets under each business service they support, most severe first.
+def _best_plans_first(plans: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return sorted(plans, key=lambda p: (PLAN_RANK.get(p.get("status") or "", 9), p.get("name") or ""))
 
-    Returns ``{"groups": [{"name", "service" (its own hit or None), "count", "down",
-    "degraded", "gaps", "rows" (capped), "hidden"}], "rows_shown", "rows_total"}``.
+
+def group_by_service(data: Mapping[str, Any], max_groups: int = MAX_GROUPS,
+                     plans_shown: int = PLANS_SHOWN) -> dict[str, Any]:
+    """The page's hit assets under the business services they support.
+
+    A hit supporting several services is listed once, under the most severe of
+    them (the engine's service order: down first, then criticality) with the
+    number of other services it also supports — in a large estate an asset can
+    support hundreds of services, and repeating it under each would bury the
+    page.  Returns ``{"groups": [{"name", "service" (totals row), "service_hit"
+    (its own hit, with plans) or None, "rows", "down", "degraded", "gaps"}],
+    "more_services", "fetched", "total"}``.
     """
-    hits: list[dict[str, Any]] = list(result.get("hits") or [])
-    service_hits = {h["name"]: h for h in hits if h.get("kind") == "service"}
-    members: dict[str, list[dict[str, Any]]] = {}
+    totals = data.get("totals") or {}
+    hits: list[dict[str, Any]] = list(data.get("hits") or [])
+    service_rows = list(totals.get("by_service") or [])
+    if not service_rows:  # results from an older engine / a snapshot: derive from the hits
+        service_rows = [{"asset_id": h["asset_id"], "name": h["name"], "status": h.get("status"),
+                         "criticality": h.get("criticality"), "hops": h.get("hops")}
+                        for h in sorted((h for h in hits if h.get("kind") == "service"), key=_hit_key)]
+    order = {}
+    for position, row in enumerate(service_rows):
+        order.setdefault(row["name"], position)
+    service_hit = {h["asset_id"]: h for h in hits if h.get("kind") == "service"}
+    rows_by_group: dict[Any, list[dict[str, Any]]] = {}
     for hit in hits:
         if hit.get("kind") == "service":
             continue
-        names = hit.get("services") or [NO_SERVICE]
-        for name in names:
-            members.setdefault(name, []).append(hit)
-    for name in service_hits:
-        members.setdefault(name, [])
-
-    def group_key(name: str) -> tuple[int, int, int, str]:
-        own = service_hits.get(name)
-        if name == NO_SERVICE:
-            return (9, 9, 9, name)
-        if own is None:
-            return (5, 9, 0, name)
-        return (0 if own.get("status") == "down" else 1, CRIT_RANK.get(own.get("criticality") or "", 9),
-                0, name)
+        names = [n for n in hit.get("services") or [] if n in order]
+        primary = min(names, key=order.__getitem__) if names else None
+        entry = dict(hit)
+        entry["also_supports"] = max(0, len(hit.get("services") or []) - 1)
+        entry["plans"] = _best_plans_first(hit.get("plans") or [])
+        entry["plans_hidden"] = max(0, len(entry["plans"]) - plans_shown)
+        entry["plans"] = entry["plans"][:plans_shown]
+        rows_by_group.setdefault(order[primary] if primary is not None else None, []).append(entry)
 
     groups = []
-    budget = total_rows
-    for name in sorted(members, key=group_key):
-        rows = sorted(members[name], key=_hit_key)
-        shown = rows[:max(0, min(per_group, budget))]
-        budget -= len(shown)
-        groups.append({
-            "name": name, "service": service_hits.get(name), "count": len(rows),
+    for position, row in enumerate(service_rows):
+        rows = rows_by_group.get(position, [])
+        if position >= max_groups and not rows:
+            continue
+        own = service_hit.get(row["asset_id"])
+        if own is not None:
+            own = dict(own)
+            own["plans"] = _best_plans_first(own.get("plans") or [])
+        groups.append(_group(row["name"], row, own, rows))
+    if None in rows_by_group:
+        groups.append(_group(NO_SERVICE, None, None, rows_by_group[None]))
+    shown_services = sum(1 for g in groups if g["service"] is not None)
+    return {"groups": groups, "more_services": max(0, len(service_rows) - shown_services),
+            "fetched": int(data.get("fetched", sum(1 for h in hits if h.get("kind") != "service"))),
+            "total": int(totals.get("hits") or len(hits)), "services_total": len(service_rows)}
+
+
+def _group(name: str, service: Mapping[str, Any] | None, own: Mapping[str, Any] | None,
+           rows: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = sorted(rows, key=_hit_key)
+    return {"name": name, "service": service, "service_hit": own, "rows": rows,
             "down": sum(1 for r in rows if r.get("status") == "down"),
             "degraded": sum(1 for r in rows if r.get("status") == "degraded"),
-            "gaps": sum(1 for r in rows if r.get("gap")),
-            "rows": shown, "hidden": len(rows) - len(shown)})
-    listed = sum(1 for h in hits if h.get("kind") != "service")
-    all_hits = int(((result.get("totals") or {}).get("hits")) or len(hits))
-    all_services = len(service_hits)
-    return {"groups": groups, "rows_shown": total_rows - budget,
-            "rows_total": sum(g["count"] for g in groups),
-            "rows_hidden": sum(g["hidden"] for g in groups), "per_group": per_group,
-            "fetched": listed,
-            # Hits (not services) the page did not fetch at all (see page_view).
-            "not_fetched": max(0, all_hits - all_services - listed)}
+            "gaps": sum(1 for r in rows if r.get("gap"))}
 
 
 def describe_path(path: Iterable[Mapping[str, Any]]) -> str:

@@ -176,20 +176,18 @@ def vendor_detail(db: so.Session, vendor_id: int) -> dict[str, Any] | None:
 
 
 def full_outage_summary(db: so.Session, vendor: Vendor) -> dict[str, Any] | None:
-    """The blast radius of a complete outage of this vendor, summarised (None without the engine)."""
+    """The blast radius of a complete outage of this vendor, summarised from the engine's totals.
+
+    Only totals are read: building every hit (paths, plans) of a vendor on most
+    hosts would cost seconds, and the vendor page links to the full answer.
+    """
     try:
         from inventory.impact import blast_radius, parse_scope
     except ImportError:
         return None
-    result = blast_radius(db, parse_scope(db, {"vendor": vendor.name})).to_dict()
-    hits = result.get("hits", [])
-    services: dict[str, dict[str, Any]] = {}
-    for hit in hits:
-        if hit.get("kind") == "service":
-            services[hit["name"]] = {"name": hit["name"], "asset_id": hit["asset_id"],
-                                     "status": hit["status"], "gap": hit.get("gap"),
-                                     "criticality": hit.get("criticality")}
-    return {"totals": result.get("totals", {}), "hit_count": len(hits),
-            "seed_count": len(result.get("seeds", [])),
-            "services": sorted(services.values(), key=lambda s: (s["status"] != "down", s["name"])),
-            "gaps": sum(1 for h in hits if h.get("gap"))}
+    result = blast_radius(db, parse_scope(db, {"vendor": vendor.name}))
+    totals = result.totals
+    coverage = totals.get("plan_coverage", {})
+    return {"totals": totals, "hit_count": totals.get("hits", 0), "seed_count": totals.get("seeds", 0),
+            "services": totals.get("by_service", []), "gaps": coverage.get("gap", 0),
+            "stale_only": coverage.get("stale_only", 0)}

@@ -6,6 +6,7 @@ from flask import Blueprint, abort, render_template, request
 from inventory.app_db import get_session
 from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMILIES, PROVIDERS
 from inventory.services import assets as asset_service
+from inventory.services.cache import cached
 from inventory.services.keyset import CursorError, Page
 
 bp = Blueprint("assets", __name__, url_prefix="/assets")
@@ -58,8 +59,8 @@ def index():  # type: ignore[no-untyped-def]
         choices={"provider": PROVIDERS, "os": OS_FAMILIES, "kind": ASSET_KINDS,
                  "environment": ENVIRONMENTS, "criticality": CRITICALITIES},
         vendor_names=asset_service.vendor_names(db),
-        accounts=asset_service.distinct_values(db, "account"),
-        regions=asset_service.distinct_values(db, "region"),
+        accounts=cached(db, "distinct-account", lambda: asset_service.distinct_values(db, "account")),
+        regions=cached(db, "distinct-region", lambda: asset_service.distinct_values(db, "region")),
     ), status
 
 

@@ -65,7 +65,7 @@ def index():  # type: ignore[no-untyped-def]
             args["as_of"] = form["as_of"]
         context.update(
             result=data, args=args,
-            grouped=blast_view.group_by_service(data, per_group=limit if printable else 50, total_rows=limit),
+            grouped=blast_view.group_by_service(data),
             plan_counts=blast_view.plan_summary(data),
             graph=graph_svg.render(data, asset_url=lambda i: url_for("assets.detail", asset_id=i)),
         )

@@ -10,7 +10,7 @@ from inventory.services.keyset import CursorError, Page
 
 bp = Blueprint("vendors", __name__, url_prefix="/vendors")
 
-UNTESTED_LIMIT = 50
+UNTESTED_LIMIT = 15
 ASSETS_PER_PAGE = 25
 
 
