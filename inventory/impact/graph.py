@@ -203,11 +203,14 @@ class Graph:
         aggregates (mostly database time) run in a helper thread while this one
         reads the assets (mostly Python time).  Both read the version counter
         first; if they disagree a write slipped in between and the load is redone."""
+        in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
         for _attempt in range(attempts):
             with engine.connect() as conn, conn.begin():
                 version = _version(conn)
-                if version is None:
-                    return cls.load(conn, None)
+                if version is None or in_memory:
+                    # One snapshot on one connection (an in-memory SQLite database
+                    # exists only on its own connection).
+                    return cls.load(conn, version)
                 box: dict[str, Any] = {}
 
                 def side() -> None:

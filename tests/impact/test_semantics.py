@@ -167,3 +167,30 @@ def test_totals_break_down_by_place_criticality_and_service(estate: Estate) -> N
     assert {(r["account"], r["total"]) for r in totals["by_account"]} == {("sub-1", 1), ("111", 1)}
     assert [(s["name"], s["status"], s["hops"]) for s in totals["by_service"]] == [("Check-in", "degraded", 2)]
     assert totals["by_kind"]["vm"] == {"down": 2, "degraded": 0, "total": 2}
+
+
+def test_unlisted_dependency_kinds_keep_their_names(estate: Estate) -> None:
+    import sqlalchemy as sa
+
+    estate.vendor("Acme")
+    estate.asset("a")
+    estate.asset("b")
+    estate.install("a", "Acme", "Agent")
+    estate.commit()
+    with estate.engine.begin() as conn:
+        ids = dict(conn.execute(sa.text("SELECT natural_key, id FROM assets")).all())
+        conn.execute(sa.text("INSERT INTO dependencies (dependent_id, dependency_id, kind, strength, source, "
+                             "first_seen, last_seen) VALUES (:b, :a, 'replicates-from', 'soft', 'test', "
+                             "'2024-01-01 00:00:00.000000', '2024-01-01 00:00:00.000000')"),
+                     {"a": ids["a"], "b": ids["b"]})
+    hit = next(h for h in blast_radius(estate.db, {"vendor": "Acme"}).hits if h.natural_key == "b")
+    assert (hit.status, hit.path[0]["edge_kind"]) == ("degraded", "replicates-from")
+
+
+def test_an_empty_inventory_answers_nothing(estate: Estate) -> None:
+    estate.vendor("Acme")
+    estate.commit()
+    result = blast_radius(estate.db, {"vendor": "Acme"})
+    data = result.to_dict()
+    assert data["hits"] == [] and data["seeds"] == []
+    assert data["totals"]["hits"] == 0 and data["totals"]["plan_coverage"]["gap"] == 0
