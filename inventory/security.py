@@ -24,6 +24,8 @@ from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
+import sqlalchemy as sa
 
 from inventory import config as config_module
 
@@ -44,6 +46,17 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 HSTS = "max-age=31536000"
+# Ids are 32-bit integers on PostgreSQL (and bound as such); larger numbers in a URL
+# would reach the database and fail there.  They name nothing, so they are 404s.
+MAX_ID = 2**31 - 1
+
+
+class BoundedIntConverter(IntegerConverter):
+    """``<int:...>`` URL parts limited to what an id column can hold."""
+
+    def __init__(self, map, *args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs.setdefault("max", MAX_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 class PlanBSessionInterface(SecureCookieSessionInterface):
@@ -92,6 +105,9 @@ def init_app(app: Flask) -> None:
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # the CSRF token lives as long as the session
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)
+
+    # Before any route is added: every <int:id> in the app gets the bound.
+    app.url_map.converters["int"] = BoundedIntConverter
 
     proxies = trusted_proxies(app)
     app.config["TRUSTED_PROXIES"] = proxies
@@ -169,6 +185,20 @@ def init_app(app: Flask) -> None:
             if header.lower() != "content-type":
                 response.headers[header] = value
         return response
+
+    @app.errorhandler(OverflowError)
+    @app.errorhandler(sa.exc.DataError)
+    def _out_of_range(error: Exception):  # type: ignore[no-untyped-def]
+        # A value the database cannot hold (a 30-digit number, a date out of range)
+        # reached it unvalidated: the request was bad, so say so (400), and log the
+        # place so the missing validation gets added.
+        log.warning("input the database refused", exc_info=error)
+        from inventory.app_db import get_session
+        get_session().rollback()
+        message = "a value in the request is out of range or of the wrong type"
+        if _is_api():
+            return jsonify(error="bad_request", message=message), 400
+        return render_template("auth/error.html", title="Bad request", message=message.capitalize() + "."), 400
 
     @app.errorhandler(500)
     def _internal_error(error):  # type: ignore[no-untyped-def]

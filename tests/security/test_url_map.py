@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from werkzeug.routing import Rule
+from werkzeug.routing.converters import FloatConverter, NumberConverter, UUIDConverter
 
 from inventory.auth import PUBLIC_ENDPOINTS, ROLE_RANK, TOKEN_ROLE_TO_ROLE, required_role
 from tests.conftest import bearer, create_api_token, create_user_and_login, make_test_app
@@ -56,12 +57,11 @@ def _url(rule: Rule) -> str:
     values: dict[str, Any] = {}
     for name in rule.arguments:
         converter = rule._converters.get(name)  # noqa: SLF001 - the converter tells the type
-        kind = type(converter).__name__ if converter else "UnicodeConverter"
-        if kind in ("IntegerConverter", "NumberConverter"):
-            values[name] = MISSING_ID
-        elif kind == "FloatConverter":
+        if isinstance(converter, FloatConverter):
             values[name] = float(MISSING_ID)
-        elif kind == "UUIDConverter":
+        elif isinstance(converter, NumberConverter):  # int, including the bounded id converter
+            values[name] = MISSING_ID
+        elif isinstance(converter, UUIDConverter):
             values[name] = uuid.UUID(int=MISSING_ID)
         else:
             values[name] = "no-such-thing"
