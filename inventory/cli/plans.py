@@ -183,7 +183,7 @@ def register(main: click.Group) -> None:
     @with_app
     def rto(show_all: bool, fmt: str) -> None:
         """Services whose promised RTO their (hard, transitive) dependencies cannot meet."""
-        rows = svc.rto_check(get_session())
+        rows = [dict(r) for r in svc.rto_check(get_session())]  # shared result: decorate copies
         if not show_all:
             rows = [r for r in rows if r["status"] in ("at_risk", "unverified")]
         if fmt == "json":

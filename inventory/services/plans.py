@@ -27,18 +27,21 @@ promise *unverified*.
 """
 from __future__ import annotations
 
-from collections import deque
+import hashlib
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, Iterable
 
+import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
+from scipy import sparse
 
 from inventory.choices import CRITICALITIES, MEMBER_OF, PLAN_EVENT_KINDS, PLAN_OUTCOMES, SERVICE_KIND
 from inventory.db import utcnow
-from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, PlanEvent, PlanLink,
-                              Product, Vendor)
-from inventory.services import audit
+from inventory.models import Asset, ContingencyPlan, PlanEvent, PlanLink, Product, Vendor
+from inventory.services import audit, cache
 from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status, review_due
 from inventory.services.updates import (NotFound, ValidationError, check_http_url, choice, clean_text,
                                         find_product, find_vendor, parse_datetime)
@@ -125,12 +128,58 @@ def _plan_query():  # type: ignore[no-untyped-def]
         so.selectinload(ContingencyPlan.links).joinedload(PlanLink.vendor))
 
 
+@dataclass
+class _PlanDates:
+    """The three columns ``plan_status`` reads, without loading the whole plan."""
+
+    review_interval_days: int
+    last_reviewed: datetime | None
+    last_exercised: datetime | None
+
+
 def list_plans(db: so.Session, now: datetime | None = None, *, status: str | None = None) -> list[dict[str, Any]]:
-    """Every plan with owner, RTO, review/exercise status and what it covers."""
+    """Every plan with owner, RTO, review/exercise status and what it covers (the same shape as
+    ``plan_to_dict`` without steps' history).  Plain column queries: a thousand plans with their
+    links cost milliseconds, not an ORM object graph."""
     now = now or utcnow()
-    plans = [plan_to_dict(p, now) for p in db.scalars(_plan_query().order_by(ContingencyPlan.name))]
-    if status:
-        plans = [p for p in plans if p["status"] == status]
+    covers: dict[int, dict[str, list[dict[str, Any]]]] = {}
+
+    def bucket(plan_id: int) -> dict[str, list[dict[str, Any]]]:
+        return covers.setdefault(plan_id, {"assets": [], "products": [], "vendors": []})
+
+    for plan_id, aid, key, name, kind, crit in db.execute(
+            sa.select(PlanLink.plan_id, Asset.id, Asset.natural_key, Asset.name, Asset.kind, Asset.criticality)
+            .join(Asset, Asset.id == PlanLink.asset_id)):
+        bucket(plan_id)["assets"].append({"id": aid, "natural_key": key, "name": name, "kind": kind,
+                                          "criticality": crit})
+    for plan_id, pid, pname, vname in db.execute(
+            sa.select(PlanLink.plan_id, Product.id, Product.name, Vendor.name)
+            .join(Product, Product.id == PlanLink.product_id).join(Vendor, Vendor.id == Product.vendor_id)):
+        bucket(plan_id)["products"].append({"id": pid, "name": pname, "vendor": vname, "ref": f"{vname}/{pname}"})
+    for plan_id, vid, vname in db.execute(
+            sa.select(PlanLink.plan_id, Vendor.id, Vendor.name).join(Vendor, Vendor.id == PlanLink.vendor_id)):
+        bucket(plan_id)["vendors"].append({"id": vid, "name": vname})
+    plans = []
+    for row in db.execute(sa.select(ContingencyPlan.id, ContingencyPlan.name, ContingencyPlan.owner,
+                                    ContingencyPlan.rto_minutes, ContingencyPlan.runbook_url,
+                                    ContingencyPlan.review_interval_days, ContingencyPlan.last_reviewed,
+                                    ContingencyPlan.last_exercised).order_by(ContingencyPlan.name)):
+        dates = _PlanDates(row.review_interval_days, row.last_reviewed, row.last_exercised)
+        plan_state = plan_status(dates, now)  # type: ignore[arg-type]
+        if status and plan_state != status:
+            continue
+        due = review_due(dates)  # type: ignore[arg-type]
+        plan_covers = covers.get(row.id, {"assets": [], "products": [], "vendors": []})
+        for items in plan_covers.values():
+            items.sort(key=lambda i: (i.get("ref") or i.get("natural_key") or i["name"]).lower())
+        plans.append({
+            "id": row.id, "name": row.name, "owner": row.owner, "rto_minutes": row.rto_minutes,
+            "runbook_url": row.runbook_url, "review_interval_days": row.review_interval_days,
+            "last_reviewed": _iso(row.last_reviewed), "last_exercised": _iso(row.last_exercised),
+            "review_due": _iso(due), "review_overdue": due is None or due < now,
+            "never_exercised": row.last_exercised is None, "status": plan_state,
+            "covers": plan_covers, "covers_summary": covers_summary(plan_covers),
+        })
     return plans
 
 
@@ -156,87 +205,231 @@ def never_exercised(db: so.Session, now: datetime | None = None) -> list[dict[st
         _plan_query().where(ContingencyPlan.last_exercised.is_(None)).order_by(ContingencyPlan.name))]
 
 
-# ---------------------------------------------------------------- coverage
+# ---------------------------------------------------------------- the estate as arrays
 
-def _asset_entry(asset_row: Any, plans: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"asset_id": asset_row.id, "name": asset_row.name, "natural_key": asset_row.natural_key,
-            "criticality": asset_row.criticality, "kind": asset_row.kind, "plans": plans}
+@dataclass
+class EstateArrays:
+    """Live assets and their dependency edges as arrays (position = index into ``ids``).
+
+    Loaded with plain driver queries and cached per inventory version
+    (``inventory.services.cache``), so coverage, RTO and concentration over a
+    100k-asset estate cost array operations, not a query per asset.  Treat as
+    read-only: one instance is shared by every request until the data changes.
+    """
+
+    ids: np.ndarray
+    names: list[str]
+    keys: list[str]
+    kinds: np.ndarray  # object
+    crit: np.ndarray  # object
+    provider: np.ndarray  # object
+    min_up: np.ndarray  # -1 = not a group
+    is_service: np.ndarray
+    src: np.ndarray  # dependent position, per edge
+    dst: np.ndarray  # dependency position, per edge
+    member: np.ndarray  # edge kind is member-of
+    hard: np.ndarray
+    _csr: dict[str, sparse.csr_matrix] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.ids.size)
+
+    def positions(self, asset_ids: Iterable[int]) -> np.ndarray:
+        """Positions of the given asset ids (ids of retired/unknown assets are dropped)."""
+        wanted = np.fromiter(asset_ids, dtype=np.int64)
+        if not wanted.size or not self.ids.size:
+            return np.zeros(0, dtype=np.int64)
+        pos = np.searchsorted(self.ids, wanted)
+        pos = np.minimum(pos, self.ids.size - 1)
+        return pos[self.ids[pos] == wanted]
+
+    def forward(self, which: str = "all") -> sparse.csr_matrix:
+        """dependent → dependency adjacency: ``all`` edges, or ``hard`` ones for recovery
+        targets (a redundant group's member-of edges left out: losing one member does not
+        take the group down)."""
+        if which not in self._csr:
+            if which == "all":
+                sel = np.ones(self.src.size, dtype=bool)
+            else:
+                member_hard = self.member & self.hard
+                members = np.bincount(self.src[member_hard], minlength=self.n)
+                group_min = self.min_up[self.src]
+                redundant = member_hard & (group_min >= 0) & (group_min < members[self.src])
+                sel = self.hard & ~redundant
+            self._csr[which] = sparse.csr_matrix(
+                (np.ones(int(sel.sum()), dtype=np.int8), (self.src[sel], self.dst[sel])), shape=(self.n, self.n))
+        return self._csr[which]
+
+    def reach(self, seeds: np.ndarray, which: str = "all") -> tuple[np.ndarray, np.ndarray]:
+        """Breadth-first walk from ``seeds`` along ``forward(which)``: (reached mask, parent
+        position per asset, -1 for seeds and unreached).  Touches only the reached part."""
+        csr = self.forward(which)
+        seen = np.zeros(self.n, dtype=bool)
+        parent = np.full(self.n, -1, dtype=np.int64)
+        seen[seeds] = True
+        frontier = np.unique(seeds)
+        while frontier.size:
+            starts, ends = csr.indptr[frontier], csr.indptr[frontier + 1]
+            lens = ends - starts
+            total = int(lens.sum())
+            if not total:
+                break
+            offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+            nbrs = csr.indices[offsets + np.arange(total)]
+            origin = np.repeat(frontier, lens)
+            fresh = ~seen[nbrs]
+            nbrs, origin = nbrs[fresh], origin[fresh]
+            nbrs, first = np.unique(nbrs, return_index=True)
+            parent[nbrs] = origin[first]
+            seen[nbrs] = True
+            frontier = nbrs
+        return seen, parent
+
+
+def _fetch(db: so.Session, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a constant query straight from the DB-API cursor (plain tuples: at 100k+ rows
+    SQLAlchemy's Row objects cost more than the query), inside the session's transaction."""
+    cursor = db.connection().connection.cursor()
+    try:
+        cursor.execute(sql)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _int_pairs(db: so.Session, sql: str) -> np.ndarray:
+    """A two-integer-column query as an (n, 2) int64 array."""
+    rows = _fetch(db, sql)
+    return np.fromiter(chain.from_iterable(rows), dtype=np.int64, count=2 * len(rows)).reshape(-1, 2)
+
+
+def load_estate_arrays(db: so.Session) -> EstateArrays:
+    rows = _fetch(db, "SELECT id, name, natural_key, kind, criticality, provider, min_up FROM assets "
+                      "WHERE retired_at IS NULL ORDER BY id")
+    cols = list(zip(*rows)) if rows else [()] * 7
+    ids = np.array(cols[0], dtype=np.int64)
+    kinds = np.array(cols[3], dtype=object)
+    edges = _fetch(db, "SELECT dependent_id, dependency_id, "
+                       f"CASE WHEN kind = '{MEMBER_OF}' THEN 1 ELSE 0 END, "
+                       "CASE WHEN strength = 'hard' THEN 1 ELSE 0 END FROM dependencies")
+    # fromiter over a flat chain: numpy converting a list of Row objects directly is ~50x slower.
+    e = np.fromiter(chain.from_iterable(edges), dtype=np.int64, count=4 * len(edges)).reshape(-1, 4)
+    arrays = EstateArrays(ids=ids, names=list(cols[1]), keys=list(cols[2]), kinds=kinds,
+                          crit=np.array(cols[4], dtype=object), provider=np.array(cols[5], dtype=object),
+                          min_up=np.array([-1 if m is None else m for m in cols[6]], dtype=np.int64),
+                          is_service=kinds == SERVICE_KIND, src=np.zeros(0, dtype=np.int64),
+                          dst=np.zeros(0, dtype=np.int64), member=np.zeros(0, dtype=bool),
+                          hard=np.zeros(0, dtype=bool))
+    if e.size and ids.size:
+        src_pos = np.minimum(np.searchsorted(ids, e[:, 0]), ids.size - 1)
+        dst_pos = np.minimum(np.searchsorted(ids, e[:, 1]), ids.size - 1)
+        live = (ids[src_pos] == e[:, 0]) & (ids[dst_pos] == e[:, 1])  # both ends not retired
+        arrays.src, arrays.dst = src_pos[live], dst_pos[live]
+        arrays.member, arrays.hard = e[live, 2] == 1, e[live, 3] == 1
+    return arrays
+
+
+def estate_arrays(db: so.Session) -> EstateArrays:
+    """``load_estate_arrays``, reused while the inventory version is unchanged."""
+    return cache.cached(db, "plans:estate-arrays", lambda: load_estate_arrays(db))
+
+
+# ---------------------------------------------------------------- which plans apply where
+
+@dataclass
+class PlanReach:
+    """Where each plan applies: plan id → list of (how, asset positions)."""
+
+    routes: dict[int, list[tuple[str, np.ndarray]]]
+
+
+def _plan_reach(db: so.Session, arrays: EstateArrays) -> PlanReach:
+    routes: dict[int, list[tuple[str, np.ndarray]]] = {}
+
+    def add(plan_id: int, via: str, asset_ids: Iterable[int] | None = None,
+            positions: np.ndarray | None = None) -> None:
+        pos = arrays.positions(asset_ids) if positions is None else positions
+        if pos.size:
+            routes.setdefault(plan_id, []).append((via, pos))
+
+    links = _fetch(db, "SELECT plan_id, asset_id, product_id, vendor_id FROM plan_links")
+    direct: dict[int, list[int]] = {}
+    by_product: dict[int, list[int]] = {}
+    by_vendor: dict[int, list[int]] = {}
+    for plan_id, asset_id, product_id, vendor_id in links:
+        if asset_id is not None:
+            direct.setdefault(plan_id, []).append(asset_id)
+        elif product_id is not None:
+            by_product.setdefault(product_id, []).append(plan_id)
+        elif vendor_id is not None:
+            by_vendor.setdefault(vendor_id, []).append(plan_id)
+    for plan_id, asset_ids in direct.items():
+        add(plan_id, "asset", asset_ids)
+    # through an installed product / that product's vendor
+    if by_product or by_vendor:
+        products = {pid: (vid, name) for pid, vid, name in _fetch(db, "SELECT id, vendor_id, name FROM products")}
+        vendor_names = dict(_fetch(db, "SELECT id, name FROM vendors"))
+        wanted = {pid for pid, (vid, _n) in products.items() if pid in by_product or vid in by_vendor}
+        installed: dict[int, list[int]] = {}
+        if wanted:
+            id_list = ",".join(str(int(p)) for p in sorted(wanted))
+            for asset_id, product_id in _fetch(db, "SELECT asset_id, product_id FROM installations "
+                                                   f"WHERE product_id IN ({id_list})"):
+                installed.setdefault(product_id, []).append(asset_id)
+        for product_id, plan_ids in by_product.items():
+            for plan_id in plan_ids:
+                add(plan_id, f"product {products.get(product_id, (0, '?'))[1]}", installed.get(product_id, []))
+        for vendor_id, plan_ids in by_vendor.items():
+            asset_ids = [a for pid, (vid, _n) in products.items() if vid == vendor_id for a in installed.get(pid, [])]
+            for plan_id in plan_ids:
+                add(plan_id, f"vendor {vendor_names.get(vendor_id, '?')}", asset_ids)
+        # through the cloud vendor hosting the asset
+        for vendor_id, cloud in _fetch(db, "SELECT id, cloud_provider FROM vendors WHERE cloud_provider IS NOT NULL"):
+            if vendor_id in by_vendor:
+                pos = np.flatnonzero(arrays.provider == cloud)
+                for plan_id in by_vendor[vendor_id]:
+                    add(plan_id, f"cloud vendor {vendor_names.get(vendor_id, '?')}", positions=pos)
+    # through a business service that depends on the asset
+    for plan_id, asset_ids in direct.items():
+        for service_pos in arrays.positions(asset_ids):
+            if arrays.is_service[service_pos]:
+                reached, _parent = arrays.reach(np.array([service_pos]))
+                reached[service_pos] = False
+                add(plan_id, f"service {arrays.names[service_pos]}", positions=np.flatnonzero(reached))
+    return PlanReach(routes)
+
+
+def plan_reach(db: so.Session, arrays: EstateArrays | None = None) -> PlanReach:
+    arrays = arrays or estate_arrays(db)
+    return cache.cached(db, "plans:reach", lambda: _plan_reach(db, arrays))
 
 
 def applicable_plans(db: so.Session, asset_ids: Iterable[int] | None = None,
                      *, services_direct_only: bool = True,
                      include_services: bool = True) -> dict[int, dict[int, str]]:
-    """asset id -> {plan id: how the plan applies} for the given assets (None: all live assets).
+    """asset id -> {plan id: how the plan applies} (see the module docstring for the rules).
 
-    See the module docstring for the rules.
+    ``services_direct_only``: a business service counts only plans linked to it;
+    ``include_services``: whether plans reach assets through the services that depend on them.
     """
-    ids = None if asset_ids is None else list(asset_ids)
-    wanted = None
-    if ids is not None and len(ids) > 2000:
-        # Huge IN lists are slower (and SQLite caps bound parameters): filter in Python.
-        wanted, ids = set(ids), None
-    result: dict[int, dict[int, str]] = {}
+    arrays = estate_arrays(db)
+    wanted = None if asset_ids is None else set(arrays.positions(asset_ids).tolist())
+    out: dict[int, dict[int, str]] = {}
+    for plan_id, routes in plan_reach(db, arrays).routes.items():
+        for via, positions in routes:
+            if via.startswith("service ") and not include_services:
+                continue
+            for pos in positions.tolist():
+                if wanted is not None and pos not in wanted:
+                    continue
+                if services_direct_only and via != "asset" and arrays.is_service[pos]:
+                    continue
+                out.setdefault(int(arrays.ids[pos]), {}).setdefault(plan_id, via)
+    return out
 
-    def add(asset_id: int, plan_id: int, via: str) -> None:
-        if wanted is not None and asset_id not in wanted:
-            return
-        result.setdefault(asset_id, {}).setdefault(plan_id, via)
 
-    def restrict(stmt, column):  # type: ignore[no-untyped-def]
-        return stmt if ids is None else stmt.where(column.in_(ids))
-
-    # 1. linked directly
-    for asset_id, plan_id in db.execute(restrict(
-            sa.select(PlanLink.asset_id, PlanLink.plan_id).where(PlanLink.asset_id.is_not(None)),
-            PlanLink.asset_id)):
-        add(asset_id, plan_id, "asset")
-    not_service = Asset.kind != SERVICE_KIND if services_direct_only else sa.true()
-    # 2. through an installed product
-    for asset_id, plan_id, prod in db.execute(restrict(
-            sa.select(Installation.asset_id, PlanLink.plan_id, Product.name)
-            .join(PlanLink, PlanLink.product_id == Installation.product_id)
-            .join(Product, Product.id == Installation.product_id)
-            .join(Asset, Asset.id == Installation.asset_id).where(not_service),
-            Installation.asset_id)):
-        add(asset_id, plan_id, f"product {prod}")
-    # 3a. through the vendor of an installed product
-    for asset_id, plan_id, vendor in db.execute(restrict(
-            sa.select(Installation.asset_id, PlanLink.plan_id, Vendor.name)
-            .join(Product, Product.id == Installation.product_id)
-            .join(PlanLink, PlanLink.vendor_id == Product.vendor_id)
-            .join(Vendor, Vendor.id == Product.vendor_id)
-            .join(Asset, Asset.id == Installation.asset_id).where(not_service),
-            Installation.asset_id)):
-        add(asset_id, plan_id, f"vendor {vendor}")
-    # 3b. through the cloud vendor hosting it
-    for asset_id, plan_id, vendor in db.execute(restrict(
-            sa.select(Asset.id, PlanLink.plan_id, Vendor.name)
-            .join(Vendor, Vendor.cloud_provider == Asset.provider)
-            .join(PlanLink, PlanLink.vendor_id == Vendor.id).where(not_service),
-            Asset.id)):
-        add(asset_id, plan_id, f"cloud vendor {vendor}")
-    if not include_services:
-        return result
-    # 4. through a business service that depends on it (recursive walk down the graph)
-    service_plans = (sa.select(PlanLink.plan_id.label("plan_id"), PlanLink.asset_id.label("asset_id"),
-                               PlanLink.asset_id.label("service_id"))
-                     .join(Asset, Asset.id == PlanLink.asset_id)
-                     .where(Asset.kind == SERVICE_KIND, Asset.retired_at.is_(None))
-                     .cte("reach", recursive=True))
-    reach = service_plans.union(
-        sa.select(service_plans.c.plan_id, Dependency.dependency_id, service_plans.c.service_id)
-        .join(Dependency, Dependency.dependent_id == service_plans.c.asset_id))
-    service = so.aliased(Asset)
-    stmt = (sa.select(reach.c.asset_id, reach.c.plan_id, service.name)
-            .join(Asset, Asset.id == reach.c.asset_id)
-            .join(service, service.id == reach.c.service_id)
-            .where(reach.c.asset_id != reach.c.service_id))
-    if services_direct_only:
-        stmt = stmt.where(Asset.kind != SERVICE_KIND)
-    for asset_id, plan_id, service_name in db.execute(restrict(stmt, reach.c.asset_id)):
-        add(asset_id, plan_id, f"service {service_name}")
-    return result
-
+# ---------------------------------------------------------------- coverage
 
 def coverage(db: so.Session, now: datetime | None = None, *, criticality: str = "critical") -> dict[str, Any]:
     """Plan coverage of critical business services and critical assets.
@@ -247,26 +440,51 @@ def coverage(db: so.Session, now: datetime | None = None, *, criticality: str = 
     and ``not_exercised`` / ``assets_not_exercised`` (covered, but none of
     their current plans has been exercised).  Entries are
     ``{asset_id, name, natural_key, criticality, kind, plans}`` with plans
-    ``[{id, name, status, via}]``.
+    ``[{id, name, status, via}]``.  The result is shared between requests
+    (cached): do not mutate it.
     """
     now = now or utcnow()
-    plans = {p.id: p for p in db.scalars(sa.select(ContingencyPlan))}
-    statuses = {pid: plan_status(p, now) for pid, p in plans.items()}
-    assets = db.execute(sa.select(Asset.id, Asset.name, Asset.natural_key, Asset.criticality, Asset.kind)
-                        .where(Asset.retired_at.is_(None), Asset.criticality == criticality)
-                        .order_by(Asset.name, Asset.id)).all()
-    applicable = applicable_plans(db, [a.id for a in assets]) if assets else {}
+    plans = {pid: (name, plan_status(_PlanDates(interval, reviewed, exercised), now))
+             for pid, name, interval, reviewed, exercised in db.execute(
+                 sa.select(ContingencyPlan.id, ContingencyPlan.name, ContingencyPlan.review_interval_days,
+                           ContingencyPlan.last_reviewed, ContingencyPlan.last_exercised))}
+    # The report changes only with the inventory (version) or when a plan's status flips with
+    # time: reuse it while neither happened.  Shared between requests — callers must not mutate it.
+    signature = hashlib.sha1(repr(sorted(plans.items())).encode()).hexdigest()
+    return cache.cached(db, f"plans:coverage:{criticality}:{signature}",
+                        lambda: _coverage(db, plans, now, criticality))
+
+
+def _coverage(db: so.Session, plans: dict[int, tuple[str, str]], now: datetime,
+              criticality: str) -> dict[str, Any]:
+    arrays = estate_arrays(db)
+    target = arrays.crit == criticality
+    per_asset: dict[int, dict[int, str]] = {}
+    for plan_id, routes in plan_reach(db, arrays).routes.items():
+        if plan_id not in plans:
+            continue
+        for via, positions in routes:
+            hits = positions[target[positions]]
+            if via != "asset":  # a business service counts only its own plans
+                hits = hits[~arrays.is_service[hits]]
+            for pos in hits.tolist():
+                per_asset.setdefault(pos, {}).setdefault(plan_id, via)
+    order = {CURRENT: 0, NEVER_EXERCISED: 1, STALE: 2}
     out: dict[str, Any] = {"criticality": criticality, "generated_at": now.isoformat()}
-    for prefix, rows in (("", [a for a in assets if a.kind == SERVICE_KIND]),
-                         ("assets_", [a for a in assets if a.kind != SERVICE_KIND])):
+    targets = np.flatnonzero(target)
+    targets = targets[np.lexsort((arrays.ids[targets], np.array([arrays.names[i] for i in targets], dtype=object)))] \
+        if targets.size else targets
+    for prefix, service_rows in (("", True), ("assets_", False)):
         buckets: dict[str, list[dict[str, Any]]] = {"covered_current": [], "stale_only": [],
                                                     "uncovered": [], "not_exercised": []}
-        for row in rows:
+        rows = [int(p) for p in targets if bool(arrays.is_service[p]) == service_rows]
+        for pos in rows:
             entry_plans = sorted(
-                ({"id": pid, "name": plans[pid].name, "status": statuses[pid], "via": via}
-                 for pid, via in applicable.get(row.id, {}).items()),
-                key=lambda p: ({CURRENT: 0, NEVER_EXERCISED: 1, STALE: 2}[p["status"]], p["name"]))
-            entry = _asset_entry(row, entry_plans)
+                ({"id": pid, "name": plans[pid][0], "status": plans[pid][1], "via": via}
+                 for pid, via in per_asset.get(pos, {}).items()),
+                key=lambda p: (order[p["status"]], p["name"]))
+            entry = {"asset_id": int(arrays.ids[pos]), "name": arrays.names[pos], "natural_key": arrays.keys[pos],
+                     "criticality": arrays.crit[pos], "kind": arrays.kinds[pos], "plans": entry_plans}
             live = [p for p in entry_plans if p["status"] != STALE]
             if not entry_plans:
                 buckets["uncovered"].append(entry)
@@ -286,155 +504,89 @@ def coverage(db: so.Session, now: datetime | None = None, *, criticality: str = 
 
 # ---------------------------------------------------------------- recovery targets
 
-def _promised_rtos(db: so.Session, asset_ids: Iterable[int]) -> dict[int, tuple[int, str]]:
-    """asset id -> (smallest RTO, plan name) over plans linked directly to it: the promise."""
-    out: dict[int, tuple[int, str]] = {}
-    ids = list(asset_ids)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        for asset_id, rto, name in db.execute(
-                sa.select(PlanLink.asset_id, ContingencyPlan.rto_minutes, ContingencyPlan.name)
-                .join(ContingencyPlan, ContingencyPlan.id == PlanLink.plan_id)
-                .where(PlanLink.asset_id.in_(chunk), ContingencyPlan.rto_minutes.is_not(None))):
-            if asset_id not in out or rto < out[asset_id][0]:
-                out[asset_id] = (rto, name)
-    return out
-
-
-def _recovery_times(db: so.Session, asset_ids: Iterable[int],
-                    plan_rtos: dict[int, tuple[int | None, str]]) -> dict[int, tuple[int, str, str]]:
-    """asset id -> (RTO, plan name, how it applies) of the *slowest* plan that restores it.
-
-    Plans apply through the asset itself, its products, their vendors or its cloud
-    vendor (not through the services it supports — that would be circular).  Each
-    plan answers one failure mode; the slowest one bounds how long the asset may
-    stay down, so that is what a dependent service must be able to ride out.
-    """
-    out: dict[int, tuple[int, str, str]] = {}
-    ids = list(asset_ids)
-    if not ids:
-        return out
-    for asset_id, plans in applicable_plans(db, ids, include_services=False).items():
-        for plan_id, via in plans.items():
-            rto, name = plan_rtos.get(plan_id, (None, ""))
-            if rto is not None and (asset_id not in out or rto > out[asset_id][0]):
-                out[asset_id] = (rto, name, via)
-    return out
-
-
-class _HardGraph:
-    """Hard dependency edges, loaded lazily frontier by frontier and cached."""
-
-    def __init__(self, db: so.Session) -> None:
-        self.db = db
-        self.edges: dict[int, list[int]] = {}
-        self.info: dict[int, Any] = {}
-
-    def load(self, ids: Iterable[int]) -> None:
-        todo = [i for i in ids if i not in self.edges]
-        for start in range(0, len(todo), 500):
-            chunk = todo[start:start + 500]
-            for row in self.db.execute(sa.select(Asset.id, Asset.name, Asset.natural_key, Asset.kind,
-                                                 Asset.criticality, Asset.min_up, Asset.retired_at)
-                                       .where(Asset.id.in_(chunk))):
-                self.info[row.id] = row
-            members: dict[int, list[int]] = {}
-            for i in chunk:
-                self.edges[i] = []
-            for dependent, dependency, kind in self.db.execute(
-                    sa.select(Dependency.dependent_id, Dependency.dependency_id, Dependency.kind)
-                    .where(Dependency.dependent_id.in_(chunk), Dependency.strength == "hard")):
-                if kind == MEMBER_OF:
-                    members.setdefault(dependent, []).append(dependency)
-                else:
-                    self.edges[dependent].append(dependency)
-            for group, member_ids in members.items():
-                min_up = self.info[group].min_up if group in self.info else None
-                # A redundant group survives the loss of one member: no single member's
-                # recovery time bounds the group's.
-                if min_up is None or min_up >= len(member_ids):
-                    self.edges[group].extend(member_ids)
-
-
 def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> list[dict[str, Any]]:
     """Every live business service: its promised RTO against its slowest hard dependency.
 
     ``status``: ``at_risk`` (a dependency's plan RTO exceeds the promise),
     ``unverified`` (no dependency is slower, but some have no plan RTO),
     ``ok``, or ``no_rto`` (no plan with an RTO is linked to the service).
+    The result is shared between requests (cached): do not mutate it.
     """
-    stmt = (sa.select(Asset.id).where(Asset.kind == SERVICE_KIND, Asset.retired_at.is_(None)))
-    if service_ids is not None:
-        stmt = stmt.where(Asset.id.in_(list(service_ids)))
-    services = list(db.scalars(stmt))
-    graph = _HardGraph(db)
-    graph.load(services)
-    promised = _promised_rtos(db, services)
-    plan_rtos = {pid: (rto, name) for pid, rto, name in db.execute(
-        sa.select(ContingencyPlan.id, ContingencyPlan.rto_minutes, ContingencyPlan.name))}
-    results = []
-    for service_id in services:
-        # BFS over hard dependencies, remembering one shortest path to each.
-        parent: dict[int, int | None] = {service_id: None}
-        queue = deque([service_id])
-        order = []
-        while queue:
-            level = list(queue)
-            queue.clear()
-            graph.load(level)
-            for node in level:
-                for dep in graph.edges.get(node, []):
-                    if dep not in parent:
-                        parent[dep] = node
-                        order.append(dep)
-                        queue.append(dep)
-        graph.load(order)
-        deps = [d for d in order if graph.info.get(d) is not None and graph.info[d].retired_at is None]
-        rtos = _recovery_times(db, deps, plan_rtos)
-        info = graph.info[service_id]
+    rtos = {pid: (rto, name) for pid, rto, name in db.execute(
+        sa.select(ContingencyPlan.id, ContingencyPlan.rto_minutes, ContingencyPlan.name)) if rto is not None}
+    # RTO values are not covered by the inventory version: they are part of the cache key.
+    signature = hashlib.sha1(repr(sorted(rtos.items())).encode()).hexdigest()
+    ids_key = "all" if service_ids is None else ",".join(str(i) for i in sorted(set(service_ids)))
+    if len(ids_key) > 200:
+        ids_key = hashlib.sha1(ids_key.encode()).hexdigest()
+    return cache.cached(db, f"plans:rto:{signature}:{ids_key}",
+                        lambda: _rto_check(db, rtos, service_ids))
 
-        def path_to(node: int) -> list[str]:
+
+def _rto_check(db: so.Session, rtos: dict[int, tuple[int, str]],
+               service_ids: Iterable[int] | None) -> list[dict[str, Any]]:
+    arrays = estate_arrays(db)
+    reach = plan_reach(db, arrays).routes
+    # Per asset: the slowest plan restoring it (not through services: that would be circular),
+    # and each service's promise: the fastest plan linked to it.
+    slow_rto = np.full(arrays.n, -1, dtype=np.int64)
+    slow_plan = np.full(arrays.n, -1, dtype=np.int64)
+    slow_via: dict[int, str] = {}
+    promise: dict[int, tuple[int, str]] = {}
+    for plan_id in sorted(rtos, key=lambda p: (rtos[p][0], p)):
+        rto, name = rtos[plan_id]
+        for via, positions in reach.get(plan_id, []):
+            if via.startswith("service "):
+                continue
+            better = positions[slow_rto[positions] < rto]
+            slow_rto[better] = rto
+            slow_plan[better] = plan_id
+            for pos in better.tolist():
+                slow_via[pos] = via
+            if via == "asset":
+                for pos in positions.tolist():
+                    if arrays.is_service[pos] and (pos not in promise or rto < promise[pos][0]):
+                        promise[pos] = (rto, name)
+    services = np.flatnonzero(arrays.is_service)
+    if service_ids is not None:
+        services = np.intersect1d(services, arrays.positions(service_ids))
+    results = []
+    for svc_pos in services.tolist():
+        reached, parent = arrays.reach(np.array([svc_pos]), "hard")
+        reached[svc_pos] = False
+        deps = np.flatnonzero(reached)
+
+        def path_to(pos: int) -> list[str]:
             names = []
-            cur: int | None = node
-            while cur is not None:
-                names.append(graph.info[cur].name)
-                cur = parent[cur]
+            cur = pos
+            while cur != -1:
+                names.append(arrays.names[cur])
+                cur = int(parent[cur]) if cur != svc_pos else -1
             return list(reversed(names))
 
-        slowest = None
-        for dep in deps:
-            if dep in rtos and (slowest is None or rtos[dep][0] > rtos[slowest][0]):
-                slowest = dep
-        unplanned = [{"asset_id": d, "name": graph.info[d].name, "natural_key": graph.info[d].natural_key}
-                     for d in deps if d not in rtos]
-        promise = promised.get(service_id)
+        def dep_entry(pos: int) -> dict[str, Any]:
+            return {"asset_id": int(arrays.ids[pos]), "name": arrays.names[pos], "natural_key": arrays.keys[pos],
+                    "rto_minutes": int(slow_rto[pos]), "plan": rtos[int(slow_plan[pos])][1],
+                    "via": slow_via[pos], "path": path_to(pos)}
+
+        planned = deps[slow_rto[deps] >= 0]
+        slowest = int(planned[np.argmax(slow_rto[planned])]) if planned.size else None
+        unplanned = [{"asset_id": int(arrays.ids[p]), "name": arrays.names[p], "natural_key": arrays.keys[p]}
+                     for p in deps[slow_rto[deps] < 0].tolist()]
+        promised = promise.get(svc_pos)
         too_slow = []
-        if promise is not None:
-            too_slow = sorted(
-                ({"asset_id": d, "name": graph.info[d].name, "natural_key": graph.info[d].natural_key,
-                  "rto_minutes": rtos[d][0], "plan": rtos[d][1], "via": rtos[d][2], "path": path_to(d)}
-                 for d in deps if d in rtos and rtos[d][0] > promise[0]),
-                key=lambda x: -x["rto_minutes"])
-        if promise is None:
-            status = "no_rto"
-        elif too_slow:
-            status = "at_risk"
-        elif unplanned:
-            status = "unverified"
-        else:
-            status = "ok"
+        if promised is not None:
+            slower = planned[slow_rto[planned] > promised[0]]
+            too_slow = sorted((dep_entry(p) for p in slower.tolist()), key=lambda x: (-x["rto_minutes"], x["name"]))
+        status = ("no_rto" if promised is None else "at_risk" if too_slow else "unverified" if unplanned else "ok")
         results.append({
-            "asset_id": service_id, "name": info.name, "natural_key": info.natural_key,
-            "criticality": info.criticality,
-            "rto_minutes": promise[0] if promise else None, "plan": promise[1] if promise else None,
-            "dependencies": len(deps),
-            "slowest": None if slowest is None else {
-                "asset_id": slowest, "name": graph.info[slowest].name,
-                "natural_key": graph.info[slowest].natural_key, "rto_minutes": rtos[slowest][0],
-                "plan": rtos[slowest][1], "via": rtos[slowest][2], "path": path_to(slowest)},
+            "asset_id": int(arrays.ids[svc_pos]), "name": arrays.names[svc_pos],
+            "natural_key": arrays.keys[svc_pos], "criticality": arrays.crit[svc_pos],
+            "rto_minutes": promised[0] if promised else None, "plan": promised[1] if promised else None,
+            "dependencies": int(deps.size),
+            "slowest": None if slowest is None else dep_entry(slowest),
             "too_slow": too_slow, "unplanned": unplanned, "status": status,
-            "shortfall_minutes": (rtos[slowest][0] - promise[0]) if (promise and slowest is not None
-                                                                      and too_slow) else 0,
+            "shortfall_minutes": (int(slow_rto[slowest]) - promised[0]) if (promised and too_slow) else 0,
         })
     rank = {"at_risk": 0, "unverified": 1, "no_rto": 2, "ok": 3}
     crit = {c: i for i, c in enumerate(CRITICALITIES)}

@@ -13,13 +13,15 @@ from datetime import date
 from typing import Any
 
 import jinja2
+import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from inventory.choices import CRITICALITIES, CRITICALITY_WEIGHT
+from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.models import Asset, ContingencyPlan, Installation, PlanLink, Product, Vendor
 from inventory.paths import templates_dir
+from inventory.services import cache
 from inventory.services import risk as risk_svc
 from inventory.services import updates as updates_svc
 from inventory.services.plan_status import plan_status
@@ -29,30 +31,39 @@ CERT_WINDOW_DAYS = risk_svc.CERT_EXPIRY_WARNING_DAYS
 
 
 def _where_it_runs(db: so.Session, vendor: Vendor) -> list[dict[str, Any]]:
-    """Per product: live installations, critical ones, versions, and where (provider/region/env)."""
+    """Per product: live installations, critical ones, versions, and where (provider/region/env).
+    Grouped in SQL: a popular agent is on tens of thousands of assets."""
     products = list(db.scalars(sa.select(Product).where(Product.vendor_id == vendor.id).order_by(Product.name)))
-    rows = db.execute(
-        sa.select(Installation.product_id, Installation.version, Asset.provider, Asset.region,
-                  Asset.environment, Asset.os_family, Asset.criticality)
-        .join(Asset, Asset.id == Installation.asset_id)
-        .join(Product, Product.id == Installation.product_id)
-        .where(Product.vendor_id == vendor.id, Asset.retired_at.is_(None))).all()
-    by_product: dict[int, list[Any]] = {}
-    for row in rows:
-        by_product.setdefault(row.product_id, []).append(row)
+    live = sa.and_(Asset.retired_at.is_(None), Product.vendor_id == vendor.id)
+
+    def grouped(*columns):  # type: ignore[no-untyped-def]
+        return db.execute(sa.select(Installation.product_id, *columns, sa.func.count())
+                          .join(Asset, Asset.id == Installation.asset_id)
+                          .join(Product, Product.id == Installation.product_id)
+                          .where(live).group_by(Installation.product_id, *columns)).all()
+
+    per: dict[int, dict[str, Any]] = {p.id: {"installations": 0, "critical": 0, "versions": Counter(),
+                                             "os_families": Counter(), "where": Counter()} for p in products}
+    for pid, crit, n in grouped(Asset.criticality):
+        per[pid]["installations"] += n
+        if crit == "critical":
+            per[pid]["critical"] += n
+    for pid, version, n in grouped(Installation.version):
+        per[pid]["versions"][version or "unknown"] += n
+    for pid, os_family, n in grouped(Asset.os_family):
+        per[pid]["os_families"][os_family or "unknown"] += n
+    for pid, provider, region, env, n in grouped(Asset.provider, Asset.region, Asset.environment):
+        per[pid]["where"][" / ".join(x for x in (provider or "unknown", region or "", env or "") if x)] += n
     out = []
     for p in products:
-        items = by_product.get(p.id, [])
-        where = Counter(" / ".join(x for x in (r.provider or "unknown", r.region or "", r.environment or "")
-                                   if x) for r in items)
+        d = per[p.id]
         out.append({
             "product_id": p.id, "product": p.name, "kind": p.kind,
             "vendor_pushes_updates": p.vendor_pushes_updates,
-            "installations": len(items),
-            "critical": sum(1 for r in items if r.criticality == "critical"),
-            "versions": dict(sorted(Counter(r.version or "unknown" for r in items).items())),
-            "os_families": dict(sorted(Counter(r.os_family or "unknown" for r in items).items())),
-            "where": [{"place": k, "count": v} for k, v in where.most_common()],
+            "installations": d["installations"], "critical": d["critical"],
+            "versions": dict(sorted(d["versions"].items())),
+            "os_families": dict(sorted(d["os_families"].items())),
+            "where": [{"place": k, "count": v} for k, v in d["where"].most_common()],
         })
     return out
 
@@ -84,21 +95,66 @@ def _hit_summary(hit: dict[str, Any]) -> dict[str, Any]:
             "path": [n for n in path_names if n]}
 
 
+def _blast_for_pack(db: so.Session, vendor: Vendor) -> dict[str, Any]:
+    """The blast radius a pack shows: totals, its score summary, and — without building all
+    of tens of thousands of hits — the first hits, and the first hits without a plan or with
+    only stale plans (the engine's order: down first, most critical, nearest)."""
+    from inventory.impact import blast_radius, parse_scope
+
+    result = blast_radius(db, parse_scope(db, {"vendor": vendor.name}))
+    summary = risk_svc.BlastSummary.from_result(result)
+    try:
+        ordered = result.ordered_idx
+        level = dict(zip(result.hit_idx.tolist(), result.best_level.tolist()))
+        first = [h.to_dict() for h in result.build_hits(ordered[:MAX_LISTED])]
+        gaps = [h.to_dict() for h in result.build_hits(
+            np.array([i for i in ordered.tolist() if level[i] == 0][:MAX_LISTED], dtype=np.int64))]
+        stale = [h.to_dict() for h in result.build_hits(
+            np.array([i for i in ordered.tolist() if level[i] == 1][:MAX_LISTED], dtype=np.int64))]
+    except AttributeError:  # an engine without those arrays: take every hit
+        hits = result.to_dict()["hits"]
+        first = hits[:MAX_LISTED]
+        gaps = [h for h in hits if risk_svc._hit_plan_state(h) == "gap"][:MAX_LISTED]
+        stale = [h for h in hits if risk_svc._hit_plan_state(h) == "stale"][:MAX_LISTED]
+    return {"summary": summary, "totals": result.totals, "hits": [_hit_summary(h) for h in first],
+            "gaps": [_hit_summary(h) for h in gaps], "stale_only": [_hit_summary(h) for h in stale]}
+
+
+def _service_plans(db: so.Session, service_ids: list[int], now: Any) -> dict[int, list[dict[str, Any]]]:
+    """A business service's own plans (the coverage rule: a service needs its own Plan B)."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    if not service_ids:
+        return out
+    for asset_id, plan in db.execute(sa.select(PlanLink.asset_id, ContingencyPlan)
+                                     .join(ContingencyPlan, ContingencyPlan.id == PlanLink.plan_id)
+                                     .where(PlanLink.asset_id.in_(service_ids))
+                                     .order_by(ContingencyPlan.name)):
+        out.setdefault(asset_id, []).append({"name": plan.name, "status": plan_status(plan, now)})
+    return out
+
+
 def review_pack(db: so.Session, vendor: Vendor | str | int, *, today: date | None = None) -> dict[str, Any]:
-    """Everything for a vendor review meeting, as JSON-safe data."""
+    """Everything for a vendor review meeting, as JSON-safe data (reused while nothing it
+    reads has changed; do not mutate it)."""
     if not isinstance(vendor, Vendor):
         vendor = updates_svc.find_vendor(db, vendor)
     today = today or utcnow().date()
-    blast = risk_svc._blast(db, vendor)
-    risk = risk_svc.vendor_risk(db, vendor, today=today,
-                                _blast_value=risk_svc.BlastSummary.from_hits(blast.get("hits") or [],
-                                                                             blast.get("totals")))
-    hits = [_hit_summary(h) for h in blast.get("hits") or []]
-    crit_rank = {c: i for i, c in enumerate(CRITICALITIES)}
-    hits.sort(key=lambda h: (crit_rank.get(h["criticality"], 9), h["status"] != "down", h["name"] or ""))
-    services = [h for h in hits if h["kind"] == "service"]
-    gaps = [h for h in hits if h["plan_state"] == "gap"]
-    stale_only = [h for h in hits if h["plan_state"] == "stale"]
+    key = f"review-pack:{vendor.id}:{today.isoformat()}:{updates_svc.audit_mark(db)}"
+    return cache.cached(db, key, lambda: _review_pack(db, vendor, today))
+
+
+def _review_pack(db: so.Session, vendor: Vendor, today: date) -> dict[str, Any]:
+    now = utcnow()
+    blast = _blast_for_pack(db, vendor)
+    summary: risk_svc.BlastSummary = blast["summary"]
+    risk = risk_svc.vendor_risk(db, vendor, today=today, _blast_value=summary)
+    by_service = blast["totals"].get("by_service") or []
+    own_plans = _service_plans(db, [s["asset_id"] for s in by_service], now)
+    services = [{"asset_id": s["asset_id"], "name": s["name"], "natural_key": s.get("natural_key"),
+                 "kind": "service", "status": s["status"], "criticality": s["criticality"],
+                 "hops": s.get("hops"), "plans": own_plans.get(s["asset_id"], []),
+                 "plan_state": "gap" if not own_plans.get(s["asset_id"]) else "planned", "path": []}
+                for s in by_service]
     # Plans written for this vendor or its products, whatever they hit.
     vendor_plan_ids: dict[int, str] = {}
     for plan_id, via in db.execute(
@@ -106,18 +162,18 @@ def review_pack(db: so.Session, vendor: Vendor | str | int, *, today: date | Non
             .outerjoin(Product, Product.id == PlanLink.product_id)
             .where(sa.or_(PlanLink.vendor_id == vendor.id, Product.vendor_id == vendor.id))):
         vendor_plan_ids.setdefault(plan_id, via)
-    now = utcnow()
     vendor_plans = []
     for plan in db.scalars(sa.select(ContingencyPlan).where(ContingencyPlan.id.in_(list(vendor_plan_ids)))
                            .order_by(ContingencyPlan.name)) if vendor_plan_ids else []:
         vendor_plans.append({"id": plan.id, "name": plan.name, "owner": plan.owner,
                              "rto_minutes": plan.rto_minutes, "status": plan_status(plan, now),
                              "linked_to": vendor_plan_ids[plan.id]})
-    untested = updates_svc.untested_exposure(db, vendor_id=vendor.id)
+    untested = updates_svc.untested_exposure(db, vendor_id=vendor.id, limit=MAX_LISTED)
+    stats = risk_svc.update_stats(db).get(vendor.id, {})
     assessments = [risk_svc.assessment_to_dict(a, today) for a in risk_svc.list_assessments(db, vendor.id)]
     latest = assessments[0] if assessments else None
     certs = [c for c in (latest["certifications"] if latest else []) if c["status"] in ("expired", "expiring")]
-    weight_hit = sum(CRITICALITY_WEIGHT.get(h["criticality"], 1) for h in hits)
+    by_status = blast["totals"].get("by_status") or {}
     return {
         "generated_at": now.isoformat(timespec="seconds"), "today": today.isoformat(),
         "vendor": {"id": vendor.id, "name": vendor.name, "tier": vendor.tier, "website": vendor.website,
@@ -128,17 +184,16 @@ def review_pack(db: so.Session, vendor: Vendor | str | int, *, today: date | Non
         "products": _where_it_runs(db, vendor),
         "hosted": _hosted(db, vendor),
         "concentration": risk["concentration"],
-        "blast": {"totals": blast.get("totals") or {}, "hit_count": len(hits),
-                  "down": sum(1 for h in hits if h["status"] == "down"),
-                  "degraded": sum(1 for h in hits if h["status"] == "degraded"),
-                  "by_criticality": dict(Counter(h["criticality"] for h in hits)),
-                  "weighted": weight_hit,
-                  "services": services, "hits": hits[:MAX_LISTED], "truncated": len(hits) > MAX_LISTED},
-        "coverage": {"gaps": gaps[:MAX_LISTED], "gap_count": len(gaps),
-                     "stale_only": stale_only[:MAX_LISTED], "stale_only_count": len(stale_only),
+        "blast": {"totals": blast["totals"], "hit_count": summary.hits,
+                  "down": int(by_status.get("down", summary.down)),
+                  "degraded": int(by_status.get("degraded", summary.hits - summary.down)),
+                  "by_criticality": summary.by_criticality, "weighted": summary.weighted_hits,
+                  "services": services, "hits": blast["hits"], "truncated": summary.hits > len(blast["hits"])},
+        "coverage": {"gaps": blast["gaps"], "gap_count": summary.plan_states.get("gap", 0),
+                     "stale_only": blast["stale_only"], "stale_only_count": summary.plan_states.get("stale", 0),
                      "vendor_plans": vendor_plans},
-        "untested": {"rows": untested[:MAX_LISTED], "count": len(untested),
-                     "critical": sum(1 for r in untested if r["criticality"] == "critical"),
+        "untested": {"rows": untested, "count": stats.get("untested", 0),
+                     "critical": stats.get("untested_critical", 0),
                      "vendor_pushed": updates_svc.vendor_pushed_products(db, vendor.id)},
         "assessments": assessments,
         "open_findings": latest["open_findings"] if latest else [],

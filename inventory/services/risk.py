@@ -23,6 +23,7 @@ show how it was reached — see ``SCORE_PARTS`` and ``/work/readme_parts/risk.md
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Iterable
@@ -30,16 +31,16 @@ from typing import Any, Iterable
 import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from scipy import sparse
 
 from inventory.choices import (ASSESSMENT_DOMAINS, CRITICALITIES, CRITICALITY_WEIGHT, FINDING_SEVERITIES,
-                               FINDING_STATUSES, SERVICE_KIND)
+                               FINDING_STATUSES)
 from inventory.db import utcnow
-from inventory.models import (Asset, Dependency, Installation, Product, Vendor, VendorAssessment,
+from inventory.models import (Asset, Installation, Product, Vendor, VendorAssessment,
                               VendorUpdate)
-from inventory.services import audit
-from inventory.services.updates import (NotFound, ValidationError, clean_text, find_vendor, parse_bool,
-                                        parse_date, untested_exposure)
+from inventory.services import audit, cache
+from inventory.services.plans import EstateArrays, _fetch, _int_pairs, estate_arrays
+from inventory.services.updates import (NotFound, ValidationError, audit_mark, clean_text, find_vendor,
+                                        parse_bool, parse_date, version_statuses)
 
 # ---------------------------------------------------------------- the formula, in one place
 
@@ -99,141 +100,121 @@ def band(score: float) -> str:
 # ---------------------------------------------------------------- concentration
 
 @dataclass
-class _Estate:
-    """Live assets and dependency edges as arrays, for fast reachability per vendor."""
-
-    ids: np.ndarray
-    index: dict[int, int]
-    critical: np.ndarray
-    service: np.ndarray
-    provider: list[str | None]
-    weight: np.ndarray
-    dependents: sparse.csr_matrix  # [dependent, dependency] = 1
-
-    @classmethod
-    def load(cls, db: so.Session) -> "_Estate":
-        rows = db.execute(sa.select(Asset.id, Asset.criticality, Asset.kind, Asset.provider)
-                          .where(Asset.retired_at.is_(None)).order_by(Asset.id)).all()
-        ids = np.array([r[0] for r in rows], dtype=np.int64)
-        index = {int(i): n for n, i in enumerate(ids)}
-        critical = np.array([r[1] == "critical" for r in rows], dtype=bool)
-        service = np.array([r[2] == SERVICE_KIND for r in rows], dtype=bool)
-        weight = np.array([CRITICALITY_WEIGHT.get(r[1], 1) for r in rows], dtype=float)
-        edges = db.execute(sa.select(Dependency.dependent_id, Dependency.dependency_id)).all()
-        src, dst = [], []
-        for a, b in edges:
-            ia, ib = index.get(a), index.get(b)
-            if ia is not None and ib is not None:
-                src.append(ia)
-                dst.append(ib)
-        n = len(ids)
-        matrix = sparse.csr_matrix((np.ones(len(src), dtype=np.int32), (src, dst)), shape=(n, n))
-        return cls(ids, index, critical, service, [r[3] for r in rows], weight, matrix)
-
-    def mask(self, asset_ids: Iterable[int]) -> np.ndarray:
-        m = np.zeros(len(self.ids), dtype=bool)
-        idx = [self.index[i] for i in asset_ids if i in self.index]
-        m[idx] = True
-        return m
-
-    def dependents_of(self, seeds: np.ndarray) -> np.ndarray:
-        """Assets that depend, directly or transitively, on any seed (seeds only if they do too)."""
-        reached = np.zeros_like(seeds)
-        frontier = seeds
-        while frontier.any():
-            nxt = (self.dependents @ frontier.astype(np.int32)) > 0
-            new = nxt & ~reached
-            reached |= new
-            frontier = new
-        return reached
-
-
-@dataclass
-class VendorReach:
+class _Route:
     vendor_id: int
-    vendor: str
-    routes: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def union(self) -> np.ndarray | None:
-        masks = list(self.routes.values())
-        if not masks:
-            return None
-        out = masks[0].copy()
-        for m in masks[1:]:
-            out |= m
-        return out
+    name: str  # "installed <Product>" or "hosted in <cloud>"
+    dependent_name: str  # "depends on <Product>" / "depends on <cloud>-hosted assets"
+    positions: np.ndarray
 
 
-def _vendor_reach(db: so.Session, estate: _Estate, vendors: list[Vendor]) -> list[VendorReach]:
-    vendor_ids = [v.id for v in vendors]
-    installs: dict[tuple[int, str], list[int]] = {}
-    if vendor_ids:
-        for vendor_id, product_name, asset_id in db.execute(
-                sa.select(Product.vendor_id, Product.name, Installation.asset_id)
-                .join(Installation, Installation.product_id == Product.id)
-                .where(Product.vendor_id.in_(vendor_ids))):
-            installs.setdefault((vendor_id, product_name), []).append(asset_id)
-    providers = np.array(estate.provider, dtype=object)
-    out = []
-    for vendor in vendors:
-        reach = VendorReach(vendor.id, vendor.name)
-        # (route name, name of the "depends on" route, assets reached directly)
-        direct: list[tuple[str, str, np.ndarray]] = []
-        for (vid, product_name), asset_ids in sorted(installs.items()):
-            if vid == vendor.id:
-                m = estate.mask(asset_ids)
-                if m.any():
-                    direct.append((f"installed {product_name}", f"depends on {product_name}", m))
-        if vendor.cloud_provider:
-            m = providers == vendor.cloud_provider
-            if m.any():
-                direct.append((f"hosted in {vendor.cloud_provider}",
-                               f"depends on {vendor.cloud_provider}-hosted assets", m))
-        for route, _dep_route, m in direct:
-            reach.routes[route] = m
-        for _route, dep_route, m in direct:
-            dep = estate.dependents_of(m)
-            if dep.any():
-                reach.routes[dep_route] = dep
-        out.append(reach)
-    return out
+def _routes(db: so.Session, arrays: EstateArrays) -> list[_Route]:
+    """Every vendor's direct routes (products installed on live assets, cloud hosting), vendors in
+    id order and each vendor's routes together, so a vendor owns a contiguous range of bits."""
+    pairs = _int_pairs(db, "SELECT product_id, asset_id FROM installations")
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+    product_ids, starts = np.unique(pairs[:, 0], return_index=True)
+    bounds = dict(zip(product_ids.tolist(), zip(starts.tolist(), np.append(starts[1:], len(pairs)).tolist())))
+    products: dict[int, list[tuple[str, int]]] = {}
+    for pid, vid, name in _fetch(db, "SELECT id, vendor_id, name FROM products"):
+        products.setdefault(vid, []).append((name, pid))
+    routes = []
+    for vendor_id, cloud in _fetch(db, "SELECT id, cloud_provider FROM vendors ORDER BY id"):
+        for name, pid in sorted(products.get(vendor_id, [])):
+            lo, hi = bounds.get(pid, (0, 0))
+            pos = arrays.positions(pairs[lo:hi, 1])
+            if pos.size:
+                routes.append(_Route(vendor_id, f"installed {name}", f"depends on {name}", np.unique(pos)))
+        if cloud:
+            pos = np.flatnonzero(arrays.provider == cloud)
+            if pos.size:
+                routes.append(_Route(vendor_id, f"hosted in {cloud}", f"depends on {cloud}-hosted assets", pos))
+    return routes
 
 
-def _concentration_row(estate: _Estate, reach: VendorReach) -> dict[str, Any]:
-    union = reach.union
-    total_critical = int(estate.critical.sum())
-    total_services = int((estate.critical & estate.service).sum())
-    if union is None:
-        union = np.zeros(len(estate.ids), dtype=bool)
-    critical = int((union & estate.critical).sum())
-    services = int((union & estate.critical & estate.service).sum())
-    return {
-        "vendor_id": reach.vendor_id, "vendor": reach.vendor,
-        "assets": int(union.sum()),
-        "critical_assets": critical,
-        "share": (critical / total_critical) if total_critical else 0.0,
-        "critical_services": services,
-        "service_share": (services / total_services) if total_services else 0.0,
-        "total_critical_assets": total_critical, "total_critical_services": total_services,
-        "routes": {name: int((m & estate.critical).sum()) for name, m in reach.routes.items()
-                   if (m & estate.critical).any()},
-        "routes_all_assets": {name: int(m.sum()) for name, m in reach.routes.items()},
-    }
+def _bit(matrix: np.ndarray, r: int) -> np.ndarray:
+    return ((matrix[:, r // 64] >> np.uint64(r % 64)) & np.uint64(1)).astype(bool)
 
 
-def vendor_concentration(db: so.Session, vendors: Iterable[Vendor] | None = None,
-                         *, _estate: _Estate | None = None) -> list[dict[str, Any]]:
+def _all_concentration(db: so.Session) -> dict[int, dict[str, Any]]:
+    """Concentration rows for every vendor at once.
+
+    Each direct route gets one bit; ``direct`` holds, per asset, the routes reaching it
+    directly.  ``depends`` — the routes an asset reaches *through* its dependencies — is
+    the fixpoint of OR-ing each dependency's bits into its dependents (hard and soft edges,
+    groups included; cycles are fine, OR is monotone), computed for all vendors together
+    with one sorted reduce per round.
+    """
+    arrays = estate_arrays(db)
+    routes = _routes(db, arrays)
+    n, k = arrays.n, len(routes)
+    words = max(1, (k + 63) // 64)
+    direct = np.zeros((n, words), dtype=np.uint64)
+    for r, route in enumerate(routes):
+        direct[route.positions, r // 64] |= np.uint64(1 << (r % 64))
+    depends = np.zeros_like(direct)
+    if arrays.src.size and k:
+        order = np.argsort(arrays.src, kind="stable")
+        src, dst = arrays.src[order], arrays.dst[order]
+        # Semi-naive rounds: only edges whose dependency gained bits in the last round are
+        # pulled again, so long chains and cycles cost what actually changes.
+        source, changed = direct, direct.any(axis=1)
+        while changed.any():
+            sel = changed[dst]
+            if not sel.any():
+                break
+            s_src, s_dst = src[sel], dst[sel]
+            targets, starts = np.unique(s_src, return_index=True)
+            grown = depends[targets] | np.bitwise_or.reduceat(source[s_dst], starts, axis=0)
+            moved = (grown != depends[targets]).any(axis=1)
+            depends[targets[moved]] = grown[moved]
+            source, changed = depends, np.zeros(n, dtype=bool)
+            changed[targets[moved]] = True
+    critical = arrays.crit == "critical"
+    services = critical & arrays.is_service
+    total_critical, total_services = int(critical.sum()), int(services.sum())
+    rows: dict[int, dict[str, Any]] = {}
+    by_vendor: dict[int, list[int]] = {}
+    for r, route in enumerate(routes):
+        by_vendor.setdefault(route.vendor_id, []).append(r)
+    for vendor_id, name in _fetch(db, "SELECT id, name FROM vendors"):
+        union = np.zeros(n, dtype=bool)
+        counts: dict[str, int] = {}
+        counts_all: dict[str, int] = {}
+        route_ids = by_vendor.get(vendor_id, [])
+        masks = [(routes[r].name, _bit(direct, r)) for r in route_ids] + \
+                [(routes[r].dependent_name, _bit(depends, r)) for r in route_ids]
+        for route_name, mask in masks:
+            if mask.any():
+                union |= mask
+                counts_all[route_name] = int(mask.sum())
+                crit_count = int((mask & critical).sum())
+                if crit_count:
+                    counts[route_name] = crit_count
+        n_crit = int((union & critical).sum())
+        n_services = int((union & services).sum())
+        rows[vendor_id] = {
+            "vendor_id": vendor_id, "vendor": name, "assets": int(union.sum()),
+            "critical_assets": n_crit, "share": (n_crit / total_critical) if total_critical else 0.0,
+            "critical_services": n_services,
+            "service_share": (n_services / total_services) if total_services else 0.0,
+            "total_critical_assets": total_critical, "total_critical_services": total_services,
+            "routes": counts, "routes_all_assets": counts_all,
+        }
+    return rows
+
+
+def vendor_concentration(db: so.Session, vendors: Iterable[Vendor] | None = None) -> list[dict[str, Any]]:
     """Per vendor: distinct critical assets depending on it (any route), their share of all
     critical assets, the same for critical business services, and the count per route.
 
     Rows ``{vendor_id, vendor, critical_assets, share, routes: {route: critical count},
     assets, critical_services, service_share, routes_all_assets}``, highest share first.
+    Computed for every vendor at once and reused while the inventory is unchanged; the
+    rows returned are copies.
     """
-    vendor_list = list(vendors) if vendors is not None else list(
-        db.scalars(sa.select(Vendor).order_by(Vendor.name)))
-    estate = _estate or _Estate.load(db)
-    rows = [_concentration_row(estate, r) for r in _vendor_reach(db, estate, vendor_list)]
+    every = cache.cached(db, "risk:concentration", lambda: _all_concentration(db))
+    ids = None if vendors is None else [v.id for v in vendors]
+    rows = [copy.deepcopy(row) for vid, row in every.items() if ids is None or vid in ids]
     rows.sort(key=lambda r: (-r["share"], -r["critical_assets"], -r["assets"], r["vendor"].lower()))
     return rows
 
@@ -552,24 +533,58 @@ def _assessment_part(assessment: VendorAssessment | None, today: date) -> dict[s
                  certification_points=cert_points)
 
 
-def _updates_part(db: so.Session, vendor: Vendor, assessment: VendorAssessment | None,
-                  reaches_assets: bool) -> dict[str, Any]:
-    crit_weight = sa.case(*[(Asset.criticality == c, w) for c, w in CRITICALITY_WEIGHT.items()], else_=1)
-    total_weight = db.scalar(
-        sa.select(sa.func.coalesce(sa.func.sum(crit_weight), 0))
+def _compute_update_stats(db: so.Session) -> dict[int, dict[str, Any]]:
+    """Per vendor: live installations, their criticality weight, and the untested ones.
+
+    One grouped scan (vendor, product, version, criticality); whether a version is tested is
+    then decided in Python from the small updates/tests tables — no correlated subquery per
+    installation."""
+    statuses = version_statuses(db)
+    rows = db.execute(
+        sa.select(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality,
+                  sa.func.count())
         .select_from(Installation).join(Asset, Asset.id == Installation.asset_id)
         .join(Product, Product.id == Installation.product_id)
-        .where(Asset.retired_at.is_(None), Product.vendor_id == vendor.id)) or 0
-    untested = untested_exposure(db, vendor_id=vendor.id)
-    untested_weight = sum(CRITICALITY_WEIGHT.get(r["criticality"], 1) for r in untested)
+        .where(Asset.retired_at.is_(None))
+        .group_by(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality)).all()
+    out: dict[int, dict[str, Any]] = {}
+    for vendor_id, product_id, version, crit, n in rows:
+        stats = out.setdefault(vendor_id, {"installed": 0, "installed_weight": 0, "untested": 0,
+                                           "untested_weight": 0, "untested_critical": 0})
+        weight = CRITICALITY_WEIGHT.get(crit, 1) * n
+        stats["installed"] += n
+        stats["installed_weight"] += weight
+        status = statuses.get((product_id, version)) if version is not None else None
+        if status is None or not status.tested:
+            stats["untested"] += n
+            stats["untested_weight"] += weight
+            stats["untested_critical"] += n if crit == "critical" else 0
+    return out
+
+
+def update_stats(db: so.Session) -> dict[int, dict[str, Any]]:
+    """``_compute_update_stats``, reused until the inventory or the audit trail moves (every
+    update and test result is audited)."""
+    return cache.cached(db, f"risk:update-stats:{audit_mark(db)}", lambda: _compute_update_stats(db))
+
+
+def _pushed_products(db: so.Session) -> dict[int, list[str]]:
+    pushed_update = sa.exists(sa.select(VendorUpdate.id).where(VendorUpdate.product_id == Product.id,
+                                                               VendorUpdate.vendor_pushed.is_(True)))
+    out: dict[int, list[str]] = {}
+    for vendor_id, name in db.execute(
+            sa.select(Product.vendor_id, Product.name)
+            .where(sa.or_(Product.vendor_pushes_updates.is_(True), pushed_update)).order_by(Product.name)):
+        out.setdefault(vendor_id, []).append(name)
+    return out
+
+
+def _updates_part(stats: dict[str, Any] | None, pushed_products: list[str],
+                  assessment: VendorAssessment | None, reaches_assets: bool) -> dict[str, Any]:
+    stats = stats or {"installed": 0, "installed_weight": 0, "untested": 0, "untested_weight": 0}
+    total_weight, untested_weight = stats["installed_weight"], stats["untested_weight"]
     share = untested_weight / total_weight if total_weight else 0.0
     untested_points = UNTESTED_MAX * share
-    pushed_products = list(db.scalars(
-        sa.select(Product.name).where(Product.vendor_id == vendor.id).where(sa.or_(
-            Product.vendor_pushes_updates.is_(True),
-            sa.exists(sa.select(VendorUpdate.id).where(VendorUpdate.product_id == Product.id,
-                                                       VendorUpdate.vendor_pushed.is_(True)))))
-        .order_by(Product.name)))
     no_control = assessment is not None and assessment.customer_update_control is False
     pushed = bool(pushed_products or no_control) and reaches_assets
     pushed_points = VENDOR_PUSHED_POINTS if pushed else 0.0
@@ -581,12 +596,12 @@ def _updates_part(db: so.Session, vendor: Vendor, assessment: VendorAssessment |
             practice_gaps.append("no rollback")
     practice_points = PRACTICE_GAP_POINTS * len(practice_gaps)
     why_pushed = ", ".join(pushed_products) + (" (no customer update control)" if no_control else "")
-    detail = (f"{len(untested)} untested installation(s), weight {untested_weight:g} of {total_weight:g} "
+    detail = (f"{stats['untested']} untested installation(s), weight {untested_weight:g} of {total_weight:g} "
               f"({share:.0%}) → {untested_points:.2f}; "
               + (f"vendor-pushed: {why_pushed} → {pushed_points:g}" if pushed else "no vendor-pushed updates → 0")
               + (f"; {', '.join(practice_gaps)} → {practice_points:g}" if practice_gaps else ""))
     return _part("updates", untested_points + pushed_points + practice_points, UPDATES_MAX, detail,
-                 untested_installations=len(untested), untested_weight=untested_weight,
+                 untested_installations=stats["untested"], untested_weight=untested_weight,
                  installed_weight=total_weight, untested_share=round(share, 4),
                  untested_points=round(untested_points, 2), vendor_pushed_products=pushed_products,
                  no_customer_update_control=no_control, vendor_pushed_points=pushed_points,
@@ -628,24 +643,26 @@ def _scaled(part: dict[str, Any], dependence: float) -> dict[str, Any]:
 
 
 def _estate_weight(db: so.Session) -> float:
-    crit_weight = sa.case(*[(Asset.criticality == c, w) for c, w in CRITICALITY_WEIGHT.items()], else_=1)
-    return float(db.scalar(sa.select(sa.func.coalesce(sa.func.sum(crit_weight), 0))
-                           .where(Asset.retired_at.is_(None))) or 0)
+    """Σ criticality weight over every live asset."""
+    crit = estate_arrays(db).crit
+    return float(sum(CRITICALITY_WEIGHT.get(c, 1) * int((crit == c).sum()) for c in set(crit.tolist())))
 
 
 def vendor_risk(db: so.Session, vendor: Vendor | str | int, *, today: date | None = None,
-                _estate: _Estate | None = None, _concentration: dict[str, Any] | None = None,
-                _estate_weight_value: float | None = None,
-                _blast_value: "dict[str, Any] | BlastSummary | None" = None) -> dict[str, Any]:
+                _concentration: dict[str, Any] | None = None, _estate_weight_value: float | None = None,
+                _blast_value: "dict[str, Any] | BlastSummary | None" = None,
+                _update_stats: dict[int, dict[str, Any]] | None = None,
+                _pushed: dict[int, list[str]] | None = None) -> dict[str, Any]:
     """The transparent vendor risk score (0-100) with every part's contribution.
 
     ``{vendor_id, vendor, tier, score, band, subtotal, modifier, parts: [{part, points,
     max, detail, inputs}], modifiers: [...], latest_assessment, review_due, concentration}``
+    (the ``_``-prefixed arguments let ``risk_table`` share work between vendors).
     """
     if not isinstance(vendor, Vendor):
         vendor = find_vendor(db, vendor)
     today = today or utcnow().date()
-    conc = _concentration or vendor_concentration(db, [vendor], _estate=_estate)[0]
+    conc = _concentration or vendor_concentration(db, [vendor])[0]
     estate_weight = _estate_weight_value if _estate_weight_value is not None else _estate_weight(db)
     if _blast_value is not None:  # a blast radius already computed (dict with "hits") or summarised
         blast = (_blast_value if isinstance(_blast_value, BlastSummary)
@@ -653,12 +670,14 @@ def vendor_risk(db: so.Session, vendor: Vendor | str | int, *, today: date | Non
     else:
         # A vendor nothing depends on hits nothing: skip the engine.
         blast = _blast_summary(db, vendor) if conc["assets"] else BlastSummary()
+    stats = (_update_stats if _update_stats is not None else update_stats(db)).get(vendor.id)
+    pushed = (_pushed if _pushed is not None else _pushed_products(db)).get(vendor.id, [])
     assessment = latest_assessment(db, vendor.id)
     impact = _impact_part(blast, estate_weight)
     dependence = dependence_factor(conc)
     parts = [impact, _concentration_part(conc),
              _scaled(_assessment_part(assessment, today), dependence),
-             _scaled(_updates_part(db, vendor, assessment, conc["assets"] > 0), dependence),
+             _scaled(_updates_part(stats, pushed, assessment, conc["assets"] > 0), dependence),
              _plans_part(blast)]
     subtotal = sum(p["points"] for p in parts)
     factor = 1.0
@@ -700,15 +719,15 @@ def review_state(due: date | None, assessed: bool, today: date) -> str:
 
 
 def risk_table(db: so.Session, *, today: date | None = None) -> list[dict[str, Any]]:
-    """``vendor_risk`` for every vendor, riskiest first (the estate is loaded once)."""
+    """``vendor_risk`` for every vendor, riskiest first (shared inputs computed once)."""
     vendors = list(db.scalars(sa.select(Vendor).order_by(Vendor.name)))
     if not vendors:
         return []
-    estate = _Estate.load(db)
     weight = _estate_weight(db)
-    concentration = {r["vendor_id"]: r for r in vendor_concentration(db, vendors, _estate=estate)}
-    rows = [vendor_risk(db, v, today=today, _estate=estate, _concentration=concentration[v.id],
-                        _estate_weight_value=weight) for v in vendors]
+    concentration = {r["vendor_id"]: r for r in vendor_concentration(db)}
+    stats, pushed = update_stats(db), _pushed_products(db)
+    rows = [vendor_risk(db, v, today=today, _concentration=concentration[v.id], _estate_weight_value=weight,
+                        _update_stats=stats, _pushed=pushed) for v in vendors]
     rows.sort(key=lambda r: (-r["score"], r["vendor"].lower()))
     return rows
 
@@ -761,15 +780,10 @@ def cached_risk_table(db: so.Session, *, today: date | None = None) -> list[dict
     The key combines the inventory version (bumped by triggers on every graph
     write), the newest audit event (every assessment, update, test result and
     plan change writes one) and the day (certificates expire, reviews fall due).
-    Callers get a copy, so they may decorate rows freely.
+    Callers get a shallow copy of the list and of each row: they may add keys to a row,
+    not change its nested parts.
     """
-    import copy
-
-    from inventory.models import AuditEvent
-    from inventory.services import cache
-
     today = today or utcnow().date()
-    audit_mark = db.scalar(sa.select(sa.func.max(AuditEvent.id)))
-    table = cache.cached(db, f"risk_table:{today.isoformat()}:{audit_mark}",
+    table = cache.cached(db, f"risk_table:{today.isoformat()}:{audit_mark(db)}",
                          lambda: risk_table(db, today=today))
-    return copy.deepcopy(table)
+    return [dict(row) for row in table]

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import urlparse
 
 import sqlalchemy as sa
@@ -35,6 +35,8 @@ from inventory.choices import CRITICALITIES, PRODUCTION_RING, RINGS, TEST_STATUS
 from inventory.db import utcnow
 from inventory.models import Asset, Installation, Product, UpdateTest, Vendor, VendorUpdate
 from inventory.services import audit
+
+T = TypeVar("T")
 
 # Clock skew we tolerate on "when" fields sent by pipelines before calling them future.
 FUTURE_TOLERANCE = timedelta(minutes=10)
@@ -146,6 +148,23 @@ def choice(value: Any, field: str, allowed: Iterable[str], *, required: bool = T
     if not isinstance(value, str) or value.strip().lower() not in allowed:
         raise ValidationError(field, f"{field} must be one of {', '.join(allowed)}")
     return value.strip().lower()
+
+
+def audit_mark(db: so.Session) -> int:
+    """The newest audit event id: moves with every audited write (updates, tests, plans,
+    assessments), so it keys caches of things the inventory version does not cover."""
+    from inventory.models import AuditEvent
+
+    return db.scalar(sa.select(sa.func.max(AuditEvent.id))) or 0
+
+
+def cached_view(db: so.Session, name: str, compute: Callable[[], T]) -> T:
+    """``compute()`` reused until the inventory (version) or anything audited (updates, test
+    results) changes — for dashboard figures that scan every installation.  Shared between
+    requests: do not mutate the result."""
+    from inventory.services import cache
+
+    return cache.cached(db, f"updates:{name}:{audit_mark(db)}", compute)
 
 
 # ---------------------------------------------------------------- lookups

@@ -1,7 +1,7 @@
 """Contingency plan pages: list (with coverage gaps and RTO check), detail, create/edit, record events."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from inventory.app_db import get_session
 from inventory.auth import current_actor, require_role
@@ -18,14 +18,29 @@ def _plan_or_404(plan_id: int):  # type: ignore[no-untyped-def]
         abort(404)
 
 
+PER_PAGE = 100
+STATUSES = ("current", "stale", "never_exercised")
+
+
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
     db = get_session()
     plans = svc.list_plans(db)
+    counts = {s: sum(1 for p in plans if p["status"] == s) for s in STATUSES}
+    status = request.args.get("status") if request.args.get("status") in STATUSES else None
+    shown = [p for p in plans if status is None or p["status"] == status]
+    page = max(1, request.args.get("page", 1, type=int) or 1)
+    pages = max(1, -(-len(shown) // PER_PAGE))
+    page = min(page, pages)
     coverage = svc.coverage(db)
     rto = [r for r in svc.rto_check(db) if r["status"] in ("at_risk", "unverified")]
-    counts = {s: sum(1 for p in plans if p["status"] == s) for s in ("current", "stale", "never_exercised")}
-    return render_template("plans/list.html", plans=plans, coverage=coverage, rto=rto, counts=counts)
+    return render_template("plans/list.html", plans=shown[(page - 1) * PER_PAGE: page * PER_PAGE],
+                           total=len(plans), shown_total=len(shown), status=status, page=page, pages=pages,
+                           coverage=coverage, rto=rto[:RTO_ROWS], rto_total=len(rto),
+                           at_risk=sum(1 for r in rto if r["status"] == "at_risk"), counts=counts)
+
+
+RTO_ROWS = 100
 
 
 @bp.get("/<int:plan_id>")

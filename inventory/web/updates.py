@@ -30,13 +30,16 @@ def index():  # type: ignore[no-untyped-def]
         d = svc.update_to_dict(u)
         d["installed"] = counts.get(u.id, {"assets": 0, "critical": 0})
         products.setdefault(f"{d['vendor']} / {d['product']}", []).append(d)
-    exposure = svc.untested_exposure(db, criticality=None if criticality == "all" else criticality,
-                                     limit=EXPOSURE_LIMIT + 1)
+    # Scans of every installation: reused until the inventory or a test result changes.
+    exposure = svc.cached_view(db, f"exposure:{criticality}", lambda: svc.untested_exposure(
+        db, criticality=None if criticality == "all" else criticality, limit=EXPOSURE_LIMIT + 1))
     return render_template(
         "updates/index.html", products=products, rings=RINGS, exposure=exposure[:EXPOSURE_LIMIT],
         exposure_more=len(exposure) > EXPOSURE_LIMIT, criticality=criticality,
-        criticalities=CRITICALITIES, summary=svc.untested_summary(db), ring_summary=svc.ring_summary(db),
-        pushed=svc.vendor_pushed_products(db), by_product=svc.exposure_by_product(db))
+        criticalities=CRITICALITIES, summary=svc.cached_view(db, "summary", lambda: svc.untested_summary(db)),
+        ring_summary=svc.cached_view(db, "rings", lambda: svc.ring_summary(db)),
+        pushed=svc.cached_view(db, "pushed", lambda: svc.vendor_pushed_products(db)),
+        by_product=svc.cached_view(db, "by-product", lambda: svc.exposure_by_product(db)))
 
 
 @bp.get("/rings/<ring>")

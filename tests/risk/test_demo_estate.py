@@ -162,3 +162,17 @@ def test_demo_same_answers_on_postgresql(demo_db: so.Session, pg_url: str) -> No
 
         assert answers(pg) == answers(demo_db)
     engine.dispose()
+
+
+def test_demo_review_pack_gap_lists_match_the_full_hit_list(demo_db: so.Session) -> None:
+    from inventory.impact import blast_radius, parse_scope
+
+    pack = review_svc.review_pack(demo_db, "CrowdStrike", today=TODAY)
+    hits = blast_radius(demo_db, parse_scope(demo_db, {"vendor": "CrowdStrike"})).to_dict()["hits"]
+    gaps = {h["natural_key"] for h in hits if risk_svc._hit_plan_state(h) == "gap"}
+    stale = {h["natural_key"] for h in hits if risk_svc._hit_plan_state(h) == "stale"}
+    assert {h["natural_key"] for h in pack["coverage"]["gaps"]} == gaps and pack["coverage"]["gap_count"] == len(gaps)
+    assert {h["natural_key"] for h in pack["coverage"]["stale_only"]} == stale
+    assert [h["natural_key"] for h in pack["blast"]["hits"]] == [h["natural_key"] for h in hits][:len(pack["blast"]["hits"])]
+    crew = next(s for s in pack["blast"]["services"] if s["name"] == "Crew scheduling")
+    assert crew["plans"] == [] and crew["plan_state"] == "gap"

@@ -129,6 +129,8 @@ def test_plan_pages(app, sqlite_url) -> None:  # type: ignore[no-untyped-def]
         assert text in html
     detail = editor.get(f"/plans/{ids['db']}").get_data(as_text=True)
     assert "paper forms" in detail and "Review overdue" in detail and "Record" in detail
+    stale = editor.get("/plans/?status=stale").get_data(as_text=True)
+    assert "Reporting DB restore" in stale and "Checkout fallback</a>" not in stale
 
     # create through the form; the name shows escaped everywhere
     form = {"name": "<script>alert(1)</script> plan", "owner": "ops", "rto_minutes": "45",
