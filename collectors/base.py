@@ -86,3 +86,9 @@ class Collector(Protocol):
 
     def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
         """Yield one batch per fine-grained scope; never raise for one scope's failure."""
+
+    # Optional (looked up with getattr, so not part of the protocol):
+    #   def planned_scopes(self) -> list[str] | None
+    # The scope keys this run will yield, when known before reading the source.
+    # ``collectors.ingest.run_collection`` locks them up front, so a run that
+    # overlaps another refuses to start instead of reading the source first.
