@@ -136,20 +136,29 @@ class _Candidates:
         """Distinct targets in ascending order (optionally only those whose status is
         ``wanted``), each with one source and edge (the last candidate written wins)."""
         n = status.size
-        reached = np.zeros(n, dtype=bool)
+        picked_parts = []
         offset = 0
         bounds = [0]
-        picks = []
         for _step, _j, targets, _src, _edge in self.parts:
             local = np.arange(targets.size) if wanted is None else np.flatnonzero(status[targets] == wanted)
             picked = targets[local]
-            scratch[picked] = local + offset
-            reached[picked] = True
-            picks.append(local)
+            scratch[picked] = local + offset     # repeated targets: the last write wins
+            picked_parts.append(picked)
             offset += targets.size
             bounds.append(offset)
-        frontier = np.flatnonzero(reached)
+        picked = picked_parts[0] if len(picked_parts) == 1 else np.concatenate(picked_parts)
+        if picked.size * 64 < n:
+            frontier = np.unique(picked)          # few: sorting is cheaper than a pass over n
+        else:
+            reached = np.zeros(n, dtype=bool)
+            reached[picked] = True
+            frontier = np.flatnonzero(reached)
         win = scratch[frontier]
+        if len(self.parts) == 1:
+            step, j, _t, src, edge = self.parts[0]
+            if step is None:
+                return frontier, src[win], edge[win]     # type: ignore[index]
+            return frontier, step.sources(j[win]), step.edges(j[win])
         part_of = np.searchsorted(np.array(bounds[1:]), win, side="right")
         srcs = np.empty(frontier.size, dtype=np.int64)
         edges = np.empty(frontier.size, dtype=np.int64)
@@ -258,10 +267,9 @@ def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation
             level += 1
             pending = _Candidates()
             if frontier.size:
-                for csr in (view.hard, view.soft, view.member):
-                    step = _Step.of(csr, frontier)
-                    if step is not None:
-                        pending.add(step, np.flatnonzero(status[step.targets] == UP))
+                step = _Step.of(view.every, frontier)      # degradation travels over every edge
+                if step is not None:
+                    pending.add(step, np.flatnonzero(status[step.targets] == UP))
     return Propagation(status, dist, parent, pedge)
 
 
@@ -415,7 +423,7 @@ class ImpactResult:
             if not h.size:
                 return []
             prov_n = len(g.providers)
-            combo = codes[h].astype(np.int64) * prov_n + g.provider_code[h]
+            combo = g.place_code(label)[h]
             counts = np.bincount(combo * 2 + down, minlength=len(values) * prov_n * 2).reshape(-1, 2)
             rows = []
             for k in np.flatnonzero(counts.sum(1)):
@@ -431,9 +439,10 @@ class ImpactResult:
         # Hit business services: down first, then by criticality, then natural key.
         services = g.service_idx[self.prop.status[g.service_idx] > UP]
         services = services[np.lexsort((g.crit_code[services], self.prop.status[services] != DOWN))]
-        svc_rows = [{"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
-                     "status": STATUS_NAMES[int(self.prop.status[i])], "hops": int(self.prop.dist[i]),
-                     "criticality": _crit(g, i)} for i in services.tolist()]
+        rows = g.service_rows()
+        status, dist = self.prop.status, self.prop.dist
+        svc_rows = [{**rows[i], "status": STATUS_NAMES[int(status[i])], "hops": int(dist[i])}
+                    for i in services.tolist()]
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
                    for name, d, deg in split(g.kind_code.astype(np.int64), g.kinds)}

@@ -161,6 +161,7 @@ class View:
     hard: CSR                  # hard dependencies, reversed
     soft: CSR                  # soft dependencies, reversed
     member: CSR                # member -> group (the group has min_up)
+    every: CSR                 # all three together (degradation travels over every edge)
     fwd: CSR                   # dependent -> dependency, all types
     n_members: np.ndarray      # int32[n]: members (alive) of each group
     min_up: np.ndarray         # int32[n]: -1 for non-groups
@@ -392,7 +393,7 @@ class Graph:
             part = etype == t
             csrs.append(CSR.build(n, src[part], dst[part], sel[part]))
         n_members = np.bincount(dst[etype == MEMBER], minlength=n).astype(np.int32)
-        return View(alive=alive, hard=csrs[0], soft=csrs[1], member=csrs[2],
+        return View(alive=alive, hard=csrs[0], soft=csrs[1], member=csrs[2], every=CSR.build(n, src, dst, sel),
                     fwd=CSR.build(n, dst, src, sel), n_members=n_members, min_up=min_up,
                     extra_members=(np.zeros(n, dtype=np.int32) if extra_members is None else extra_members),
                     edge_mask=edge_mask)
@@ -487,6 +488,22 @@ class Graph:
             return rank
         return self.lazy("key_rank", build)
 
+    def service_rows(self) -> dict[int, dict[str, Any]]:
+        """The fixed part of each business service's totals row."""
+        def build() -> dict[int, dict[str, Any]]:
+            rows = {}
+            for i in self.service_idx.tolist():
+                code = int(self.crit_code[i])
+                rows[i] = {"asset_id": int(self.ids[i]), "natural_key": self.natural_key[i], "name": self.name[i],
+                           "criticality": CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown"}
+            return rows
+        return self.lazy("service_rows", build)
+
+    def place_code(self, label: str) -> np.ndarray:
+        """(account or region) x provider as one code per asset, for the totals."""
+        codes = self.account_code if label == "account" else self.region_code
+        return self.lazy(f"place_{label}", lambda: codes.astype(np.int64) * len(self.providers) + self.provider_code)
+
     def tag_index(self) -> dict[tuple[str, str], np.ndarray]:
         def build() -> dict[tuple[str, str], np.ndarray]:
             index: dict[tuple[str, str], list[int]] = {}
@@ -576,17 +593,16 @@ def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...]
     """The graph, and a stamp of the collection results (count, max id) read in the
     same round trip, which the confidence report uses to reuse its own cache."""
     engine = _reader(engine_of(db))
-    key = engine.url.render_as_string(hide_password=False)
-    with engine.connect() as conn:
-        with conn.begin():
-            version, stamp = _probe(conn)
-            with _cache_lock:
-                cached = _cache.get(key)
-                build_lock = _build_locks.setdefault(key, threading.Lock())
-            if cached is not None and version is not None and cached.version == version:
-                with _cache_lock:
-                    _cache.move_to_end(key)
-                return cached, stamp
+    key = engine.__dict__.get("_planb_key")
+    if key is None:
+        key = engine.__dict__["_planb_key"] = engine.url.render_as_string(hide_password=False)
+    version, stamp = _probe_raw(engine)
+    with _cache_lock:
+        cached = _cache.get(key)
+        build_lock = _build_locks.setdefault(key, threading.Lock())
+        if cached is not None and version is not None and cached.version == version:
+            _cache.move_to_end(key)
+            return cached, stamp
     # One builder per database at a time; the others wait and reuse its result.
     with build_lock:
         with _cache_lock:
@@ -606,12 +622,34 @@ def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...]
         return graph, stamp
 
 
+_PROBE_SQL = ("SELECT version, (SELECT count(*) FROM scope_results), (SELECT max(id) FROM scope_results) "
+              "FROM inventory_version WHERE id = 1")
+
+
+def _probe_raw(engine: Engine) -> tuple[int | None, tuple[Any, ...] | None]:
+    """``_probe`` on a bare pooled DBAPI connection: the per-query check stays a
+    fraction of a millisecond (one statement; the pool rolls back on return)."""
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(_PROBE_SQL)
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+    except engine.dialect.loaded_dbapi.Error:
+        row = None
+    finally:
+        raw.close()
+    if row is None:
+        return None, None
+    return row[0], (row[1], row[2])
+
+
 def _probe(conn: Connection) -> tuple[int | None, tuple[Any, ...] | None]:
     """(inventory version, scope-results stamp) in one query; (None, None) without the counter."""
     try:
-        row = conn.exec_driver_sql(
-            "SELECT version, (SELECT count(*) FROM scope_results), (SELECT max(id) FROM scope_results) "
-            "FROM inventory_version WHERE id = 1").first()
+        row = conn.exec_driver_sql(_PROBE_SQL).first()
     except sa.exc.DBAPIError:
         return None, None
     if row is None:
