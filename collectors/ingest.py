@@ -562,8 +562,9 @@ class _BatchApplier:
             if record.natural_key in by_key:
                 return by_key[record.natural_key]
             # A host-side asset already knows this machine: re-key it to the cloud identity.
+            # (Only collector-made host assets: an estate-file asset keeps the key its file uses.)
             for row in candidates:
-                if row["source"] not in CLOUD_SOURCES:
+                if row["source"] in HOST_SOURCES:
                     return row
             return None
         # host-side source: prefer the cloud asset with this instance id (live ones first)
