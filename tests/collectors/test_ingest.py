@@ -546,3 +546,12 @@ def test_merge_record_precedence_table():
     assert changes["os_version"] == "10.0.20348"
     assert "provider" not in changes and "kind" not in changes and "name" not in changes  # cloud wins
     assert "natural_key" not in changes and "source_scope" not in changes  # existence stays the cloud's
+
+
+def test_estate_asset_is_not_rekeyed_by_a_cloud_collector(engine):
+    with write_session(engine) as db:
+        db.add(Asset(natural_key="vm:payments-01", name="payments-01", kind="vm", cloud_instance_id="i-0007",
+                     source="estate", tags={}, attributes={}, provenance={}))
+    run = run_collection(engine, FakeCollector([_cloud_batch()], name="aws"), now=T0)
+    assert run.status == "succeeded"
+    assert {"vm:payments-01", vm(7).natural_key} <= set(assets_by_key(engine))
