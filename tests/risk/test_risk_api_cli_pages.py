@@ -220,3 +220,22 @@ def test_viewer_sees_risk_but_cannot_assess(app, viewer_client, sqlite_url) -> N
     assert viewer_client.get("/risk/").status_code == 200
     assert viewer_client.get("/risk/assessments/new").status_code == 403
     assert viewer_client.post("/risk/assessments/new", data={}).status_code == 403
+
+
+def test_every_route_of_these_apis_is_in_openapi(app, client, read_token) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    spec = client.get("/api/v1/openapi.json", headers=bearer(read_token)).json
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint.split(".")[0] not in ("api_updates", "api_plans", "api_risk"):
+            continue
+        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        assert path in spec["paths"], path
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            operation = spec["paths"][path][method.lower()]
+            assert operation["summary"] and operation["responses"], (path, method)
+            checked += 1
+    assert checked >= 20
+    for name in ("VendorUpdate", "NewUpdateTest", "Plan", "NewPlanEvent", "VendorRisk", "NewAssessment"):
+        assert name in spec["components"]["schemas"]
