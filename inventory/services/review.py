@@ -104,13 +104,15 @@ def _blast_for_pack(db: so.Session, vendor: Vendor) -> dict[str, Any]:
     result = blast_radius(db, parse_scope(db, {"vendor": vendor.name}))
     summary = risk_svc.BlastSummary.from_result(result)
     try:
-        ordered = result.ordered_idx
+        ordered = result.ordered_idx.tolist()
         level = dict(zip(result.hit_idx.tolist(), result.best_level.tolist()))
-        first = [h.to_dict() for h in result.build_hits(ordered[:MAX_LISTED])]
-        gaps = [h.to_dict() for h in result.build_hits(
-            np.array([i for i in ordered.tolist() if level[i] == 0][:MAX_LISTED], dtype=np.int64))]
-        stale = [h.to_dict() for h in result.build_hits(
-            np.array([i for i in ordered.tolist() if level[i] == 1][:MAX_LISTED], dtype=np.int64))]
+        picks = {"first": ordered[:MAX_LISTED],
+                 "gaps": [i for i in ordered if level[i] == 0][:MAX_LISTED],
+                 "stale": [i for i in ordered if level[i] == 1][:MAX_LISTED]}
+        # One build for all three lists: building hits has a fixed cost per call.
+        wanted = sorted(set().union(*picks.values()))
+        built = dict(zip(wanted, (h.to_dict() for h in result.build_hits(np.array(wanted, dtype=np.int64)))))
+        first, gaps, stale = ([built[i] for i in picks[k]] for k in ("first", "gaps", "stale"))
     except AttributeError:  # an engine without those arrays: take every hit
         hits = result.to_dict()["hits"]
         first = hits[:MAX_LISTED]
