@@ -368,7 +368,11 @@ class Hit:
     services: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        return {"asset_id": self.asset_id, "natural_key": self.natural_key, "name": self.name,
+                "kind": self.kind, "provider": self.provider, "account": self.account, "region": self.region,
+                "os_family": self.os_family, "environment": self.environment, "criticality": self.criticality,
+                "owner": self.owner, "status": self.status, "hops": self.hops, "seed": self.seed,
+                "path": self.path, "plans": self.plans, "gap": self.gap, "services": self.services}
 
 
 class ImpactResult:
@@ -502,7 +506,7 @@ class ImpactResult:
                 os_family=g.os_values[g.os_code[i]], environment=g.env_values[g.env_code[i]],
                 criticality=_crit(g, i), owner=g.owner[i], status=STATUS_NAMES[int(prop.status[i])],
                 hops=int(prop.dist[i]), seed=bool(self.seed_match.mask[i]), path=self.path_of(i),
-                plans=[dict(e) for e in entries], gap=not entries, services=list(service_names)))
+                plans=list(entries), gap=not entries, services=list(service_names)))
         return out
 
     def _plans_and_services(self, i: int, products: tuple[int, ...], svc: tuple[int, ...]
@@ -541,6 +545,8 @@ class ImpactResult:
         services = self.hit_idx[g.is_service[self.hit_idx]]
         if not services.size or not idx.size:
             return {}
+        if idx.size < services.size:
+            return self._services_above(idx)
         wanted = np.zeros(g.n, dtype=bool)
         wanted[idx] = True
         stamp = np.full(g.n, -1, dtype=np.int64)
@@ -573,6 +579,30 @@ class ImpactResult:
         ends = np.concatenate([cuts, [node.size]]).tolist()
         node_l, owner_l = node.tolist(), owner.tolist()
         return {node_l[a]: tuple(owner_l[a:b]) for a, b in zip(starts, ends)}
+
+    def _services_above(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
+        """For a few hits: walk up from each to the services that depend on it."""
+        g, view = self.graph, self.view
+        stamp = np.full(g.n, -1, dtype=np.int64)
+        out: dict[int, tuple[int, ...]] = {}
+        for i in idx.tolist():
+            stamp[i] = i
+            frontier = np.array([i], dtype=np.int64)
+            found: list[np.ndarray] = []
+            while frontier.size:
+                pos, _src = _expand(view.every.indptr, frontier)
+                nxt = view.every.dst[pos]
+                nxt = nxt[stamp[nxt] != i]
+                if not nxt.size:
+                    break
+                stamp[nxt] = i
+                nxt = np.unique(nxt)
+                found.append(nxt[g.is_service[nxt]])
+                frontier = nxt
+            services = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
+            if services.size:
+                out[i] = tuple(services[np.argsort(g.key_rank[services], kind="stable")].tolist())
+        return out
 
     def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For the hits ``idx``: installed products that carry plans (directly or via their vendor)."""

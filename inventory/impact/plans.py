@@ -66,6 +66,23 @@ class PlanSet:
             statuses[pid] = status
         return cls(plans, asset_plans, product_plans, vendor_plans, statuses, forced)
 
+    def sort_keys(self) -> dict[int, tuple[int, str, int]]:
+        """Within a route: current first, then never exercised, then stale; then by name."""
+        keys = self.__dict__.get("_keys")
+        if keys is None:
+            keys = self.__dict__["_keys"] = {
+                pid: (STATUS_ORDER[self.statuses[pid]], p.name, pid) for pid, p in self.plans.items()}
+        return keys  # type: ignore[no-any-return]
+
+    def entry(self, pid: int, via: str) -> dict[str, Any]:
+        """One plan as listed on a hit (shared between hits: treat as read-only)."""
+        cache = self.__dict__.setdefault("_entries", {})
+        found = cache.get((pid, via))
+        if found is None:
+            found = cache[(pid, via)] = {"id": pid if pid > 0 else None, "name": self.plans[pid].name,
+                                         "status": self.statuses[pid], "via": via}
+        return found  # type: ignore[no-any-return]
+
     def level(self, plan_ids: Iterable[int]) -> int:
         return max((LEVEL[self.statuses[p]] for p in plan_ids), default=0)
 
@@ -152,13 +169,12 @@ def _forward_step(view: View, frontier: np.ndarray, assigned: np.ndarray) -> np.
 
 def plan_entries(plans: PlanSet, routes: dict[str, list[int]]) -> list[dict[str, Any]]:
     """The applicable plans of one asset, in precedence order, each listed once."""
+    keys = plans.sort_keys()
     seen: set[int] = set()
     out: list[dict[str, Any]] = []
     for via in VIA_ORDER:
-        ids = [p for p in dict.fromkeys(routes.get(via, [])) if p not in seen]
-        ids.sort(key=lambda p: (STATUS_ORDER[plans.statuses[p]], plans.plans[p].name, p))
-        for pid in ids:
-            seen.add(pid)
-            out.append({"id": pid if pid > 0 else None, "name": plans.plans[pid].name,
-                        "status": plans.statuses[pid], "via": via})
+        ids = [p for p in dict.fromkeys(routes.get(via, ())) if p not in seen]
+        ids.sort(key=keys.__getitem__)
+        seen.update(ids)
+        out.extend(plans.entry(pid, via) for pid in ids)
     return out

@@ -194,3 +194,29 @@ def test_an_empty_inventory_answers_nothing(estate: Estate) -> None:
     data = result.to_dict()
     assert data["hits"] == [] and data["seeds"] == []
     assert data["totals"]["hits"] == 0 and data["totals"]["plan_coverage"]["gap"] == 0
+
+
+def test_services_are_the_same_for_a_page_and_for_everything(estate: Estate) -> None:
+    """A short page walks up from each hit; a long listing walks down from each service."""
+    estate.vendor("Acme")
+    estate.asset("h1")
+    estate.asset("h2")
+    estate.asset("app", kind="application", os=None)
+    for key, name in (("service:a", "A"), ("service:b", "B"), ("service:c", "C")):
+        estate.service(key, name=name)
+    estate.dep("app", "h1")
+    estate.dep("app", "h2", strength="soft")
+    estate.dep("service:a", "app")
+    estate.dep("service:b", "app", strength="soft")
+    estate.dep("service:c", "h2")
+    estate.dep("service:b", "service:c")
+    for h in ("h1", "h2"):
+        estate.install(h, "Acme", "Agent")
+    estate.commit()
+    result = blast_radius(estate.db, {"vendor": "Acme"})
+    full = {h["natural_key"]: h["services"] for h in result.to_dict()["hits"]}
+    assert full == {"h1": ["A", "B"], "h2": ["A", "B", "C"], "app": ["A", "B"], "service:a": [],
+                    "service:b": [], "service:c": ["B"]}
+    for offset in range(len(full)):
+        page = blast_radius(estate.db, {"vendor": "Acme"}).to_dict(limit=1, offset=offset)["hits"][0]
+        assert page["services"] == full[page["natural_key"]]
