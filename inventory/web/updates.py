@@ -15,6 +15,7 @@ from inventory.services import updates as svc
 bp = Blueprint("updates", __name__, url_prefix="/updates")
 
 EXPOSURE_LIMIT = 200
+BY_PRODUCT_ROWS = 300
 
 
 @bp.get("/")
@@ -31,6 +32,8 @@ def index():  # type: ignore[no-untyped-def]
         d["installed"] = counts.get(u.id, {"assets": 0, "critical": 0})
         products.setdefault(f"{d['vendor']} / {d['product']}", []).append(d)
     # Scans of every installation: reused until the inventory or a test result changes.
+    by_product = svc.cached_view(db, "by-product-ranked", lambda: sorted(
+        svc.exposure_by_product(db), key=lambda r: (r["tested"], -r["critical"], -r["installations"])))
     exposure = svc.cached_view(db, f"exposure:{criticality}", lambda: svc.untested_exposure(
         db, criticality=None if criticality == "all" else criticality, limit=EXPOSURE_LIMIT + 1))
     return render_template(
@@ -39,7 +42,7 @@ def index():  # type: ignore[no-untyped-def]
         criticalities=CRITICALITIES, summary=svc.cached_view(db, "summary", lambda: svc.untested_summary(db)),
         ring_summary=svc.cached_view(db, "rings", lambda: svc.ring_summary(db)),
         pushed=svc.cached_view(db, "pushed", lambda: svc.vendor_pushed_products(db)),
-        by_product=svc.cached_view(db, "by-product", lambda: svc.exposure_by_product(db)))
+        by_product=by_product[:BY_PRODUCT_ROWS], by_product_total=len(by_product))
 
 
 @bp.get("/rings/<ring>")
