@@ -10,6 +10,7 @@ primary-key read per use.  Without that table (older schema) nothing is cached.
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
@@ -38,10 +39,14 @@ def _database_key(db: so.Session) -> str:
     return bind.url.render_as_string(hide_password=True)
 
 
-def cached(db: so.Session, key: str, compute: Callable[[], T]) -> T:
+def cached(db: so.Session, key: str, compute: Callable[[], T], ttl: float | None = None) -> T:
+    """``compute()``, reused while the inventory version is unchanged (and, with ``ttl``,
+    for at most that many seconds — for values that also depend on the clock)."""
     version = data_version(db)
     if version is None:
         return compute()
+    if ttl is not None:
+        version = (version, int(time.monotonic() // ttl))
     cache_key = (_database_key(db), key)
     with _lock:
         hit = _entries.get(cache_key)

@@ -150,9 +150,14 @@ def latest_runs(db: so.Session, limit: int = 6) -> list[CollectionRun]:
     return list(db.scalars(sa.select(CollectionRun).order_by(CollectionRun.id.desc()).limit(limit)))
 
 
-def open_incidents(db: so.Session) -> list[Incident]:
-    return list(db.scalars(sa.select(Incident).where(Incident.status == "open")
-                           .order_by(Incident.declared_at.desc()).limit(20)))
+def open_incidents(db: so.Session) -> list[dict[str, Any]]:
+    """Open incidents, newest first, with their recovery progress."""
+    incidents = list(db.scalars(sa.select(Incident).where(Incident.status == "open")
+                                .order_by(Incident.declared_at.desc()).limit(20)))
+    if not incidents:
+        return []
+    from inventory.services.incidents import incident_progress
+    return [{"incident": i, "progress": incident_progress(i)} for i in incidents]
 
 
 def overview(db: so.Session) -> dict[str, Any]:

@@ -5,15 +5,16 @@ declaring an incident from the answer is a POST to the incidents area.
 """
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Callable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import Blueprint, Response, render_template, request, url_for
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from inventory.app_db import get_session
 from inventory.choices import ENVIRONMENTS, OS_FAMILIES
-from inventory.models import Product, Vendor
+from inventory.models import CollectionRun, Product, Vendor
 from inventory.services import assets as asset_service
 from inventory.services import blast_view, graph_svg
 from inventory.services.cache import cached
@@ -30,8 +31,19 @@ def _suggestions(db: so.Session) -> dict[str, list[str]]:
     }
 
 
-def compute(db: so.Session, args: Any) -> tuple[dict[str, Any], Any, dict[str, Any]]:
-    """(form values, engine result or None, errors by field) for the request's scope."""
+# A blast radius shown again within this many seconds (responders reloading the same
+# incident view) is reused, unless the inventory or the collection runs changed meanwhile;
+# the bound also keeps plan staleness (which moves with the clock) at most this late.
+PAGE_CACHE_SECONDS = 60
+
+
+def compute(db: so.Session, args: Any, build: Callable[[Any], Any],
+            cache_key: str | None = None) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """(form values, ``build(engine result)`` or None, errors by field) for the request's scope.
+
+    ``build`` turns the engine's result into what the caller needs; with a
+    ``cache_key`` that is reused for repeated views (see PAGE_CACHE_SECONDS).
+    """
     from inventory.impact import ScopeError, blast_radius, parse_scope
 
     form = blast_view.scope_from_form(args)
@@ -44,7 +56,16 @@ def compute(db: so.Session, args: Any) -> tuple[dict[str, Any], Any, dict[str, A
         return form, None, {}
     try:
         scope = parse_scope(db, {k: v for k, v in form.items() if k != "as_of"})
-        return form, blast_radius(db, scope, as_of=as_of), {}
+
+        def run() -> Any:
+            return build(blast_radius(db, scope, as_of=as_of))
+
+        if cache_key and current_app.config.get("BLAST_PAGE_CACHE", True):
+            runs = db.execute(sa.select(sa.func.max(CollectionRun.id), sa.func.max(CollectionRun.finished_at),
+                                        sa.func.count(CollectionRun.finished_at))).one()
+            key = json.dumps([cache_key, scope.to_dict(), as_of, [str(v) for v in runs]], sort_keys=True)
+            return form, cached(db, f"blast-page:{key}", run, ttl=PAGE_CACHE_SECONDS), {}
+        return form, run(), {}
     except ScopeError as exc:
         return form, None, {exc.field: exc}
 
@@ -52,14 +73,15 @@ def compute(db: so.Session, args: Any) -> tuple[dict[str, Any], Any, dict[str, A
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
     db = get_session()
-    form, result, errors = compute(db, request.args)
     printable = request.args.get("view") == "print"
+    limit = blast_view.PRINT_HITS if printable else blast_view.PAGE_HITS
+
+    form, data, errors = compute(db, request.args, lambda result: blast_view.page_view(result, limit=limit),
+                                 cache_key=f"page:{limit}")
     context: dict[str, Any] = {"form": form, "result": None, "errors": errors, "printable": printable,
                                "os_choices": OS_FAMILIES, "environment_choices": ENVIRONMENTS,
                                "suggestions": _suggestions(db)}
-    if result is not None:
-        limit = blast_view.PRINT_HITS if printable else blast_view.PAGE_HITS
-        data = blast_view.page_view(result, limit=limit)
+    if data is not None:
         args = blast_view.scope_to_args(data["scope"])
         if form.get("as_of"):
             args["as_of"] = form["as_of"]
@@ -75,11 +97,11 @@ def index():  # type: ignore[no-untyped-def]
 @bp.get("/export.csv")
 def export_csv():  # type: ignore[no-untyped-def]
     db = get_session()
-    form, result, errors = compute(db, request.args)
+    form, result, errors = compute(db, request.args, lambda result: result.to_dict())
     if errors or result is None:
         error = next(iter(errors.values()), None)
         message = f"{error.field}: {error}" if error else "give an outage scope (at least a vendor)"
         return Response(message + "\n", status=400, mimetype="text/plain")
     vendor = "".join(ch if ch.isalnum() else "-" for ch in form.get("vendor", "scope")).strip("-").lower()
-    return Response(blast_view.to_csv(result.to_dict()), mimetype="text/csv",
+    return Response(blast_view.to_csv(result), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="blast-radius-{vendor or "scope"}.csv"'})

@@ -134,3 +134,33 @@ def test_as_of(viewer_client, estate, as_of, status):
         assert "Nothing in the inventory is hit by this scope" in response.get_data(as_text=True)
     else:
         assert 'id="as_of-error"' in response.get_data(as_text=True)
+
+
+def test_repeated_views_still_see_new_data(viewer_client, estate, app):
+    """The page reuses a result shown a moment ago, but never past a change to the inventory
+    or a new collection run."""
+    from inventory.app_db import get_session
+    from inventory.models import Asset, CollectionRun, Installation, ScopeResult
+
+    first = viewer_client.get(FALCON_711_WINDOWS).get_data(as_text=True)
+    assert "late-windows-host" not in first
+    with app.app_context():
+        db = get_session()
+        a = Asset(natural_key="host:late", name="late-windows-host", kind="host", os_family="windows")
+        db.add(a)
+        db.flush()
+        db.add(Installation(asset_id=a.id, product_id=estate.ids["falcon"], version="7.11.1"))
+        db.commit()
+    second = viewer_client.get(FALCON_711_WINDOWS).get_data(as_text=True)
+    assert "late-windows-host" in second
+    assert "Scopes whose latest collection failed" not in second
+    with app.app_context():
+        db = get_session()
+        run = CollectionRun(collector="aws", scope="aws 111 eu-west-1", status="failed", errors=["throttled"])
+        db.add(run)
+        db.flush()
+        db.add(ScopeResult(run_id=run.id, scope_key="aws/111/eu-west-1/ec2", status="failed", error="throttled"))
+        db.commit()
+    third = viewer_client.get(FALCON_711_WINDOWS).get_data(as_text=True)
+    confidence = third.split('class="warning confidence"', 1)[1].split("</div>\n</div>", 1)[0]
+    assert "Scopes whose latest collection failed" in confidence and "aws/111/eu-west-1/ec2" in confidence

@@ -114,3 +114,28 @@ def test_runs_empty_state(viewer_client):
 def test_pages_send_a_strict_csp(viewer_client, estate, path):
     response = viewer_client.get(path)
     assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_overview_figures_follow_writes(viewer_client, estate, app):
+    """Cached aggregates are keyed by the inventory version: a new asset shows at once."""
+    html = viewer_client.get("/").get_data(as_text=True)
+    assert re.search(r'<span class="stat-value">8</span>\s*<span class="stat-label">assets in service', html)
+    from inventory.app_db import get_session
+    from inventory.models import Asset
+    with app.app_context():
+        db = get_session()
+        db.add(Asset(natural_key="host:new", name="new-host", kind="host", provider="aws"))
+        db.commit()
+    html = viewer_client.get("/").get_data(as_text=True)
+    assert re.search(r'<span class="stat-value">9</span>\s*<span class="stat-label">assets in service', html)
+    vendors = viewer_client.get("/vendors/").get_data(as_text=True)
+    aws_row = vendors.split("Amazon Web Services</a>", 1)[1].split("</tr>", 1)[0]
+    assert re.search(r'<td class="num">4</td>', aws_row)  # 3 hosted before, plus the new one
+
+
+def test_overview_lists_open_incidents_with_progress(editor_client, estate):
+    response = editor_client.post("/incidents/declare", data={"vendor": "CrowdStrike", "title": "EDR outage"})
+    assert response.status_code == 302
+    html = editor_client.get("/").get_data(as_text=True)
+    section = html.split('id="inc-h"', 1)[1].split("</section>", 1)[0]
+    assert "EDR outage" in section and '<progress class="recovery"' in section
