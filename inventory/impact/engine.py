@@ -27,9 +27,9 @@ Semantics (DESIGN.md, "Blast radius semantics"):
   to a seed (a group counts from the member that tipped it).  Each hit keeps
   one parent on such a chain, so its explaining path is a real chain of
   edges ending at a seed, and ``len(path) == hops + 1``.
-* **Determinism**: ties between equally short explanations are broken by the
-  graph's stored order, and listings are sorted (status, criticality, hops,
-  natural key).
+* **Determinism**: ties between equally short explanations go to the parent
+  with the highest asset id (edges are kept in a canonical order), and listings
+  are sorted (status, criticality, hops, natural key).
 """
 from __future__ import annotations
 

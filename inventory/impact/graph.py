@@ -320,11 +320,16 @@ class Graph:
         other = len(self.edge_kinds)
         dnt = self._to_idx(triples[:, 0])
         dep = self._to_idx(triples[:, 1])
-        known = (dnt >= 0) & (dep >= 0)
-        self.e_dnt = dnt[known].astype(np.int32)       # the dependent (where an outage goes)
-        self.e_dep = dep[known].astype(np.int32)       # the dependency (where it comes from)
-        self.e_kind = (triples[known, 2] // 2).astype(np.int8)
-        self.e_soft = (triples[known, 2] % 2).astype(bool)
+        known = np.flatnonzero((dnt >= 0) & (dep >= 0))
+        # A canonical order (by dependency, dependent, kind: asset indices follow ids), so
+        # ties between equally short explanations break the same way whatever order the
+        # database returned the rows in.
+        code = triples[known, 2]
+        order = known[np.argsort((dep[known] * (self.n + 1) + dnt[known]) * 32 + code, kind="stable")]
+        self.e_dnt = dnt[order].astype(np.int32)       # the dependent (where an outage goes)
+        self.e_dep = dep[order].astype(np.int32)       # the dependency (where it comes from)
+        self.e_kind = (triples[order, 2] // 2).astype(np.int8)
+        self.e_soft = (triples[order, 2] % 2).astype(bool)
         if other_rows:
             # Kinds outside DEPENDENCY_KINDS (rare: imports and collectors validate them).
             self.edge_kinds.append("other")

@@ -130,6 +130,8 @@ def test_results_are_deterministic(estate: Estate) -> None:
         d.pop("computed_at")
     assert first == second
     assert [h["natural_key"] for h in first["hits"]] == ["a", "b", "c", "d"]
+    # Equally short explanations: the parent with the highest asset id wins (c was added after b).
+    assert [p["natural_key"] for p in first["hits"][3]["path"]] == ["d", "c", "a"]
 
 
 def test_listing_order_status_criticality_hops_key(estate: Estate) -> None:
