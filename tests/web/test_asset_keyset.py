@@ -22,9 +22,29 @@ from inventory.services.keyset import CursorError
 N = 137
 
 
-@pytest.fixture
-def many(any_db_url):  # type: ignore[no-untyped-def]
-    engine = make_engine(any_db_url)
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def many_url(request, tmp_path_factory, _sqlite_template):  # type: ignore[no-untyped-def]
+    """One populated database per backend for the whole module (migrating costs more than the tests)."""
+    import shutil
+    import uuid
+
+    from inventory import migrate
+    from tests.conftest import PG_BASE_URL, _pg_admin_engine
+
+    schema = None
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("keyset") / "planb.sqlite3"
+        shutil.copyfile(_sqlite_template, path)
+        url = f"sqlite:///{path}"
+    else:
+        schema = f"t_{uuid.uuid4().hex[:12]}"
+        admin = _pg_admin_engine()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = sa.make_url(PG_BASE_URL).update_query_dict(
+            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+        migrate.upgrade(url, "head")
+    engine = make_engine(url)
     rng = random.Random(7)
     with so.Session(engine) as db:
         for i in range(N):
@@ -40,9 +60,20 @@ def many(any_db_url):  # type: ignore[no-untyped-def]
                 provider=rng.choice(["aws", "azure"]),
                 retired_at=None if rng.random() > 0.1 else sa.func.now()))
         db.commit()
-    with so.Session(engine) as db:
-        yield db
+    yield engine
     engine.dispose()
+    if schema:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def many(many_url):  # type: ignore[no-untyped-def]
+    """A session whose writes are rolled back after each test."""
+    with so.Session(many_url) as db:
+        yield db
+        db.rollback()
 
 
 def expected_order(assets: list[Asset], key: str, descending: bool) -> list[int]:
