@@ -39,9 +39,8 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
     problems = []
     for key in keys:
         status, finished, error = latest.get(key, (None, None, None))
-        entry = {"scope": key, "assets": per_scope[key], "last_success": _iso(last_ok.get(key)),
-                 "latest_status": status, "latest_at": _iso(finished),
-                 "error": error}
+        entry = {"scope": key, "assets": per_scope[key], "last_success": last_ok.get(key),
+                 "latest_status": status, "latest_at": finished, "error": error}
         scopes.append(entry)
         if status is None or status != SUCCEEDED:
             problems.append(entry)
@@ -64,8 +63,8 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
     return {
         "scopes": scopes,
         "incomplete_scopes": [p["scope"] for p in problems],
-        "oldest_last_success": _iso(min(successes)) if successes else None,
-        "newest_last_success": _iso(max(successes)) if successes else None,
+        "oldest_last_success": min(successes) if successes else None,
+        "newest_last_success": max(successes) if successes else None,
         "manual_assets": int(manual.size),
         "manual_sample": [graph.natural_key[i] for i in manual[:SAMPLE]],
         "unscoped_assets": int(unscoped.size),
@@ -80,9 +79,11 @@ _state: dict[str, tuple[Any, Any]] = {}
 
 
 def _collection_state(conn_factory: Callable[[], Any], stamp: tuple[Any, ...] | None = None
-                      ) -> tuple[dict[str, tuple[str, datetime, str | None]], dict[str, datetime]]:
-    """Per scope key: the latest result and the last success.  Cached per database
-    until a scope result is added or removed (the stamp: count and max id)."""
+                      ) -> tuple[dict[str, tuple[str, str, str | None]], dict[str, str]]:
+    """Per scope key: the latest result (status, finished ISO time, error) and the time
+    of the last success (UTC ISO strings, which sort as time).  Cached per database
+    until a scope result is added or removed — collectors only ever insert them — by
+    the stamp: count and max id."""
     factory_key = getattr(conn_factory, "__self__", conn_factory)
     key = factory_key.url.render_as_string(hide_password=False) if hasattr(factory_key, "url") else id(factory_key)
     if stamp is not None:
@@ -98,10 +99,10 @@ def _collection_state(conn_factory: Callable[[], Any], stamp: tuple[Any, ...] | 
             if cached is not None and cached[0] == stamp:
                 return cached[1]  # type: ignore[no-any-return]
             newest = sa.select(sa.func.max(ScopeResult.id)).group_by(ScopeResult.scope_key)
-            latest = {k: (status, _aware(finished), error) for k, status, finished, error in conn.execute(
+            latest = {k: (status, _iso(_aware(finished)), error) for k, status, finished, error in conn.execute(
                 sa.select(ScopeResult.scope_key, ScopeResult.status, ScopeResult.finished_at,
                           ScopeResult.error).where(ScopeResult.id.in_(newest)))}
-            last_ok = {k: _aware(finished) for k, finished in conn.execute(
+            last_ok = {k: _iso(_aware(finished)) for k, finished in conn.execute(
                 sa.select(ScopeResult.scope_key, sa.func.max(ScopeResult.finished_at))
                 .where(ScopeResult.status == SUCCEEDED).group_by(ScopeResult.scope_key))}
     with _state_lock:

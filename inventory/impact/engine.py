@@ -444,9 +444,10 @@ class ImpactResult:
         services = g.service_idx[self.prop.status[g.service_idx] > UP]
         services = services[np.lexsort((g.crit_code[services], self.prop.status[services] != DOWN))]
         rows = g.service_rows()
-        status, dist = self.prop.status, self.prop.dist
-        svc_rows = [{**rows[i], "status": STATUS_NAMES[int(status[i])], "hops": int(dist[i])}
-                    for i in services.tolist()]
+        names = [STATUS_NAMES[s] for s in self.prop.status[services].tolist()]
+        svc_rows = [{"asset_id": rows[i][0], "natural_key": rows[i][1], "name": rows[i][2], "status": st,
+                     "hops": hops, "criticality": rows[i][3]}
+                    for i, st, hops in zip(services.tolist(), names, self.prop.dist[services].tolist())]
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
                    for name, d, deg in split(g.kind_code.astype(np.int64), g.kinds)}

@@ -493,14 +493,14 @@ class Graph:
             return rank
         return self.lazy("key_rank", build)
 
-    def service_rows(self) -> dict[int, dict[str, Any]]:
-        """The fixed part of each business service's totals row."""
-        def build() -> dict[int, dict[str, Any]]:
+    def service_rows(self) -> dict[int, tuple[int, str, str, str]]:
+        """The fixed part of each business service's totals row: (asset id, key, name, criticality)."""
+        def build() -> dict[int, tuple[int, str, str, str]]:
             rows = {}
             for i in self.service_idx.tolist():
                 code = int(self.crit_code[i])
-                rows[i] = {"asset_id": int(self.ids[i]), "natural_key": self.natural_key[i], "name": self.name[i],
-                           "criticality": CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown"}
+                rows[i] = (int(self.ids[i]), self.natural_key[i], self.name[i],
+                           CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown")
             return rows
         return self.lazy("service_rows", build)
 

@@ -50,6 +50,11 @@ class PlanSet:
 
     @classmethod
     def for_graph(cls, graph: Graph, now: datetime, extra: Iterable[dict[str, Any]] = ()) -> "PlanSet":
+        extra = list(extra)
+        if not extra:
+            # The graph's own plans, shared (read-only) with every query.
+            return cls(graph.plans, graph.asset_plans, graph.product_plans, graph.vendor_plans,
+                       _stored_statuses(graph, now), {})
         plans = dict(graph.plans)
         asset_plans = {k: list(v) for k, v in graph.asset_plans.items()}
         product_plans = {k: list(v) for k, v in graph.product_plans.items()}
