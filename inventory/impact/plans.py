@@ -91,8 +91,15 @@ class PlanSet:
     def level(self, plan_ids: Iterable[int]) -> int:
         return max((LEVEL[self.statuses[p]] for p in plan_ids), default=0)
 
-    def signature(self) -> tuple[Any, ...]:
-        return tuple(sorted(self.statuses.items()))
+    def signature(self) -> Any:
+        """Identifies the plan state: the stored plans' statuses (in the graph's fixed plan
+        order), or the full content when a what-if adds plans."""
+        if not self.forced:
+            return ("stored", tuple(self.statuses.values()))
+        return tuple(sorted(self.statuses.items())), \
+            tuple(sorted((k, tuple(v)) for k, v in self.asset_plans.items())), \
+            tuple(sorted((k, tuple(v)) for k, v in self.product_plans.items())), \
+            tuple(sorted((k, tuple(v)) for k, v in self.vendor_plans.items()))
 
 
 def _stored_statuses(graph: Graph, now: datetime) -> dict[int, str]:
@@ -110,8 +117,7 @@ def _stored_statuses(graph: Graph, now: datetime) -> dict[int, str]:
 
 def asset_levels(graph: Graph, view: View, plans: PlanSet) -> dict[str, np.ndarray]:
     """Per asset, the best plan level by each route (cached on the view per plan-status state)."""
-    key = ("plan_levels", plans.signature(),
-           tuple(sorted((k, tuple(v)) for k, v in plans.asset_plans.items())) if plans.forced else None)
+    key = ("plan_levels", plans.signature())
     cached = view.cache.get(key)
     if cached is not None:
         return cached  # type: ignore[no-any-return]
