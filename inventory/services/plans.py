@@ -121,13 +121,6 @@ def event_to_dict(event: PlanEvent) -> dict[str, Any]:
             "by": event.by, "outcome": event.outcome, "notes": event.notes}
 
 
-def _plan_query():  # type: ignore[no-untyped-def]
-    return sa.select(ContingencyPlan).options(
-        so.selectinload(ContingencyPlan.links).joinedload(PlanLink.asset),
-        so.selectinload(ContingencyPlan.links).joinedload(PlanLink.product).joinedload(Product.vendor),
-        so.selectinload(ContingencyPlan.links).joinedload(PlanLink.vendor))
-
-
 @dataclass
 class _PlanDates:
     """The three columns ``plan_status`` reads, without loading the whole plan."""
@@ -186,23 +179,17 @@ def list_plans(db: so.Session, now: datetime | None = None, *, status: str | Non
 def stale_plans(db: so.Session, now: datetime | None = None) -> list[dict[str, Any]]:
     """Plans whose review is overdue (or that were never reviewed), most overdue first."""
     now = now or utcnow()
-    rows = []
-    for plan in db.scalars(_plan_query().order_by(ContingencyPlan.name)):
-        if plan_status(plan, now) != STALE:
-            continue
-        data = plan_to_dict(plan, now)
-        due = review_due(plan)
-        data["days_overdue"] = None if due is None else (now - due).days
-        rows.append(data)
+    rows = list_plans(db, now, status=STALE)
+    for row in rows:
+        due = datetime.fromisoformat(row["review_due"]) if row["review_due"] else None
+        row["days_overdue"] = None if due is None else (now - due).days
     rows.sort(key=lambda r: (r["days_overdue"] is not None, -(r["days_overdue"] or 0)))
     return rows
 
 
 def never_exercised(db: so.Session, now: datetime | None = None) -> list[dict[str, Any]]:
     """Plans nobody has rehearsed yet (whatever their review status)."""
-    now = now or utcnow()
-    return [plan_to_dict(p, now) for p in db.scalars(
-        _plan_query().where(ContingencyPlan.last_exercised.is_(None)).order_by(ContingencyPlan.name))]
+    return [p for p in list_plans(db, now) if p["never_exercised"]]
 
 
 # ---------------------------------------------------------------- the estate as arrays
