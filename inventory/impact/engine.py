@@ -398,9 +398,7 @@ class ImpactResult:
         self.hit_idx = np.flatnonzero(prop.status > UP)
         scope_level = plans.level(scope_plan_ids["product"] + scope_plan_ids["vendor"])
         h = self.hit_idx
-        best = np.maximum.reduce([levels["asset"][h], levels["product"][h], levels["vendor"][h],
-                                  levels["service"][h]]) if h.size else np.zeros(0, dtype=np.int8)
-        self.best_level = np.maximum(best, scope_level)
+        self.best_level = np.maximum(levels["best"][h], scope_level)
         self.totals = self._totals()
         self._hits: list[Hit] | None = None
 
@@ -412,15 +410,16 @@ class ImpactResult:
         down = st == DOWN
         n_down = int(down.sum())
 
-        def split(codes: np.ndarray, values: list[Any]) -> list[tuple[Any, int, int]]:
-            if not h.size:
-                return []
-            both = np.bincount(codes[h] * 2 + down, minlength=len(values) * 2).reshape(-1, 2)
-            return [(values[i], int(both[i, 1]), int(both[i, 0])) for i in np.flatnonzero(both.sum(1))]
+        # Criticality x kind x OS x status in one count, then the three breakdowns from it.
+        shape = (len(CRITICALITIES) + 1, len(g.kinds), len(g.os_values), 2)
+        cube = np.bincount(g.profile_code()[h] * 2 + down, minlength=int(np.prod(shape))).reshape(shape)
+
+        def split(counts: np.ndarray, values: list[Any]) -> list[tuple[Any, int, int]]:
+            return [(values[i], int(counts[i, 1]), int(counts[i, 0])) for i in np.flatnonzero(counts.sum(1))]
 
         crit_values = list(CRITICALITIES) + ["unknown"]
         by_crit = {c: {"down": 0, "degraded": 0, "total": 0} for c in CRITICALITIES}
-        for name, d, deg in split(g.crit_code.astype(np.int64), crit_values):
+        for name, d, deg in split(cube.sum(axis=(1, 2)), crit_values):
             by_crit[name] = {"down": d, "degraded": deg, "total": d + deg}
 
         def place(codes: np.ndarray, values: list[Any], label: str) -> list[dict[str, Any]]:
@@ -450,9 +449,9 @@ class ImpactResult:
                     for i, st, hops in zip(services.tolist(), names, self.prop.dist[services].tolist())]
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
-                   for name, d, deg in split(g.kind_code.astype(np.int64), g.kinds)}
+                   for name, d, deg in split(cube.sum(axis=(0, 2)), g.kinds)}
         by_os = {str(name): {"down": d, "degraded": deg, "total": d + deg}
-                 for name, d, deg in split(g.os_code.astype(np.int64), g.os_values) if name is not None}
+                 for name, d, deg in split(cube.sum(axis=(0, 1)), g.os_values) if name is not None}
         return {
             "hits": int(h.size),
             "seeds": int(self.seed_match.mask.sum()),

@@ -504,6 +504,11 @@ class Graph:
             return rows
         return self.lazy("service_rows", build)
 
+    def profile_code(self) -> np.ndarray:
+        """(criticality, kind, OS) as one code per asset, for the totals."""
+        return self.lazy("profile", lambda: (self.crit_code.astype(np.int64) * len(self.kinds) + self.kind_code)
+                         * len(self.os_values) + self.os_code)
+
     def place_code(self, label: str) -> np.ndarray:
         """(account or region) x provider as one code per asset, for the totals."""
         codes = self.account_code if label == "account" else self.region_code

@@ -132,7 +132,8 @@ def asset_levels(graph: Graph, view: View, plans: PlanSet) -> dict[str, np.ndarr
     for vid, plan_ids in plans.vendor_plans.items():
         _raise(vendor, graph, graph.vendor_products.get(vid, []), plans.level(plan_ids))
     service = service_levels(graph, view, own)
-    levels = {"asset": own, "product": product, "vendor": vendor, "service": service}
+    levels = {"asset": own, "product": product, "vendor": vendor, "service": service,
+              "best": np.maximum(np.maximum(own, product), np.maximum(vendor, service))}
     view.cache[key] = levels
     return levels
 
