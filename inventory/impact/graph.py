@@ -24,6 +24,8 @@ is loaded once per database and reused while the inventory is unchanged:
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import threading
 from collections import OrderedDict
@@ -39,6 +41,8 @@ from sqlalchemy.engine import Connection, Engine
 from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
 
 HARD, SOFT, MEMBER = 0, 1, 2
+# Part counters of the inventory_version row (migration 0002): which tables changed.
+PARTS = ("assets_v", "installs_v", "deps_v", "catalog_v", "plans_v")
 NEVER = np.iinfo(np.int64).max          # "not retired" as a timestamp
 CACHE_SIZE = 3                          # graphs kept (one per database URL)
 
@@ -185,10 +189,10 @@ class Graph:
     # ------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, conn: Connection, version: int | None) -> "Graph":
+    def load(cls, conn: Connection, counters: dict[str, int] | None) -> "Graph":
         """Everything from one connection (one snapshot)."""
         g = cls()
-        g.version = version
+        g._set_counters(counters)
         g.dialect = conn.dialect.name
         edges = _fetch_edges(conn)
         installs = _fetch_installs(conn)
@@ -199,25 +203,32 @@ class Graph:
         return g
 
     @classmethod
-    def load_from(cls, engine: Engine, attempts: int = 3) -> "Graph":
-        """Load with two connections at once: the dependency and installation
-        aggregates (mostly database time) run in a helper thread while this one
-        reads the assets (mostly Python time).  Both read the version counter
-        first; if they disagree a write slipped in between and the load is redone."""
+    def load_from(cls, engine: Engine, previous: "Graph | None" = None, attempts: int = 3) -> "Graph":
+        """The graph of ``engine``'s database now.
+
+        With the ``previous`` graph of the same database, only the parts whose
+        counters moved are reloaded (a plan review reloads the plans, not 100k
+        assets).  A full load uses two connections at once: the dependency and
+        installation aggregates (mostly database time) run in a helper thread
+        while this one reads the assets (mostly Python time); both read the
+        counters first, and if they disagree a write slipped in between and the
+        load is redone."""
         in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
         for _attempt in range(attempts):
             with engine.connect() as conn, conn.begin():
-                version = _version(conn)
-                if version is None or in_memory:
+                counters = _counters(conn)
+                if counters is not None and previous is not None and previous.same_lineage(counters):
+                    return previous._refreshed(conn, counters)
+                if counters is None or in_memory:
                     # One snapshot on one connection (an in-memory SQLite database
                     # exists only on its own connection).
-                    return cls.load(conn, version)
+                    return cls.load(conn, counters)
                 box: dict[str, Any] = {}
 
                 def side() -> None:
                     try:
                         with engine.connect() as other, other.begin():
-                            box["version"] = _version(other)
+                            box["counters"] = _counters(other)
                             box["edges"] = _fetch_edges(other)
                             box["installs"] = _fetch_installs(other)
                     except BaseException as exc:  # noqa: BLE001 - re-raised in the loader
@@ -226,7 +237,7 @@ class Graph:
                 helper = threading.Thread(target=side, name="planb-graph-load", daemon=True)
                 helper.start()
                 g = cls()
-                g.version = version
+                g._set_counters(counters)
                 g.dialect = conn.dialect.name
                 try:
                     g._load_vendors(conn)
@@ -236,18 +247,80 @@ class Graph:
                     helper.join()
                 if "error" in box:
                     raise box["error"]
-                if box["version"] != version:
+                if box["counters"] != counters:
                     continue
                 g._finish(box["edges"], box["installs"])
                 return g
         with engine.connect() as conn, conn.begin():
-            return cls.load(conn, _version(conn))
+            return cls.load(conn, _counters(conn))
+
+    def _set_counters(self, counters: dict[str, int] | None) -> None:
+        self.counters = counters
+        self.version = None if counters is None else counters["version"]
+
+    def same_lineage(self, counters: dict[str, int]) -> bool:
+        """Whether ``counters`` continue this graph's counters (same database, later state).
+
+        Every bump adds one to ``version`` and one to a part counter, so
+        ``version - sum(parts)`` is the random start the migration chose: a
+        database dropped and recreated under the same URL does not match."""
+        mine = self.counters
+        if mine is None:
+            return False
+        lineage = mine["version"] - sum(mine[p] for p in PARTS)
+        return (counters["version"] - sum(counters[p] for p in PARTS) == lineage
+                and all(counters[p] >= mine[p] for p in PARTS))
+
+    def _refreshed(self, conn: Connection, counters: dict[str, int]) -> "Graph":
+        """A new graph sharing this one's unchanged parts (nothing of this one is modified)."""
+        changed = {p for p in PARTS if counters[p] != self.counters[p]}   # type: ignore[index]
+        assets = "assets_v" in changed
+        edges = assets or "deps_v" in changed
+        installs = assets or "installs_v" in changed
+        g = copy.copy(self)
+        g._lock = threading.Lock()
+        g._set_counters(counters)
+        keep: set[str] = set()
+        if not assets:
+            keep |= {"key_rank", "key_index", "tags", "service_rows", "profile", "place_account",
+                     "place_region"}
+        if not edges:
+            keep.add("edge_first_seen")
+        if not installs:
+            keep.add("install_first_seen")
+        if "plans_v" not in changed:
+            keep.add("plan_statuses")
+        g._lazy = {k: v for k, v in self._lazy.items() if k in keep}
+        if "catalog_v" in changed:
+            g._load_vendors(conn)
+        if assets:
+            g._load_assets(conn)
+        if "deps_v" in changed:
+            g._edges_raw = _fetch_edges(conn)
+        if "installs_v" in changed:
+            g._installs_raw = _fetch_installs(conn)
+        if edges:
+            g._build_edges(*g._edges_raw)
+        if installs:
+            g._build_installations(g._installs_raw)
+        if assets or "plans_v" in changed:
+            g._load_plans(conn)
+        if edges:
+            g.current = g.make_view(g.alive_now, np.ones(g.e_dep.size, dtype=bool))
+        else:
+            # Same arrays, fresh per-view caches (plan levels depend on plans and installations).
+            g.current = dataclasses.replace(self.current, cache={})
+        g.refreshed_parts = sorted(changed)
+        return g
 
     def _finish(self, edges: tuple[np.ndarray, list[tuple[Any, ...]]],
                 installs: list[tuple[int, str | None, np.ndarray]]) -> None:
+        self._edges_raw = edges
+        self._installs_raw = installs
         self._build_edges(*edges)
         self._build_installations(installs)
         self.current = self.make_view(self.alive_now, np.ones(self.e_dep.size, dtype=bool))
+        self.refreshed_parts = sorted(PARTS)
 
     def _load_vendors(self, conn: Connection) -> None:
         self.vendors = {r[0]: VendorInfo(r[0], r[1], r[2]) for r in conn.exec_driver_sql(
@@ -622,7 +695,7 @@ def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...]
                 version, stamp = _probe(conn)
                 if cached is not None and version is not None and cached.version == version:
                     return cached, stamp
-        graph = Graph.load_from(engine)
+        graph = Graph.load_from(engine, previous=cached)
         if graph.version is not None:
             with _cache_lock:
                 _cache[key] = graph
@@ -667,13 +740,16 @@ def _probe(conn: Connection) -> tuple[int | None, tuple[Any, ...] | None]:
     return row[0], (row[1], row[2])
 
 
-def _version(conn: Connection) -> int | None:
+def _counters(conn: Connection) -> dict[str, int] | None:
+    """The inventory counters, or None on a database without them (nothing is cached then)."""
     try:
-        return conn.exec_driver_sql("SELECT version FROM inventory_version WHERE id = 1").scalar()
+        row = conn.exec_driver_sql(
+            f"SELECT version, {', '.join(PARTS)} FROM inventory_version WHERE id = 1").first()
     except sa.exc.DBAPIError:
-        # No such table (an unmigrated database): the transaction is unusable on
-        # PostgreSQL, so the caller's load will fail loudly too; on SQLite it goes on.
+        # No such table (an unmigrated database): on PostgreSQL the transaction is now
+        # unusable, so the load that follows fails loudly; on SQLite it goes on.
         return None
+    return None if row is None else dict(zip(("version", *PARTS), (int(v) for v in row)))
 
 
 def clear_cache() -> None:

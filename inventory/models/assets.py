@@ -157,3 +157,10 @@ class InventoryVersion(Base):
 
     id: so.Mapped[int] = so.mapped_column(primary_key=True)
     version: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    # Per-part counters (bumped with ``version``), so a rebuild reloads only what
+    # changed: a plan review does not reload 100k assets.
+    assets_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    installs_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    deps_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    catalog_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+    plans_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)

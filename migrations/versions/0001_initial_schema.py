@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 09:13:54.753011
+Create Date: 2026-11-25 10:01:36.002775
 """
 from typing import Sequence, Union
 
@@ -132,6 +132,11 @@ def upgrade() -> None:
     op.create_table('inventory_version',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('version', sa.BigInteger(), nullable=False),
+    sa.Column('assets_v', sa.BigInteger(), nullable=False),
+    sa.Column('installs_v', sa.BigInteger(), nullable=False),
+    sa.Column('deps_v', sa.BigInteger(), nullable=False),
+    sa.Column('catalog_v', sa.BigInteger(), nullable=False),
+    sa.Column('plans_v', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_inventory_version'))
     )
     op.create_table('scenarios',

@@ -19,6 +19,9 @@ emits triggers: regenerating 0001 must not lose them.
   transaction-local setting remembers the bump).
 * Updates fire only for the columns the engine reads, so a collector that only
   refreshes ``last_seen`` does not invalidate the cache.
+* Each table also bumps its part's counter (``assets_v``, ``installs_v``,
+  ``deps_v``, ``catalog_v``, ``plans_v``), so a rebuild reloads only the parts
+  that changed.
 
 NOTE: a later SQLite batch migration that recreates one of these tables drops
 its triggers; such a migration must call ``create_triggers`` again
@@ -47,12 +50,23 @@ WATCHED: dict[str, tuple[str, ...]] = {
     "plan_links": ("plan_id", "asset_id", "product_id", "vendor_id"),
 }
 
+# table -> the part counter it bumps along with ``version``.
+PART: dict[str, str] = {
+    "assets": "assets_v", "installations": "installs_v", "dependencies": "deps_v",
+    "products": "catalog_v", "vendors": "catalog_v",
+    "contingency_plans": "plans_v", "plan_links": "plans_v",
+}
+
+# The part counter's name comes from the trigger definition (TG_ARGV), never from data.
 PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION planb_bump_inventory_version() RETURNS trigger AS $$
+DECLARE
+    flag text := 'planb.bumped_' || TG_ARGV[0];
 BEGIN
-    IF current_setting('planb.inventory_bumped', true) IS DISTINCT FROM 'on' THEN
-        UPDATE inventory_version SET version = version + 1 WHERE id = 1;
-        PERFORM set_config('planb.inventory_bumped', 'on', true);
+    IF current_setting(flag, true) IS DISTINCT FROM 'on' THEN
+        EXECUTE format('UPDATE inventory_version SET version = version + 1, %I = %I + 1 WHERE id = 1',
+                       TG_ARGV[0], TG_ARGV[0]);
+        PERFORM set_config(flag, 'on', true);
     END IF;
     RETURN NULL;
 END
@@ -66,18 +80,19 @@ def trigger_names(table: str) -> list[str]:
 
 def create_triggers(table: str, dialect: str) -> None:
     columns = ", ".join(WATCHED[table])
+    part = PART[table]
     ins, upd, dele, trunc = trigger_names(table)
     if dialect == "sqlite":
-        bump = "BEGIN UPDATE inventory_version SET version = version + 1 WHERE id = 1; END"
+        bump = f"BEGIN UPDATE inventory_version SET version = version + 1, {part} = {part} + 1 WHERE id = 1; END"
         op.execute(f"CREATE TRIGGER {ins} AFTER INSERT ON {table} {bump}")
         op.execute(f"CREATE TRIGGER {upd} AFTER UPDATE OF {columns} ON {table} {bump}")
         op.execute(f"CREATE TRIGGER {dele} AFTER DELETE ON {table} {bump}")
         return
     op.execute(
         f"CREATE CONSTRAINT TRIGGER {ins} AFTER INSERT OR DELETE OR UPDATE OF {columns} ON {table} "
-        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION planb_bump_inventory_version()")
+        f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION planb_bump_inventory_version('{part}')")
     op.execute(f"CREATE TRIGGER {trunc} AFTER TRUNCATE ON {table} "
-               "FOR EACH STATEMENT EXECUTE FUNCTION planb_bump_inventory_version()")
+               f"FOR EACH STATEMENT EXECUTE FUNCTION planb_bump_inventory_version('{part}')")
 
 
 def drop_triggers(table: str, dialect: str) -> None:
@@ -95,7 +110,8 @@ def upgrade() -> None:
     # A random start: a database dropped and recreated under the same URL never
     # repeats a version number a long-running process may still have cached.
     start = secrets.randbits(40)
-    op.execute(f"INSERT INTO inventory_version (id, version) VALUES (1, {start})")
+    op.execute("INSERT INTO inventory_version (id, version, assets_v, installs_v, deps_v, catalog_v, plans_v) "
+               f"VALUES (1, {start}, 0, 0, 0, 0, 0)")
     if dialect != "sqlite":
         op.execute(PG_FUNCTION)
     for table in WATCHED:

@@ -150,3 +150,65 @@ def test_every_watched_column_exists(table: str) -> None:
     from inventory.models import Base
 
     assert set(triggers.WATCHED[table]) <= set(Base.metadata.tables[table].columns.keys())
+
+
+def test_a_rebuild_reloads_only_the_parts_that_changed(any_estate: Estate) -> None:
+    e = small(any_estate)
+    g1 = get_graph(e.db)
+    # A plan is written: only the plans are reloaded, the asset and edge arrays are shared.
+    e.plan("Rebuild h1", asset="h1")
+    e.commit()
+    g2 = get_graph(e.db)
+    assert g2.refreshed_parts == ["plans_v"]
+    assert g2.ids is g1.ids and g2.e_dep is g1.e_dep and g2.current is not g1.current
+    hit = {h.natural_key: h for h in blast_radius(e.db, {"vendor": "Acme"}).hits}["h1"]
+    assert [p["name"] for p in hit.plans] == ["Rebuild h1"]
+    # A dependency is added: the edges are reloaded, the assets are not.
+    e.asset("svc", kind="service", os=None)
+    e.commit()
+    g3 = get_graph(e.db)
+    assert g3.refreshed_parts == ["assets_v"]
+    e.dep("svc", "app", strength="soft")
+    e.commit()
+    g4 = get_graph(e.db)
+    assert g4.refreshed_parts == ["deps_v"] and g4.ids is g3.ids
+    assert {h.natural_key: h.status for h in blast_radius(e.db, {"vendor": "Acme"}).hits} == \
+        {"h1": "down", "app": "down", "svc": "degraded"}
+    # An installation goes: the installation index is reloaded.
+    with e.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM installations"))
+    g5 = get_graph(e.db)
+    assert g5.refreshed_parts == ["installs_v"] and g5.e_dep is g4.e_dep
+    assert blast_radius(e.db, {"vendor": "Acme"}).hits == []
+
+
+def test_a_recreated_database_is_never_mistaken_for_a_later_state(estate: Estate) -> None:
+    e = small(estate)
+    get_graph(e.db)
+    with e.engine.begin() as conn:
+        row = conn.execute(sa.text("SELECT version, assets_v, installs_v, deps_v, catalog_v, plans_v "
+                                   "FROM inventory_version")).one()
+        # Same per-part counters but another start: another database under the same URL.
+        conn.execute(sa.text("UPDATE inventory_version SET version = :v"), {"v": row[0] + 10**9})
+    g = get_graph(e.db)
+    assert g.refreshed_parts == ["assets_v", "catalog_v", "deps_v", "installs_v", "plans_v"]
+
+
+def test_counters_move_together(any_estate: Estate) -> None:
+    e = small(any_estate)
+
+    def counters() -> dict[str, int]:
+        with e.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT version, assets_v, installs_v, deps_v, catalog_v, plans_v "
+                                       "FROM inventory_version")).one()
+        return dict(zip(("version", "assets_v", "installs_v", "deps_v", "catalog_v", "plans_v"), row))
+
+    before = counters()
+    with e.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE products SET name = name || '!'"))
+        conn.execute(sa.text("UPDATE dependencies SET strength = 'soft'"))
+    after = counters()
+    assert after["catalog_v"] > before["catalog_v"] and after["deps_v"] > before["deps_v"]
+    assert after["assets_v"] == before["assets_v"] and after["plans_v"] == before["plans_v"]
+    parts = ("assets_v", "installs_v", "deps_v", "catalog_v", "plans_v")
+    assert after["version"] - sum(after[p] for p in parts) == before["version"] - sum(before[p] for p in parts)
