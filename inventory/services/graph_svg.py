@@ -205,7 +205,7 @@ def render(result: dict[str, Any], *, asset_url: Callable[[int], str] | None = N
     shown = len(chosen)
     out.append(f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
                f'viewBox="0 0 {width} {height}" role="group" aria-labelledby="graph-title graph-desc">')
-    out.append(f'<title id="graph-title">Dependency graph of the blast radius</title>')
+    out.append('<title id="graph-title">Dependency graph of the blast radius</title>')
     out.append(f'<desc id="graph-desc">{escape(f"{total:,} hit assets in {len(layer_keys)} columns by hop distance from the seeds; the table below lists them all.")}</desc>')
     for layer in layer_keys:
         x = MARGIN_X + column[layer] * (NODE_W + COL_GAP)

@@ -8,7 +8,6 @@ fresh (they depend on the clock and are cheap for the business services).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from datetime import timedelta
@@ -19,9 +18,9 @@ import sqlalchemy.orm as so
 
 from inventory.db import utcnow
 from inventory.choices import SERVICE_KIND
-from inventory.models import (Asset, CollectionRun, ContingencyPlan, Incident, PlanLink, UpdateTest,
-                              Vendor, VendorUpdate)
+from inventory.models import Asset, CollectionRun, ContingencyPlan, Incident, PlanLink, Vendor
 from inventory.services import vendor_summary
+from inventory.services.vendor_summary import update_tests_fingerprint
 from inventory.services.cache import cached
 from inventory.services.plan_status import NEVER_EXERCISED, STALE, plan_status
 
@@ -112,25 +111,13 @@ def stale_plans(db: so.Session) -> list[dict[str, Any]]:
     return rows
 
 
-def _update_tests_fingerprint(db: so.Session) -> str:
-    """Changes whenever an update or a test result changes (those tables have no version trigger)."""
-    digest = hashlib.sha1()
-    for row in db.execute(sa.select(VendorUpdate.id, VendorUpdate.product_id, VendorUpdate.version)
-                          .order_by(VendorUpdate.id)):
-        digest.update(repr(tuple(row)).encode())
-    for row in db.execute(sa.select(UpdateTest.id, UpdateTest.update_id, UpdateTest.ring, UpdateTest.status)
-                          .order_by(UpdateTest.id)):
-        digest.update(repr(tuple(row)).encode())
-    return digest.hexdigest()
-
-
 def untested(db: so.Session) -> dict[str, Any] | None:
     """Untested exposure (``inventory.services.updates``), cached per inventory and test state."""
     try:
         from inventory.services import updates
     except ImportError:
         return None
-    key = _update_tests_fingerprint(db)
+    key = update_tests_fingerprint(db)
     summary = cached(db, f"untested-summary:{key}", lambda: updates.untested_summary(db))
     rows = cached(db, f"untested-critical:{key}",
                   lambda: updates.untested_exposure(db, critical_only=True, limit=TOP_N + 1))

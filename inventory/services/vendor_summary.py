@@ -10,6 +10,7 @@ shows (see ``concentration``).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import date
 from typing import Any
@@ -18,7 +19,8 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from inventory.db import utcnow
-from inventory.models import Asset, Installation, Product, Vendor, VendorAssessment
+from inventory.models import (Asset, Installation, Product, UpdateTest, Vendor, VendorAssessment,
+                              VendorUpdate)
 from inventory.services.cache import cached
 
 log = logging.getLogger(__name__)
@@ -135,8 +137,35 @@ def vendor_rows(db: so.Session) -> dict[str, Any]:
             "critical_total": critical_asset_total(db)}
 
 
+def update_tests_fingerprint(db: so.Session) -> str:
+    """Changes whenever an update or a test result changes (those tables have no version
+    trigger), so figures derived from test results can be cached safely."""
+    digest = hashlib.sha1()
+    for row in db.execute(sa.select(VendorUpdate.id, VendorUpdate.product_id, VendorUpdate.version)
+                          .order_by(VendorUpdate.id)):
+        digest.update(repr(tuple(row)).encode())
+    for row in db.execute(sa.select(UpdateTest.id, UpdateTest.update_id, UpdateTest.ring, UpdateTest.status)
+                          .order_by(UpdateTest.id)):
+        digest.update(repr(tuple(row)).encode())
+    return digest.hexdigest()
+
+
+def untested_for_vendor(db: so.Session, vendor_id: int, limit: int) -> list[dict[str, Any]]:
+    """The vendor's installations on untested versions, most critical first (``updates`` service)."""
+    try:
+        from inventory.services import updates
+    except ImportError:
+        return []
+    key = f"untested-vendor:{vendor_id}:{limit}:{update_tests_fingerprint(db)}"
+    return cached(db, key, lambda: updates.untested_exposure(db, vendor_id=vendor_id, limit=limit))
+
+
 def product_rows(db: so.Session, vendor_id: int) -> list[dict[str, Any]]:
     """The vendor's products with active installations and their most common versions."""
+    return cached(db, f"vendor-products:{vendor_id}", lambda: _product_rows(db, vendor_id))
+
+
+def _product_rows(db: so.Session, vendor_id: int) -> list[dict[str, Any]]:
     products = list(db.scalars(sa.select(Product).where(Product.vendor_id == vendor_id).order_by(Product.name)))
     if not products:
         return []
@@ -150,7 +179,10 @@ def product_rows(db: so.Session, vendor_id: int) -> list[dict[str, Any]]:
     rows = []
     for product in products:
         versions = sorted(counts.get(product.id, []), key=lambda v: (-v[1], v[0] or ""))
-        rows.append({"product": product, "installations": sum(n for _v, n in versions),
+        # Plain values, not the ORM object: the rows are cached across requests.
+        rows.append({"product": {"id": product.id, "name": product.name, "kind": product.kind,
+                                 "vendor_pushes_updates": product.vendor_pushes_updates},
+                     "installations": sum(n for _v, n in versions),
                      "versions": versions[:8], "more_versions": max(0, len(versions) - 8)})
     return rows
 

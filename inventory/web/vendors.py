@@ -37,12 +37,7 @@ def detail(vendor_id: int):  # type: ignore[no-untyped-def]
     except CursorError as exc:
         assets_page, cursor_error = Page(rows=[]), str(exc)
 
-    untested: list[dict] = []
-    try:
-        from inventory.services import updates
-        untested = updates.untested_exposure(db, vendor_id=vendor.id, limit=UNTESTED_LIMIT + 1)
-    except (ImportError, AttributeError):
-        pass
+    untested = vendor_summary.untested_for_vendor(db, vendor.id, UNTESTED_LIMIT + 1)
     outage = vendor_summary.full_outage_summary(db, vendor)
     return render_template("vendors/detail.html", **data, assets_page=assets_page,
                            cursor_error=cursor_error, untested=untested[:UNTESTED_LIMIT],
