@@ -30,8 +30,10 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
                       scope: Scope, as_of: datetime | None, stamp: tuple[Any, ...] | None = None
                       ) -> dict[str, Any]:
     involved = hit_idx   # seeds are hits
-    counts = np.bincount(graph.scope_code[involved], minlength=len(graph.scope_values))
-    per_scope = {graph.scope_values[c]: int(counts[c]) for c in np.flatnonzero(counts)
+    # One count per scope, with manual (imported) assets counted apart under the last code.
+    n_scopes = len(graph.scope_values)
+    counts = np.bincount(graph.confidence_code()[involved], minlength=n_scopes + 1)
+    per_scope = {graph.scope_values[c]: int(counts[c]) for c in np.flatnonzero(counts[:n_scopes])
                  if graph.scope_values[c] is not None}
     latest, last_ok = _collection_state(conn_factory, stamp)
     keys = sorted(per_scope)
@@ -44,15 +46,17 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
         scopes.append(entry)
         if status is None or status != SUCCEEDED:
             problems.append(entry)
-    manual = involved[graph.is_manual[involved]]
-    unscoped = involved[(graph.scope_code[involved] == _none_code(graph)) & ~graph.is_manual[involved]]
+    n_manual = int(counts[n_scopes])
+    manual = involved[graph.is_manual[involved]][:SAMPLE] if n_manual else involved[:0]
+    none_code = _none_code(graph)
+    n_unscoped = int(counts[none_code]) if none_code >= 0 else 0
     successes = [last_ok[k] for k in keys if k in last_ok]
     notes = []
     if problems:
         notes.append(f"{len(problems)} collection scope(s) have no successful latest run: "
                      "their assets may be missing or out of date")
-    if manual.size:
-        notes.append(f"{manual.size} asset(s) come from manual imports and are not refreshed by collectors")
+    if n_manual:
+        notes.append(f"{n_manual} asset(s) come from manual imports and are not refreshed by collectors")
     unversioned = seeds.unversioned
     if unversioned.size:
         notes.append(f"{unversioned.size} asset(s) run {scope.vendor} software whose version could not "
@@ -65,9 +69,9 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
         "incomplete_scopes": [p["scope"] for p in problems],
         "oldest_last_success": min(successes) if successes else None,
         "newest_last_success": max(successes) if successes else None,
-        "manual_assets": int(manual.size),
-        "manual_sample": [graph.natural_key[i] for i in manual[:SAMPLE]],
-        "unscoped_assets": int(unscoped.size),
+        "manual_assets": n_manual,
+        "manual_sample": [graph.natural_key[i] for i in manual.tolist()],
+        "unscoped_assets": n_unscoped,
         "unversioned_installations": {"count": int(unversioned.size),
                                       "sample": [graph.natural_key[i] for i in unversioned[:SAMPLE]]},
         "notes": notes,

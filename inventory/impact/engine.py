@@ -382,7 +382,7 @@ class ImpactResult:
     def __init__(self, graph: Graph, view: View, scope: Scope, as_of: datetime | None,
                  seeds: SeedMatch, prop: Propagation, plans: PlanSet, levels: dict[str, np.ndarray],
                  scope_plan_ids: dict[str, list[int]], confidence: dict[str, Any],
-                 computed_at: datetime) -> None:
+                 computed_at: datetime, hit_idx: np.ndarray | None = None) -> None:
         self.graph = graph
         self.view = view
         self.scope = scope
@@ -395,7 +395,7 @@ class ImpactResult:
         self.scope_plan_ids = scope_plan_ids
         self.confidence = confidence
         self.what_if: dict[str, Any] | None = None
-        self.hit_idx = np.flatnonzero(prop.status > UP)
+        self.hit_idx = np.flatnonzero(prop.status > UP) if hit_idx is None else hit_idx
         scope_level = plans.level(scope_plan_ids["product"] + scope_plan_ids["vendor"])
         h = self.hit_idx
         self.best_level = np.maximum(levels["best"][h], scope_level)
@@ -715,4 +715,4 @@ def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at
                    "product": [p for pid in scope.product_ids for p in plans.product_plans.get(pid, [])]}
     hit_idx = np.flatnonzero(prop.status > UP)
     conf = confidence_report(conn_factory, graph, hit_idx, seeds, scope, moment, stamp)
-    return ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, conf, now)
+    return ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, conf, now, hit_idx)

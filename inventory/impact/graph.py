@@ -283,7 +283,7 @@ class Graph:
         keep: set[str] = set()
         if not assets:
             keep |= {"key_rank", "key_index", "tags", "service_rows", "profile", "place_account",
-                     "place_region"}
+                     "place_region", "confidence"}
         if not edges:
             keep.add("edge_first_seen")
         if not installs:
@@ -576,6 +576,10 @@ class Graph:
                            CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown")
             return rows
         return self.lazy("service_rows", build)
+
+    def confidence_code(self) -> np.ndarray:
+        """The source scope code of each asset, or ``len(scope_values)`` for a manual import."""
+        return self.lazy("confidence", lambda: np.where(self.is_manual, len(self.scope_values), self.scope_code))
 
     def profile_code(self) -> np.ndarray:
         """(criticality, kind, OS) as one code per asset, for the totals."""
