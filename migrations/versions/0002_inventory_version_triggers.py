@@ -26,6 +26,16 @@ emits triggers: regenerating 0001 must not lose them.
 NOTE: a later SQLite batch migration that recreates one of these tables drops
 its triggers; such a migration must call ``create_triggers`` again
 (``tests/impact/test_versioning.py`` checks they are all present at head).
+
+Regenerating 0001 from the models: Alembic cannot load this file while 0001 is
+missing (``KeyError: '0001'``), so move it aside for the regeneration::
+
+    mv migrations/versions/0002_inventory_version_triggers.py /tmp/ && \
+    rm -f /tmp/regen.db migrations/versions/0001_initial_schema.py && \
+    python -c "from alembic import command; from inventory.migrate import alembic_config; \
+    command.revision(alembic_config('sqlite:////tmp/regen.db'), message='initial schema', \
+    autogenerate=True, rev_id='0001')" && \
+    mv /tmp/0002_inventory_version_triggers.py migrations/versions/
 """
 import secrets
 from typing import Sequence, Union
