@@ -405,6 +405,7 @@ class _BatchApplier:
         self.scope = batch.scope_key
         self.now = now
         self.now_iso = now.isoformat(timespec="seconds")
+        self.stamp = {"source": source, "seen": self.now_iso}
         self.stale_before = now - granularity
         self.attributor = attributor
         self.outcome = BatchOutcome()
@@ -577,21 +578,22 @@ class _BatchApplier:
     def _new_row(self, record: AssetRecord) -> dict[str, Any]:
         row: dict[str, Any] = {"natural_key": record.natural_key}
         provenance: dict[str, Any] = {}
+        stamp = self.stamp  # one shared {source, seen} object: serialised per row anyway
         for name in RECORD_COLUMNS:
             value = _fit(name, getattr(record, name))
             row[name] = value
             if value is not None:
-                provenance[name] = {"source": self.source, "seen": self.now_iso}
+                provenance[name] = stamp
         if not row["name"]:
             row["name"] = _fit("name", record.natural_key)
         if row["criticality"] is None:
             row["criticality"] = "medium"
         row["tags"] = _jsonable(record.tags or {})
         if row["tags"]:
-            provenance["tags"] = {"source": self.source, "seen": self.now_iso}
+            provenance["tags"] = stamp
         row["attributes"] = _jsonable(record.attributes or {})
         for key in row["attributes"]:
-            provenance[f"attributes.{key}"] = {"source": self.source, "seen": self.now_iso}
+            provenance[f"attributes.{key}"] = stamp
         row.update(provenance=provenance, source=self.source, source_scope=self.scope,
                    first_seen=self.now, last_seen=self.now, retired_at=None,
                    created_at=self.now, updated_at=self.now)
@@ -972,7 +974,8 @@ def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scop
     return changes
 
 
-_LENGTHS: dict[str, int] = {}
+_LENGTHS: dict[str, int] = {c.name: c.type.length for c in Asset.__table__.c
+                            if getattr(c.type, "length", None)}
 
 
 def _fit(column: str, value: Any) -> Any:
@@ -981,16 +984,11 @@ def _fit(column: str, value: Any) -> Any:
         return None
     if column == "min_up":
         return int(value)
-    text = str(value).strip()
+    text = (value if type(value) is str else str(value)).strip()
     if not text:
         return None
-    if not _LENGTHS:
-        for col in Asset.__table__.c:
-            length = getattr(col.type, "length", None)
-            if length:
-                _LENGTHS[col.name] = length
     limit = _LENGTHS.get(column)
-    return text[:limit] if limit else text
+    return text[:limit] if limit and len(text) > limit else text
 
 
 def _fit_text(value: str | None, limit: int) -> str | None:
