@@ -271,3 +271,13 @@ def test_python_code_never_builds_markup_from_data():
     offenders = {str(p.relative_to(ROOT)) for p in PY_SOURCES
                  if re.search(r"\bMarkup\(|markupsafe|render_template_string|\|safe", p.read_text())}
     assert offenders <= MARKUP_ALLOWED
+
+
+def test_the_server_never_fetches_a_url():
+    """No HTTP client in the web app or services: a user-supplied link (runbook, evidence,
+    vendor site) is only ever rendered as a link, never requested by the server (no SSRF).
+    Collectors reach clouds only through the SDKs, with endpoints from their own config."""
+    pattern = re.compile(r"^\s*(import|from)\s+(requests|httpx|urllib3|aiohttp|urllib\.request|http\.client)\b"
+                         r"|urlopen\(", re.MULTILINE)
+    offenders = [str(p.relative_to(ROOT)) for p in PY_SOURCES if pattern.search(p.read_text())]
+    assert offenders == []
