@@ -401,6 +401,7 @@ class ImpactResult:
         self.best_level = np.maximum(levels["best"][h], scope_level)
         self.totals = self._totals()
         self._hits: list[Hit] | None = None
+        self._seeds: list[dict[str, Any]] | None = None
 
     # ------------------------------------------------------------ totals
 
@@ -620,6 +621,12 @@ class ImpactResult:
         return {k: tuple(v) for k, v in out.items()}
 
     def seeds(self) -> list[dict[str, Any]]:
+        """The seed assets (in natural-key order) and what matched each: built once."""
+        if self._seeds is None:
+            self._seeds = self._build_seeds()
+        return self._seeds
+
+    def _build_seeds(self) -> list[dict[str, Any]]:
         g = self.graph
         how: dict[int, dict[str, Any]] = {}
         for pid, version, idx in self.seed_match.via_install:
