@@ -74,7 +74,8 @@ def _impact_response(scope: Any, as_of: Any, what_if: Any, limit: Any, offset: A
     # only used for alias lookups, through a read session that never takes a write lock.
     with read_session(get_engine()) as db:
         result = blast_radius(db, scope, as_of=as_of or None, what_if=what_if or None)
-        return jsonify(result.to_dict(limit=limit_v, offset=offset_v))
+        # A page of hits comes with at most as many seeds (the totals count them all).
+        return jsonify(result.to_dict(limit=limit_v, offset=offset_v, seeds_limit=limit_v))
 
 
 @bp.route("/impact", methods=["GET", "POST"])
@@ -312,7 +313,8 @@ def _body(name: str) -> dict[str, Any]:
 
 _ID = {"name": "incident_id", "in": "path", "required": True, "schema": _INT}
 _SID = {"name": "scenario_id", "in": "path", "required": True, "schema": _INT}
-_PAGE = [_q("limit", "Return at most this many hits/assets", {"type": "integer", "minimum": 1}),
+_PAGE = [_q("limit", "Return at most this many hits (and seeds) / incident assets",
+            {"type": "integer", "minimum": 1}),
          _q("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0})]
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
@@ -384,8 +386,9 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                              "matched": {"type": "object"}}}},
                          "hits": {"type": "array", "items": _ref("Hit")},
                          "totals": _ref("ImpactTotals"), "confidence": _ref("ImpactConfidence"),
-                         "page": {"type": "object", "properties": {"offset": _INT, "limit": {
-                             "type": ["integer", "null"]}, "returned": _INT, "total": _INT}},
+                         "page": {"type": "object", "properties": {
+                             "offset": _INT, "limit": {"type": ["integer", "null"]}, "returned": _INT,
+                             "total": _INT, "seeds_returned": _INT, "seeds_total": _INT}},
                          "what_if": {"type": "object", "properties": {
                              "applied": _ref("WhatIf"), "baseline_totals": _ref("ImpactTotals"),
                              "changes": {"type": "object"}}}}},

@@ -177,7 +177,7 @@ def register(main: click.Group) -> None:
                 result = blast_radius(db, scope, as_of=as_of, what_if=changes)
             except ScopeError as exc:
                 raise _scope_failure(exc) from exc
-            print_result(result.to_dict(limit=limit or None), fmt, limit or None)
+            print_result(result.to_dict(limit=limit or None, seeds_limit=limit or None), fmt, limit or None)
 
     # ------------------------------------------------------------ scenarios
 

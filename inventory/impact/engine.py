@@ -641,8 +641,12 @@ class ImpactResult:
         return [{"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
                  "matched": how.get(int(i), {})} for i in seeds]
 
-    def to_dict(self, limit: int | None = None, offset: int = 0) -> dict[str, Any]:
-        """JSON-safe: {"scope", "as_of", "seeds", "hits", "totals", "confidence"} (+ "what_if")."""
+    def to_dict(self, limit: int | None = None, offset: int = 0,
+                seeds_limit: int | None = None) -> dict[str, Any]:
+        """JSON-safe: {"scope", "as_of", "seeds", "hits", "totals", "confidence", "page"} (+ "what_if").
+
+        ``limit``/``offset`` page the hits (in listing order); ``seeds_limit`` caps the
+        seed list (a top vendor has tens of thousands of seeds)."""
         if limit is None and offset == 0:
             hits = [h.to_dict() for h in self.hits]
         else:
@@ -651,8 +655,10 @@ class ImpactResult:
         out = {"scope": self.scope.to_dict(),
                "as_of": self.as_of.isoformat() if self.as_of else None,
                "computed_at": self.computed_at.isoformat(),
-               "seeds": self.seeds(), "hits": hits, "totals": self.totals, "confidence": self.confidence,
-               "page": {"offset": offset, "limit": limit, "returned": len(hits), "total": int(self.hit_idx.size)}}
+               "seeds": self.seeds()[:seeds_limit], "hits": hits, "totals": self.totals,
+               "confidence": self.confidence,
+               "page": {"offset": offset, "limit": limit, "returned": len(hits), "total": int(self.hit_idx.size),
+                        "seeds_returned": len(self.seeds()[:seeds_limit]), "seeds_total": len(self.seeds())}}
         if self.what_if is not None:
             out["what_if"] = self.what_if
         return out

@@ -164,3 +164,12 @@ def test_every_route_is_documented(app, client, read_token) -> None:
         assert name in spec["components"]["schemas"]
     refs = set(re.findall(r'"#/components/schemas/(\w+)"', str(spec).replace("'", '"')))
     assert refs <= set(spec["components"]["schemas"])
+
+
+def test_limit_pages_hits_and_seeds(client, read_token, estate: Estate) -> None:
+    api_estate(estate)
+    body = client.get("/api/v1/impact?vendor=CrowdStrike&limit=1&offset=1", headers=bearer(read_token)).get_json()
+    assert [h["natural_key"] for h in body["hits"]] == ["win-1"]
+    assert len(body["seeds"]) == 1
+    assert body["page"] == {"offset": 1, "limit": 1, "returned": 1, "total": 5, "seeds_returned": 1,
+                            "seeds_total": 3}
