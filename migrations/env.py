@@ -48,8 +48,30 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         render_as_batch=is_sqlite,
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if not is_sqlite:
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    # SQLite batch migrations copy a table, DROP the original and rename the copy; with
+    # foreign keys enforced that DROP would delete every row cascading from the table
+    # (installations, dependencies, plan links...).  Enforcement is switched off for the
+    # migration (the pragma only works outside a transaction) and the foreign keys are
+    # checked before it is switched back on.
+    dbapi = connection.connection.driver_connection
+    switch = not connection.in_transaction() and not dbapi.in_transaction
+    if switch:
+        dbapi.execute("PRAGMA foreign_keys = OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            problems = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if problems:
+                raise RuntimeError(f"the migration left rows with dangling foreign keys: {problems[:5]}")
+    finally:
+        if switch:
+            if connection.in_transaction():
+                connection.commit()
+            dbapi.execute("PRAGMA foreign_keys = ON")
 
 
 if context.is_offline_mode():

@@ -151,3 +151,63 @@ def test_base_up_populate_down_to_base_up_populate(empty_url):
     _populated(empty_url, "a")
     assert counts(empty_url) == first
     assert dangling_foreign_keys(empty_url) == []
+
+
+# ---------------------------------------------------------------- a future table-rebuilding migration
+
+_REBUILD_MIGRATION = '''
+"""test only: rebuild the assets table (what SQLite batch mode does for most ALTERs)"""
+import sqlalchemy as sa
+from alembic import op
+
+revision = "9999"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("assets", recreate="always") as batch:
+        batch.add_column(sa.Column("zz_rebuilt", sa.String(10)))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("assets", recreate="always") as batch:
+        batch.drop_column("zz_rebuilt")
+'''
+
+
+def test_a_migration_that_rebuilds_a_parent_table_keeps_its_children(empty_sqlite_url, tmp_path):
+    """SQLite batch migrations copy a table, DROP the original and rename the copy. With
+    foreign keys enforced, that DROP deletes every row that cascades from it (installations,
+    dependencies, plan links...): env.py must switch enforcement off while migrating."""
+    import shutil
+
+    from alembic import command
+    from alembic.config import Config
+
+    from inventory.paths import migrations_dir
+
+    scripts = tmp_path / "migrations"
+    shutil.copytree(migrations_dir(), scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "9999_rebuild_assets.py").write_text(
+        _REBUILD_MIGRATION.replace("{head}", migrate.head_revision() or ""))
+    config = Config()
+    config.set_main_option("script_location", str(scripts))
+    config.set_main_option("sqlalchemy.url", empty_sqlite_url)
+
+    migrate.upgrade(empty_sqlite_url, "head")
+    _populated(empty_sqlite_url, "a")
+    before = counts(empty_sqlite_url)
+    command.upgrade(config, "9999")
+    assert counts(empty_sqlite_url) == before
+    command.downgrade(config, "-1")
+    assert counts(empty_sqlite_url) == before
+    assert dangling_foreign_keys(empty_sqlite_url) == []
+    engine = make_engine(empty_sqlite_url)
+    try:
+        # Enforcement is back on for the application afterwards.
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
