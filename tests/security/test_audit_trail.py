@@ -173,3 +173,33 @@ def test_reads_record_nothing(world):
     with app.app_context():
         assert get_session().scalar(sa.select(sa.func.count(Vendor.id))) >= 1
         assert get_session().scalar(sa.select(sa.func.count(ContingencyPlan.id))) == 1
+
+
+def test_incidents_and_scenarios_through_the_api_are_audited(world):
+    app, api, h = world["app"], world["api"], world["h"]
+    api.post("/api/v1/estate", json=SMALL_ESTATE, headers=h)
+    since = _last_id(app)
+    response = api.post("/api/v1/scenarios", json={"name": "Falcon outage", "scope": {"vendor": "CrowdStrike"}},
+                        headers=h)
+    assert response.status_code in (200, 201), response.get_json()
+    event = _one(app, since)
+    assert event.entity_type == "scenario" and event.actor == world["token_actor"]
+
+    since = _last_id(app)
+    response = api.post("/api/v1/incidents", json={"title": "Falcon crash", "scope": {"vendor": "CrowdStrike"}},
+                        headers=h)
+    assert response.status_code in (200, 201), response.get_json()
+    incident_id = response.get_json()["id"]
+    assert _one(app, since).action == "incident.declare"
+
+    with app.app_context():
+        from inventory.models import IncidentAsset
+        asset_id = get_session().scalar(sa.select(IncidentAsset.asset_id)
+                                        .where(IncidentAsset.incident_id == incident_id).limit(1))
+    since = _last_id(app)
+    response = api.post(f"/api/v1/incidents/{incident_id}/recovered", json={"asset_ids": [asset_id]}, headers=h)
+    assert response.status_code in (200, 201), response.get_json()
+    assert _one(app, since).action == "incident.recover"
+    since = _last_id(app)
+    assert api.post(f"/api/v1/incidents/{incident_id}/resolve", headers=h).status_code in (200, 201)
+    assert _one(app, since).action == "incident.resolve"
