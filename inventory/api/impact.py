@@ -376,6 +376,7 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "incomplete_scopes": _STRS, "oldest_last_success": _DT, "newest_last_success": _DT,
         "manual_assets": _INT, "manual_sample": _STRS, "unscoped_assets": _INT,
         "unversioned_installations": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
+        "unconfirmed_at_as_of": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
         "notes": _STRS}},
     "ImpactResult": {"type": "object", "required": ["scope", "as_of", "seeds", "hits", "totals", "confidence"],
                      "properties": {

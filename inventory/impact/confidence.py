@@ -61,9 +61,14 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
     if unversioned.size:
         notes.append(f"{unversioned.size} asset(s) run {scope.vendor} software whose version could not "
                      f"be compared with {scope.version!r}; they are not counted — check them by hand")
+    unconfirmed = np.empty(0, dtype=np.int64)
     if as_of is not None:
+        unconfirmed = _unconfirmed_at(conn_factory, graph, involved, as_of)
         notes.append("as-of answers use first-seen/retired-at history; versions, dependencies and plans "
                      "are as currently recorded (rows deleted since are not known)")
+        if unconfirmed.size:
+            notes.append(f"{unconfirmed.size} hit asset(s) had not been seen since before {as_of.isoformat()}: "
+                         "they may already have been gone then")
     return {
         "scopes": scopes,
         "incomplete_scopes": [p["scope"] for p in problems],
@@ -74,8 +79,27 @@ def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np
         "unscoped_assets": n_unscoped,
         "unversioned_installations": {"count": int(unversioned.size),
                                       "sample": [graph.natural_key[i] for i in unversioned[:SAMPLE]]},
+        "unconfirmed_at_as_of": {"count": int(unconfirmed.size),
+                                 "sample": [graph.natural_key[i] for i in unconfirmed[:SAMPLE].tolist()]},
         "notes": notes,
     }
+
+
+def _unconfirmed_at(conn_factory: Callable[[], Any], graph: Graph, involved: np.ndarray,
+                    as_of: datetime) -> np.ndarray:
+    """Hit assets whose ``last_seen`` is before ``as_of`` (read fresh: collectors refresh
+    ``last_seen`` without invalidating the graph cache)."""
+    from inventory.models import Asset
+
+    with conn_factory() as conn:
+        ids = np.array(list(conn.execute(sa.select(Asset.id).where(Asset.last_seen < as_of)).scalars()),
+                       dtype=np.int64)
+    if not ids.size:
+        return np.empty(0, dtype=np.int64)
+    idx = graph.id_to_idx[ids[ids < graph.id_to_idx.size]]
+    stale = np.zeros(graph.n, dtype=bool)
+    stale[idx[idx >= 0]] = True
+    return involved[stale[involved]]
 
 
 _state_lock = threading.Lock()

@@ -164,23 +164,25 @@ def test_as_of_uses_first_seen_and_retired_at(any_estate: Estate) -> None:
     e.asset("retired-after", retired_at=T0 + timedelta(days=150))      # there at t, gone now
     e.asset("new-host", first_seen=T0 + timedelta(days=120))           # arrived after t
     e.asset("steady")
+    e.asset("quiet", last_seen=T0 + timedelta(days=60))               # not seen since before t
     e.asset("late-agent")                                              # agent installed after t
     e.asset("app", kind="application", os=None)
     e.asset("late-link", kind="application", os=None)
-    for key in ("old-retired", "retired-after", "new-host", "steady"):
+    for key in ("old-retired", "retired-after", "new-host", "steady", "quiet"):
         e.install(key, "CrowdStrike", "Falcon Sensor", "7.11.18110.0")
     e.install("late-agent", "CrowdStrike", "Falcon Sensor", "7.11.18110.0", first_seen=T0 + timedelta(days=110))
     e.dep("app", "retired-after")
     e.dep("late-link", "steady", first_seen=T0 + timedelta(days=130))
     e.commit()
     then = blast_radius(e.db, {"vendor": "CrowdStrike"}, as_of=t)
-    assert {h.natural_key for h in then.hits} == {"retired-after", "steady", "app"}
+    assert {h.natural_key for h in then.hits} == {"retired-after", "steady", "quiet", "app"}
     assert then.as_of == t
     assert any("as-of" in note for note in then.confidence["notes"])
+    assert then.confidence["unconfirmed_at_as_of"] == {"count": 1, "sample": ["quiet"]}
     iso = blast_radius(e.db, {"vendor": "CrowdStrike"}, as_of=t.isoformat().replace("+00:00", "Z"))
     assert {h.natural_key for h in iso.hits} == {h.natural_key for h in then.hits}
     now = blast_radius(e.db, {"vendor": "CrowdStrike"})
-    assert {h.natural_key for h in now.hits} == {"new-host", "steady", "late-agent", "late-link"}
+    assert {h.natural_key for h in now.hits} == {"new-host", "steady", "quiet", "late-agent", "late-link"}
     with pytest.raises(ScopeError) as info:
         blast_radius(e.db, {"vendor": "CrowdStrike"}, as_of="yesterday")
     assert info.value.field == "as_of"
