@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -419,6 +419,21 @@ class _BatchApplier:
     def counts(self) -> Counts:
         return self.outcome.counts
 
+    def where_in(self, column: sa.ColumnElement[Any], values: list[Any]) -> Iterator[sa.ColumnElement[bool]]:
+        """``column IN values`` as few statements as the backend allows.
+
+        PostgreSQL takes the whole list as one array parameter (``= ANY(...)``, one
+        round trip); SQLite gets chunks small enough for its parameter limit
+        (in-process, so extra statements are cheap)."""
+        if not values:
+            return
+        if self.writer.postgres:
+            from sqlalchemy.dialects.postgresql import ARRAY
+            yield column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
+            return
+        for chunk in chunks(values):
+            yield column.in_(chunk)
+
     def error(self, message: str) -> None:
         self.outcome.errors.append(message)
 
@@ -486,15 +501,15 @@ class _BatchApplier:
         for row in self._load_assets(t.c.source_scope == self.scope):
             by_key[row["natural_key"]] = row
         missing = [r.natural_key for r in records if r.natural_key not in by_key]
-        for chunk in chunks(missing):
-            for row in self._load_assets(t.c.natural_key.in_(chunk)):
+        for clause in self.where_in(t.c.natural_key, missing):
+            for row in self._load_assets(clause):
                 by_key[row["natural_key"]] = row
         by_cloud_id: dict[str, list[dict[str, Any]]] = {}
         host_side = self.source not in CLOUD_SOURCES
         cloud_ids = sorted({r.cloud_instance_id for r in records if r.cloud_instance_id
                             and (host_side or r.natural_key not in by_key)})
-        for chunk in chunks(cloud_ids):
-            for row in self._load_assets(t.c.cloud_instance_id.in_(chunk)):
+        for clause in self.where_in(t.c.cloud_instance_id, cloud_ids):
+            for row in self._load_assets(clause):
                 by_key.setdefault(row["natural_key"], row)
                 by_cloud_id.setdefault(row["cloud_instance_id"], []).append(
                     by_key[row["natural_key"]])
@@ -613,9 +628,8 @@ class _BatchApplier:
     def _resolve_keys(self, keys: Iterable[str]) -> None:
         missing = sorted({k for k in keys if k and k not in self.key_to_id})
         t = Asset.__table__
-        for chunk in chunks(missing):
-            for asset_id, key in self.conn.execute(
-                    sa.select(t.c.id, t.c.natural_key).where(t.c.natural_key.in_(chunk))):
+        for clause in self.where_in(t.c.natural_key, missing):
+            for asset_id, key in self.conn.execute(sa.select(t.c.id, t.c.natural_key).where(clause)):
                 self.key_to_id[key] = asset_id
 
     def _apply_software(self) -> None:
@@ -649,11 +663,10 @@ class _BatchApplier:
                              reported_assets: set[int]) -> None:
         t = Installation.__table__
         existing: dict[tuple[int, int], dict[str, Any]] = {}
-        for chunk in chunks(sorted(reported_assets)):
+        for clause in self.where_in(t.c.asset_id, sorted(reported_assets)):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.asset_id, t.c.product_id, t.c.version, t.c.raw_name,
-                              t.c.raw_publisher, t.c.source, t.c.last_seen)
-                    .where(t.c.asset_id.in_(chunk))):
+                              t.c.raw_publisher, t.c.source, t.c.last_seen).where(clause)):
                 existing[(row.asset_id, row.product_id)] = dict(row._mapping)
         inserts, updates, heartbeat = [], {}, []
         for (asset_id, product_id), record in desired.items():
@@ -689,10 +702,10 @@ class _BatchApplier:
                             reported_assets: set[int]) -> None:
         t = UnattributedSoftware.__table__
         existing: dict[tuple[int, str, str], dict[str, Any]] = {}
-        for chunk in chunks(sorted(reported_assets)):
+        for clause in self.where_in(t.c.asset_id, sorted(reported_assets)):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.asset_id, t.c.name, t.c.publisher, t.c.version, t.c.source,
-                              t.c.last_seen).where(t.c.asset_id.in_(chunk))):
+                              t.c.last_seen).where(clause)):
                 existing[(row.asset_id, row.name, row.publisher)] = dict(row._mapping)
         inserts, updates, heartbeat = [], {}, []
         for (asset_id, name, publisher), record in desired.items():
@@ -724,10 +737,10 @@ class _BatchApplier:
         if updates:
             self._bulk_update(table, updates)
             self.counts.updated += len(updates)
-        for chunk in chunks(heartbeat):
-            self.conn.execute(table.update().where(table.c.id.in_(chunk)).values(last_seen=self.now))
-        for chunk in chunks(gone):
-            self.conn.execute(table.delete().where(table.c.id.in_(chunk)))
+        for clause in self.where_in(table.c.id, heartbeat):
+            self.conn.execute(table.update().where(clause).values(last_seen=self.now))
+        for clause in self.where_in(table.c.id, gone):
+            self.conn.execute(table.delete().where(clause))
         self.counts.updated += len(gone)
 
     # dependencies -----------------------------------------------------------------------------
@@ -749,10 +762,10 @@ class _BatchApplier:
         t = Dependency.__table__
         existing: dict[tuple[int, int, str], dict[str, Any]] = {}
         scan = sorted(dependents_in_batch | {a for a, _, _ in desired})
-        for chunk in chunks(scan):
+        for clause in self.where_in(t.c.dependent_id, scan):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.dependent_id, t.c.dependency_id, t.c.kind, t.c.strength,
-                              t.c.source, t.c.last_seen).where(t.c.dependent_id.in_(chunk))):
+                              t.c.source, t.c.last_seen).where(clause)):
                 existing[(row.dependent_id, row.dependency_id, row.kind)] = dict(row._mapping)
         inserts, updates, heartbeat = [], {}, []
         for key, dep in desired.items():
@@ -784,9 +797,9 @@ class _BatchApplier:
     def _retired_among(self, ids: set[int]) -> set[int]:
         t = Asset.__table__
         found: set[int] = set()
-        for chunk in chunks(sorted(ids)):
+        for clause in self.where_in(t.c.id, sorted(ids)):
             found.update(self.conn.execute(sa.select(t.c.id).where(
-                t.c.id.in_(chunk), t.c.retired_at.is_not(None))).scalars())
+                clause, t.c.retired_at.is_not(None))).scalars())
         return found
 
     # retirement -------------------------------------------------------------------------------
@@ -796,8 +809,8 @@ class _BatchApplier:
         live = self.conn.execute(sa.select(t.c.id).where(t.c.source_scope == self.scope,
                                                          t.c.retired_at.is_(None))).scalars().all()
         stale = sorted(set(live) - self.seen_ids)
-        for chunk in chunks(stale):
-            self.conn.execute(t.update().where(t.c.id.in_(chunk))
+        for clause in self.where_in(t.c.id, stale):
+            self.conn.execute(t.update().where(clause)
                               .values(retired_at=self.now, updated_at=self.now))
         self.counts.marked_stale += len(stale)
         self.outcome.retired = bool(stale)
