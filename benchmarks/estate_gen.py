@@ -1,6 +1,6 @@
 """A seeded synthetic estate for benchmarks: the same numbers every run.
 
-``generate_estate(engine, "M")`` writes ~100k assets with ~1.5M dependency and
+``generate_estate(engine, "M")`` writes ~100k assets with ~1.4M dependency and
 installation rows straight into a migrated, empty database (bulk
 ``executemany`` on SQLite, ``COPY`` on PostgreSQL) in about a minute.
 
