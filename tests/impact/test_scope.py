@@ -219,3 +219,14 @@ def test_confidence_reports_collection_freshness(estate: Estate) -> None:
     assert conf["incomplete_scopes"] == ["aws:111:eu-west-1", "azure:sub:centralus"]
     assert conf["manual_assets"] == 1 and conf["manual_sample"] == ["manual"]
     assert conf["newest_last_success"] == recent.isoformat()
+
+
+def test_version_ranges_on_both_databases(any_estate: Estate) -> None:
+    """The installation index is built by database aggregates (group_concat / string_agg)."""
+    falcon_estate(any_estate)
+    for spec, expected in VERSION_CASES:
+        scope = {"vendor": "CrowdStrike", "products": ["Falcon Sensor"], "version": spec, "os": ["windows"]}
+        assert seeds_of(any_estate, scope) == expected, spec
+    with pytest.raises(ScopeError) as info:
+        parse_scope(any_estate.db, {"vendor": "CrowdStrik"})
+    assert info.value.suggestions[0] == "CrowdStrike"
