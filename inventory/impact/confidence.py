@@ -138,6 +138,11 @@ def _collection_state(conn_factory: Callable[[], Any], stamp: tuple[Any, ...] | 
     return latest, last_ok
 
 
+def clear_state() -> None:
+    with _state_lock:
+        _state.clear()
+
+
 def _none_code(graph: Graph) -> int:
     try:
         return graph.scope_values.index(None)

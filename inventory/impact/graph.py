@@ -757,5 +757,9 @@ def _counters(conn: Connection) -> dict[str, int] | None:
 
 
 def clear_cache() -> None:
+    """Forget every cached graph (and the collection-state cache of the confidence report)."""
+    from inventory.impact import confidence
+
     with _cache_lock:
         _cache.clear()
+    confidence.clear_state()
