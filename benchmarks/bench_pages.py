@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_pages --size M            # generates the estate once, then reuses it
     python -m benchmarks.bench_pages --size S --repeat 30
-    python -m benchmarks.bench_pages --url postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3Dbench
+    python -m benchmarks.bench_pages --size M --postgres # the same on the local PostgreSQL server
 
 Each page is requested through the Flask test client, logged in as an editor,
 so the figure is the server's time (routing, auth, queries, rendering) without
@@ -66,15 +66,20 @@ def p95(values: list[float]) -> float:
 # ---------------------------------------------------------------- estate
 
 def schema_fingerprint() -> str:
-    """Short hash of the migration files: a schema change means a fresh estate file."""
+    """Short hash of the schema (tables, columns, types) and the migration revisions: an
+    estate built for another schema is not reused (edits to comments do not matter)."""
     import hashlib
 
+    from inventory.models import Base
     from inventory.paths import migrations_dir
 
     digest = hashlib.sha1()
+    for table in sorted(Base.metadata.tables.values(), key=lambda t: t.name):
+        digest.update(table.name.encode())
+        for column in table.columns:
+            digest.update(f"{column.name}:{column.type!r}:{column.nullable}".encode())
     for path in sorted((migrations_dir() / "versions").glob("*.py")):
         digest.update(path.name.encode())
-        digest.update(path.read_bytes())
     return digest.hexdigest()[:8]
 
 
@@ -86,12 +91,39 @@ def estate_url(size: str) -> str:
     return f"sqlite:///{RESULTS / name}"
 
 
+def postgres_url(size: str) -> str:
+    """A schema of its own on the local PostgreSQL server (``PLANB_TEST_POSTGRES_URL``)."""
+    import os
+
+    from benchmarks.estate_gen import GENERATOR_VERSION
+
+    base = os.environ.get("PLANB_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    schema = f"bench_pages_{size.lower()}_g{GENERATOR_VERSION}_s{schema_fingerprint()}"
+    return sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False)
+
+
+def _create_schema(url: str) -> None:
+    parsed = sa.make_url(url)
+    options = parsed.query.get("options", "")
+    if parsed.get_backend_name() != "postgresql" or "search_path=" not in str(options):
+        return
+    schema = str(options).split("search_path=", 1)[1].split()[0]
+    admin = sa.create_engine(parsed.difference_update_query(["options"]), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    finally:
+        admin.dispose()
+
+
 def ensure_estate(url: str, size: str, say: Callable[[str], None]) -> None:
     """Migrate and generate the estate unless the database already holds one."""
     from benchmarks.estate_gen import generate_estate
     from inventory import migrate
     from inventory.db import make_engine
 
+    _create_schema(url)
     migrate.upgrade(url, "head")
     engine = make_engine(url)
     try:
@@ -275,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--size", default="M", help="S (10k assets) or M (100k assets); default M")
     parser.add_argument("--url", help="database URL (default: a reusable SQLite file in benchmarks/results/)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="use a reusable schema on the local PostgreSQL server instead of SQLite")
     parser.add_argument("--repeat", type=int, default=15, help="warm requests per page (default 15)")
     parser.add_argument("--slow", type=float, default=15.0,
                         help="pages whose cold request exceeds this many seconds are repeated only twice")
@@ -285,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
-    url = args.url or estate_url(args.size)
+    url = args.url or (postgres_url(args.size) if args.postgres else estate_url(args.size))
     ensure_estate(url, args.size, say)
     ids = prepare(url)
     app = make_app(url)
@@ -299,18 +333,25 @@ def main(argv: list[str] | None = None) -> int:
         wanted = [w.strip().lower() for w in args.only.split(",") if w.strip()]
         selected = [p for p in selected if any(w in p[0].lower() for w in wanted)]
     results = []
+    failures = []
     for name, path, area in selected:
         say(f"timing {name} ...")
-        results.append(time_page(client, name, path, area, args.repeat, args.slow))
+        try:
+            results.append(time_page(client, name, path, area, args.repeat, args.slow))
+        except Exception as exc:  # noqa: BLE001 - a crashing page is reported, the run goes on
+            failures.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+            say(f"  FAILED: {failures[-1]}")
     app.extensions["planb_engine"].dispose()
     print(render_table(results))
     slow = [r.name for r in results if r.area == "dashboard" and not r.within_budget]
     print(f"\n{len(results)} pages; dashboard pages over {BUDGET_MS:.0f} ms (median or p95): "
           f"{', '.join(slow) if slow else 'none'}")
+    for failure in failures:
+        print(f"page failed: {failure}")
     if args.json:
         args.json.write_text(json.dumps([{**asdict(r), "samples": [round(s, 2) for s in r.samples]}
                                          for r in results], indent=2))
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

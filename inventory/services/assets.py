@@ -98,6 +98,7 @@ class AssetFilters:
     vendor_id: int | None = field(default=None, repr=False)
     vendor_provider: str | None = field(default=None, repr=False)
     vendor_installations: int = field(default=0, repr=False)
+    vendor_product_ids: list[int] = field(default_factory=list, repr=False)
 
     FORM_FIELDS = ("q", "provider", "account", "region", "os", "kind", "environment",
                    "criticality", "vendor", "retired")
@@ -136,11 +137,14 @@ class AssetFilters:
 
     def set_vendor(self, db: so.Session, vendor: Vendor) -> None:
         self.vendor, self.vendor_id, self.vendor_provider = vendor.name, vendor.id, vendor.cloud_provider
+        # The product ids as literals: the per-asset probe is then one lookup in the
+        # (asset_id, product_id) unique index, and the planner sees real statistics.
+        self.vendor_product_ids = list(db.scalars(sa.select(Product.id).where(Product.vendor_id == vendor.id)))
         # How widely installed the vendor is decides the query shape (see vendor_asset_condition);
         # a covering-index count, a few milliseconds even for a vendor on most hosts.
         self.vendor_installations = db.scalar(
             sa.select(sa.func.count()).select_from(Installation)
-            .where(Installation.product_id.in_(sa.select(Product.id).where(Product.vendor_id == vendor.id)))) or 0
+            .where(Installation.product_id.in_(self.vendor_product_ids or [-1]))) or 0
 
     @property
     def active(self) -> bool:
@@ -173,11 +177,10 @@ def vendor_names(db: so.Session) -> list[str]:
 POPULAR_VENDOR_INSTALLATIONS = 2000
 
 
-def vendor_asset_condition(vendor_id: int, cloud_provider: str | None,
+def vendor_asset_condition(product_ids: list[int], cloud_provider: str | None,
                            popular: bool = False) -> sa.ColumnElement[bool]:
     """Assets that use a vendor: software of its products installed, or hosted on its cloud."""
-    of_vendor = (sa.select(Installation.asset_id).join(Product, Product.id == Installation.product_id)
-                 .where(Product.vendor_id == vendor_id))
+    of_vendor = sa.select(Installation.asset_id).where(Installation.product_id.in_(product_ids or [-1]))
     if popular:
         installed = sa.exists(of_vendor.where(Installation.asset_id == Asset.id))
     else:
@@ -206,7 +209,7 @@ def _where(filters: AssetFilters, dialect: str) -> list[sa.ColumnElement[bool]]:
             conditions.append(column == value)
     if filters.vendor_id is not None:
         conditions.append(vendor_asset_condition(
-            filters.vendor_id, filters.vendor_provider,
+            filters.vendor_product_ids, filters.vendor_provider,
             popular=filters.vendor_installations > POPULAR_VENDOR_INSTALLATIONS))
     if filters.retired == "active":
         active = Asset.retired_at.is_(None)

@@ -81,9 +81,9 @@ def detail(incident_id: int):  # type: ignore[no-untyped-def]
         base = base.where(IncidentAsset.recovered_at.is_(None))
     elif show == "recovered":
         base = base.where(IncidentAsset.recovered_at.is_not(None))
-    # Down before degraded, then in snapshot order; ranked segments keep it an index walk.
-    segments = [Segment(IncidentAsset.status == "down", (IncidentAsset.id,)),
-                Segment(IncidentAsset.status != "down", (IncidentAsset.id,))]
+    # Snapshot order: the rows were written in the engine's order (down first, then by
+    # criticality and distance), so the primary key is already the order responders need.
+    segments = [Segment(None, (IncidentAsset.id,))]
     cursor_error = None
     try:
         page = paginate(db, base, segments, limit=ASSETS_PER_PAGE, cursor=request.args.get("cursor"),
