@@ -65,8 +65,9 @@ def _scope_failure(exc: Exception) -> CLIError:
 def _plan_label(hit: dict[str, Any]) -> str:
     if hit["gap"]:
         return "GAP"
-    best = hit["plans"][0]
-    return f"{best['name']} ({best['status'].replace('_', ' ')})"
+    first = hit["plans"][0]    # the most specific (see inventory.impact.plans)
+    more = f" +{len(hit['plans']) - 1}" if len(hit["plans"]) > 1 else ""
+    return f"{first['name']} ({first['status'].replace('_', ' ')}){more}"
 
 
 def _path_label(hit: dict[str, Any]) -> str:
