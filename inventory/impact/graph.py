@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import json
 import threading
+import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -618,7 +619,7 @@ class Graph:
             return found
         # Aliases ("CrowdStrike, Inc.", "falcon-sensor") are few and read rarely.
         from inventory.models import VendorAlias
-        alias = " ".join(name.lower().split())
+        alias = " ".join(unicodedata.normalize("NFKC", name).lower().split())   # as aliases are stored
         return db.scalar(sa.select(VendorAlias.vendor_id).where(
             VendorAlias.alias == alias, VendorAlias.is_pattern.is_(False)).limit(1))
 
