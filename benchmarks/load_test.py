@@ -19,8 +19,10 @@ What it does, all on 127.0.0.1 and bounded in time:
 4. **phase "read + collector"**: the same, while a separate process runs collector
    runs back to back for the whole phase (``collectors.ingest.run_collection`` with a
    synthetic source of ``--collect-scopes`` x ``--collect-assets`` VMs with software:
-   the first run creates them, later runs rename them), so there is always a writer
-   and the impact engine's cached graph is invalidated at every scope;
+   the first run creates them, later runs rename them -- or, with ``--unchanged``,
+   find them as they were, the steady state of a nightly collector), so there is
+   always a writer and, with changes, the impact engine's cached graph is
+   invalidated at every scope;
 5. prints requests/s, p50/p99 latency and errors (non-2xx, socket errors,
    timeouts) per endpoint and phase, and writes them to
    ``benchmarks/results/load-<size>-<db>.json``.
@@ -232,8 +234,9 @@ class LoadCollector:
 
     name = PREFIX
 
-    def __init__(self, scopes: int, per_scope: int, round_no: int) -> None:
+    def __init__(self, scopes: int, per_scope: int, round_no: int, unchanged: bool = False) -> None:
         self.scopes, self.per_scope, self.round_no = scopes, per_scope, round_no
+        self.unchanged = unchanged
 
     def describe_scope(self) -> str:
         return f"{PREFIX}: round {self.round_no}, {self.scopes} scopes x {self.per_scope} VMs"
@@ -242,7 +245,8 @@ class LoadCollector:
         from collectors.base import AssetRecord, ScopeBatch, SoftwareRecord
 
         for s in range(self.scopes):
-            assets = [AssetRecord(natural_key=f"{PREFIX}:{s}:{i}", name=f"load-{s}-{i}-r{self.round_no}",
+            suffix = "" if self.unchanged else f"-r{self.round_no}"
+            assets = [AssetRecord(natural_key=f"{PREFIX}:{s}:{i}", name=f"load-{s}-{i}{suffix}",
                                   kind="vm", provider="aws", account="999900001111", region="eu-west-1",
                                   os_family="windows", environment="production")
                       for i in range(self.per_scope)]
@@ -251,7 +255,8 @@ class LoadCollector:
             yield ScopeBatch(scope_key=f"{PREFIX}:{s}", assets=assets, software=software)
 
 
-def collector_main(url: str, scopes: int, per_scope: int, seconds: float, out: str) -> None:
+def collector_main(url: str, scopes: int, per_scope: int, seconds: float, out: str,
+                   unchanged: bool = False) -> None:
     """Collector runs back to back for ``seconds``: the writer never pauses during the phase."""
     from collectors.ingest import run_collection
     from inventory.db import make_engine
@@ -262,7 +267,7 @@ def collector_main(url: str, scopes: int, per_scope: int, seconds: float, out: s
     try:
         round_no = 0
         while time.perf_counter() - started < seconds:
-            run = run_collection(engine, LoadCollector(scopes, per_scope, round_no))
+            run = run_collection(engine, LoadCollector(scopes, per_scope, round_no, unchanged))
             runs.append({"status": run.status, "created": run.created, "updated": run.updated,
                          "errors": run.errors[:3]})
             round_no += 1
@@ -342,13 +347,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--collect-scopes", type=int, default=20, help="scopes per collector run")
     parser.add_argument("--collect-assets", type=int, default=250, help="VMs per collector scope")
     parser.add_argument("--collect-seconds", type=float, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--unchanged", action="store_true",
+                        help="collector re-runs find no changes (the steady state) instead of renaming every VM")
     parser.add_argument("--only", help="comma-separated words: run only endpoints whose label contains one")
     parser.add_argument("--collector-only", nargs=2, metavar=("URL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.collector_only:
         collector_main(args.collector_only[0], args.collect_scopes, args.collect_assets, args.collect_seconds,
-                       args.collector_only[1])
+                       args.collector_only[1], args.unchanged)
         return 0
     if not args.python and not ensure_wrk():
         print("wrk is unavailable; falling back to the Python load generator", file=sys.stderr)
@@ -357,6 +364,16 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="planb-load-"))
     url, summary = prepare_database(args.size, args.postgres, workdir)
     token = make_token(url)
+    if args.unchanged:
+        # The steady state: the collector's assets exist before the measurement starts,
+        # so its runs during the phase find nothing new.
+        from collectors.ingest import run_collection
+        from inventory.db import make_engine
+        engine = make_engine(url)
+        try:
+            run_collection(engine, LoadCollector(args.collect_scopes, args.collect_assets, 0, unchanged=True))
+        finally:
+            engine.dispose()
     paths = endpoints(median_vendor(url))
     if args.only:
         words = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -382,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
         collector = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.load_test", "--collect-scopes", str(args.collect_scopes),
              "--collect-assets", str(args.collect_assets),
-             "--collect-seconds", str(args.duration + 2),
+             "--collect-seconds", str(args.duration + 2), *(["--unchanged"] if args.unchanged else []),
              "--collector-only", url, str(status_file)],
             cwd=str(ROOT.parent), env=dict(os.environ, PLANB_LOG_LEVEL="WARNING"))
         time.sleep(1)
@@ -402,7 +419,9 @@ def main(argv: list[str] | None = None) -> int:
             cleanup(url)
         shutil.rmtree(workdir, ignore_errors=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    target = RESULTS / f"load-{args.size}-{out['database']}.json"
+    out["collector_changes"] = not args.unchanged
+    variant = ("-gthread" if args.gthreads else "-sync") + ("-unchanged" if args.unchanged else "")
+    target = RESULTS / f"load-{args.size}-{out['database']}{variant}.json"
     target.write_text(json.dumps(out, indent=2))
     print(f"written to {target}")
     errors = sum(f["errors"] for phase in ("read", "read_with_collector") for f in out[phase].values())
