@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from inventory.db import utcnow
 import sqlalchemy.orm as so
 import yaml
 from jsonschema import Draft202012Validator, FormatChecker
@@ -795,8 +797,35 @@ def _apply_assets(db: so.Session, document: dict[str, Any], refs: _Refs, report:
                 refs.assets[entry["key"]] = asset
                 report.add("assets", "created")
             else:
+                values = _with_curated_provenance(asset, values)
                 report.add("assets", "updated" if _sync(asset, values) else "unchanged")
     return refs.assets
+
+
+# Attributes people curate in the estate file; collectors rank below the file for these.
+_CURATED_ATTRIBUTES = ("owner", "criticality", "environment")
+
+
+def _with_curated_provenance(asset: Asset, values: dict[str, Any]) -> dict[str, Any]:
+    """Claim the curated attributes the file sets on a collector's asset.
+
+    Collectors decide whether they may overwrite an attribute from its
+    provenance (falling back to the asset's source); without this, a cloud tag
+    would overwrite the owner or criticality someone wrote in the estate file.
+    """
+    if asset.source == "import":
+        return values
+    provenance = dict(asset.provenance or {})
+    claimed = False
+    for attr in _CURATED_ATTRIBUTES:
+        if attr in values and values[attr] is not None:
+            entry = provenance.get(attr)
+            if not (isinstance(entry, dict) and entry.get("source") == "import"):
+                provenance[attr] = {"source": "import", "seen": utcnow().isoformat()}
+                claimed = True
+    if not claimed:
+        return values
+    return {**values, "provenance": provenance}
 
 
 def _apply_installations(db: so.Session, document: dict[str, Any], refs: _Refs, assets: dict[str, Asset],
