@@ -370,14 +370,16 @@ def exposure_by_product(db: so.Session) -> list[dict[str, Any]]:
     is_tested = sa.exists(sa.select(tested.c.product_id).where(
         tested.c.product_id == Installation.product_id, tested.c.version == Installation.version))
     crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
-    stmt = (sa.select(Vendor.name, Product.id, Product.name, Installation.version,
+    # Group by installations.product_id (not products.id): PostgreSQL requires the
+    # column the correlated EXISTS uses to be grouped itself.
+    stmt = (sa.select(Vendor.name, Installation.product_id, Product.name, Installation.version,
                       sa.func.count(), crit, is_tested.label("tested"))
             .select_from(Installation)
             .join(Asset, Asset.id == Installation.asset_id)
             .join(Product, Product.id == Installation.product_id)
             .join(Vendor, Vendor.id == Product.vendor_id)
             .where(Asset.retired_at.is_(None))
-            .group_by(Vendor.name, Product.id, Product.name, Installation.version)
+            .group_by(Vendor.name, Installation.product_id, Product.name, Installation.version)
             .order_by(Vendor.name, Product.name, Installation.version))
     rows = db.execute(stmt).all()
     statuses = version_statuses(db, {r[1] for r in rows}) if rows else {}
