@@ -57,6 +57,7 @@ from sqlalchemy.engine import Engine
 from collectors.attribution import Attributor, chunks, insert_ignore
 from collectors.base import AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
 from inventory.db import read_session, utcnow, write_session
+from inventory.validation import has_unwanted, sanitize_text, sanitize_tree
 from inventory.models import (
     Asset,
     CollectionLock,
@@ -390,9 +391,41 @@ def apply_batch(db: so.Session, batch: ScopeBatch, source: str, *, now: datetime
                 attributor: Attributor | None = None,
                 granularity: timedelta = LAST_SEEN_GRANULARITY) -> BatchOutcome:
     """Apply one batch inside the caller's transaction (no commit).  See the module docstring."""
+    clean_batch(batch)
     applier = _BatchApplier(db, batch, source, now or utcnow(), attributor or Attributor(db),
                             granularity)
     return applier.run()
+
+
+_ASSET_TEXT_FIELDS = ("natural_key", "name", "kind", "provider", "account", "region", "zone", "hostname",
+                      "cloud_instance_id", "os_family", "os_name", "os_version", "environment",
+                      "criticality", "owner")
+
+
+def _clean_fields(record: Any, fields: tuple[str, ...]) -> None:
+    for name in fields:
+        value = getattr(record, name)
+        if type(value) is str and has_unwanted(value):
+            setattr(record, name, sanitize_text(value))
+
+
+def clean_batch(batch: ScopeBatch) -> None:
+    """Remove control characters (ANSI escapes, NUL) from collected text, in place.
+
+    Collected data is cleaned rather than refused (see ``inventory.validation``):
+    nobody can fix a registry value, and one odd name must not fail a run.  Keys
+    are cleaned with the same function everywhere, so references still match.
+    """
+    for asset in batch.assets:
+        _clean_fields(asset, _ASSET_TEXT_FIELDS)
+        if asset.tags:
+            asset.tags = sanitize_tree(asset.tags)
+        if asset.attributes:
+            asset.attributes = sanitize_tree(asset.attributes)
+    for software in batch.software:
+        _clean_fields(software, ("asset_key", "name", "publisher", "version", "origin"))
+    for dependency in batch.dependencies:
+        _clean_fields(dependency, ("dependent_key", "dependency_key", "kind", "strength"))
 
 
 class _BatchApplier:

@@ -35,6 +35,7 @@ from inventory.choices import CRITICALITIES, PRODUCTION_RING, RINGS, TEST_STATUS
 from inventory.db import utcnow
 from inventory.models import Asset, Installation, Product, UpdateTest, Vendor, VendorUpdate
 from inventory.services import audit
+from inventory.validation import text_problem
 
 T = TypeVar("T")
 
@@ -72,6 +73,10 @@ def clean_text(value: Any, field: str, *, max_len: int, required: bool = False) 
         return None
     if len(value) > max_len:
         raise ValidationError(field, f"{field} must be at most {max_len} characters")
+    problem = text_problem(value)
+    if problem:
+        # Refused, not silently altered: what a person typed is stored as typed or not at all.
+        raise ValidationError(field, f"{field}: {problem}")
     return value
 
 

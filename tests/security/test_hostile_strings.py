@@ -153,9 +153,9 @@ def test_hostile_strings_are_stored(hostile_app):
             assert names[f"hostile:{i}"] == name
         for i, name in enumerate(COLLECTED):
             stored = names[f"collected:{i}"]
-            # Always storable; fully cleaned once the collectors call sanitize_text (see the xfail below).
+            # Always storable, and cleaned of control characters by the collectors' ingest.
             assert "\x00" not in stored and not re.search("[\ud800-\udfff]", stored)
-            assert stored.replace("\ufffd", "") == name.replace("\x00", "").replace("\ud800", "")
+            assert stored == sanitize_text(name)
         publishers = set(db.scalars(sa.select(UnattributedSoftware.publisher)))
         assert "Robert'); DROP TABLE assets;--" in publishers
         # The SQL fragments were data: every table is still there.
@@ -268,9 +268,6 @@ def test_estate_import_refuses_unstorable_text_naming_the_field(any_db_url, tmp_
     app.extensions["planb_engine"].dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="the plans/updates/risk API validators (services.updates.clean_text) "
-                   "do not call inventory.validation.text_problem yet: NUL is stripped by the database "
-                   "layer instead of refused with 422")
 def test_api_bodies_refuse_unstorable_text_naming_the_field(app, write_token):
     response = app.test_client().post("/api/v1/plans", json={"name": "plan\x00name"},
                                       headers=bearer(write_token))
@@ -280,8 +277,6 @@ def test_api_bodies_refuse_unstorable_text_naming_the_field(app, write_token):
 
 # ---------------------------------------------------------------- cleaned where collectors read it
 
-@pytest.mark.xfail(strict=True, reason="collectors.ingest does not call inventory.validation.sanitize_text "
-                   "yet: control characters (ANSI escapes) in collected names are stored as read")
 def test_collected_text_is_cleaned_of_control_characters(hostile_app):
     with hostile_app.app_context():
         names = dict(get_session().execute(sa.select(Asset.natural_key, Asset.name)).all())
