@@ -195,8 +195,8 @@ def get_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
     if detail is None:
         return error_response(404, f"no vendor with id {vendor_id}")
     vendor: Vendor = detail["vendor"]
-    products = [{"id": row["product"].id, "name": row["product"].name, "kind": row["product"].kind,
-                 "vendor_pushes_updates": row["product"].vendor_pushes_updates,
+    products = [{"id": row["product"]["id"], "name": row["product"]["name"], "kind": row["product"]["kind"],
+                 "vendor_pushes_updates": row["product"]["vendor_pushes_updates"],
                  "installations": row["installations"],
                  "versions": [{"version": v, "count": n} for v, n in row["versions"]],
                  "more_versions": row["more_versions"]} for row in detail["products"]]
