@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+import sqlalchemy as sa
 from flask import Flask, Response, abort, jsonify, render_template, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
@@ -25,7 +26,6 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
-import sqlalchemy as sa
 
 from inventory import config as config_module
 

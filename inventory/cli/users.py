@@ -6,8 +6,8 @@ import sys
 import click
 import sqlalchemy as sa
 
-from inventory.app_db import get_session
 from inventory import auth
+from inventory.app_db import get_session
 from inventory.auth import AuthError, create_token, create_user, current_actor, revoke_token, token_state
 from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.cli import CLIError, with_app

@@ -11,10 +11,28 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from inventory.db import make_engine, utcnow, write_session
-from inventory.models import (ApiToken, Asset, AuditEvent, CollectionRun, ContingencyPlan, Dependency,
-                              Incident, IncidentAsset, Installation, PlanEvent, PlanLink, Product,
-                              Scenario, ScopeResult, UpdateTest, User, Vendor, VendorAlias,
-                              VendorAssessment, VendorUpdate)
+from inventory.models import (
+    ApiToken,
+    Asset,
+    AuditEvent,
+    CollectionRun,
+    ContingencyPlan,
+    Dependency,
+    Incident,
+    IncidentAsset,
+    Installation,
+    PlanEvent,
+    PlanLink,
+    Product,
+    Scenario,
+    ScopeResult,
+    UpdateTest,
+    User,
+    Vendor,
+    VendorAlias,
+    VendorAssessment,
+    VendorUpdate,
+)
 from inventory.services.backup import data_tables
 
 WRITER_ACTION = "writer-test"
@@ -127,7 +145,7 @@ class PairWriter(threading.Thread):
                 self.written += 1
                 if self.pause:
                     time.sleep(self.pause)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             self.errors.append(exc)
         finally:
             self.engine.dispose()

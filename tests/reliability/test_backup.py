@@ -16,8 +16,14 @@ from inventory.db import make_engine
 from inventory.models import Asset
 from inventory.services import backup as backup_service
 from tests.conftest import TEST_SECRET
-from tests.reliability.helpers import (PairWriter, counts, first_product_id, populate_url, sqlite_checks,
-                                       writer_pairs)
+from tests.reliability.helpers import (
+    PairWriter,
+    counts,
+    first_product_id,
+    populate_url,
+    sqlite_checks,
+    writer_pairs,
+)
 
 
 def _wait_for(writer: PairWriter, n: int) -> None:

@@ -18,7 +18,6 @@ from inventory.db import make_engine, read_session, write_session
 from inventory.models import Asset, CollectionRun, Dependency, Installation, UnattributedSoftware, Vendor
 from tests.conftest import bearer, create_api_token, create_user_and_login, make_test_app
 
-
 # ---------------------------------------------------------------- SQLite writer sessions
 
 def _read_then_write(engine: sa.Engine, barrier: threading.Barrier, errors: list, rounds: int) -> None:
@@ -30,7 +29,7 @@ def _read_then_write(engine: sa.Engine, barrier: threading.Barrier, errors: list
                 vendor.tier = str(int(vendor.tier) + 1)
     except threading.BrokenBarrierError:
         pass
-    except Exception as exc:  # noqa: BLE001 - reported below
+    except Exception as exc:
         errors.append(exc)
 
 
@@ -78,7 +77,7 @@ def test_without_begin_immediate_the_same_pattern_fails(sqlite_url):
                                  {"t": str(int(tier) + 1)})
                     conn.commit()
                 outcome[name] = None
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 outcome[name] = exc
             finally:
                 if go_first:
@@ -177,7 +176,7 @@ def test_collector_run_with_concurrent_api_and_page_reads(any_db_url, tmp_path: 
                 try:
                     response = client.get(path, headers=headers)
                     results.append((path, response.status_code))
-                except Exception as exc:  # noqa: BLE001 - a read that raised is a failure
+                except Exception as exc:
                     failures.append(f"{path}: {type(exc).__name__}: {exc}")
                 n += 1
         return n

@@ -65,7 +65,7 @@ def test_estate_import_failing_midway_via_api_leaves_no_trace(world, monkeypatch
 def test_estate_import_failing_midway_via_cli_leaves_no_trace(world, monkeypatch, tmp_path):
     import json
 
-    app, url = world
+    _app, url = world
     before = fingerprint(url)
     estate_file = tmp_path / "estate.json"
     estate_file.write_text(json.dumps(_bigger_estate()))

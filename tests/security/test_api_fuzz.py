@@ -118,7 +118,7 @@ def test_api_never_500s_and_errors_are_json(api_app, api_schema, mode):
             response = case.call()
             assert response.request.headers["Authorization"] == headers["Authorization"]
             if response.status_code < 400:
-                reached.add(operation.label)
+                reached.add(case.operation.label)
             _check(case, response)
 
         run()

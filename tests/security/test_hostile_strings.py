@@ -8,7 +8,6 @@ from any bound parameter as the last line of defence.
 """
 from __future__ import annotations
 
-import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -209,9 +208,8 @@ def test_api_returns_hostile_strings_as_json_data(hostile_app):
 def test_too_long_names_are_refused_naming_the_field(app):
     from inventory.estate.importer import EstateError
     document = {"version": 1, "assets": [{"key": "k", "name": "x" * 301, "kind": "vm"}]}
-    with app.app_context():
-        with pytest.raises(EstateError) as info:
-            import_estate(get_session(), document, source_name="long.yaml", actor="test")
+    with app.app_context(), pytest.raises(EstateError) as info:
+        import_estate(get_session(), document, source_name="long.yaml", actor="test")
     assert info.value.field == "assets[0].name"
 
 

@@ -128,9 +128,8 @@ def test_expired_token_is_refused(probe_app):
     ({"name": "x", "role": "read", "expires_in_days": -1}, "expiry"),
 ])
 def test_create_token_validates(probe_app, kwargs, message):
-    with probe_app.app_context():
-        with pytest.raises(AuthError, match=message):
-            create_token(get_session(), **kwargs)
+    with probe_app.app_context(), pytest.raises(AuthError, match=message):
+        create_token(get_session(), **kwargs)
 
 
 def test_last_used_is_recorded_at_most_once_a_minute(probe_app):
