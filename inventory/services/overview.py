@@ -16,13 +16,13 @@ from typing import Any
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from inventory.db import utcnow
 from inventory.choices import SERVICE_KIND
+from inventory.db import utcnow
 from inventory.models import Asset, CollectionRun, ContingencyPlan, Incident, PlanLink, Vendor
 from inventory.services import vendor_summary
-from inventory.services.vendor_summary import update_tests_fingerprint
 from inventory.services.cache import cached
-from inventory.services.plan_status import NEVER_EXERCISED, STALE, plan_status
+from inventory.services.plan_status import coverage_bucket, plan_status
+from inventory.services.vendor_summary import update_tests_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,10 @@ def plan_coverage(db: so.Session) -> dict[str, Any]:
     for sid, name in services:
         plans = sorted(plans_of.get(sid, []), key=lambda p: p["name"])
         entry = {"asset_id": sid, "name": name, "plans": plans}
-        live = [p for p in plans if p["status"] != STALE]
-        if not plans:
-            buckets["uncovered"].append(entry)
-        elif not live:
-            buckets["stale_only"].append(entry)
-        else:
-            buckets["covered_current"].append(entry)
-            if all(p["status"] == NEVER_EXERCISED for p in live):
-                buckets["not_exercised"].append(entry)
+        bucket, unexercised = coverage_bucket([p["status"] for p in plans])
+        buckets[bucket].append(entry)
+        if unexercised:
+            buckets["not_exercised"].append(entry)
     total = len(services)
     return {"total": total, **buckets,
             "ratio": len(buckets["covered_current"]) / total if total else None}

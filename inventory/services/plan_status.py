@@ -26,3 +26,15 @@ def plan_status(plan: ContingencyPlan, now: datetime | None = None) -> str:
     if plan.last_exercised is None:
         return NEVER_EXERCISED
     return CURRENT
+
+
+def coverage_bucket(statuses: list[str]) -> tuple[str, bool]:
+    """Where an asset with plans of these statuses stands: ``uncovered`` (no plan),
+    ``stale_only`` or ``covered_current``; and whether none of its live plans was
+    ever exercised (so a current-looking cover has never been rehearsed)."""
+    if not statuses:
+        return "uncovered", False
+    live = [s for s in statuses if s != STALE]
+    if not live:
+        return "stale_only", False
+    return "covered_current", all(s == NEVER_EXERCISED for s in live)

@@ -42,9 +42,24 @@ from inventory.choices import CRITICALITIES, MEMBER_OF, PLAN_EVENT_KINDS, PLAN_O
 from inventory.db import utcnow
 from inventory.models import Asset, ContingencyPlan, PlanEvent, PlanLink, Product, Vendor
 from inventory.services import audit, cache
-from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status, review_due
-from inventory.services.updates import (NotFound, ValidationError, check_http_url, choice, clean_text,
-                                        find_product, find_vendor, parse_datetime)
+from inventory.services.plan_status import (
+    CURRENT,
+    NEVER_EXERCISED,
+    STALE,
+    coverage_bucket,
+    plan_status,
+    review_due,
+)
+from inventory.services.updates import (
+    NotFound,
+    ValidationError,
+    check_http_url,
+    choice,
+    clean_text,
+    find_product,
+    find_vendor,
+    parse_datetime,
+)
 
 __all__ = ["coverage", "stale_plans", "never_exercised", "rto_check", "list_plans", "plan_to_dict",
            "create_plan", "update_plan", "record_event", "find_plan", "ValidationError", "NotFound"]
@@ -472,15 +487,10 @@ def _coverage(db: so.Session, plans: dict[int, tuple[str, str]], now: datetime,
                 key=lambda p: (order[p["status"]], p["name"]))
             entry = {"asset_id": int(arrays.ids[pos]), "name": arrays.names[pos], "natural_key": arrays.keys[pos],
                      "criticality": arrays.crit[pos], "kind": arrays.kinds[pos], "plans": entry_plans}
-            live = [p for p in entry_plans if p["status"] != STALE]
-            if not entry_plans:
-                buckets["uncovered"].append(entry)
-            elif not live:
-                buckets["stale_only"].append(entry)
-            else:
-                buckets["covered_current"].append(entry)
-                if all(p["status"] == NEVER_EXERCISED for p in live):
-                    buckets["not_exercised"].append(entry)
+            bucket, unexercised = coverage_bucket([p["status"] for p in entry_plans])
+            buckets[bucket].append(entry)
+            if unexercised:
+                buckets["not_exercised"].append(entry)
         for key, items in buckets.items():
             out[prefix + key] = items
         total = len(rows)
