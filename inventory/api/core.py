@@ -18,7 +18,7 @@ from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMILIES, PROVIDERS
 from inventory.estate.exporter import export_estate
-from inventory.estate.importer import ENTITY_TYPES, EstateError, import_estate
+from inventory.estate.importer import ENTITY_TYPES, EstateError, import_and_commit
 from inventory.estate.schema import ESTATE_SCHEMA
 from inventory.models import Asset, ContingencyPlan, PlanLink, Vendor
 from inventory.services import assets as asset_svc
@@ -236,18 +236,11 @@ def post_estate():  # type: ignore[no-untyped-def]
     dry_run = request.args.get("dry_run", "false").lower() in ("1", "true", "yes")
     db = get_session()
     try:
-        report = import_estate(db, document, source_name="API request", actor=current_actor())
+        report = import_and_commit(db, document, source_name="API request", actor=current_actor(),
+                                   dry_run=dry_run)
     except EstateError as exc:
-        db.rollback()
         first = exc.problems[0]
         return error_response(422, first.describe(), exc.field, entry=first.entry, errors=exc.as_dicts())
-    except Exception:
-        db.rollback()
-        raise
-    if dry_run:
-        db.rollback()
-    else:
-        db.commit()
     body = report.as_dict()
     body["dry_run"] = dry_run
     return jsonify(body), 200

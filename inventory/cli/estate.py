@@ -16,7 +16,7 @@ from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
-from inventory.estate.importer import EstateError, ImportReport, import_estate, load_document, load_file
+from inventory.estate.importer import EstateError, ImportReport, import_and_commit, load_document, load_file
 
 _REPORT_COLUMNS = ["entity", "created", "updated", "unchanged"]
 
@@ -50,17 +50,10 @@ def register(main: click.Group) -> None:
                 raise CLIError(str(exc)) from None
         db = get_session()
         try:
-            report = import_estate(db, document, source_name=source_name, actor=current_actor())
+            report = import_and_commit(db, document, source_name=source_name, actor=current_actor(),
+                                       dry_run=dry_run)
         except EstateError as exc:
-            db.rollback()
             raise CLIError(str(exc)) from None
-        except Exception:
-            db.rollback()
-            raise
-        if dry_run:
-            db.rollback()
-        else:
-            db.commit()
         _print_report(report, fmt, dry_run)
 
     @main.command("export")

@@ -690,6 +690,22 @@ _ASSESSMENT_FIELDS = {k: k for k in ("assessor", "staged_rollouts", "customer_up
 
 # ---------------------------------------------------------------- apply
 
+def import_and_commit(db: so.Session, document: Any, *, source_name: str, actor: str,
+                      dry_run: bool = False) -> ImportReport:
+    """Import as one transaction: commit on success (roll back for a dry run), roll
+    back on any error and re-raise it.  The CLI and the API both go through here."""
+    try:
+        report = import_estate(db, document, source_name=source_name, actor=actor)
+    except BaseException:
+        db.rollback()
+        raise
+    if dry_run:
+        db.rollback()
+    else:
+        db.commit()
+    return report
+
+
 def import_estate(db: so.Session, document: Any, *, source_name: str, actor: str) -> ImportReport:
     """Validate and apply an estate document in the caller's transaction.
 
