@@ -26,6 +26,7 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "SECURE_COOKIES": ("auto", "'auto' (Secure when served over TLS), 'true' or 'false'"),
     "LOGIN_RATE_LIMIT": ("10 per minute", "Flask-Limiter limit on login attempts per client"),
     "RATELIMIT_STORAGE_URI": ("memory://", "Flask-Limiter storage (e.g. redis://127.0.0.1:6379)"),
+    "TRUSTED_PROXIES": ("0", "Reverse proxies in front of the app whose X-Forwarded-* headers are trusted"),
     "HOST": ("127.0.0.1", "Address `planb demo` / `planb serve` listens on"),
     "PORT": ("8080", "Port `planb demo` / `planb serve` listens on"),
 }

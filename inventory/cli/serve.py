@@ -28,8 +28,10 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
 
     class _App(WSGIApplication):
         def __init__(self) -> None:
-            self._options = {"bind": f"{host}:{port}", "workers": workers, "accesslog": "-",
-                             "timeout": 120}
+            # Threaded workers: a slow blast-radius request must not queue the asset list
+            # behind it (measured in benchmarks/load_test.py).
+            self._options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
+                             "threads": 4, "accesslog": "-", "timeout": 120}
             super().__init__()
 
         def load_config(self) -> None:
