@@ -56,13 +56,13 @@ def _json_lines(text: str) -> list[dict]:
 def test_each_request_logs_one_parseable_json_line(app, read_token):
     buffer = io.StringIO()
     logging_setup.configure("INFO", "json", stream=buffer)
-    app.test_client().get("/api/v1/openapi.json?token=should-not-appear", headers=bearer(read_token))
+    app.test_client().get("/api/v1/assets?q=should-not-appear", headers=bearer(read_token))
     lines = _json_lines(buffer.getvalue())
     request_lines = [line for line in lines if line["msg"] == "request"]
     assert len(request_lines) == 1
     line = request_lines[0]
     assert line["level"] == "INFO" and line["logger"] == "planb.request"
-    assert line["method"] == "GET" and line["path"] == "/api/v1/openapi.json"
+    assert line["method"] == "GET" and line["path"] == "/api/v1/assets"
     assert line["status"] == 200 and isinstance(line["duration_ms"], float)
     assert line["actor"].startswith("test-read-")
     assert "should-not-appear" not in buffer.getvalue()  # query strings are not logged
