@@ -42,7 +42,7 @@ import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
-from inventory.impact.graph import CSR, Graph, View, connection_factory, get_graph_and_stamp, to_micros
+from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact.plans import PlanSet, asset_levels, plan_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_with_graph, version_matches
 
@@ -697,16 +697,26 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
     from inventory.impact.confidence import confidence_report
     from inventory.impact.whatif import apply_what_if, compare, parse_what_if
 
-    graph, stamp = get_graph_and_stamp(db)
+    graph, stamp, lag = get_graph_state(db)
     conn_factory = connection_factory(db)
+    # A lagging graph may not know a vendor/product the scope names: then use a fresh one.
     if not isinstance(scope, Scope):
-        scope = parse_scope_with_graph(graph, scope, db)
+        try:
+            scope = parse_scope_with_graph(graph, scope, db)
+        except ScopeError:
+            if lag is None:
+                raise
+            graph, stamp, lag = get_graph_state(db, max_stale_seconds=0)
+            scope = parse_scope_with_graph(graph, scope, db)
+    elif lag is not None and not _graph_knows(graph, scope):
+        graph, stamp, lag = get_graph_state(db, max_stale_seconds=0)
     moment = _as_of_datetime(as_of)
     now = now or utcnow()
     at_micros = to_micros(moment) if moment is not None else None
     view = graph.current if at_micros is None else graph.view_at(conn_factory, at_micros)
     parsed = parse_what_if(graph, what_if, db) if what_if else None
     result = _compute(graph, view, scope, moment, at_micros, conn_factory, now, (), confidence_report, stamp)
+    _note_lag(result, lag)
     if parsed is None:
         return result
     changed_view = apply_what_if(graph, view, parsed)
@@ -714,7 +724,23 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
                        confidence_report, stamp)
     changed.what_if = {"applied": parsed.describe(), "baseline_totals": result.totals,
                        "changes": compare(result, changed)}
+    _note_lag(changed, lag)
     return changed
+
+
+def _graph_knows(graph: Graph, scope: Scope) -> bool:
+    return scope.vendor_id in graph.vendors and all(pid in graph.products for pid in scope.product_ids)
+
+
+def _note_lag(result: "ImpactResult", lag: GraphLag | None) -> None:
+    """Say so when the answer came from the previous graph while a newer one is being built."""
+    result.confidence["graph_lag"] = None if lag is None else {
+        "graph_version": lag.graph_version, "inventory_version": lag.inventory_version,
+        "age_seconds": lag.age_seconds}
+    if lag is not None:
+        result.confidence["notes"] = [*result.confidence["notes"],
+                                      f"answered from the inventory as loaded {lag.age_seconds:.0f} s ago: "
+                                      "newer changes are being loaded right now; ask again for them"]
 
 
 def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at_micros: int | None,

@@ -28,6 +28,7 @@ import copy
 import dataclasses
 import json
 import threading
+import time
 import unicodedata
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -642,6 +643,9 @@ class Graph:
 
 # ---------------------------------------------------------------- the cache
 
+# How old a graph may be when it is served while a newer one is being built.
+MAX_STALE_SECONDS = 30.0
+
 _cache: "OrderedDict[str, Graph]" = OrderedDict()
 _cache_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
@@ -680,6 +684,29 @@ def get_graph(db: so.Session | Engine) -> Graph:
 def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...] | None]:
     """The graph, and a stamp of the collection results (count, max id) read in the
     same round trip, which the confidence report uses to reuse its own cache."""
+    graph, stamp, _lag = get_graph_state(db)
+    return graph, stamp
+
+
+@dataclass(frozen=True)
+class GraphLag:
+    """Set when an answer comes from the previous graph while another request rebuilds it."""
+
+    graph_version: int | None
+    inventory_version: int | None
+    age_seconds: float
+
+
+def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = None
+                    ) -> tuple[Graph, tuple[Any, ...] | None, GraphLag | None]:
+    """Like ``get_graph_and_stamp``, plus a ``GraphLag`` when the answer is (boundedly) stale.
+
+    While a collector commits change after change, every change invalidates the
+    graph.  Rather than make every request wait for a rebuild, one request
+    rebuilds and the others answer from the previous graph — if it is younger
+    than ``MAX_STALE_SECONDS`` — and say so in their confidence report.
+    """
+    max_stale = MAX_STALE_SECONDS if max_stale_seconds is None else max_stale_seconds
     engine = _reader(engine_of(db))
     key = engine.__dict__.get("_planb_key")
     if key is None:
@@ -690,7 +717,18 @@ def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...]
         build_lock = _build_locks.setdefault(key, threading.Lock())
         if cached is not None and version is not None and cached.version == version:
             _cache.move_to_end(key)
-            return cached, stamp
+            return cached, stamp, None
+    if cached is not None and max_stale > 0:
+        age = time.monotonic() - cached.loaded_at
+        if age < max_stale and not build_lock.acquire(blocking=False):
+            # Someone is rebuilding right now: answer from the previous graph.
+            return cached, stamp, GraphLag(cached.version, version, round(age, 3))
+        if age < max_stale:
+            build_lock.release()  # free again: rebuild below like any other request
+    return (*_build(engine, key, build_lock), None)
+
+
+def _build(engine: Engine, key: str, build_lock: threading.Lock) -> tuple[Graph, tuple[Any, ...] | None]:
     # One builder per database at a time; the others wait and reuse its result.
     with build_lock:
         with _cache_lock:
@@ -701,6 +739,7 @@ def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...]
                 if cached is not None and version is not None and cached.version == version:
                     return cached, stamp
         graph = Graph.load_from(engine, previous=cached)
+        graph.loaded_at = time.monotonic()
         if graph.version is not None:
             with _cache_lock:
                 _cache[key] = graph

@@ -207,14 +207,21 @@ def _check_known(field_name: str, values: list[str], known: Iterable[str], noun:
 
 def parse_scope(db: "so.Session", data: Mapping[str, Any] | Scope) -> Scope:
     """Validate a scope dict against the inventory; raises ``ScopeError``."""
-    from inventory.impact.graph import get_graph
+    from inventory.impact.graph import get_graph_state
 
     if isinstance(data, Scope):
         return data
     if not isinstance(data, Mapping):
         raise ScopeError("scope", "the scope must be an object")
-    graph = get_graph(db)
-    return parse_scope_with_graph(graph, data, db)
+    graph, _stamp, lag = get_graph_state(db)
+    try:
+        return parse_scope_with_graph(graph, data, db)
+    except ScopeError:
+        if lag is None:
+            raise
+        # The graph being served lags the inventory: the vendor or product may be newer.
+        graph, _stamp, _lag = get_graph_state(db, max_stale_seconds=0)
+        return parse_scope_with_graph(graph, data, db)
 
 
 def parse_scope_with_graph(graph: "Graph", data: Mapping[str, Any], db: "so.Session | None" = None) -> Scope:
