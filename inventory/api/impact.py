@@ -377,6 +377,11 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "manual_assets": _INT, "manual_sample": _STRS, "unscoped_assets": _INT,
         "unversioned_installations": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
         "unconfirmed_at_as_of": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
+        "graph_lag": {"type": ["object", "null"],
+                      "description": "set when the answer came from the previous in-memory graph (at most "
+                                     "30 s old) while another request loads the newest changes",
+                      "properties": {"graph_version": _INT, "inventory_version": _INT,
+                                     "age_seconds": {"type": "number"}}},
         "notes": _STRS}},
     "ImpactResult": {"type": "object", "required": ["scope", "as_of", "seeds", "hits", "totals", "confidence"],
                      "properties": {
