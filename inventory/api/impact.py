@@ -438,6 +438,12 @@ _SCOPE_PARAMS = [
     _q("environment", "Environment (repeatable)", array=True),
     _q("tag", "Tag as key:value (repeatable)", array=True),
     _q("as_of", "Answer for a past moment (ISO 8601)", {"type": "string", "format": "date-time"}),
+    # The plural spellings of the JSON scope are accepted as well.
+    _q("products", "Same as product", array=True),
+    _q("regions", "Same as region", array=True),
+    _q("accounts", "Same as account", array=True),
+    _q("environments", "Same as environment", array=True),
+    _q("tags", "Same as tag", array=True),
 ]
 
 OPENAPI_PATHS: dict[str, Any] = {
