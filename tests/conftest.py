@@ -39,6 +39,34 @@ def sqlite_url(tmp_path: Path, _sqlite_template: Path) -> str:
     return f"sqlite:///{target}"
 
 
+@pytest.fixture(scope="session")
+def _demo_template(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Path:
+    """The Skyward Air demo estate loaded once per session into a migrated SQLite file."""
+    import sqlite3
+
+    from inventory.db import write_session
+    from inventory.estate.demo import load_demo
+
+    path = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
+    shutil.copyfile(_sqlite_template, path)
+    eng = make_engine(f"sqlite:///{path}")
+    with write_session(eng) as session:
+        load_demo(session, actor="tests")
+    eng.dispose()
+    conn = sqlite3.connect(path)  # fold the WAL into the file so a plain copy is complete
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return path
+
+
+@pytest.fixture
+def demo_url(tmp_path: Path, _demo_template: Path) -> str:
+    """A private copy of a SQLite database holding the Skyward Air demo estate."""
+    target = tmp_path / "demo.sqlite3"
+    shutil.copyfile(_demo_template, target)
+    return f"sqlite:///{target}"
+
+
 @pytest.fixture
 def empty_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'empty.sqlite3'}"

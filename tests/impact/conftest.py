@@ -1,20 +1,25 @@
 """Fixtures for the impact engine tests: a readable builder for small estates."""
 from __future__ import annotations
 
-import shutil
-import sqlite3
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
-from inventory.db import make_engine, write_session
+from inventory.db import make_engine
 from inventory.impact import clear_cache
-from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, PlanLink, Product, Vendor,
-                              VendorAlias)
+from inventory.models import (
+    Asset,
+    ContingencyPlan,
+    Dependency,
+    Installation,
+    PlanLink,
+    Product,
+    Vendor,
+    VendorAlias,
+)
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 NOW = datetime.now(timezone.utc)
@@ -128,24 +133,3 @@ def any_estate(any_db_url: str) -> Iterator[Estate]:
     eng.dispose()
 
 
-@pytest.fixture(scope="session")
-def _demo_template(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Path:
-    from inventory.estate.demo import load_demo
-
-    path = tmp_path_factory.mktemp("impact-demo") / "demo.sqlite3"
-    shutil.copyfile(_sqlite_template, path)
-    eng = make_engine(f"sqlite:///{path}")
-    with write_session(eng) as db:
-        load_demo(db, actor="test")
-    eng.dispose()
-    conn = sqlite3.connect(path)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return path
-
-
-@pytest.fixture
-def demo_url(tmp_path: Path, _demo_template: Path) -> str:
-    target = tmp_path / "demo.sqlite3"
-    shutil.copyfile(_demo_template, target)
-    return f"sqlite:///{target}"

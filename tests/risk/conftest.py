@@ -9,7 +9,6 @@
 """
 from __future__ import annotations
 
-import shutil
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,8 +17,18 @@ import pytest
 import sqlalchemy.orm as so
 
 from inventory.db import make_engine, utcnow
-from inventory.models import (Asset, ContingencyPlan, Dependency, Installation, PlanLink, Product,
-                              UpdateTest, Vendor, VendorAssessment, VendorUpdate)
+from inventory.models import (
+    Asset,
+    ContingencyPlan,
+    Dependency,
+    Installation,
+    PlanLink,
+    Product,
+    UpdateTest,
+    Vendor,
+    VendorAssessment,
+    VendorUpdate,
+)
 
 
 def build_estate(db: so.Session) -> dict[str, Any]:
@@ -138,28 +147,6 @@ def estate(db: so.Session) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the demo estate, loaded once
-
-@pytest.fixture(scope="session")
-def _demo_template(tmp_path_factory: pytest.TempPathFactory, _sqlite_template: Path) -> Path:
-    from inventory.estate.demo import load_demo
-
-    path = tmp_path_factory.mktemp("demo") / "demo.sqlite3"
-    shutil.copyfile(_sqlite_template, path)
-    engine = make_engine(f"sqlite:///{path}")
-    with so.Session(engine) as db:
-        load_demo(db, actor="tests")
-        db.commit()
-    engine.dispose()
-    return path
-
-
-@pytest.fixture
-def demo_url(tmp_path: Path, _demo_template: Path) -> str:
-    """A private copy of a SQLite database holding the Skyward Air demo estate."""
-    target = tmp_path / "demo.sqlite3"
-    shutil.copyfile(_demo_template, target)
-    return f"sqlite:///{target}"
-
 
 @pytest.fixture
 def demo_db(demo_url: str) -> Iterator[so.Session]:
