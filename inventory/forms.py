@@ -15,7 +15,7 @@ from wtforms import (BooleanField, DateField, IntegerField, SelectChoice, Select
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from inventory.choices import (ASSESSMENT_DOMAINS, PLAN_EVENT_KINDS, PLAN_OUTCOMES, RINGS, TEST_STATUSES,
-                               UPDATE_KINDS)
+                               UPDATE_KINDS, VENDOR_TIERS)
 
 
 
@@ -154,3 +154,20 @@ def attach_error(form: FlaskForm, field: str | None, message: str) -> None:
         target.errors = list(target.errors or []) + [message]
     else:
         form.form_errors.append(message)
+
+
+class VendorResilienceForm(FlaskForm):
+    """Tier, substitutability and exit planning of a vendor (they feed the risk score)."""
+
+    tier = SelectField("Tier", choices=same(VENDOR_TIERS))
+    has_alternative = BooleanField("An alternative provider exists")
+    alternative = StringField("Alternative (who, and how long a switch takes)",
+                              validators=[Optional(), Length(max=500)])
+    exit_plan_documented = BooleanField("An exit plan is documented")
+    exit_plan_url = StringField("Exit plan link (http/https)", validators=[Optional(), Length(max=1000)])
+
+    def to_data(self) -> dict[str, Any]:
+        return {"tier": self.tier.data, "has_alternative": bool(self.has_alternative.data),
+                "alternative": self.alternative.data or None,
+                "exit_plan_documented": bool(self.exit_plan_documented.data),
+                "exit_plan_url": self.exit_plan_url.data or None}

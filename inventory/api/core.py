@@ -187,6 +187,27 @@ def list_vendors():  # type: ignore[no-untyped-def]
     return jsonify(items=items, count=len(items), concentration_source=summary["concentration_source"])
 
 
+@bp.patch("/vendors/<int:vendor_id>")
+def patch_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
+    """Tier, alternative provider and exit plan (they feed the risk score); audited."""
+    from inventory.services import vendors as vendor_service
+
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        return error_response(400, "send a JSON object with the fields to change")
+    db = get_session()
+    try:
+        vendor = vendor_service.update_resilience(db, vendor_id, data, actor=current_actor())
+    except vendor_service.NotFound as exc:
+        db.rollback()
+        return error_response(404, str(exc))
+    except vendor_service.ValidationError as exc:
+        db.rollback()
+        return error_response(422, exc.message, exc.field)
+    db.commit()
+    return jsonify({field: getattr(vendor, field) for field in ("id", "name", *vendor_service.EDITABLE_FIELDS)})
+
+
 @bp.get("/vendors/<int:vendor_id>")
 def get_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
     """One vendor: products with installed versions, aliases, assessments, plans, exposure."""
@@ -382,7 +403,20 @@ OPENAPI_PATHS: dict[str, Any] = {
         "summary": "One vendor: products and versions, aliases, assessments, plans",
         "operationId": "getVendor", "tags": ["inventory"], "parameters": [_path_id("vendor_id")],
         "responses": {"200": _json(_ref("VendorDetail"), "The vendor"),
-                      "404": _json(_ref("Error"), "No such vendor"), **_ERRORS}}},
+                      "404": _json(_ref("Error"), "No such vendor"), **_ERRORS}},
+        "patch": {
+            "summary": "Change a vendor's tier, alternative provider and exit plan (write token)",
+            "operationId": "patchVendor", "tags": ["inventory"], "parameters": [_path_id("vendor_id")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "properties": {
+                    "tier": {"type": "string", "enum": ["critical", "high", "medium", "low"]},
+                    "has_alternative": {"type": "boolean"},
+                    "alternative": {"type": ["string", "null"], "maxLength": 500},
+                    "exit_plan_documented": {"type": "boolean"},
+                    "exit_plan_url": {"type": ["string", "null"], "format": "uri", "maxLength": 1000}}}}}},
+            "responses": {"200": _json({"type": "object"}, "The vendor's editable fields after the change"),
+                          "404": _json(_ref("Error"), "No such vendor"),
+                          "422": _json(_ref("Error"), "A field is invalid (named in 'field')"), **_ERRORS}}},
     "/api/v1/estate": {
         "get": {"summary": "Export the inventory as an estate document", "operationId": "exportEstate",
                 "tags": ["estate"],

@@ -1,9 +1,13 @@
 """Vendor pages: the list (tier, concentration, assessment, review due) and one vendor's detail."""
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from inventory.app_db import get_session
+from inventory.auth import current_actor, require_role
+from inventory.forms import VendorResilienceForm, attach_error
+from inventory.models import Vendor
+from inventory.services import vendors as vendor_service
 from inventory.services import assets as asset_service
 from inventory.services import vendor_summary
 from inventory.services.keyset import CursorError, Page
@@ -43,3 +47,25 @@ def detail(vendor_id: int):  # type: ignore[no-untyped-def]
                            cursor_error=cursor_error, untested=untested[:UNTESTED_LIMIT],
                            untested_more=len(untested) > UNTESTED_LIMIT, outage=outage,
                            untested_limit=UNTESTED_LIMIT)
+
+
+@bp.route("/<int:vendor_id>/edit", methods=["GET", "POST"])
+@require_role("editor")
+def edit(vendor_id: int):  # type: ignore[no-untyped-def]
+    """Tier, alternative provider and exit plan: the vendor facts that feed the risk score."""
+    db = get_session()
+    vendor = db.get(Vendor, vendor_id)
+    if vendor is None:
+        abort(404)
+    form = VendorResilienceForm(obj=vendor if request.method == "GET" else None)
+    if form.validate_on_submit():
+        try:
+            vendor_service.update_resilience(db, vendor.id, form.to_data(), actor=current_actor())
+        except vendor_service.ValidationError as exc:
+            db.rollback()
+            attach_error(form, exc.field, exc.message)
+        else:
+            db.commit()
+            flash(f"{vendor.name} saved.")
+            return redirect(url_for("vendors.detail", vendor_id=vendor.id))
+    return render_template("vendors/edit.html", form=form, vendor=vendor), (422 if form.errors else 200)
