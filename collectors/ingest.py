@@ -328,11 +328,26 @@ def _acquire_lock(engine: Engine, scope_key: str, run_id: int, holder: str, now:
                     f"({other_holder}, since {acquired.isoformat(timespec='seconds')}); "
                     f"try again when it finishes (the lock expires {expires.isoformat(timespec='seconds')})")
             db.execute(table.delete().where(table.c.scope_key == scope_key))
+            if other_run is not None and other_run != run_id:
+                _close_abandoned_run(db, other_run, other_holder, run_id, now)
         insert_ignore(db, table, [{"scope_key": scope_key, "run_id": run_id, "holder": holder,
                                    "acquired_at": now, "expires_at": now + ttl}], ["scope_key"])
         owner = db.scalar(sa.select(CollectionLock.run_id).where(CollectionLock.scope_key == scope_key))
         if owner != run_id:
             raise ScopeLocked(f"scope {scope_key} was just taken by run {owner}")
+
+
+def _close_abandoned_run(db: so.Session, run_id: int, holder: str, taken_by: int, now: datetime) -> None:
+    """A run whose lock is taken over crashed (or outlived its lock): say so instead of
+    leaving it "running" for ever.  Its completed scopes stay applied."""
+    run = db.get(CollectionRun, run_id)
+    if run is None or run.status != "running":
+        return
+    run.status = "failed"
+    run.finished_at = now
+    run.errors = [*(run.errors or []), {
+        "scope": None, "error": f"abandoned: the process ({holder}) stopped before finishing; "
+                               f"its lock was taken over by run {taken_by}"}]
 
 
 def _holder_alive(holder: str) -> bool:

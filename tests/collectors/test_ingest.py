@@ -425,10 +425,15 @@ def test_planned_scopes_locked_elsewhere_stop_the_run_before_collecting(engine):
     assert "being collected by run" in run.errors[0]["error"]
 
 
-def test_expired_lock_is_taken_over(engine):
-    _hold_lock(engine, SCOPE, "collector-box-7:4242", T0 - timedelta(minutes=1))
+def test_expired_lock_is_taken_over_and_the_abandoned_run_is_closed(engine):
+    abandoned = _hold_lock(engine, SCOPE, "collector-box-7:4242", T0 - timedelta(minutes=1))
     run = run_collection(engine, FakeCollector([estate_batch()]), now=T0)
     assert run.status == "succeeded"
+    with read_session(engine) as db:
+        old = db.get(CollectionRun, abandoned)
+        status, finished, errors = old.status, old.finished_at, old.errors
+    assert status == "failed" and finished is not None
+    assert "abandoned" in errors[-1]["error"] and f"run {run.id}" in errors[-1]["error"]
 
 
 def test_concurrent_run_inside_a_run_is_refused(engine):
