@@ -46,7 +46,7 @@ from collectors.base import AssetRecord, DependencyRecord, ScopeBatch, SoftwareR
 from collectors.ingest import BOOKKEEPING_TABLES, run_collection
 from inventory import migrate
 from inventory.db import make_engine, write_session
-from inventory.models import Asset, Dependency, Installation, Product, Vendor
+from inventory.models import Asset, Dependency, Installation
 
 PG_URL = os.environ.get("PLANB_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 T0 = datetime(2024, 7, 19, 4, 9, tzinfo=timezone.utc)

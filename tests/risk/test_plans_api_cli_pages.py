@@ -74,7 +74,7 @@ def test_api_plan_lifecycle(app, client, write_token, read_token, sqlite_url) ->
         response = client.post("/api/v1/plans", headers=bearer(write_token), json=body)
         assert response.status_code == 422 and response.json["field"] == field
     assert (_count(sqlite_url, PlanEvent), _count(sqlite_url, AuditEvent)) == (events_before, audit_before)
-    assert client.post(f"/api/v1/plans/999999/events", headers=bearer(write_token),
+    assert client.post("/api/v1/plans/999999/events", headers=bearer(write_token),
                        json={"kind": "review"}).status_code == 404
     assert client.post(f"/api/v1/plans/{ids['db']}/events", headers=bearer(read_token),
                        json={"kind": "review"}).status_code == 403
