@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -84,20 +85,32 @@ def _pg_admin_engine() -> sa.Engine:
     return engine
 
 
-@pytest.fixture
-def empty_pg_url() -> Iterator[str]:
-    """An empty PostgreSQL schema of its own (search_path set through the URL)."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def pg_schema(prefix: str = "t", migrated: bool = False) -> Iterator[str]:
+    """A PostgreSQL schema of its own, as a URL whose search_path points at it; dropped afterwards.
+
+    Fails (never skips) when the server is unreachable.  ``migrated`` upgrades it to head."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = _pg_admin_engine()
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     url = sa.make_url(PG_BASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
     try:
-        yield url.render_as_string(hide_password=False)
+        rendered = url.render_as_string(hide_password=False)
+        if migrated:
+            migrate.upgrade(rendered, "head")
+        yield rendered
     finally:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """An empty PostgreSQL schema of its own (search_path set through the URL)."""
+    with pg_schema() as url:
+        yield url
 
 
 @pytest.fixture

@@ -42,28 +42,14 @@ def _demo_sqlite_template(tmp_path_factory: pytest.TempPathFactory, _sqlite_temp
 @pytest.fixture(scope="session")
 def _demo_pg_shared() -> Iterator[str]:
     """One PostgreSQL schema with the demo estate per test session (for tests that only read)."""
-    import uuid
+    from tests.conftest import pg_schema
 
-    from inventory import migrate
-    from tests.conftest import PG_BASE_URL, _pg_admin_engine
-
-    schema = f"t_demo_{uuid.uuid4().hex[:10]}"
-    admin = _pg_admin_engine()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(PG_BASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(rendered, "head")
-        engine = make_engine(rendered)
+    with pg_schema("t_demo", migrated=True) as url:
+        engine = make_engine(url)
         with write_session(engine) as db:
             load_demo(db, actor="test")
         engine.dispose()
-        yield rendered
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -147,29 +133,16 @@ def small_document() -> dict[str, Any]:
 @pytest.fixture
 def fresh_db_url(request: pytest.FixtureRequest, any_db_url: str, tmp_path) -> Iterator[str]:
     """A second, empty but migrated database on the same backend as ``any_db_url``."""
-    import uuid
-
     from inventory import migrate
-    from tests.conftest import PG_BASE_URL, _pg_admin_engine
+    from tests.conftest import pg_schema
 
     if any_db_url.startswith("sqlite"):
         url = f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
         migrate.upgrade(url, "head")
         yield url
         return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = _pg_admin_engine()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = sa.make_url(PG_BASE_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-    rendered = url.render_as_string(hide_password=False)
-    try:
-        migrate.upgrade(rendered, "head")
-        yield rendered
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema(migrated=True) as url:
+        yield url
 
 
 def table_snapshot(engine: sa.Engine,

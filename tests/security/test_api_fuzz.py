@@ -22,25 +22,17 @@ def api_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
             _sqlite_template: Path):  # type: ignore[no-untyped-def]
     import copy
     import shutil
-    import uuid
+    from contextlib import ExitStack
 
-    import sqlalchemy as sa
-
-    from inventory import migrate
-    from tests.conftest import PG_BASE_URL, _pg_admin_engine
+    from tests.conftest import pg_schema
 
     folder = tmp_path_factory.mktemp("apifuzz")
-    admin, schema_name = None, None
+    stack = ExitStack()
     if request.param == "sqlite":
         shutil.copyfile(_sqlite_template, folder / "planb.sqlite3")
         url = f"sqlite:///{folder / 'planb.sqlite3'}"
     else:
-        admin, schema_name = _pg_admin_engine(), f"t_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema_name}"'))
-        url = sa.make_url(PG_BASE_URL).update_query_dict(
-            {"options": f"-csearch_path={schema_name}"}).render_as_string(hide_password=False)
-        migrate.upgrade(url, "head")
+        url = stack.enter_context(pg_schema(migrated=True))
     app = make_test_app(url, folder / "instance",
                         PROPAGATE_EXCEPTIONS=False)  # a crash must come back as a 500 to be seen
     with app.app_context():
@@ -50,10 +42,7 @@ def api_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     app.config["FUZZ_TOKEN"] = create_api_token(app, "write")
     yield app
     app.extensions["planb_engine"].dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema_name}" CASCADE'))
-        admin.dispose()
+    stack.close()
 
 
 @pytest.fixture(scope="module")

@@ -26,24 +26,17 @@ N = 137
 def many_url(request, tmp_path_factory, _sqlite_template):  # type: ignore[no-untyped-def]
     """One populated database per backend for the whole module (migrating costs more than the tests)."""
     import shutil
-    import uuid
+    from contextlib import ExitStack
 
-    from inventory import migrate
-    from tests.conftest import PG_BASE_URL, _pg_admin_engine
+    from tests.conftest import pg_schema
 
-    schema = None
+    stack = ExitStack()
     if request.param == "sqlite":
         path = tmp_path_factory.mktemp("keyset") / "planb.sqlite3"
         shutil.copyfile(_sqlite_template, path)
         url = f"sqlite:///{path}"
     else:
-        schema = f"t_{uuid.uuid4().hex[:12]}"
-        admin = _pg_admin_engine()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        url = sa.make_url(PG_BASE_URL).update_query_dict(
-            {"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
-        migrate.upgrade(url, "head")
+        url = stack.enter_context(pg_schema(migrated=True))
     engine = make_engine(url)
     rng = random.Random(7)
     with so.Session(engine) as db:
@@ -62,10 +55,7 @@ def many_url(request, tmp_path_factory, _sqlite_template):  # type: ignore[no-un
         db.commit()
     yield engine
     engine.dispose()
-    if schema:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+    stack.close()
 
 
 @pytest.fixture
