@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import re
 from typing import Any
 
 from flask import Blueprint, Flask, jsonify, request
@@ -52,14 +51,14 @@ def register_blueprints(app: Flask) -> None:
 
 def documented_query_parameters(app: Flask) -> dict[tuple[str, str], frozenset[str]]:
     """(endpoint, METHOD) -> the query parameters the OpenAPI description lists for it."""
-    from inventory.api.openapi import build_spec
+    from inventory.api.openapi import build_spec, openapi_path
 
     paths = build_spec()["paths"]
     allowed: dict[tuple[str, str], frozenset[str]] = {}
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
             continue
-        path_item = paths.get(re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule), {})
+        path_item = paths.get(openapi_path(rule.rule), {})
         for method in rule.methods or ():
             operation = path_item.get(method.lower())
             if not isinstance(operation, dict):

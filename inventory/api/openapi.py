@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import re
 from typing import Any
 
 from flask import Blueprint, jsonify
@@ -17,6 +18,13 @@ from inventory import __version__
 bp = Blueprint("api_openapi", __name__, url_prefix="/api/v1")
 
 API_MODULES = ("core", "impact", "updates", "plans", "risk")
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def openapi_path(flask_rule: str) -> str:
+    """The OpenAPI spelling of a Flask rule: ``/plans/<int:plan_id>`` -> ``/plans/{plan_id}``."""
+    return _CONVERTER.sub(r"{\1}", flask_rule)
 
 
 def build_spec() -> dict[str, Any]:

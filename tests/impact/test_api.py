@@ -5,6 +5,7 @@ import re
 
 import sqlalchemy as sa
 
+from inventory.api.openapi import openapi_path
 from tests.conftest import bearer
 from tests.impact.conftest import Estate
 
@@ -156,7 +157,7 @@ def test_every_route_is_documented(app, client, read_token) -> None:
     for rule in app.url_map.iter_rules():
         if not rule.endpoint.startswith("api_impact."):
             continue
-        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
+        path = openapi_path(rule.rule)
         assert path in spec["paths"], path
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             assert method.lower() in spec["paths"][path], (path, method)

@@ -223,14 +223,14 @@ def test_viewer_sees_risk_but_cannot_assess(app, viewer_client, sqlite_url) -> N
 
 
 def test_every_route_of_these_apis_is_in_openapi(app, client, read_token) -> None:  # type: ignore[no-untyped-def]
-    import re
+    from inventory.api.openapi import openapi_path
 
     spec = client.get("/api/v1/openapi.json", headers=bearer(read_token)).json
     checked = 0
     for rule in app.url_map.iter_rules():
         if rule.endpoint.split(".")[0] not in ("api_updates", "api_plans", "api_risk"):
             continue
-        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        path = openapi_path(rule.rule)
         assert path in spec["paths"], path
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = spec["paths"][path][method.lower()]

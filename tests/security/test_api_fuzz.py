@@ -3,7 +3,6 @@ called through the WSGI app (no network) with a write token, on a populated data
 no 500s, and every 4xx answer carries the JSON error body ({"error", "message"})."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
 
+from inventory.api.openapi import openapi_path
 from inventory.app_db import get_session
 from inventory.estate.importer import import_estate
 from tests.conftest import bearer, create_api_token, make_test_app
@@ -68,7 +68,7 @@ def test_the_description_covers_the_api(api_app, api_schema):
     for rule in api_app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v1"):
             continue
-        path = re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule.rule)
+        path = openapi_path(rule.rule)
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             if (method, path) not in described:
                 missing.append(f"{method} {path}")
