@@ -44,7 +44,7 @@ from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact.plans import PlanSet, asset_levels, plan_entries
-from inventory.impact.scope import Scope, ScopeError, parse_scope_with_graph, version_matches
+from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
 
 UP, DEGRADED, DOWN = 0, 1, 2
 STATUS_NAMES = {DOWN: "down", DEGRADED: "degraded"}
@@ -697,19 +697,14 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
     from inventory.impact.confidence import confidence_report
     from inventory.impact.whatif import apply_what_if, compare, parse_what_if
 
-    graph, stamp, lag = get_graph_state(db)
-    conn_factory = connection_factory(db)
-    # A lagging graph may not know a vendor/product the scope names: then use a fresh one.
-    if not isinstance(scope, Scope):
-        try:
-            scope = parse_scope_with_graph(graph, scope, db)
-        except ScopeError:
-            if lag is None:
-                raise
+    if isinstance(scope, Scope):
+        graph, stamp, lag = get_graph_state(db)
+        if lag is not None and not _graph_knows(graph, scope):
+            # Parsed against a newer graph than the one being served: use a fresh one.
             graph, stamp, lag = get_graph_state(db, max_stale_seconds=0)
-            scope = parse_scope_with_graph(graph, scope, db)
-    elif lag is not None and not _graph_knows(graph, scope):
-        graph, stamp, lag = get_graph_state(db, max_stale_seconds=0)
+    else:
+        scope, graph, stamp, lag = parse_scope_and_graph(db, scope)
+    conn_factory = connection_factory(db)
     moment = _as_of_datetime(as_of)
     now = now or utcnow()
     at_micros = to_micros(moment) if moment is not None else None

@@ -718,13 +718,11 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
         if cached is not None and version is not None and cached.version == version:
             _cache.move_to_end(key)
             return cached, stamp, None
-    if cached is not None and max_stale > 0:
+    if cached is not None and build_lock.locked():
+        # Someone is rebuilding right now: answer from the previous graph if it is young enough.
         age = time.monotonic() - cached.loaded_at
-        if age < max_stale and not build_lock.acquire(blocking=False):
-            # Someone is rebuilding right now: answer from the previous graph.
-            return cached, stamp, GraphLag(cached.version, version, round(age, 3))
         if age < max_stale:
-            build_lock.release()  # free again: rebuild below like any other request
+            return cached, stamp, GraphLag(cached.version, version, round(age, 3))
     return (*_build(engine, key, build_lock), None)
 
 

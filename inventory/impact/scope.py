@@ -37,7 +37,7 @@ from inventory.choices import OS_FAMILIES
 if TYPE_CHECKING:
     import sqlalchemy.orm as so
 
-    from inventory.impact.graph import Graph
+    from inventory.impact.graph import Graph, GraphLag
 
 SCOPE_FIELDS = ("vendor", "products", "version", "os", "regions", "accounts", "environments", "tags")
 _LIST_FIELDS = ("products", "os", "regions", "accounts", "environments")
@@ -207,21 +207,29 @@ def _check_known(field_name: str, values: list[str], known: Iterable[str], noun:
 
 def parse_scope(db: "so.Session", data: Mapping[str, Any] | Scope) -> Scope:
     """Validate a scope dict against the inventory; raises ``ScopeError``."""
-    from inventory.impact.graph import get_graph_state
-
     if isinstance(data, Scope):
         return data
     if not isinstance(data, Mapping):
         raise ScopeError("scope", "the scope must be an object")
-    graph, _stamp, lag = get_graph_state(db)
+    return parse_scope_and_graph(db, data)[0]
+
+
+def parse_scope_and_graph(db: "so.Session", data: Mapping[str, Any]
+                          ) -> "tuple[Scope, Graph, tuple[Any, ...] | None, GraphLag | None]":
+    """The scope, validated against the graph it will be answered from (and that graph's state).
+
+    A graph served while a newer one loads may not know a vendor or product the
+    scope names; then the scope is checked against a fresh graph instead."""
+    from inventory.impact.graph import get_graph_state
+
+    graph, stamp, lag = get_graph_state(db)
     try:
-        return parse_scope_with_graph(graph, data, db)
+        return parse_scope_with_graph(graph, data, db), graph, stamp, lag
     except ScopeError:
         if lag is None:
             raise
-        # The graph being served lags the inventory: the vendor or product may be newer.
-        graph, _stamp, _lag = get_graph_state(db, max_stale_seconds=0)
-        return parse_scope_with_graph(graph, data, db)
+        graph, stamp, lag = get_graph_state(db, max_stale_seconds=0)
+        return parse_scope_with_graph(graph, data, db), graph, stamp, lag
 
 
 def parse_scope_with_graph(graph: "Graph", data: Mapping[str, Any], db: "so.Session | None" = None) -> Scope:
