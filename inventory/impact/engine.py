@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import sqlalchemy.orm as so
@@ -59,6 +59,24 @@ class Propagation:
     dist: np.ndarray     # int32 hops (-1 when not hit)
     parent: np.ndarray   # int32: the neighbour on one shortest explaining chain (-1 for seeds)
     pedge: np.ndarray    # int32: graph edge index between the asset and its parent
+
+
+def _layers(csr: CSR, start: int, stamp: np.ndarray) -> Iterator[np.ndarray]:
+    """Breadth-first layers reachable from ``start`` along ``csr``, each sorted and unique.
+
+    Visited nodes are marked with ``start`` in ``stamp``, so one stamp array serves
+    many walks without being cleared between them."""
+    stamp[start] = start
+    frontier = np.array([start], dtype=np.int64)
+    while frontier.size:
+        pos, _src = _expand(csr.indptr, frontier)
+        nxt = csr.dst[pos]
+        nxt = nxt[stamp[nxt] != start]
+        if not nxt.size:
+            return
+        stamp[nxt] = start
+        frontier = np.unique(nxt)
+        yield frontier
 
 
 def _expand(indptr: np.ndarray, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -554,21 +572,11 @@ class ImpactResult:
         nodes: list[np.ndarray] = []
         owners: list[np.ndarray] = []
         for s in services.tolist():
-            stamp[s] = s
-            frontier = np.array([s], dtype=np.int64)
-            while frontier.size:
-                pos, _src = _expand(view.fwd.indptr, frontier)
-                nxt = view.fwd.dst[pos]
-                nxt = nxt[stamp[nxt] != s]
-                if not nxt.size:
-                    break
-                stamp[nxt] = s
-                nxt = np.unique(nxt)
-                keep = nxt[wanted[nxt]]
+            for layer in _layers(view.fwd, s, stamp):
+                keep = layer[wanted[layer]]
                 if keep.size:
                     nodes.append(keep)
                     owners.append(np.full(keep.size, s, dtype=np.int64))
-                frontier = nxt
         if not nodes:
             return {}
         node = np.concatenate(nodes)
@@ -587,19 +595,7 @@ class ImpactResult:
         stamp = np.full(g.n, -1, dtype=np.int64)
         out: dict[int, tuple[int, ...]] = {}
         for i in idx.tolist():
-            stamp[i] = i
-            frontier = np.array([i], dtype=np.int64)
-            found: list[np.ndarray] = []
-            while frontier.size:
-                pos, _src = _expand(view.every.indptr, frontier)
-                nxt = view.every.dst[pos]
-                nxt = nxt[stamp[nxt] != i]
-                if not nxt.size:
-                    break
-                stamp[nxt] = i
-                nxt = np.unique(nxt)
-                found.append(nxt[g.is_service[nxt]])
-                frontier = nxt
+            found = [layer[g.is_service[layer]] for layer in _layers(view.every, i, stamp)]
             services = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
             if services.size:
                 out[i] = tuple(services[np.argsort(g.key_rank[services], kind="stable")].tolist())
