@@ -23,6 +23,7 @@ from inventory.estate.schema import ESTATE_SCHEMA
 from inventory.models import Asset, ContingencyPlan, PlanLink, Vendor
 from inventory.services import assets as asset_svc
 from inventory.services import vendor_summary
+from inventory.services import vendors as vendor_service
 from inventory.services.keyset import CursorError
 from inventory.services.plan_status import plan_status, review_due
 
@@ -190,8 +191,6 @@ def list_vendors():  # type: ignore[no-untyped-def]
 @bp.patch("/vendors/<int:vendor_id>")
 def patch_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
     """Tier, alternative provider and exit plan (they feed the risk score); audited."""
-    from inventory.services import vendors as vendor_service
-
     data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return error_response(400, "send a JSON object with the fields to change")
