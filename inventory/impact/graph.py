@@ -41,6 +41,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.engine import Connection, Engine
 
 from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
+from inventory.impact import kernel
 
 HARD, SOFT, MEMBER = 0, 1, 2
 # Part counters of the inventory_version row (migration 0002): which tables changed.
@@ -215,6 +216,7 @@ class Graph:
         while this one reads the assets (mostly Python time); both read the
         counters first, and if they disagree a write slipped in between and the
         load is redone."""
+        kernel.warm_up()   # compiled once per process: here, not in the first query
         in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
         for _attempt in range(attempts):
             with engine.connect() as conn, conn.begin():
