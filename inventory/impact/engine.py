@@ -43,7 +43,7 @@ import sqlalchemy.orm as so
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
-from inventory.impact.kernel import propagate_arrays
+from inventory.impact.kernel import propagate_arrays, tally_by_status
 from inventory.impact.plans import PlanSet, asset_levels, plan_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
 
@@ -245,13 +245,13 @@ class ImpactResult:
 
     def _totals(self) -> dict[str, Any]:
         g, h = self.graph, self.hit_idx
-        st = self.prop.status[h]
-        down = st == DOWN
-        n_down = int(down.sum())
-
-        # Criticality x kind x OS x status in one count, then the three breakdowns from it.
+        # Criticality x kind x OS, account and region (x provider), each by status, in one
+        # pass; then the breakdowns from those counts.
+        codes, offsets = g.totals_codes()
+        counts = tally_by_status(h, self.prop.status, codes, offsets)
         shape = (len(CRITICALITIES) + 1, len(g.kinds), len(g.os_values), 2)
-        cube = np.bincount(g.profile_code()[h] * 2 + down, minlength=int(np.prod(shape))).reshape(shape)
+        cube = counts[offsets[0]:offsets[1]].reshape(shape)
+        n_down = int(cube[..., 1].sum())
 
         def split(counts: np.ndarray, values: list[Any]) -> list[tuple[Any, int, int]]:
             return [(values[i], int(counts[i, 1]), int(counts[i, 0])) for i in np.flatnonzero(counts.sum(1))]
@@ -261,18 +261,15 @@ class ImpactResult:
         for name, d, deg in split(cube.sum(axis=(1, 2)), crit_values):
             by_crit[name] = {"down": d, "degraded": deg, "total": d + deg}
 
-        def place(codes: np.ndarray, values: list[Any], label: str) -> list[dict[str, Any]]:
-            if not h.size:
-                return []
+        def place(coding: int, values: list[Any], label: str) -> list[dict[str, Any]]:
             prov_n = len(g.providers)
-            combo = g.place_code(label)[h]
-            counts = np.bincount(combo * 2 + down, minlength=len(values) * prov_n * 2).reshape(-1, 2)
+            place_counts = counts[offsets[coding]:offsets[coding + 1]].reshape(-1, 2)
             rows = []
-            for k in np.flatnonzero(counts.sum(1)):
+            for k in np.flatnonzero(place_counts.sum(1)):
                 value = values[int(k) // prov_n]
                 if value is None:
                     continue
-                deg, d = int(counts[k, 0]), int(counts[k, 1])
+                deg, d = int(place_counts[k, 0]), int(place_counts[k, 1])
                 rows.append({"provider": g.providers[int(k) % prov_n], label: value,
                              "down": d, "degraded": deg, "total": d + deg})
             rows.sort(key=lambda r: (-r["total"], str(r["provider"]), str(r[label])))
@@ -297,8 +294,8 @@ class ImpactResult:
             "by_status": {"down": n_down, "degraded": int(h.size - n_down)},
             "by_criticality": by_crit,
             "by_service": svc_rows,
-            "by_account": place(g.account_code, g.account_values, "account"),
-            "by_region": place(g.region_code, g.region_values, "region"),
+            "by_account": place(1, g.account_values, "account"),
+            "by_region": place(2, g.region_values, "region"),
             "by_kind": by_kind,
             "by_os": by_os,
             "plan_coverage": {COVERAGE_NAMES[lvl]: int(coverage[lvl]) for lvl in (3, 2, 1, 0)},

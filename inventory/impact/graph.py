@@ -595,6 +595,21 @@ class Graph:
         codes = self.account_code if label == "account" else self.region_code
         return self.lazy(f"place_{label}", lambda: codes.astype(np.int64) * len(self.providers) + self.provider_code)
 
+    def totals_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The profile, account x provider and region x provider codes side by side
+        (``int64[n, 3]``, one row per asset), and where each coding's counts start in
+        ``kernel.tally_by_status``'s output (by status, so two slots per code)."""
+        # Lazy themselves, so fetched before build(): the lazy lock is not reentrant.
+        parts = [self.profile_code(), self.place_code("account"), self.place_code("region")]
+
+        def build() -> tuple[np.ndarray, np.ndarray]:
+            prov_n = len(self.providers)
+            widths = [(len(CRITICALITIES) + 1) * len(self.kinds) * len(self.os_values),
+                      len(self.account_values) * prov_n, len(self.region_values) * prov_n]
+            codes = np.ascontiguousarray(np.stack(parts, axis=1))
+            return codes, np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
+        return self.lazy("totals_codes", build)
+
     def tag_index(self) -> dict[tuple[str, str], np.ndarray]:
         def build() -> dict[tuple[str, str], np.ndarray]:
             index: dict[tuple[str, str], list[int]] = {}
