@@ -56,7 +56,7 @@ from sqlalchemy.engine import Engine
 
 from collectors.attribution import Attributor, chunks, insert_ignore
 from collectors.base import AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
-from inventory.db import read_session, utcnow, write_session
+from inventory.db import clean_parameters, read_session, utcnow, write_session
 from inventory.validation import has_unwanted, sanitize_text, sanitize_tree
 from inventory.models import (
     Asset,
@@ -418,8 +418,11 @@ _ASSET_TEXT_FIELDS = ("natural_key", "name", "kind", "provider", "account", "reg
 
 
 def _clean_fields(record: Any, fields: tuple[str, ...]) -> None:
-    for name in fields:
-        value = getattr(record, name)
+    values = [getattr(record, name) for name in fields]
+    # one search over the joined text (joining creates no control character); per field only when needed
+    if not has_unwanted("".join(v for v in values if type(v) is str)):
+        return
+    for name, value in zip(fields, values):
         if type(value) is str and has_unwanted(value):
             setattr(record, name, sanitize_text(value))
 
@@ -874,11 +877,20 @@ class BulkWriter:
     SQLite (what ``UTCDateTime`` stores), JSON as text.  Rows are read back
     through the normal SQLAlchemy types, so comparisons see the same values.
     Bound parameters still pass through engine events (``before_cursor_execute``).
+
+    On PostgreSQL, inserts of ``copy_min_rows`` rows or more (a cold scope) go
+    through ``COPY ... FROM STDIN`` instead: the server parses one stream rather
+    than one bound statement per row.  COPY is not seen by engine events; small
+    inserts, updates and deletes still are; rows get the engine's text guard
+    (``inventory.db.clean_parameters``) here instead.
     """
 
-    def __init__(self, conn: sa.Connection) -> None:
+    COPY_MIN_ROWS = 1000
+
+    def __init__(self, conn: sa.Connection, copy_min_rows: int | None = None) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
+        self.copy_min_rows = self.COPY_MIN_ROWS if copy_min_rows is None else copy_min_rows
         self.mark = "%s" if self.postgres else "?"
         self.quote = conn.dialect.identifier_preparer.quote
         self._datetimes: dict[datetime, Any] = {}
@@ -911,8 +923,19 @@ class BulkWriter:
             for i in special:
                 values[i] = convert(values[i])
             params.append(tuple(values))
+        if self.postgres and len(params) >= self.copy_min_rows:
+            self._copy(table, columns, params)
+            return
         for chunk in chunks(params, 5000):
             self.conn.exec_driver_sql(sql, chunk)
+
+    def _copy(self, table: sa.Table, columns: list[str], params: list[tuple[Any, ...]]) -> None:
+        """``COPY FROM STDIN`` on the session's own connection, so inside its transaction."""
+        target = f"{self.quote(table.name)} ({', '.join(self.quote(c) for c in columns)})"
+        with self.conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
+            with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+                for row in params:
+                    copy.write_row(clean_parameters(row))   # the text guard, as for statements
 
     def update(self, table: sa.Table, rows: dict[int, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
