@@ -932,10 +932,10 @@ class BulkWriter:
     def _copy(self, table: sa.Table, columns: list[str], params: list[tuple[Any, ...]]) -> None:
         """``COPY FROM STDIN`` on the session's own connection, so inside its transaction."""
         target = f"{self.quote(table.name)} ({', '.join(self.quote(c) for c in columns)})"
-        with self.conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-            with cursor.copy(f"COPY {target} FROM STDIN") as copy:
-                for row in params:
-                    copy.write_row(clean_parameters(row))   # the text guard, as for statements
+        cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(f"COPY {target} FROM STDIN") as copy:
+            for row in params:
+                copy.write_row(clean_parameters(row))   # the text guard, as for statements
 
     def update(self, table: sa.Table, rows: dict[int, dict[str, Any]]) -> None:
         groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
