@@ -878,7 +878,7 @@ class BulkWriter:
     through the normal SQLAlchemy types, so comparisons see the same values.
     Bound parameters still pass through engine events (``before_cursor_execute``).
 
-    On PostgreSQL, inserts of ``copy_min_rows`` rows or more (a cold scope) go
+    On PostgreSQL, inserts of ``COPY_MIN_ROWS`` rows or more (a cold scope) go
     through ``COPY ... FROM STDIN`` instead: the server parses one stream rather
     than one bound statement per row.  COPY is not seen by engine events; small
     inserts, updates and deletes still are; rows get the engine's text guard
@@ -887,10 +887,9 @@ class BulkWriter:
 
     COPY_MIN_ROWS = 1000
 
-    def __init__(self, conn: sa.Connection, copy_min_rows: int | None = None) -> None:
+    def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self.postgres = conn.dialect.name == "postgresql"
-        self.copy_min_rows = self.COPY_MIN_ROWS if copy_min_rows is None else copy_min_rows
         self.mark = "%s" if self.postgres else "?"
         self.quote = conn.dialect.identifier_preparer.quote
         self._datetimes: dict[datetime, Any] = {}
@@ -923,7 +922,7 @@ class BulkWriter:
             for i in special:
                 values[i] = convert(values[i])
             params.append(tuple(values))
-        if self.postgres and len(params) >= self.copy_min_rows:
+        if self.postgres and len(params) >= self.COPY_MIN_ROWS:
             self._copy(table, columns, params)
             return
         for chunk in chunks(params, 5000):

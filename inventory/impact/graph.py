@@ -585,28 +585,20 @@ class Graph:
         """The source scope code of each asset, or ``len(scope_values)`` for a manual import."""
         return self.lazy("confidence", lambda: np.where(self.is_manual, len(self.scope_values), self.scope_code))
 
-    def profile_code(self) -> np.ndarray:
-        """(criticality, kind, OS) as one code per asset, for the totals."""
-        return self.lazy("profile", lambda: (self.crit_code.astype(np.int64) * len(self.kinds) + self.kind_code)
-                         * len(self.os_values) + self.os_code)
-
-    def place_code(self, label: str) -> np.ndarray:
-        """(account or region) x provider as one code per asset, for the totals."""
-        codes = self.account_code if label == "account" else self.region_code
-        return self.lazy(f"place_{label}", lambda: codes.astype(np.int64) * len(self.providers) + self.provider_code)
-
     def totals_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """The profile, account x provider and region x provider codes side by side
-        (``int64[n, 3]``, one row per asset), and where each coding's counts start in
-        ``kernel.tally_by_status``'s output (by status, so two slots per code)."""
-        # Lazy themselves, so fetched before build(): the lazy lock is not reentrant.
-        parts = [self.profile_code(), self.place_code("account"), self.place_code("region")]
-
+        """Three codes per asset for the totals, side by side (``int64[n, 3]``):
+        (criticality, kind, OS), account x provider and region x provider; and where
+        each coding's counts start in ``kernel.tally_by_status``'s output (by status,
+        so two slots per code)."""
         def build() -> tuple[np.ndarray, np.ndarray]:
             prov_n = len(self.providers)
+            profile = (self.crit_code.astype(np.int64) * len(self.kinds) + self.kind_code) \
+                * len(self.os_values) + self.os_code
+            account = self.account_code.astype(np.int64) * prov_n + self.provider_code
+            region = self.region_code.astype(np.int64) * prov_n + self.provider_code
             widths = [(len(CRITICALITIES) + 1) * len(self.kinds) * len(self.os_values),
                       len(self.account_values) * prov_n, len(self.region_values) * prov_n]
-            codes = np.ascontiguousarray(np.stack(parts, axis=1))
+            codes = np.ascontiguousarray(np.stack([profile, account, region], axis=1))
             return codes, np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
         return self.lazy("totals_codes", build)
 

@@ -112,13 +112,6 @@ class _Candidates:
         return frontier, srcs, edges
 
 
-def _claim(values: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """Sorted indices keeping one occurrence of each value (O(len), no sort; deterministic)."""
-    order = np.arange(values.size)
-    scratch[values] = order               # repeated values: the last write wins
-    return np.flatnonzero(scratch[values] == order)
-
-
 def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation:
     """Statuses, hops and explaining parents for an outage starting at ``seeds``
     (unique asset indices).
