@@ -99,15 +99,11 @@ def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation
 
     ``groups=False`` treats member-of edges as ordinary hard edges (for
     comparing the down set with plain reachability)."""
-    spare = view.cache.get("spare")
-    if spare is None:
-        # A group is down once more members are down than it can spare.
-        spare = view.cache["spare"] = (view.n_members + view.extra_members - view.min_up).astype(np.int32)
-    hard, member, soft, every = view.hard, view.member, view.soft, view.every
-    status, dist, parent, pedge = propagate_arrays(
-        np.ascontiguousarray(seeds, dtype=np.int64), hard.indptr, hard.dst, hard.eid,
-        member.indptr, member.dst, member.eid, soft.indptr, soft.dst, soft.eid,
-        every.indptr, every.dst, every.eid, spare, groups)
+    seeds = np.ascontiguousarray(seeds, dtype=np.int64)
+    if seeds.size > 1 and not (seeds[1:] > seeds[:-1]).all():
+        seeds = np.unique(seeds)   # the kernel's tie rule walks levels in ascending order
+    status, dist, link = propagate_arrays(seeds, *view.kernel_inputs(), groups)
+    parent, pedge = link[:, 0], link[:, 1]
     return Propagation(status, dist, parent, pedge)
 
 

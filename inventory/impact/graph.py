@@ -179,6 +179,17 @@ class View:
     def reverse(self, etype: int) -> CSR:
         return (self.hard, self.soft, self.member)[etype]
 
+    def kernel_inputs(self) -> tuple[np.ndarray, ...]:
+        """The view as ``kernel.propagate_arrays`` reads it after the seeds: the packed
+        hard, member, soft and all-edges CSRs, then each group's spare members (a group
+        is down once more members are down than it can spare).  Built once per view."""
+        packed = self.cache.get("kernel")
+        if packed is None:
+            csrs = [kernel.pack_csr(c.indptr, c.dst, c.eid) for c in (self.hard, self.member, self.soft, self.every)]
+            spare = (self.n_members + self.extra_members - self.min_up).astype(np.int32)
+            packed = self.cache["kernel"] = (*(a for pair in csrs for a in pair), spare)
+        return packed  # type: ignore[no-any-return]
+
 
 class Graph:
     """Everything the engine needs from the database, as arrays."""
@@ -311,9 +322,11 @@ class Graph:
             g._load_plans(conn)
         if edges:
             g.current = g.make_view(g.alive_now, np.ones(g.e_dep.size, dtype=bool))
+            g.current.kernel_inputs()
         else:
-            # Same arrays, fresh per-view caches (plan levels depend on plans and installations).
-            g.current = dataclasses.replace(self.current, cache={})
+            # Same arrays, fresh per-view caches (plan levels depend on plans and installations);
+            # the kernel's packed edges depend on the arrays alone.
+            g.current = dataclasses.replace(self.current, cache={"kernel": self.current.kernel_inputs()})
         g.refreshed_parts = sorted(changed)
         return g
 
@@ -324,6 +337,7 @@ class Graph:
         self._build_edges(*edges)
         self._build_installations(installs)
         self.current = self.make_view(self.alive_now, np.ones(self.e_dep.size, dtype=bool))
+        self.current.kernel_inputs()   # packed here, not in the first query
         self.refreshed_parts = sorted(PARTS)
 
     def _load_vendors(self, conn: Connection) -> None:

@@ -13,127 +13,154 @@ the *last* candidate edge to a target explains it.  A NumPy formulation of the
 same rules, kept in ``tests/impact/vectorised_propagation.py``, must give
 identical arrays (status, hops, parent and edge); the tests check it.
 
+What keeps it fast (the walk is bound by memory, not arithmetic):
+
+* the down sweep walks each level in *reverse* of that order, so the first claim
+  on a target is final and each hit is written once, however many edges reach
+  it; the rest of its edges only read the one-byte status (which stays in cache);
+* the targets claimed in a level are marked in a bitmap, which yields the next
+  frontier already in ascending order (no sort, no scan of every asset);
+* each CSR's edges are packed as (target, edge id) pairs and its row pointers
+  are int32 (``pack_csr``): one stream of memory per edge, half the pointer bytes.
+
 ``cache=True`` keeps the machine code in ``__pycache__`` so that only the first
-process on a machine pays for compiling (about a second); ``warm_up`` lets the
+process on a machine pays for compiling (a few seconds); ``warm_up`` lets the
 graph loader pay it rather than the first query.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 UP, DEGRADED, DOWN = 0, 1, 2
+CLAIMED = 3          # claimed within the level being built (by a hard edge, or in sweep 2)
+CLAIMED_MEMBER = 4   # claimed within the level by a member edge: final in sweep 1
+
+
+def pack_csr(indptr: np.ndarray, dst: np.ndarray, eid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A CSR as the kernel reads it: int32 row pointers and int32 (target, edge id) pairs."""
+    if indptr[-1] >= 2**31:
+        raise OverflowError("more than 2**31 edges: the kernel's int32 pointers cannot hold them")
+    return indptr.astype(np.int32), np.ascontiguousarray(np.stack([dst, eid], axis=1).astype(np.int32))
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _claim(v, u, e, stamp, claims, buf, k):  # type: ignore[no-untyped-def]
-    """Candidate edge u -e-> v for the current level: the last one written wins.
-    ``claims[v]`` holds (stamp, parent, edge) side by side: one cache line per claim."""
-    if claims[v, 0] != stamp:
-        claims[v, 0] = stamp
-        buf[k] = v
-        k += 1
-    claims[v, 1] = u
-    claims[v, 2] = e
-    return k
+def _mark(bits, v):  # type: ignore[no-untyped-def]
+    bits[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
 
 
 @njit(cache=True, nogil=True)
-def _ascending(buf, k, claims, stamp):  # type: ignore[no-untyped-def]
-    """The ``k`` targets claimed at ``stamp``, in ascending order: sorted when few, else
-    read off the claim stamps in one pass (cheaper than sorting a large level)."""
-    n = claims.shape[0]
-    if k * 16 < n:
-        return np.sort(buf[:k])
-    out = np.empty(k, np.int64)
+def _close_level(bits, k, status, new_status, dist, level):  # type: ignore[no-untyped-def]
+    """The ``k`` assets marked in ``bits``, ascending; each gets ``new_status`` at
+    ``level``, and the bitmap is cleared for the next level."""
+    frontier = np.empty(k, np.int64)
     j = 0
-    for v in range(n):
-        if claims[v, 0] == stamp:
-            out[j] = v
-            j += 1
-    return out
+    for w in range(bits.size):
+        x = bits[w]
+        if x:
+            bits[w] = 0
+            while x:
+                v = (w << 6) + trailing_zeros(x)
+                frontier[j] = v
+                j += 1
+                status[v] = new_status
+                dist[v] = level
+                x &= x - np.uint64(1)
+    return frontier
 
 
 @njit(cache=True, nogil=True)
-def propagate_arrays(seeds, hard_ptr, hard_dst, hard_eid, mem_ptr, mem_dst, mem_eid,  # type: ignore[no-untyped-def]
-                     soft_ptr, soft_dst, soft_eid, every_ptr, every_dst, every_eid, spare, groups):
-    """(status, dist, parent, pedge) for an outage starting at ``seeds``.
+def propagate_arrays(seeds, hard_ptr, hard_e, mem_ptr, mem_e,  # type: ignore[no-untyped-def]
+                     soft_ptr, soft_e, every_ptr, every_e, spare, groups):
+    """(status, dist, link) for an outage starting at ``seeds`` (unique, ascending);
+    ``link[v]`` is (parent, edge id) of v's explaining edge, -1 for seeds and assets
+    not hit.
 
-    CSR arrays are reverse edges (dependency -> dependent); ``spare`` is how many
-    members each group can lose and stay up; ``groups=False`` treats member edges
-    as hard ones."""
+    CSRs are reverse edges (dependency -> dependent) as ``pack_csr`` gives them;
+    ``spare`` is how many members each group can lose and stay up; ``groups=False``
+    treats member edges as hard ones."""
     n = spare.size
     status = np.zeros(n, np.int8)
-    claims = np.full((n, 4), -1, np.int32)   # per asset: claim stamp, parent, edge, hops
+    dist = np.full(n, -1, np.int32)
+    link = np.full((n, 2), -1, np.int32)
     down_members = np.zeros(n, np.int32)
-    buf = np.empty(n, np.int64)
-    # Degraded candidates found on the way (group edges that did not tip, soft edges).
-    n_cand = mem_dst.size + soft_dst.size
-    ct = np.empty(n_cand, np.int64)
-    cp = np.empty(n_cand, np.int64)
-    ce = np.empty(n_cand, np.int64)
-    cd = np.empty(n_cand, np.int64)
+    bits = np.zeros((n >> 6) + 1, np.uint64)
+    downs = np.empty(n, np.int64)      # the down set, level by level
+    nd = 0
+    # Degraded candidates found on the way (group edges that did not tip, soft edges):
+    # (target, source, edge, level) rows.
+    cand = np.empty((mem_e.shape[0] + soft_e.shape[0], 4), np.int32)
     nc = 0
     for s in seeds:
         status[s] = DOWN
-        claims[s, 3] = 0
+        dist[s] = 0
+        downs[nd] = s
+        nd += 1
 
-    # Sweep 1: the down closure, level by level.
+    # Sweep 1: the down closure, level by level, each level walked backwards (see the
+    # module docstring): member edges override hard ones, and the first claim of each
+    # kind stands.
     frontier = seeds.copy()
     level = 0
-    stamp = 0
     while frontier.size:
         level += 1
-        stamp += 1
         k = 0
-        for u in frontier:
-            for p in range(hard_ptr[u], hard_ptr[u + 1]):
-                v = hard_dst[p]
-                if status[v] != DOWN:
-                    k = _claim(v, u, hard_eid[p], stamp, claims, buf, k)
-        if not groups:
-            for u in frontier:
-                for p in range(mem_ptr[u], mem_ptr[u + 1]):
-                    v = mem_dst[p]
-                    if status[v] != DOWN:
-                        k = _claim(v, u, mem_eid[p], stamp, claims, buf, k)
-        else:
+        if groups:
             # A group tips once more members are down than it can spare; every member
             # that went down at this level counts before any edge is judged.
             for u in frontier:
                 for p in range(mem_ptr[u], mem_ptr[u + 1]):
-                    down_members[mem_dst[p]] += 1
-            for u in frontier:
-                for p in range(mem_ptr[u], mem_ptr[u + 1]):
-                    v = mem_dst[p]
-                    if status[v] == DOWN:
-                        continue
-                    if down_members[v] > spare[v]:
-                        k = _claim(v, u, mem_eid[p], stamp, claims, buf, k)
-                    else:
-                        ct[nc] = v
-                        cp[nc] = u
-                        ce[nc] = mem_eid[p]
-                        cd[nc] = level
-                        nc += 1
+                    down_members[mem_e[p, 0]] += 1
+        for j in range(frontier.size - 1, -1, -1):
+            u = frontier[j]
+            for p in range(hard_ptr[u + 1] - 1, hard_ptr[u] - 1, -1):
+                v = hard_e[p, 0]
+                if status[v] == UP:
+                    status[v] = CLAIMED
+                    link[v, 0] = u
+                    link[v, 1] = hard_e[p, 1]
+                    _mark(bits, v)
+                    k += 1
+        first = nc
+        for j in range(frontier.size - 1, -1, -1):
+            u = frontier[j]
+            for p in range(mem_ptr[u + 1] - 1, mem_ptr[u] - 1, -1):
+                v = mem_e[p, 0]
+                if status[v] == DOWN:
+                    continue
+                if not groups or down_members[v] > spare[v]:
+                    if status[v] != CLAIMED_MEMBER:
+                        if status[v] == UP:
+                            _mark(bits, v)
+                            k += 1
+                        status[v] = CLAIMED_MEMBER
+                        link[v, 0] = u
+                        link[v, 1] = mem_e[p, 1]
+                else:
+                    cand[nc, 0] = v
+                    cand[nc, 1] = u
+                    cand[nc, 2] = mem_e[p, 1]
+                    cand[nc, 3] = level
+                    nc += 1
+        # Gathered backwards: back into walk order (sweep 2 keeps "last one wins").
+        cand[first:nc] = cand[first:nc][::-1].copy()
         if k == 0:
             break
-        frontier = _ascending(buf, k, claims, stamp)
-        for v in frontier:
-            status[v] = DOWN
-            claims[v, 3] = level
+        frontier = _close_level(bits, k, status, DOWN, dist, level)
+        downs[nd:nd + k] = frontier
+        nd += k
 
     # Soft edges out of the down set: degraded one hop further than their source.
-    for u in range(n):
-        if status[u] != DOWN:
-            continue
+    for q in range(nd):
+        u = downs[q]
         for p in range(soft_ptr[u], soft_ptr[u + 1]):
-            v = soft_dst[p]
+            v = soft_e[p, 0]
             if status[v] != DOWN:
-                ct[nc] = v
-                cp[nc] = u
-                ce[nc] = soft_eid[p]
-                cd[nc] = claims[u, 3] + 1
+                cand[nc, 0] = v
+                cand[nc, 1] = u
+                cand[nc, 2] = soft_e[p, 1]
+                cand[nc, 3] = dist[u] + 1
                 nc += 1
 
     # Sweep 2: the degraded closure over every edge, fed from those candidates by level
@@ -141,45 +168,50 @@ def propagate_arrays(seeds, hard_ptr, hard_dst, hard_eid, mem_ptr, mem_dst, mem_
     # A stable counting sort by level (levels are small) of those still not down.
     per_level = np.zeros(level + 2, np.int64)
     for q in range(nc):
-        if status[ct[q]] != DOWN:
-            per_level[cd[q]] += 1
+        if status[cand[q, 0]] != DOWN:
+            per_level[cand[q, 3]] += 1
     nk = 0
     for lv in range(per_level.size):
         nk, per_level[lv] = nk + per_level[lv], nk
-    order = np.empty(nk, np.int64)
+    ordered = np.empty((nk, 4), np.int32)
     for q in range(nc):
-        if status[ct[q]] != DOWN:
-            order[per_level[cd[q]]] = q
-            per_level[cd[q]] += 1
-    ct, cp, ce, cd = ct[order], cp[order], ce[order], cd[order]
+        if status[cand[q, 0]] != DOWN:
+            ordered[per_level[cand[q, 3]]] = cand[q]
+            per_level[cand[q, 3]] += 1
     ci = 0
-    level = cd[0] if nk else 0
+    level = ordered[0, 3] if nk else 0
     frontier = np.empty(0, np.int64)
     while True:
-        stamp += 1
         k = 0
-        # Edges out of the previous level's new hits come first ...
+        # Edges out of the previous level's new hits come first (the last claim wins) ...
         for u in frontier:
             for p in range(every_ptr[u], every_ptr[u + 1]):
-                v = every_dst[p]
+                v = every_e[p, 0]
                 if status[v] == UP:
-                    k = _claim(v, u, every_eid[p], stamp, claims, buf, k)
+                    status[v] = CLAIMED
+                    _mark(bits, v)
+                    k += 1
+                if status[v] == CLAIMED:
+                    link[v, 0] = u
+                    link[v, 1] = every_e[p, 1]
         if k == 0:
             if ci >= nk:
                 break
-            level = max(level, cd[ci])
+            level = max(level, ordered[ci, 3])
         # ... then the boundary candidates due by this level.
-        while ci < nk and cd[ci] <= level:
-            v = ct[ci]
+        while ci < nk and ordered[ci, 3] <= level:
+            v = ordered[ci, 0]
             if status[v] == UP:
-                k = _claim(v, cp[ci], ce[ci], stamp, claims, buf, k)
+                status[v] = CLAIMED
+                _mark(bits, v)
+                k += 1
+            if status[v] == CLAIMED:
+                link[v, 0] = ordered[ci, 1]
+                link[v, 1] = ordered[ci, 2]
             ci += 1
-        frontier = _ascending(buf, k, claims, stamp)
-        for v in frontier:
-            status[v] = DEGRADED
-            claims[v, 3] = level
+        frontier = _close_level(bits, k, status, DEGRADED, dist, level)
         level += 1
-    return status, claims[:, 3].copy(), claims[:, 1].copy(), claims[:, 2].copy()
+    return status, dist, link
 
 
 @njit(cache=True, nogil=True)
@@ -199,9 +231,10 @@ def tally_by_status(hits, status, codes, offsets):  # type: ignore[no-untyped-de
 def warm_up() -> None:
     """Compile (or load from the on-disk cache) the kernel for the engine's array types,
     on a two-asset graph, so the graph loader pays for it rather than the first query."""
-    indptr = np.zeros(3, np.int64)
-    none = np.empty(0, np.int32)
-    propagate_arrays(np.zeros(1, np.int64), indptr, none, none, indptr, none, none,
-                     indptr, none, none, indptr, none, none, np.zeros(2, np.int32), True)
+    indptr = np.zeros(3, np.int32)
+    none = np.empty((0, 2), np.int32)
+    for groups in (True, False):
+        propagate_arrays(np.zeros(1, np.int64), indptr, none, indptr, none, indptr, none, indptr, none,
+                         np.zeros(2, np.int32), groups)
     tally_by_status(np.zeros(1, np.int64), np.zeros(2, np.int8), np.zeros((2, 1), np.int64),
                     np.array([0, 2], np.int64))
