@@ -43,7 +43,7 @@ import sqlalchemy.orm as so
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
-from inventory.impact.kernel import propagate_arrays, tally_by_status
+from inventory.impact.kernel import propagate_arrays, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, plan_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
 
@@ -215,8 +215,7 @@ class ImpactResult:
 
     def __init__(self, graph: Graph, view: View, scope: Scope, as_of: datetime | None,
                  seeds: SeedMatch, prop: Propagation, plans: PlanSet, levels: dict[str, np.ndarray],
-                 scope_plan_ids: dict[str, list[int]], confidence: dict[str, Any],
-                 computed_at: datetime, hit_idx: np.ndarray | None = None) -> None:
+                 scope_plan_ids: dict[str, list[int]], computed_at: datetime) -> None:
         self.graph = graph
         self.view = view
         self.scope = scope
@@ -227,12 +226,15 @@ class ImpactResult:
         self.plan_set = plans
         self.levels = levels
         self.scope_plan_ids = scope_plan_ids
-        self.confidence = confidence
+        self.confidence: dict[str, Any] = {}   # filled in by the caller (see _compute)
         self.what_if: dict[str, Any] | None = None
-        self.hit_idx = np.flatnonzero(prop.status > UP) if hit_idx is None else hit_idx
+        # Every plan of the scope's product or vendor covers every hit.
         scope_level = plans.level(scope_plan_ids["product"] + scope_plan_ids["vendor"])
-        h = self.hit_idx
-        self.best_level = np.maximum(levels["best"][h], scope_level)
+        codes, self._offsets = graph.totals_codes()
+        # The hits, their best plan levels and their counts by every totals coding, in one pass.
+        self.hit_idx, self.best_level, self._counts = summarise_hits(prop.status, codes, self._offsets,
+                                                                     levels["best"].astype(np.int8, copy=False),
+                                                                     scope_level)
         self.totals = self._totals()
         self._hits: list[Hit] | None = None
         self._seeds: list[dict[str, Any]] | None = None
@@ -241,10 +243,9 @@ class ImpactResult:
 
     def _totals(self) -> dict[str, Any]:
         g, h = self.graph, self.hit_idx
-        # Criticality x kind x OS, account and region (x provider), each by status, in one
-        # pass; then the breakdowns from those counts.
-        codes, offsets = g.totals_codes()
-        counts = tally_by_status(h, self.prop.status, codes, offsets)
+        # Criticality x kind x OS, account and region (x provider), each by status (see
+        # __init__); the breakdowns come from those counts.
+        counts, offsets = self._counts, self._offsets
         shape = (len(CRITICALITIES) + 1, len(g.kinds), len(g.os_values), 2)
         cube = counts[offsets[0]:offsets[1]].reshape(shape)
         n_down = int(cube[..., 1].sum())
@@ -276,9 +277,11 @@ class ImpactResult:
         services = services[np.lexsort((g.crit_code[services], self.prop.status[services] != DOWN))]
         rows = g.service_rows()
         names = [STATUS_NAMES[s] for s in self.prop.status[services].tolist()]
-        svc_rows = [{"asset_id": rows[i][0], "natural_key": rows[i][1], "name": rows[i][2], "status": st,
-                     "hops": hops, "criticality": rows[i][3]}
-                    for i, st, hops in zip(services.tolist(), names, self.prop.dist[services].tolist())]
+        svc_rows = []
+        for i, st, hops in zip(services.tolist(), names, self.prop.dist[services].tolist()):
+            asset_id, key, name, crit = rows[i]
+            svc_rows.append({"asset_id": asset_id, "natural_key": key, "name": name, "status": st, "hops": hops,
+                             "criticality": crit})
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
                    for name, d, deg in split(cube.sum(axis=(0, 2)), g.kinds)}
@@ -296,6 +299,10 @@ class ImpactResult:
             "by_os": by_os,
             "plan_coverage": {COVERAGE_NAMES[lvl]: int(coverage[lvl]) for lvl in (3, 2, 1, 0)},
         }
+
+    def hits_per_scope(self) -> np.ndarray:
+        """Hits per collection scope code (``Graph.confidence_code``; manual imports last)."""
+        return self._counts[self._offsets[3]:self._offsets[4]].reshape(-1, 2).sum(axis=1)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ hits
 
@@ -556,6 +563,7 @@ def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at
     levels = asset_levels(graph, view, plans)
     scope_plans = {"vendor": list(plans.vendor_plans.get(scope.vendor_id, [])),
                    "product": [p for pid in scope.product_ids for p in plans.product_plans.get(pid, [])]}
-    hit_idx = np.flatnonzero(prop.status > UP)
-    conf = confidence_report(conn_factory, graph, hit_idx, seeds, scope, moment, stamp)
-    return ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, conf, now, hit_idx)
+    result = ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, now)
+    result.confidence = confidence_report(conn_factory, graph, result.hit_idx, seeds, scope, moment, stamp,
+                                          scope_counts=result.hits_per_scope())
+    return result

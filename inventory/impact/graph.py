@@ -600,10 +600,10 @@ class Graph:
         return self.lazy("confidence", lambda: np.where(self.is_manual, len(self.scope_values), self.scope_code))
 
     def totals_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """Three codes per asset for the totals, side by side (``int64[n, 3]``):
-        (criticality, kind, OS), account x provider and region x provider; and where
-        each coding's counts start in ``kernel.tally_by_status``'s output (by status,
-        so two slots per code)."""
+        """Four codes per asset for the totals, side by side (``int32[n, 4]``):
+        (criticality, kind, OS), account x provider, region x provider, and the
+        collection scope (``confidence_code``); and where each coding's counts start in
+        ``kernel.summarise_hits``'s output (by status, so two slots per code)."""
         def build() -> tuple[np.ndarray, np.ndarray]:
             prov_n = len(self.providers)
             profile = (self.crit_code.astype(np.int64) * len(self.kinds) + self.kind_code) \
@@ -611,9 +611,14 @@ class Graph:
             account = self.account_code.astype(np.int64) * prov_n + self.provider_code
             region = self.region_code.astype(np.int64) * prov_n + self.provider_code
             widths = [(len(CRITICALITIES) + 1) * len(self.kinds) * len(self.os_values),
-                      len(self.account_values) * prov_n, len(self.region_values) * prov_n]
-            codes = np.ascontiguousarray(np.stack([profile, account, region], axis=1))
-            return codes, np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
+                      len(self.account_values) * prov_n, len(self.region_values) * prov_n,
+                      len(self.scope_values) + 1]
+            if max(widths) >= 2**31:
+                raise OverflowError("a totals code does not fit in int32")
+            # (confidence_code() inline: its lazy() would wait on the lock this build holds)
+            scope = np.where(self.is_manual, len(self.scope_values), self.scope_code)
+            codes = np.stack([profile, account, region, scope], axis=1).astype(np.int32)
+            return np.ascontiguousarray(codes), np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
         return self.lazy("totals_codes", build)
 
     def tag_index(self) -> dict[tuple[str, str], np.ndarray]:

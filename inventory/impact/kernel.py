@@ -215,17 +215,28 @@ def propagate_arrays(seeds, hard_ptr, hard_e, mem_ptr, mem_e,  # type: ignore[no
 
 
 @njit(cache=True, nogil=True)
-def tally_by_status(hits, status, codes, offsets):  # type: ignore[no-untyped-def]
-    """Counts of hits per code, split degraded/down, for several codings at once:
-    ``codes[i, c]`` is asset i's code in coding c, counted at
-    ``offsets[c] + 2 * code + (1 if down else 0)`` — one pass over the hits instead of
-    a gather, an add and a bincount per coding."""
+def summarise_hits(status, codes, offsets, plan_level, level_floor):  # type: ignore[no-untyped-def]
+    """One pass over the statuses: the hit assets (ascending), each hit's best plan
+    level (``plan_level`` raised to ``level_floor``), and counts of hits per code,
+    split degraded/down, for several codings at once: ``codes[i, c]`` is asset i's
+    code in coding c, counted at ``offsets[c] + 2 * code + (1 if down else 0)``.
+    One pass instead of a gather, an add and a bincount per coding."""
+    n = status.size
+    hits = np.empty(n, np.int64)
+    best = np.empty(n, np.int8)
     counts = np.zeros(offsets[-1], np.int64)
-    for i in hits:
-        down = 1 if status[i] == DOWN else 0
+    m = 0
+    for i in range(n):
+        s = status[i]
+        if s == UP:
+            continue
+        down = 1 if s == DOWN else 0
+        hits[m] = i
+        best[m] = max(plan_level[i], level_floor)
+        m += 1
         for c in range(codes.shape[1]):
             counts[offsets[c] + 2 * codes[i, c] + down] += 1
-    return counts
+    return hits[:m].copy(), best[:m].copy(), counts
 
 
 def warm_up() -> None:
@@ -236,5 +247,5 @@ def warm_up() -> None:
     for groups in (True, False):
         propagate_arrays(np.zeros(1, np.int64), indptr, none, indptr, none, indptr, none, indptr, none,
                          np.zeros(2, np.int32), groups)
-    tally_by_status(np.zeros(1, np.int64), np.zeros(2, np.int8), np.zeros((2, 1), np.int64),
-                    np.array([0, 2], np.int64))
+    summarise_hits(np.zeros(2, np.int8), np.zeros((2, 1), np.int32), np.array([0, 2], np.int64),
+                   np.zeros(2, np.int8), 0)
