@@ -33,6 +33,8 @@ Semantics (DESIGN.md, "Blast radius semantics"):
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
@@ -43,7 +45,7 @@ import sqlalchemy.orm as so
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
-from inventory.impact.kernel import propagate_arrays, summarise_hits
+from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, plan_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
 
@@ -322,6 +324,10 @@ class ImpactResult:
 
     def build_hits(self, idx: np.ndarray) -> list[Hit]:
         """Hit objects for the asset indices ``idx`` (in that order)."""
+        with paused_gc():
+            return self._build_hits(idx)
+
+    def _build_hits(self, idx: np.ndarray) -> list[Hit]:
         g, prop = self.graph, self.prop
         idx = np.asarray(idx, dtype=np.int64)
         services_of = self._services_of(idx)
@@ -329,78 +335,90 @@ class ImpactResult:
         # Hits with the same own plans, planned products and services share their plan
         # list (an estate has many look-alike hosts): work each combination out once.
         memo: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[str]]] = {}
+        own_plans = self.plan_set.asset_plans
+        # Each column once for all these hits (not a NumPy scalar per field per hit).
+        crit_names = [*CRITICALITIES, "unknown"]
+        columns = zip(
+            idx.tolist(), g.ids[idx].tolist(), _labels(g.kinds, g.kind_code[idx]),
+            _labels(g.providers, g.provider_code[idx]), _labels(g.account_values, g.account_code[idx]),
+            _labels(g.region_values, g.region_code[idx]), _labels(g.os_values, g.os_code[idx]),
+            _labels(g.env_values, g.env_code[idx]), _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
+            _labels([STATUS_NAMES.get(k) for k in range(3)], prop.status[idx]), prop.dist[idx].tolist(),
+            self.seed_match.mask[idx].tolist())
+        paths = _PathBuilder(g, prop)
         out = []
-        for i in idx.tolist():
+        for i, asset_id, kind, provider, account, region, os_family, env, crit, status, hops, seed in columns:
             svc = services_of.get(i, ())
             products = planned_products.get(i, ())
-            key = (i if i in self.plan_set.asset_plans else -1, products, svc)
+            key = (i if i in own_plans else -1, products, svc)
             cached = memo.get(key)
             if cached is None:
                 cached = memo[key] = self._plans_and_services(i, products, svc)
             entries, service_names = cached
             out.append(Hit(
-                asset_id=int(g.ids[i]), natural_key=g.natural_key[i], name=g.name[i],
-                kind=g.kinds[g.kind_code[i]], provider=g.providers[g.provider_code[i]],
-                account=g.account_values[g.account_code[i]], region=g.region_values[g.region_code[i]],
-                os_family=g.os_values[g.os_code[i]], environment=g.env_values[g.env_code[i]],
-                criticality=_crit(g, i), owner=g.owner[i], status=STATUS_NAMES[int(prop.status[i])],
-                hops=int(prop.dist[i]), seed=bool(self.seed_match.mask[i]), path=self.path_of(i),
+                asset_id=asset_id, natural_key=g.natural_key[i], name=g.name[i], kind=kind, provider=provider,
+                account=account, region=region, os_family=os_family, environment=env, criticality=crit,
+                owner=g.owner[i], status=status, hops=hops, seed=seed, path=paths.of(i),
                 plans=list(entries), gap=not entries, services=list(service_names)))
         return out
 
     def _plans_and_services(self, i: int, products: tuple[int, ...], svc: tuple[int, ...]
                             ) -> tuple[list[dict[str, Any]], list[str]]:
+        """The plans of hit ``i`` in precedence order (``plan_entries``' rules) and the names
+        of its services.  The product/vendor and service routes are worked out once per
+        combination of planned products and of services (``_route_memo``)."""
         g, plans = self.graph, self.plan_set
-        routes: dict[str, list[int]] = {"asset": list(plans.asset_plans.get(i, [])),
-                                        "product": list(self.scope_plan_ids["product"]),
-                                        "vendor": list(self.scope_plan_ids["vendor"]), "service": []}
-        for pid in products:
-            routes["product"] += plans.product_plans.get(pid, [])
-            routes["vendor"] += plans.vendor_plans.get(g.products[pid].vendor_id, [])
-        for s in svc:
-            routes["service"] += plans.asset_plans.get(s, [])
-        return plan_entries(plans, routes), sorted(g.name[s] for s in svc)
+        memo = self.__dict__.setdefault("_route_memo", {})
+        by_products = memo.get(products)
+        if by_products is None:
+            product_ids = list(self.scope_plan_ids["product"])
+            vendor_ids = list(self.scope_plan_ids["vendor"])
+            for pid in products:
+                product_ids += plans.product_plans.get(pid, [])
+                vendor_ids += plans.vendor_plans.get(g.products[pid].vendor_id, [])
+            by_products = memo[products] = (_route(plans, "product", product_ids), _route(plans, "vendor", vendor_ids))
+        by_services = memo.get(("svc", svc))
+        if by_services is None:
+            # Merged from each service's own route (worked out once per service).
+            merged: dict[int, dict[str, Any]] = {}
+            for service in svc:
+                one = memo.get(("one", service))
+                if one is None:
+                    one = memo[("one", service)] = _route(plans, "service", plans.asset_plans.get(service, []))
+                merged.update(one)
+            keys = plans.sort_keys()
+            by_services = memo[("svc", svc)] = (sorted(merged.items(), key=lambda item: keys[item[0]]),
+                                                sorted(g.name[s] for s in svc))
+        routes = (_route(plans, "asset", plans.asset_plans.get(i, [])), *by_products, by_services[0])
+        # Each plan once, under the first route (in VIA_ORDER) that lists it.
+        seen: set[int] = set()
+        entries: list[dict[str, Any]] = []
+        for route in routes:
+            for pid, entry in route:
+                if pid not in seen:
+                    seen.add(pid)
+                    entries.append(entry)
+        return entries, by_services[1]
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
-        g, prop = self.graph, self.prop
-        path = []
-        node = i
-        while node >= 0:
-            edge = int(prop.pedge[node])
-            path.append({"asset_id": int(g.ids[node]), "natural_key": g.natural_key[node],
-                         "name": g.name[node],
-                         "edge_kind": g.edge_kind_name(edge) if edge >= 0 else None})
-            node = int(prop.parent[node])
-            if len(path) > g.n:   # defensive: parents never cycle
-                raise RuntimeError("explaining path does not end at a seed")
-        return path
+        return _PathBuilder(self.graph, self.prop).of(i)
 
     def _services_of(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For the hits ``idx``: the business services that (transitively) depend on each.
 
-        One breadth-first walk down from each hit service (every asset a hit service
-        depends on is itself hit), collected as arrays and grouped at the end."""
+        One compiled breadth-first walk down from each hit service (``kernel.reach_pairs``),
+        keeping the hits it meets, grouped by hit at the end."""
         g, view = self.graph, self.view
         services = self.hit_idx[g.is_service[self.hit_idx]]
         if not services.size or not idx.size:
             return {}
         if idx.size < services.size:
             return self._services_above(idx)
-        wanted = np.zeros(g.n, dtype=bool)
+        wanted = np.zeros(g.n, dtype=np.bool_)
         wanted[idx] = True
-        stamp = np.full(g.n, -1, dtype=np.int64)
-        nodes: list[np.ndarray] = []
-        owners: list[np.ndarray] = []
-        for s in services.tolist():
-            for layer in _layers(view.fwd, s, stamp):
-                keep = layer[wanted[layer]]
-                if keep.size:
-                    nodes.append(keep)
-                    owners.append(np.full(keep.size, s, dtype=np.int64))
-        if not nodes:
+        node, owner = reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.dst, wanted)
+        if not node.size:
             return {}
-        node = np.concatenate(nodes)
-        owner = np.concatenate(owners)
         order = np.lexsort((g.key_rank[owner], node))
         node, owner = node[order], owner[order]
         cuts = np.flatnonzero(np.diff(node)) + 1
@@ -463,18 +481,21 @@ class ImpactResult:
 
         ``limit``/``offset`` page the hits (in listing order); ``seeds_limit`` caps the
         seed list (a top vendor has tens of thousands of seeds)."""
-        if limit is None and offset == 0:
-            hits = [h.to_dict() for h in self.hits]
-        else:
-            page = self.ordered_idx[offset: None if limit is None else offset + limit]
-            hits = [h.to_dict() for h in self.build_hits(page)]
-        out = {"scope": self.scope.to_dict(),
-               "as_of": self.as_of.isoformat() if self.as_of else None,
-               "computed_at": self.computed_at.isoformat(),
-               "seeds": self.seeds()[:seeds_limit], "hits": hits, "totals": self.totals,
-               "confidence": self.confidence,
-               "page": {"offset": offset, "limit": limit, "returned": len(hits), "total": int(self.hit_idx.size),
-                        "seeds_returned": len(self.seeds()[:seeds_limit]), "seeds_total": len(self.seeds())}}
+        with paused_gc():
+            if limit is None and offset == 0:
+                hits = [h.to_dict() for h in self.hits]
+            else:
+                page = self.ordered_idx[offset: None if limit is None else offset + limit]
+                hits = [h.to_dict() for h in self.build_hits(page)]
+            seeds = self.seeds()
+            out = {"scope": self.scope.to_dict(),
+                   "as_of": self.as_of.isoformat() if self.as_of else None,
+                   "computed_at": self.computed_at.isoformat(),
+                   "seeds": seeds[:seeds_limit], "hits": hits, "totals": self.totals,
+                   "confidence": self.confidence,
+                   "page": {"offset": offset, "limit": limit, "returned": len(hits),
+                            "total": int(self.hit_idx.size), "seeds_returned": len(seeds[:seeds_limit]),
+                            "seeds_total": len(seeds)}}
         if self.what_if is not None:
             out["what_if"] = self.what_if
         return out
@@ -486,6 +507,68 @@ CRIT_RANK = {c: i for i, c in enumerate(CRITICALITIES)}
 def _crit(g: Graph, i: int) -> str:
     code = int(g.crit_code[i])
     return CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown"
+
+
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """No cyclic garbage collection while a block builds many objects that it keeps
+    (every hit of a large blast radius: ~5 containers each, none in a cycle).  The
+    collector would otherwise walk the growing result again and again: for 71k hits
+    it doubled the time.  Re-enabled only by whoever paused it, so nesting and other
+    threads doing the same are safe; reference counting frees memory as usual."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _labels(values: list[Any], codes: np.ndarray) -> list[Any]:
+    """The label of each code (a factorised column back to values)."""
+    return [values[c] for c in codes.tolist()]
+
+
+def _route(plans: PlanSet, via: str, plan_ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
+    """One route's plans, each once, in ``PlanSet.sort_keys`` order, as (id, entry)."""
+    keys = plans.sort_keys()
+    ids = sorted(dict.fromkeys(plan_ids), key=keys.__getitem__)
+    return [(pid, plans.entry(pid, via)) for pid in ids]
+
+
+class _PathBuilder:
+    """Explaining paths: each hit's chain of parents back to a seed.  A hit's path is
+    its own step followed by its parent's path, so each step is built once and shared
+    (the steps are read-only, like plan entries)."""
+
+    def __init__(self, graph: Graph, prop: Propagation) -> None:
+        self.graph = graph
+        self.prop = prop
+        self.paths: dict[int, list[dict[str, Any]]] = {}
+        self.parent: list[int] | None = None
+        self.pedge: list[int] = []
+
+    def of(self, i: int) -> list[dict[str, Any]]:
+        g, paths = self.graph, self.paths
+        if self.parent is None:
+            # Python lists: walking them is cheaper than reading NumPy scalars one by one.
+            self.parent, self.pedge = self.prop.parent.tolist(), self.prop.pedge.tolist()
+        parent = self.parent
+        chain: list[int] = []
+        node = i
+        while node >= 0 and node not in paths:
+            chain.append(node)
+            node = parent[node]
+            if len(chain) > g.n:   # defensive: parents never cycle
+                raise RuntimeError("explaining path does not end at a seed")
+        tail = paths.get(node, [])
+        for node in reversed(chain):
+            edge = self.pedge[node]
+            step = {"asset_id": int(g.ids[node]), "natural_key": g.natural_key[node], "name": g.name[node],
+                    "edge_kind": g.edge_kind_name(edge) if edge >= 0 else None}
+            tail = paths[node] = [step, *tail]
+        return list(tail)
 
 
 # ---------------------------------------------------------------- entry point

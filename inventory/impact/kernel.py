@@ -239,6 +239,40 @@ def summarise_hits(status, codes, offsets, plan_level, level_floor):  # type: ig
     return hits[:m].copy(), best[:m].copy(), counts
 
 
+@njit(cache=True, nogil=True)
+def reach_pairs(starts, indptr, dst, wanted):  # type: ignore[no-untyped-def]
+    """(node, start) for every ``wanted`` node reachable from each start along the CSR,
+    one breadth-first walk per start (the start itself is not paired with itself)."""
+    n = wanted.size
+    stamp = np.full(n, -1, np.int64)
+    queue = np.empty(n, np.int64)
+    nodes = np.empty(1024, np.int64)
+    owners = np.empty(1024, np.int64)
+    m = 0
+    for s in starts:
+        stamp[s] = s
+        queue[0] = s
+        head, tail = 0, 1
+        while head < tail:
+            u = queue[head]
+            head += 1
+            for p in range(indptr[u], indptr[u + 1]):
+                w = dst[p]
+                if stamp[w] == s:
+                    continue
+                stamp[w] = s
+                queue[tail] = w
+                tail += 1
+                if wanted[w]:
+                    if m == nodes.size:
+                        nodes = np.concatenate((nodes, np.empty(m, np.int64)))
+                        owners = np.concatenate((owners, np.empty(m, np.int64)))
+                    nodes[m] = w
+                    owners[m] = s
+                    m += 1
+    return nodes[:m].copy(), owners[:m].copy()
+
+
 def warm_up() -> None:
     """Compile (or load from the on-disk cache) the kernel for the engine's array types,
     on a two-asset graph, so the graph loader pays for it rather than the first query."""
@@ -247,5 +281,6 @@ def warm_up() -> None:
     for groups in (True, False):
         propagate_arrays(np.zeros(1, np.int64), indptr, none, indptr, none, indptr, none, indptr, none,
                          np.zeros(2, np.int32), groups)
+    reach_pairs(np.zeros(1, np.int64), np.zeros(3, np.int64), np.empty(0, np.int32), np.zeros(2, np.bool_))
     summarise_hits(np.zeros(2, np.int8), np.zeros((2, 1), np.int32), np.array([0, 2], np.int64),
                    np.zeros(2, np.int8), 0)
