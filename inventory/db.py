@@ -124,12 +124,23 @@ def _clean_tree(value: Any) -> Any:
     return value
 
 
+# What NUL and surrogates look like once ``json.dumps`` (ASCII-only) has escaped them.  A
+# valid pair (an emoji) or an escaped backslash before "u0000" match too: those values
+# just take the slow path, which keeps them as they are.
+_ESCAPED_UNSTORABLE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+
+
 def json_serializer(value: Any) -> str:
     """JSON columns (tags, attributes, audit before/after): the same guard as text.
 
     JSON escapes NUL and lone surrogates, so both databases would store them, but
-    reading them back would break pages (a lone surrogate cannot be sent as UTF-8)."""
-    return json.dumps(_clean_tree(value))
+    reading them back would break pages (a lone surrogate cannot be sent as UTF-8).
+    The value is dumped as it is first and only walked when the dump shows one of them:
+    an incident snapshot serialises tens of thousands of nested values."""
+    text = json.dumps(value)
+    if _ESCAPED_UNSTORABLE.search(text):
+        text = json.dumps(_clean_tree(value))
+    return text
 
 
 def _install_text_guard(engine: Engine) -> None:

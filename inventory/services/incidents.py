@@ -18,6 +18,7 @@ import sqlalchemy.orm as so
 
 from inventory.db import utcnow
 from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
+from inventory.impact.engine import paused_gc
 from inventory.models import Incident, IncidentAsset, Scenario
 from inventory.services import audit
 
@@ -123,17 +124,19 @@ def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, titl
                  "seed_count": len(seeds), "seeds": seeds[:SEED_SAMPLE]})
     db.add(incident)
     db.flush()
-    rows = [{
-        "incident_id": incident.id, "asset_id": hit.asset_id, "natural_key": hit.natural_key,
-        "name": hit.name, "kind": hit.kind, "status": hit.status, "hops": hit.hops,
-        "criticality": hit.criticality,
-        "details": {"seed": hit.seed, "path": hit.path, "plans": hit.plans, "gap": hit.gap,
-                    "services": hit.services, "provider": hit.provider, "account": hit.account,
-                    "region": hit.region, "os_family": hit.os_family, "environment": hit.environment,
-                    "owner": hit.owner},
-    } for hit in result.hits]
-    for start in range(0, len(rows), _INSERT_CHUNK):
-        db.execute(sa.insert(IncidentAsset), rows[start:start + _INSERT_CHUNK])
+    # Tens of thousands of nested rows, none in a reference cycle (see paused_gc).
+    with paused_gc():
+        rows = [{
+            "incident_id": incident.id, "asset_id": hit.asset_id, "natural_key": hit.natural_key,
+            "name": hit.name, "kind": hit.kind, "status": hit.status, "hops": hit.hops,
+            "criticality": hit.criticality,
+            "details": {"seed": hit.seed, "path": hit.path, "plans": hit.plans, "gap": hit.gap,
+                        "services": hit.services, "provider": hit.provider, "account": hit.account,
+                        "region": hit.region, "os_family": hit.os_family, "environment": hit.environment,
+                        "owner": hit.owner},
+        } for hit in result.hits]
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            db.execute(sa.insert(IncidentAsset), rows[start:start + _INSERT_CHUNK])
     db.expire(incident, ["assets"])
     totals = result.totals
     audit.record(db, actor=actor, action="incident.declare", entity_type="incident", entity_id=incident.id,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -192,3 +193,20 @@ def test_compiled_kernel_equals_the_oracle_on_large_random_graphs() -> None:
             seeds = np.unique(rng.choice(n, size, replace=False)).astype(np.int64)
             for with_groups in (True, False):
                 assert_same_propagation(view, seeds, with_groups)
+
+
+def test_paused_gc_restores_the_collector_whoever_nests_it():
+    import gc
+
+    from inventory.impact.engine import paused_gc
+    assert gc.isenabled()
+    with paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():
+            assert not gc.isenabled()
+        assert not gc.isenabled()          # the inner block did not pause it: leaves it paused
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError):
+        with paused_gc():
+            1 / 0
+    assert gc.isenabled()

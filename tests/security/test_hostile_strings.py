@@ -75,6 +75,24 @@ def test_sanitize_tree_cleans_keys_and_values():
 
 # ---------------------------------------------------------------- the database guard
 
+@pytest.mark.parametrize("value, stored", [
+    ({"a": "x\x00y"}, {"a": "xy"}),
+    ({"k\x00": ["ok", "lone \ud800 s"]}, {"k": ["ok", "lone \ufffd s"]}),
+    ({"e": "emoji \U0001F600"}, {"e": "emoji \U0001F600"}),          # a valid pair is kept
+    ({"bs": "a\\u0000b"}, {"bs": "a\\u0000b"}),                    # a backslash, not a NUL
+    ([1, ("t", None), {"n": 2.5}], [1, ["t", None], {"n": 2.5}]),
+])
+def test_json_columns_drop_nul_and_surrogates_through_the_fast_path_too(value, stored):
+    """JSON is dumped first and only walked when the dump shows an escaped NUL or surrogate;
+    the result must be what walking every value gives."""
+    import json
+
+    from inventory.db import json_serializer
+    text = json_serializer(value)
+    assert json.loads(text) == stored
+    text.encode("utf-8")   # storable and sendable
+
+
 def test_database_layer_drops_nul_and_surrogates_on_every_backend(any_db_url):
     engine = make_engine(any_db_url)
     try:
