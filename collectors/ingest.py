@@ -43,7 +43,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -56,7 +55,7 @@ from sqlalchemy.engine import Engine
 
 from collectors.attribution import Attributor, chunks, insert_ignore
 from collectors.base import AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
-from inventory.db import clean_parameters, read_session, utcnow, write_session
+from inventory.db import clean_parameters, json_serializer, read_session, utcnow, write_session
 from inventory.validation import has_unwanted, sanitize_text, sanitize_tree
 from inventory.models import (
     Asset,
@@ -903,7 +902,7 @@ class BulkWriter:
                 self._datetimes[value] = converted
             return converted
         if isinstance(value, (dict, list)):
-            return dump_json(value)
+            return json_serializer(value)
         return value
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -947,21 +946,6 @@ class BulkWriter:
             sql = f"UPDATE {self.quote(table.name)} SET {sets} WHERE id = {self.mark}"
             for chunk in chunks(params, 5000):
                 self.conn.exec_driver_sql(sql, chunk)
-
-
-_UNSAFE_JSON = re.compile(r"\\u(0000|d[89a-f][0-9a-f]{2})", re.I)
-
-
-def dump_json(value: Any) -> str:
-    """JSON text for a JSON column; rare NUL/lone-surrogate escapes go through the engine's
-    own serializer (``inventory.db.json_serializer`` when present), which cleans them."""
-    text = json.dumps(value)
-    if "\\u" in text and _UNSAFE_JSON.search(text):
-        from inventory import db as inventory_db
-        serializer = getattr(inventory_db, "json_serializer", None)
-        if serializer is not None:
-            return serializer(value)
-    return text
 
 
 def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scope: str,

@@ -46,7 +46,7 @@ from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
-from inventory.impact.plans import PlanSet, asset_levels, plan_entries
+from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
 
 UP, DEGRADED, DOWN = 0, 1, 2
@@ -364,7 +364,7 @@ class ImpactResult:
 
     def _plans_and_services(self, i: int, products: tuple[int, ...], svc: tuple[int, ...]
                             ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The plans of hit ``i`` in precedence order (``plan_entries``' rules) and the names
+        """The plans of hit ``i`` in precedence order (``plans.merge_routes``) and the names
         of its services.  The product/vendor and service routes are worked out once per
         combination of planned products and of services (``_route_memo``)."""
         g, plans = self.graph, self.plan_set
@@ -376,7 +376,8 @@ class ImpactResult:
             for pid in products:
                 product_ids += plans.product_plans.get(pid, [])
                 vendor_ids += plans.vendor_plans.get(g.products[pid].vendor_id, [])
-            by_products = memo[products] = (_route(plans, "product", product_ids), _route(plans, "vendor", vendor_ids))
+            by_products = memo[products] = (route_entries(plans, "product", product_ids),
+                                            route_entries(plans, "vendor", vendor_ids))
         by_services = memo.get(("svc", svc))
         if by_services is None:
             # Merged from each service's own route (worked out once per service).
@@ -384,21 +385,14 @@ class ImpactResult:
             for service in svc:
                 one = memo.get(("one", service))
                 if one is None:
-                    one = memo[("one", service)] = _route(plans, "service", plans.asset_plans.get(service, []))
+                    one = memo[("one", service)] = route_entries(plans, "service",
+                                                                 plans.asset_plans.get(service, []))
                 merged.update(one)
             keys = plans.sort_keys()
             by_services = memo[("svc", svc)] = (sorted(merged.items(), key=lambda item: keys[item[0]]),
                                                 sorted(g.name[s] for s in svc))
-        routes = (_route(plans, "asset", plans.asset_plans.get(i, [])), *by_products, by_services[0])
-        # Each plan once, under the first route (in VIA_ORDER) that lists it.
-        seen: set[int] = set()
-        entries: list[dict[str, Any]] = []
-        for route in routes:
-            for pid, entry in route:
-                if pid not in seen:
-                    seen.add(pid)
-                    entries.append(entry)
-        return entries, by_services[1]
+        own = route_entries(plans, "asset", plans.asset_plans.get(i, []))
+        return merge_routes((own, *by_products, by_services[0])), by_services[1]
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
         return _PathBuilder(self.graph, self.prop).of(i)
@@ -528,13 +522,6 @@ def paused_gc() -> Iterator[None]:
 def _labels(values: list[Any], codes: np.ndarray) -> list[Any]:
     """The label of each code (a factorised column back to values)."""
     return [values[c] for c in codes.tolist()]
-
-
-def _route(plans: PlanSet, via: str, plan_ids: list[int]) -> list[tuple[int, dict[str, Any]]]:
-    """One route's plans, each once, in ``PlanSet.sort_keys`` order, as (id, entry)."""
-    keys = plans.sort_keys()
-    ids = sorted(dict.fromkeys(plan_ids), key=keys.__getitem__)
-    return [(pid, plans.entry(pid, via)) for pid in ids]
 
 
 class _PathBuilder:

@@ -179,14 +179,21 @@ def _forward_step(view: View, frontier: np.ndarray, assigned: np.ndarray) -> np.
     return np.flatnonzero(reached)
 
 
-def plan_entries(plans: PlanSet, routes: dict[str, list[int]]) -> list[dict[str, Any]]:
-    """The applicable plans of one asset, in precedence order, each listed once."""
+def route_entries(plans: PlanSet, via: str, plan_ids: Iterable[int]) -> list[tuple[int, dict[str, Any]]]:
+    """One route's plans (``via`` one of VIA_ORDER), each once, in ``PlanSet.sort_keys``
+    order, as (plan id, entry)."""
     keys = plans.sort_keys()
+    return [(pid, plans.entry(pid, via)) for pid in sorted(dict.fromkeys(plan_ids), key=keys.__getitem__)]
+
+
+def merge_routes(routes: Iterable[list[tuple[int, dict[str, Any]]]]) -> list[dict[str, Any]]:
+    """The applicable plans of one asset, in precedence order, each listed once: under the
+    first of its ``routes`` (given in VIA_ORDER) that lists it."""
     seen: set[int] = set()
     out: list[dict[str, Any]] = []
-    for via in VIA_ORDER:
-        ids = [p for p in dict.fromkeys(routes.get(via, ())) if p not in seen]
-        ids.sort(key=keys.__getitem__)
-        seen.update(ids)
-        out.extend(plans.entry(pid, via) for pid in ids)
+    for route in routes:
+        for pid, entry in route:
+            if pid not in seen:
+                seen.add(pid)
+                out.append(entry)
     return out
