@@ -783,7 +783,12 @@ def _probe_raw(engine: Engine) -> tuple[int | None, tuple[Any, ...] | None]:
     """``_probe`` on a bare pooled DBAPI connection: the per-query check stays a
     fraction of a millisecond (one statement; the pool rolls back on return)."""
     raw = engine.raw_connection()
+    # On PostgreSQL, one statement in autocommit: no BEGIN before it, no ROLLBACK when the
+    # connection goes back to the pool (two round trips of the four a query cost here).
+    autocommit = engine.dialect.name == "postgresql" and hasattr(raw.driver_connection, "autocommit")
     try:
+        if autocommit:
+            raw.driver_connection.autocommit = True
         cursor = raw.cursor()
         try:
             cursor.execute(_PROBE_SQL)
@@ -793,7 +798,11 @@ def _probe_raw(engine: Engine) -> tuple[int | None, tuple[Any, ...] | None]:
     except engine.dialect.loaded_dbapi.Error:
         row = None
     finally:
-        raw.close()
+        try:
+            if autocommit and not raw.driver_connection.closed:
+                raw.driver_connection.autocommit = False
+        finally:
+            raw.close()
     if row is None:
         return None, None
     return row[0], (row[1], row[2])
