@@ -44,7 +44,7 @@ import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
-from inventory.impact.graph import CSR, Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
+from inventory.impact.graph import Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
@@ -62,37 +62,6 @@ class Propagation:
     dist: np.ndarray     # int32 hops (-1 when not hit)
     parent: np.ndarray   # int32: the neighbour on one shortest explaining chain (-1 for seeds)
     pedge: np.ndarray    # int32: graph edge index between the asset and its parent
-
-
-def _layers(csr: CSR, start: int, stamp: np.ndarray) -> Iterator[np.ndarray]:
-    """Breadth-first layers reachable from ``start`` along ``csr``, each sorted and unique.
-
-    Visited nodes are marked with ``start`` in ``stamp``, so one stamp array serves
-    many walks without being cleared between them."""
-    stamp[start] = start
-    frontier = np.array([start], dtype=np.int64)
-    while frontier.size:
-        pos, _src = _expand(csr.indptr, frontier)
-        nxt = csr.dst[pos]
-        nxt = nxt[stamp[nxt] != start]
-        if not nxt.size:
-            return
-        stamp[nxt] = start
-        frontier = np.unique(nxt)
-        yield frontier
-
-
-def _expand(indptr: np.ndarray, frontier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of all CSR edges leaving ``frontier``, and the source of each."""
-    starts = indptr[frontier]
-    counts = indptr[frontier + 1] - starts
-    total = int(counts.sum())
-    if total == 0:
-        empty = np.empty(0, dtype=np.int64)
-        return empty, empty
-    offsets = np.cumsum(counts) - counts
-    pos = np.repeat(starts - offsets, counts) + np.arange(total)
-    return pos, np.repeat(frontier, counts)
 
 
 def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation:
@@ -424,14 +393,17 @@ class ImpactResult:
     def _services_above(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For a few hits: walk up from each to the services that depend on it."""
         g, view = self.graph, self.view
-        stamp = np.full(g.n, -1, dtype=np.int64)
-        out: dict[int, tuple[int, ...]] = {}
-        for i in idx.tolist():
-            found = [layer[g.is_service[layer]] for layer in _layers(view.every, i, stamp)]
-            services = np.concatenate(found) if found else np.empty(0, dtype=np.int64)
-            if services.size:
-                out[i] = tuple(services[np.argsort(g.key_rank[services], kind="stable")].tolist())
-        return out
+        service, hit = reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr, view.every.dst,
+                                   g.is_service)
+        if not service.size:
+            return {}
+        order = np.lexsort((g.key_rank[service], hit))
+        service, hit = service[order], hit[order]
+        cuts = np.flatnonzero(np.diff(hit)) + 1
+        starts = np.concatenate([[0], cuts]).tolist()
+        ends = np.concatenate([cuts, [hit.size]]).tolist()
+        hit_l, service_l = hit.tolist(), service.tolist()
+        return {hit_l[a]: tuple(service_l[a:b]) for a, b in zip(starts, ends)}
 
     def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For the hits ``idx``: installed products that carry plans (directly or via their vendor)."""
@@ -448,26 +420,46 @@ class ImpactResult:
                     out.setdefault(i, []).append(pid)
         return {k: tuple(v) for k, v in out.items()}
 
-    def seeds(self) -> list[dict[str, Any]]:
-        """The seed assets (in natural-key order) and what matched each: built once."""
-        if self._seeds is None:
-            self._seeds = self._build_seeds()
+    def seeds(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The seed assets (in natural-key order) and what matched each; the first
+        ``limit`` of them only are built when a limit is given (a top vendor has tens of
+        thousands of seeds, a page shows a few)."""
+        if self._seeds is not None:
+            return self._seeds[:limit]
+        if limit is not None and limit < self.seed_order.size:
+            return self._build_seeds(self.seed_order[:limit])
+        self._seeds = self._build_seeds(self.seed_order)
         return self._seeds
 
-    def _build_seeds(self) -> list[dict[str, Any]]:
-        g = self.graph
-        how: dict[int, dict[str, Any]] = {}
-        for pid, version, idx in self.seed_match.via_install:
-            for i in idx:
-                how.setdefault(int(i), {"product": g.products[pid].name, "version": version})
-        if self.seed_match.hosted is not None:
-            for i in np.flatnonzero(self.seed_match.hosted):
-                how.setdefault(int(i), {"hosted_on": g.providers[g.provider_code[i]],
-                                        "region": g.region_values[g.region_code[i]]})
-        seeds = np.flatnonzero(self.seed_match.mask)
-        seeds = seeds[np.argsort(g.key_rank[seeds], kind="stable")]
-        return [{"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
-                 "matched": how.get(int(i), {})} for i in seeds]
+    @property
+    def seed_order(self) -> np.ndarray:
+        """Seed asset indices in natural-key order."""
+        order = self.__dict__.get("_seed_order")
+        if order is None:
+            seeds = np.flatnonzero(self.seed_match.mask)
+            order = self.__dict__["_seed_order"] = seeds[np.argsort(self.graph.key_rank[seeds], kind="stable")]
+        return order  # type: ignore[no-any-return]
+
+    def _build_seeds(self, idx: np.ndarray) -> list[dict[str, Any]]:
+        g, match = self.graph, self.seed_match
+        # What matched each seed: the first installation group (in match order) holding it,
+        # else its hosting provider and region.
+        first = np.full(g.n, -1, dtype=np.int32)
+        for k, (_pid, _version, installed) in enumerate(match.via_install):
+            installed = installed[first[installed] < 0]
+            first[installed] = k
+        out = []
+        for i, k in zip(idx.tolist(), first[idx].tolist()):
+            if k >= 0:
+                pid, version, _installed = match.via_install[k]
+                how: dict[str, Any] = {"product": g.products[pid].name, "version": version}
+            elif match.hosted is not None and match.hosted[i]:
+                how = {"hosted_on": g.providers[g.provider_code[i]], "region": g.region_values[g.region_code[i]]}
+            else:
+                how = {}
+            out.append({"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
+                        "matched": how})
+        return out
 
     def to_dict(self, limit: int | None = None, offset: int = 0,
                 seeds_limit: int | None = None) -> dict[str, Any]:
@@ -481,15 +473,15 @@ class ImpactResult:
             else:
                 page = self.ordered_idx[offset: None if limit is None else offset + limit]
                 hits = [h.to_dict() for h in self.build_hits(page)]
-            seeds = self.seeds()
+            seeds = self.seeds(seeds_limit)
             out = {"scope": self.scope.to_dict(),
                    "as_of": self.as_of.isoformat() if self.as_of else None,
                    "computed_at": self.computed_at.isoformat(),
-                   "seeds": seeds[:seeds_limit], "hits": hits, "totals": self.totals,
+                   "seeds": seeds, "hits": hits, "totals": self.totals,
                    "confidence": self.confidence,
                    "page": {"offset": offset, "limit": limit, "returned": len(hits),
-                            "total": int(self.hit_idx.size), "seeds_returned": len(seeds[:seeds_limit]),
-                            "seeds_total": len(seeds)}}
+                            "total": int(self.hit_idx.size), "seeds_returned": len(seeds),
+                            "seeds_total": int(self.seed_order.size)}}
         if self.what_if is not None:
             out["what_if"] = self.what_if
         return out
