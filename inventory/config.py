@@ -27,6 +27,8 @@ SETTINGS: dict[str, tuple[str | None, str]] = {
     "LOGIN_RATE_LIMIT": ("10 per minute", "Flask-Limiter limit on login attempts per client"),
     "RATELIMIT_STORAGE_URI": ("memory://", "Flask-Limiter storage (e.g. redis://127.0.0.1:6379)"),
     "TRUSTED_PROXIES": ("0", "Reverse proxies in front of the app whose X-Forwarded-* headers are trusted"),
+    "IMPACT_REBUILD_WAIT": ("2", "Seconds a blast-radius request waits for the graph rebuild it started after "
+                                 "an inventory change before answering from the previous graph (marked so)"),
     "HOST": ("127.0.0.1", "Address `planb demo` / `planb serve` listens on"),
     "PORT": ("8080", "Port `planb demo` / `planb serve` listens on"),
 }

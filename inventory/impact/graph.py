@@ -31,6 +31,8 @@ import threading
 import time
 import unicodedata
 from collections import OrderedDict
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -41,6 +43,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.engine import Connection, Engine
 
 from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
+from inventory.config import env
 from inventory.impact import kernel
 
 HARD, SOFT, MEMBER = 0, 1, 2
@@ -228,7 +231,7 @@ class Graph:
         counters first, and if they disagree a write slipped in between and the
         load is redone."""
         kernel.warm_up()   # compiled once per process: here, not in the first query
-        in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+        in_memory = _in_memory(engine)
         for _attempt in range(attempts):
             with engine.connect() as conn, conn.begin():
                 counters = _counters(conn)
@@ -673,6 +676,10 @@ class Graph:
 
 # How old a graph may be when it is served while a newer one is being built.
 MAX_STALE_SECONDS = 30.0
+# How long a request waits for the rebuild it started before it answers from the previous
+# graph instead (``PLANB_IMPACT_REBUILD_WAIT``): a rebuild takes about a second on a quiet
+# machine, but seconds to tens of seconds while collectors keep the cores busy.
+REBUILD_WAIT_SECONDS = float(env("IMPACT_REBUILD_WAIT", "2") or 2)
 
 _cache: "OrderedDict[str, Graph]" = OrderedDict()
 _cache_lock = threading.Lock()
@@ -730,9 +737,11 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
     """Like ``get_graph_and_stamp``, plus a ``GraphLag`` when the answer is (boundedly) stale.
 
     While a collector commits change after change, every change invalidates the
-    graph.  Rather than make every request wait for a rebuild, one request
-    rebuilds and the others answer from the previous graph — if it is younger
-    than ``MAX_STALE_SECONDS`` — and say so in their confidence report.
+    graph.  Rather than make every request wait for a rebuild, one request starts
+    a rebuild and waits for it at most ``REBUILD_WAIT_SECONDS``; meanwhile, and past
+    that wait, requests answer from the previous graph — if it is younger than
+    ``MAX_STALE_SECONDS`` — and say so in their confidence report.  An older graph
+    is never served: the request waits for the rebuild.
     """
     max_stale = MAX_STALE_SECONDS if max_stale_seconds is None else max_stale_seconds
     engine = _reader(engine_of(db))
@@ -746,12 +755,35 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
         if cached is not None and version is not None and cached.version == version:
             _cache.move_to_end(key)
             return cached, stamp, None
-    if cached is not None and build_lock.locked():
-        # Someone is rebuilding right now: answer from the previous graph if it is young enough.
-        age = time.monotonic() - cached.loaded_at
-        if age < max_stale:
-            return cached, stamp, GraphLag(cached.version, version, round(age, 3))
-    return (*_build(engine, key, build_lock), None)
+    age = time.monotonic() - cached.loaded_at if cached is not None else 0.0
+    if cached is None or version is None or age >= max_stale:
+        return (*_build(engine, key, build_lock), None)
+    lag = GraphLag(cached.version, version, round(age, 3))
+    if build_lock.locked():
+        # Someone is rebuilding right now: answer from the previous graph (young enough).
+        return cached, stamp, lag
+    if _in_memory(engine):
+        return (*_build(engine, key, build_lock), None)   # one shared connection: no second thread
+    # Rebuild in a thread of its own and wait for it a bounded time: on a quiet machine the
+    # answer is fresh; while collectors keep changing the inventory and the cores busy, the
+    # request answers from the previous graph rather than queue behind rebuild after rebuild.
+    rebuild: Future[tuple[Graph, tuple[Any, ...] | None]] = Future()
+
+    def run() -> None:
+        try:
+            rebuild.set_result(_build(engine, key, build_lock))
+        except BaseException as exc:   # handed to the waiting request, which raises it
+            rebuild.set_exception(exc)
+
+    threading.Thread(target=run, name="planb-graph-rebuild", daemon=True).start()
+    try:
+        return (*rebuild.result(timeout=REBUILD_WAIT_SECONDS), None)
+    except FutureTimeout:
+        return cached, stamp, lag
+
+
+def _in_memory(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
 
 
 def _build(engine: Engine, key: str, build_lock: threading.Lock) -> tuple[Graph, tuple[Any, ...] | None]:

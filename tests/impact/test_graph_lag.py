@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -77,5 +78,59 @@ def test_a_graph_older_than_the_limit_is_never_served(sqlite_url, monkeypatch):
         hits, confidence = _hit_keys(engine)  # waits for the other rebuild, then answers fresh
         other.join()
         assert hits == {"host:a", "host:b"} and confidence["graph_lag"] is None
+    finally:
+        engine.dispose()
+
+
+def test_a_slow_rebuild_is_waited_for_only_a_bounded_time(sqlite_url, monkeypatch):
+    """The request that finds the graph stale starts the rebuild but answers from the previous
+    graph once ``REBUILD_WAIT_SECONDS`` have passed; the rebuild finishes in the background
+    and later requests get the fresh graph."""
+    engine = make_engine(sqlite_url)
+    try:
+        _import(engine, [_host("host:a")])
+        _hit_keys(engine)
+        _import(engine, [_host("host:a"), _host("host:b")])
+        original = graph_module.Graph.load_from.__func__
+        finished = threading.Event()
+
+        def slow_load(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+            time.sleep(0.6)            # a rebuild on a machine busy with collectors
+            try:
+                return original(cls, *args, **kwargs)
+            finally:
+                finished.set()
+
+        monkeypatch.setattr(graph_module.Graph, "load_from", classmethod(slow_load))
+        monkeypatch.setattr(graph_module, "REBUILD_WAIT_SECONDS", 0.05)
+        start = time.monotonic()
+        hits, confidence = _hit_keys(engine)
+        assert time.monotonic() - start < 0.5, "did not wait for the whole rebuild"
+        assert hits == {"host:a"} and confidence["graph_lag"] is not None
+        assert any("being loaded" in note for note in confidence["notes"])
+
+        assert finished.wait(10)
+        lock = graph_module._build_locks[sa.make_url(sqlite_url).render_as_string(hide_password=False)]
+        with lock:   # the background rebuild has stored its graph and let go
+            pass
+        hits, confidence = _hit_keys(engine)
+        assert hits == {"host:a", "host:b"} and confidence["graph_lag"] is None
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_background_rebuild_fails_the_request_that_waits_for_it(sqlite_url, monkeypatch):
+    engine = make_engine(sqlite_url)
+    try:
+        _import(engine, [_host("host:a")])
+        _hit_keys(engine)
+        _import(engine, [_host("host:a"), _host("host:b")])
+
+        def broken_load(cls, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(graph_module.Graph, "load_from", classmethod(broken_load))
+        with pytest.raises(RuntimeError, match="went away"):
+            _hit_keys(engine)
     finally:
         engine.dispose()
