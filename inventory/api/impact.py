@@ -379,7 +379,8 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "unconfirmed_at_as_of": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
         "graph_lag": {"type": ["object", "null"],
                       "description": "set when the answer came from the previous in-memory graph (at most "
-                                     "30 s old) while another request loads the newest changes",
+                                     "30 s behind the inventory: age_seconds) while the newest "
+                                     "changes are being loaded",
                       "properties": {"graph_version": _INT, "inventory_version": _INT,
                                      "age_seconds": {"type": "number"}}},
         "notes": _STRS}},

@@ -612,7 +612,7 @@ def _note_lag(result: "ImpactResult", lag: GraphLag | None) -> None:
         "age_seconds": lag.age_seconds}
     if lag is not None:
         result.confidence["notes"] = [*result.confidence["notes"],
-                                      f"answered from the inventory as loaded {lag.age_seconds:.0f} s ago: "
+                                      f"answered from the inventory as it was up to {lag.age_seconds:.0f} s ago: "
                                       "newer changes are being loaded right now; ask again for them"]
 
 

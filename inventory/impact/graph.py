@@ -199,7 +199,9 @@ class Graph:
 
     def __init__(self) -> None:
         self.version: int | None = None
-        self.loaded_at = 0.0
+        # When the inventory was last known to be exactly this graph (the start of its load,
+        # then every probe that found the same version): it is at most now - this behind.
+        self.confirmed_at = 0.0
         self._lock = threading.Lock()
         self._lazy: dict[str, Any] = {}
 
@@ -674,7 +676,8 @@ class Graph:
 
 # ---------------------------------------------------------------- the cache
 
-# How old a graph may be when it is served while a newer one is being built.
+# How far behind the inventory a graph may be (time since it was last known current) and
+# still be served while a newer one is being built.
 MAX_STALE_SECONDS = 30.0
 # How long a request waits for the rebuild it started before it answers from the previous
 # graph instead (``PLANB_IMPACT_REBUILD_WAIT``): a rebuild takes about a second on a quiet
@@ -725,7 +728,8 @@ def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...]
 
 @dataclass(frozen=True)
 class GraphLag:
-    """Set when an answer comes from the previous graph while another request rebuilds it."""
+    """Set when an answer comes from the previous graph while a rebuild runs; ``age_seconds``
+    is how far behind the inventory that graph may be (since it was last known current)."""
 
     graph_version: int | None
     inventory_version: int | None
@@ -754,8 +758,11 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
         build_lock = _build_locks.setdefault(key, threading.Lock())
         if cached is not None and version is not None and cached.version == version:
             _cache.move_to_end(key)
+            cached.confirmed_at = time.monotonic()
             return cached, stamp, None
-    age = time.monotonic() - cached.loaded_at if cached is not None else 0.0
+    # How far behind the inventory the cached graph may be (not how long ago it was loaded:
+    # a graph loaded an hour ago and current until a second ago is a second behind).
+    age = time.monotonic() - cached.confirmed_at if cached is not None else 0.0
     if cached is None or version is None or age >= max_stale:
         return (*_build(engine, key, build_lock), None)
     lag = GraphLag(cached.version, version, round(age, 3))
@@ -796,8 +803,9 @@ def _build(engine: Engine, key: str, build_lock: threading.Lock) -> tuple[Graph,
                 version, stamp = _probe(conn)
                 if cached is not None and version is not None and cached.version == version:
                     return cached, stamp
+        started = time.monotonic()
         graph = Graph.load_from(engine, previous=cached)
-        graph.loaded_at = time.monotonic()
+        graph.confirmed_at = started
         if graph.version is not None:
             with _cache_lock:
                 _cache[key] = graph

@@ -134,3 +134,24 @@ def test_a_failed_background_rebuild_fails_the_request_that_waits_for_it(sqlite_
             _hit_keys(engine)
     finally:
         engine.dispose()
+
+
+def test_staleness_counts_from_when_the_graph_was_last_current_not_when_it_was_loaded(sqlite_url, monkeypatch):
+    """A graph loaded long ago but confirmed current by every query since is only as far
+    behind as the time since that last confirmation: it may still be served."""
+    engine = make_engine(sqlite_url)
+    try:
+        _import(engine, [_host("host:a")])
+        _hit_keys(engine)
+        key = sa.make_url(sqlite_url).render_as_string(hide_password=False)
+        graph = graph_module._cache[key]
+        graph.confirmed_at -= 3600          # loaded an hour ago ...
+        _hit_keys(engine)                   # ... and confirmed current just now
+        assert time.monotonic() - graph.confirmed_at < 5
+        _import(engine, [_host("host:a"), _host("host:b")])
+        lock = graph_module._build_locks[key]
+        with lock:                          # another request is rebuilding
+            hits, confidence = _hit_keys(engine)
+        assert hits == {"host:a"} and confidence["graph_lag"]["age_seconds"] < 5
+    finally:
+        engine.dispose()
