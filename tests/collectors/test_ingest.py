@@ -204,6 +204,80 @@ def test_postgres_copy_stores_exactly_what_statements_store(monkeypatch):
     assert snapshots[0] == snapshots[1]
     assert len(snapshots[1]["installations"]) == 40
 
+def _triggers_and_counters(eng: sa.Engine) -> tuple[dict[str, str], tuple[int, ...]]:
+    with eng.connect() as conn:
+        triggers = dict(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'").all())
+        counters = tuple(conn.exec_driver_sql(
+            "SELECT version, assets_v, installs_v, deps_v FROM inventory_version WHERE id = 1").one())
+    return triggers, counters
+
+
+def test_sqlite_large_inserts_bump_the_counters_once_and_keep_every_trigger(sqlite_url, monkeypatch):
+    """A large insert on SQLite runs without its per-row trigger (dropped and recreated
+    inside a savepoint) and bumps the counters itself: every trigger is back, identical,
+    the counters moved for each part written, and the rows are those the ordinary path
+    stores."""
+    monkeypatch.setattr(ingest.BulkWriter, "COPY_MIN_ROWS", 5)
+    eng = make_engine(sqlite_url)
+    try:
+        triggers, (version, assets_v, installs_v, deps_v) = _triggers_and_counters(eng)
+        assert len(triggers) == 21
+        dropped: list[str] = []
+        sa.event.listen(eng, "before_cursor_execute",
+                        lambda conn, cur, statement, *rest: dropped.extend(re.findall(r'DROP TRIGGER "(\w+)"',
+                                                                                      statement)))
+        batch = estate_batch()
+        run = run_collection(eng, FakeCollector([batch]), now=T0)
+        assert run.status == "succeeded" and run.created > 10
+        assert sorted(dropped) == [f"trg_{t}_inventory_version_ins" for t in ("assets", "dependencies",
+                                                                              "installations")]
+        after_triggers, after = _triggers_and_counters(eng)
+        assert after_triggers == triggers
+        # one bump per part for its 7 assets, 6 installations and 6 edges, not one per row
+        assert (after[1] - assets_v, after[2] - installs_v, after[3] - deps_v) == (1, 1, 1)
+        assert after[0] > version
+        bulk_rows = snapshot(eng)
+    finally:
+        eng.dispose()
+    # The same batch the ordinary way (row triggers firing) stores the same rows.
+    monkeypatch.setattr(ingest.BulkWriter, "COPY_MIN_ROWS", 10**9)
+    other = make_engine(sqlite_url.replace(".sqlite3", "-plain.sqlite3"))
+    try:
+        from inventory import migrate
+        migrate.upgrade(other.url.render_as_string(hide_password=False), "head")
+        run_collection(other, FakeCollector([estate_batch()]), now=T0)
+        plain = snapshot(other)
+    finally:
+        other.dispose()
+    drop = ("vendors", "products")   # stamped with the wall clock by attribution
+    assert {k: v for k, v in bulk_rows.items() if k not in drop} == {k: v for k, v in plain.items() if k not in drop}
+
+
+def test_sqlite_large_insert_that_fails_leaves_the_trigger_and_nothing_else(sqlite_url, monkeypatch):
+    monkeypatch.setattr(ingest.BulkWriter, "COPY_MIN_ROWS", 2)
+    eng = make_engine(sqlite_url)
+    try:
+        triggers, counters = _triggers_and_counters(eng)
+        table = Asset.__table__
+        now = "2024-07-19 04:09:00.000000"
+        row = {"natural_key": "dup", "name": "dup", "kind": "vm", "criticality": "medium", "tags": "{}",
+               "attributes": "{}", "provenance": "{}", "source": "aws", "first_seen": now, "last_seen": now,
+               "created_at": now, "updated_at": now}
+        dropped: list[str] = []
+        sa.event.listen(eng, "before_cursor_execute",
+                        lambda conn, cur, statement, *rest: dropped.extend(re.findall(r'DROP TRIGGER "(\w+)"',
+                                                                                      statement)))
+        with pytest.raises(sa.exc.IntegrityError):
+            with write_session(eng) as db:
+                ingest.BulkWriter(db.connection()).insert(table, [row, dict(row)])   # same natural key twice
+        assert dropped == ["trg_assets_inventory_version_ins"]   # it was dropped, then rolled back
+        assert _triggers_and_counters(eng) == (triggers, counters)
+        with read_session(eng) as db:
+            assert db.scalar(sa.select(sa.func.count()).select_from(table)) == 0
+    finally:
+        eng.dispose()
+
+
 def test_changed_attributes_update_only_what_changed(engine):
     run_collection(engine, FakeCollector([estate_batch()]), now=T0)
     before = assets_by_key(engine)
