@@ -976,8 +976,9 @@ class BulkWriter:
                 self.conn.exec_driver_sql(sql, chunk)
 
 
-_TRIGGER_BODY = re.compile(r"\bBEGIN\s+(UPDATE\s+inventory_version\s+SET\s+[^;]*?WHERE\s+id\s*=\s*1)\s*;\s*END\s*$",
-                           re.IGNORECASE | re.DOTALL)
+_TRIGGER_BODY = re.compile(
+    r"\bBEGIN\s+(UPDATE\s+inventory_version\s+SET\s+[^;]*?WHERE\s+id\s*=\s*1)\s*;\s*END\s*$",
+    re.IGNORECASE | re.DOTALL)
 
 
 def _trigger_body(trigger_sql: str) -> str | None:

@@ -203,8 +203,8 @@ class ImpactResult:
         scope_level = plans.level(scope_plan_ids["product"] + scope_plan_ids["vendor"])
         codes, self._offsets = graph.totals_codes()
         # The hits, their best plan levels and their counts by every totals coding, in one pass.
-        self.hit_idx, self.best_level, self._counts = summarise_hits(prop.status, codes, self._offsets,
-                                                                     levels["best"].astype(np.int8, copy=False),
+        best = levels["best"].astype(np.int8, copy=False)
+        self.hit_idx, self.best_level, self._counts = summarise_hits(prop.status, codes, self._offsets, best,
                                                                      scope_level)
         self.totals = self._totals()
         self._hits: list[Hit] | None = None
@@ -251,8 +251,8 @@ class ImpactResult:
         svc_rows = []
         for i, st, hops in zip(services.tolist(), names, self.prop.dist[services].tolist()):
             asset_id, key, name, crit = rows[i]
-            svc_rows.append({"asset_id": asset_id, "natural_key": key, "name": name, "status": st, "hops": hops,
-                             "criticality": crit})
+            svc_rows.append({"asset_id": asset_id, "natural_key": key, "name": name, "status": st,
+                             "hops": hops, "criticality": crit})
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
                    for name, d, deg in split(cube.sum(axis=(0, 2)), g.kinds)}
@@ -311,7 +311,8 @@ class ImpactResult:
             idx.tolist(), g.ids[idx].tolist(), _labels(g.kinds, g.kind_code[idx]),
             _labels(g.providers, g.provider_code[idx]), _labels(g.account_values, g.account_code[idx]),
             _labels(g.region_values, g.region_code[idx]), _labels(g.os_values, g.os_code[idx]),
-            _labels(g.env_values, g.env_code[idx]), _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
+            _labels(g.env_values, g.env_code[idx]),
+            _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
             _labels([STATUS_NAMES.get(k) for k in range(3)], prop.status[idx]), prop.dist[idx].tolist(),
             self.seed_match.mask[idx].tolist())
         paths = _PathBuilder(g, prop)
@@ -380,30 +381,14 @@ class ImpactResult:
         wanted = np.zeros(g.n, dtype=np.bool_)
         wanted[idx] = True
         node, owner = reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.dst, wanted)
-        if not node.size:
-            return {}
-        order = np.lexsort((g.key_rank[owner], node))
-        node, owner = node[order], owner[order]
-        cuts = np.flatnonzero(np.diff(node)) + 1
-        starts = np.concatenate([[0], cuts]).tolist()
-        ends = np.concatenate([cuts, [node.size]]).tolist()
-        node_l, owner_l = node.tolist(), owner.tolist()
-        return {node_l[a]: tuple(owner_l[a:b]) for a, b in zip(starts, ends)}
+        return _group_by_key(node, owner, g.key_rank)
 
     def _services_above(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For a few hits: walk up from each to the services that depend on it."""
         g, view = self.graph, self.view
         service, hit = reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr, view.every.dst,
                                    g.is_service)
-        if not service.size:
-            return {}
-        order = np.lexsort((g.key_rank[service], hit))
-        service, hit = service[order], hit[order]
-        cuts = np.flatnonzero(np.diff(hit)) + 1
-        starts = np.concatenate([[0], cuts]).tolist()
-        ends = np.concatenate([cuts, [hit.size]]).tolist()
-        hit_l, service_l = hit.tolist(), service.tolist()
-        return {hit_l[a]: tuple(service_l[a:b]) for a, b in zip(starts, ends)}
+        return _group_by_key(hit, service, g.key_rank)
 
     def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For the hits ``idx``: installed products that carry plans (directly or via their vendor)."""
@@ -437,7 +422,8 @@ class ImpactResult:
         order = self.__dict__.get("_seed_order")
         if order is None:
             seeds = np.flatnonzero(self.seed_match.mask)
-            order = self.__dict__["_seed_order"] = seeds[np.argsort(self.graph.key_rank[seeds], kind="stable")]
+            order = seeds[np.argsort(self.graph.key_rank[seeds], kind="stable")]
+            self.__dict__["_seed_order"] = order
         return order  # type: ignore[no-any-return]
 
     def _build_seeds(self, idx: np.ndarray) -> list[dict[str, Any]]:
@@ -454,7 +440,8 @@ class ImpactResult:
                 pid, version, _installed = match.via_install[k]
                 how: dict[str, Any] = {"product": g.products[pid].name, "version": version}
             elif match.hosted is not None and match.hosted[i]:
-                how = {"hosted_on": g.providers[g.provider_code[i]], "region": g.region_values[g.region_code[i]]}
+                how = {"hosted_on": g.providers[g.provider_code[i]],
+                       "region": g.region_values[g.region_code[i]]}
             else:
                 how = {}
             out.append({"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
@@ -490,11 +477,6 @@ class ImpactResult:
 CRIT_RANK = {c: i for i, c in enumerate(CRITICALITIES)}
 
 
-def _crit(g: Graph, i: int) -> str:
-    code = int(g.crit_code[i])
-    return CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown"
-
-
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
     """No cyclic garbage collection while a block builds many objects that it keeps
@@ -509,6 +491,19 @@ def paused_gc() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+def _group_by_key(keys: np.ndarray, values: np.ndarray, rank: np.ndarray) -> dict[int, tuple[int, ...]]:
+    """(key, value) pairs as {key: values in ``rank`` order}."""
+    if not keys.size:
+        return {}
+    order = np.lexsort((rank[values], keys))
+    keys, values = keys[order], values[order]
+    cuts = np.flatnonzero(np.diff(keys)) + 1
+    starts = np.concatenate([[0], cuts]).tolist()
+    ends = np.concatenate([cuts, [keys.size]]).tolist()
+    key_l, value_l = keys.tolist(), values.tolist()
+    return {key_l[a]: tuple(value_l[a:b]) for a, b in zip(starts, ends)}
 
 
 def _labels(values: list[Any], codes: np.ndarray) -> list[Any]:
@@ -611,9 +606,10 @@ def _note_lag(result: "ImpactResult", lag: GraphLag | None) -> None:
         "graph_version": lag.graph_version, "inventory_version": lag.inventory_version,
         "age_seconds": lag.age_seconds}
     if lag is not None:
-        result.confidence["notes"] = [*result.confidence["notes"],
-                                      f"answered from the inventory as it was up to {lag.age_seconds:.0f} s ago: "
-                                      "newer changes are being loaded right now; ask again for them"]
+        result.confidence["notes"] = [
+            *result.confidence["notes"],
+            f"answered from the inventory as it was up to {lag.age_seconds:.0f} s ago: "
+            "newer changes are being loaded right now; ask again for them"]
 
 
 def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at_micros: int | None,

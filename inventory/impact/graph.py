@@ -188,7 +188,8 @@ class View:
         is down once more members are down than it can spare).  Built once per view."""
         packed = self.cache.get("kernel")
         if packed is None:
-            csrs = [kernel.pack_csr(c.indptr, c.dst, c.eid) for c in (self.hard, self.member, self.soft, self.every)]
+            csrs = [kernel.pack_csr(c.indptr, c.dst, c.eid)
+                    for c in (self.hard, self.member, self.soft, self.every)]
             spare = (self.n_members + self.extra_members - self.min_up).astype(np.int32)
             packed = self.cache["kernel"] = (*(a for pair in csrs for a in pair), spare)
         return packed  # type: ignore[no-any-return]
