@@ -683,7 +683,17 @@ MAX_STALE_SECONDS = 30.0
 # How long a request waits for the rebuild it started before it answers from the previous
 # graph instead (``PLANB_IMPACT_REBUILD_WAIT``): a rebuild takes about a second on a quiet
 # machine, but seconds to tens of seconds while collectors keep the cores busy.
-REBUILD_WAIT_SECONDS = float(env("IMPACT_REBUILD_WAIT", "2") or 2)
+def _rebuild_wait(raw: str | None) -> float:
+    try:
+        seconds = float(raw or 2)
+    except ValueError:
+        raise SystemExit(f"PLANB_IMPACT_REBUILD_WAIT must be a number of seconds, not {raw!r}") from None
+    if not 0 <= seconds < 10**6:
+        raise SystemExit(f"PLANB_IMPACT_REBUILD_WAIT must be between 0 and 1000000 seconds, not {raw!r}")
+    return seconds
+
+
+REBUILD_WAIT_SECONDS = _rebuild_wait(env("IMPACT_REBUILD_WAIT"))
 
 _cache: "OrderedDict[str, Graph]" = OrderedDict()
 _cache_lock = threading.Lock()

@@ -155,3 +155,15 @@ def test_staleness_counts_from_when_the_graph_was_last_current_not_when_it_was_l
         assert hits == {"host:a"} and confidence["graph_lag"]["age_seconds"] < 5
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 2.0), ("", 2.0), ("0", 0.0), ("0.5", 0.5), ("30", 30.0)])
+def test_rebuild_wait_setting(raw, expected):
+    assert graph_module._rebuild_wait(raw) == expected
+
+
+@pytest.mark.parametrize("raw, message", [("abc", "must be a number of seconds"), ("-1", "between 0 and"),
+                                          ("nan", "between 0 and")])
+def test_a_bad_rebuild_wait_setting_is_refused_clearly(raw, message):
+    with pytest.raises(SystemExit, match=message):
+        graph_module._rebuild_wait(raw)
