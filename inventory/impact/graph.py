@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import threading
 import time
 import unicodedata
@@ -45,6 +46,8 @@ from sqlalchemy.engine import Connection, Engine
 from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
 from inventory.config import env
 from inventory.impact import kernel
+
+log = logging.getLogger("planb.impact")
 
 HARD, SOFT, MEMBER = 0, 1, 2
 # Part counters of the inventory_version row (migration 0002): which tables changed.
@@ -790,7 +793,10 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
     def run() -> None:
         try:
             rebuild.set_result(_build(engine, key, build_lock))
-        except BaseException as exc:   # handed to the waiting request, which raises it
+        except BaseException as exc:
+            # Handed to the waiting request, which raises it; logged too, since that request
+            # may have stopped waiting (the next request that needs the graph tries again).
+            log.warning("rebuilding the impact graph failed: %s", exc, exc_info=True)
             rebuild.set_exception(exc)
 
     threading.Thread(target=run, name="planb-graph-rebuild", daemon=True).start()

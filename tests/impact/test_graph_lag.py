@@ -119,7 +119,7 @@ def test_a_slow_rebuild_is_waited_for_only_a_bounded_time(sqlite_url, monkeypatc
         engine.dispose()
 
 
-def test_a_failed_background_rebuild_fails_the_request_that_waits_for_it(sqlite_url, monkeypatch):
+def test_a_failed_background_rebuild_fails_the_request_that_waits_for_it(sqlite_url, monkeypatch, caplog):
     engine = make_engine(sqlite_url)
     try:
         _import(engine, [_host("host:a")])
@@ -132,11 +132,13 @@ def test_a_failed_background_rebuild_fails_the_request_that_waits_for_it(sqlite_
         monkeypatch.setattr(graph_module.Graph, "load_from", classmethod(broken_load))
         with pytest.raises(RuntimeError, match="went away"):
             _hit_keys(engine)
+        assert any("rebuilding the impact graph failed" in r.getMessage() for r in caplog.records)
     finally:
         engine.dispose()
 
 
-def test_staleness_counts_from_when_the_graph_was_last_current_not_when_it_was_loaded(sqlite_url, monkeypatch):
+def test_staleness_counts_from_when_the_graph_was_last_current_not_when_it_was_loaded(
+        sqlite_url, monkeypatch):
     """A graph loaded long ago but confirmed current by every query since is only as far
     behind as the time since that last confirmation: it may still be served."""
     engine = make_engine(sqlite_url)
