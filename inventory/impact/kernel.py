@@ -184,6 +184,8 @@ def propagate_arrays(seeds, hard_ptr, hard_e, mem_ptr, mem_e,  # type: ignore[no
     while True:
         k = 0
         # Edges out of the previous level's new hits come first (the last claim wins) ...
+        # (The same claim as for the candidates below, written out twice on purpose: as one
+        # inlined helper, the median vendor's propagation measured 0.64 -> 0.75-0.82 ms.)
         for u in frontier:
             for p in range(every_ptr[u], every_ptr[u + 1]):
                 v = every_e[p, 0]
