@@ -27,14 +27,13 @@ SAMPLE = 20
 
 
 def confidence_report(conn_factory: Callable[[], Any], graph: Graph, hit_idx: np.ndarray, seeds: Any,
-                      scope: Scope, as_of: datetime | None, stamp: tuple[Any, ...] | None = None,
-                      scope_counts: np.ndarray | None = None) -> dict[str, Any]:
-    """``scope_counts``: the hits per ``graph.confidence_code()`` if the caller has them."""
+                      scope: Scope, as_of: datetime | None, stamp: tuple[Any, ...] | None = None, *,
+                      scope_counts: np.ndarray) -> dict[str, Any]:
+    """``scope_counts``: the hits per collection scope code (``graph.scope_values``), with
+    manual (imported) assets counted apart under the last code (``ImpactResult.hits_per_scope``)."""
     involved = hit_idx   # seeds are hits
-    # One count per scope, with manual (imported) assets counted apart under the last code.
     n_scopes = len(graph.scope_values)
-    counts = np.bincount(graph.confidence_code()[involved], minlength=n_scopes + 1) \
-        if scope_counts is None else scope_counts
+    counts = scope_counts
     per_scope = {graph.scope_values[c]: int(counts[c]) for c in np.flatnonzero(counts[:n_scopes])
                  if graph.scope_values[c] is not None}
     latest, last_ok = _collection_state(conn_factory, stamp)

@@ -272,7 +272,7 @@ class ImpactResult:
         }
 
     def hits_per_scope(self) -> np.ndarray:
-        """Hits per collection scope code (``Graph.confidence_code``; manual imports last)."""
+        """Hits per collection scope code (``Graph.scope_values``; manual imports last)."""
         return self._counts[self._offsets[3]:self._offsets[4]].reshape(-1, 2).sum(axis=1)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ hits

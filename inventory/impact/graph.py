@@ -604,14 +604,11 @@ class Graph:
             return rows
         return self.lazy("service_rows", build)
 
-    def confidence_code(self) -> np.ndarray:
-        """The source scope code of each asset, or ``len(scope_values)`` for a manual import."""
-        return self.lazy("confidence", lambda: np.where(self.is_manual, len(self.scope_values), self.scope_code))
-
     def totals_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Four codes per asset for the totals, side by side (``int32[n, 4]``):
         (criticality, kind, OS), account x provider, region x provider, and the
-        collection scope (``confidence_code``); and where each coding's counts start in
+        collection scope (``len(scope_values)`` for a manual import, which no collector
+        refreshes); and where each coding's counts start in
         ``kernel.summarise_hits``'s output (by status, so two slots per code)."""
         def build() -> tuple[np.ndarray, np.ndarray]:
             prov_n = len(self.providers)
@@ -624,7 +621,6 @@ class Graph:
                       len(self.scope_values) + 1]
             if max(widths) >= 2**31:
                 raise OverflowError("a totals code does not fit in int32")
-            # (confidence_code() inline: its lazy() would wait on the lock this build holds)
             scope = np.where(self.is_manual, len(self.scope_values), self.scope_code)
             codes = np.stack([profile, account, region, scope], axis=1).astype(np.int32)
             return np.ascontiguousarray(codes), np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
