@@ -306,8 +306,7 @@ class Graph:
         g._set_counters(counters)
         keep: set[str] = set()
         if not assets:
-            keep |= {"key_rank", "key_index", "tags", "service_rows", "profile", "place_account",
-                     "place_region", "confidence"}
+            keep |= {"key_rank", "key_index", "tags", "service_rows", "totals_codes"}
         if not edges:
             keep.add("edge_first_seen")
         if not installs:
@@ -753,9 +752,9 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
     While a collector commits change after change, every change invalidates the
     graph.  Rather than make every request wait for a rebuild, one request starts
     a rebuild and waits for it at most ``REBUILD_WAIT_SECONDS``; meanwhile, and past
-    that wait, requests answer from the previous graph — if it is younger than
-    ``MAX_STALE_SECONDS`` — and say so in their confidence report.  An older graph
-    is never served: the request waits for the rebuild.
+    that wait, requests answer from the previous graph — if it is at most
+    ``MAX_STALE_SECONDS`` behind the inventory — and say so in their confidence report.
+    A graph further behind is never served: the request waits for the rebuild.
     """
     max_stale = MAX_STALE_SECONDS if max_stale_seconds is None else max_stale_seconds
     engine = _reader(engine_of(db))
