@@ -33,11 +33,9 @@ Semantics (DESIGN.md, "Blast radius semantics"):
 """
 from __future__ import annotations
 
-import contextlib
-import gc
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import sqlalchemy.orm as so
@@ -48,6 +46,7 @@ from inventory.impact.graph import Graph, GraphLag, View, connection_factory, ge
 from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
 from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
+from inventory.memory import paused_gc
 
 UP, DEGRADED, DOWN = 0, 1, 2
 STATUS_NAMES = {DOWN: "down", DEGRADED: "degraded"}
@@ -475,22 +474,6 @@ class ImpactResult:
 
 
 CRIT_RANK = {c: i for i, c in enumerate(CRITICALITIES)}
-
-
-@contextlib.contextmanager
-def paused_gc() -> Iterator[None]:
-    """No cyclic garbage collection while a block builds many objects that it keeps
-    (every hit of a large blast radius: ~5 containers each, none in a cycle).  The
-    collector would otherwise walk the growing result again and again: for 71k hits
-    it doubled the time.  Re-enabled only by whoever paused it, so nesting and other
-    threads doing the same are safe; reference counting frees memory as usual."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _group_by_key(keys: np.ndarray, values: np.ndarray, rank: np.ndarray) -> dict[int, tuple[int, ...]]:

@@ -18,7 +18,7 @@ import sqlalchemy.orm as so
 
 from inventory.db import utcnow
 from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
-from inventory.impact.engine import paused_gc
+from inventory.memory import paused_gc
 from inventory.models import Incident, IncidentAsset, Scenario
 from inventory.services import audit
 

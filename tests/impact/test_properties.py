@@ -198,7 +198,7 @@ def test_compiled_kernel_equals_the_oracle_on_large_random_graphs() -> None:
 def test_paused_gc_restores_the_collector_whoever_nests_it():
     import gc
 
-    from inventory.impact.engine import paused_gc
+    from inventory.memory import paused_gc
     assert gc.isenabled()
     with paused_gc():
         assert not gc.isenabled()
