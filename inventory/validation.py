@@ -22,6 +22,7 @@ but many tools cut the string there) and lone UTF-16 surrogates (JSON
 """
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -73,3 +74,20 @@ def sanitize_tree(value: Any) -> Any:
 
 def has_unwanted(value: str) -> bool:
     return bool(_UNWANTED.search(value))
+
+
+# What ``json.dumps(..., ensure_ascii=False)`` makes of the characters ``_UNWANTED`` finds:
+# DEL and surrogates stay as they are; C0 controls become ``\b``, ``\f`` or ``\u00XX``.
+_UNWANTED_IN_JSON = re.compile(r"[\x7f\ud800-\udfff]|\\u00[01][0-9a-fA-F]|\\[bf]")
+
+
+def tree_may_have_unwanted(tree: Any) -> bool:
+    """False only when ``sanitize_tree(tree)`` would change nothing: one JSON dump and one
+    search over it, instead of a walk that copies every node (a collector batch holds
+    hundreds of thousands).  True may be a false alarm (a literal backslash and ``b``,
+    a key JSON cannot dump): walk the tree then."""
+    try:
+        dumped = json.dumps(tree, ensure_ascii=False, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return True
+    return bool(_UNWANTED_IN_JSON.search(dumped))

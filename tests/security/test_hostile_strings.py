@@ -15,6 +15,8 @@ from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collectors.base import AssetRecord, ScopeBatch, SoftwareRecord
 from collectors.ingest import run_collection
@@ -71,6 +73,74 @@ def test_text_problem(raw, problem):
 
 def test_sanitize_tree_cleans_keys_and_values():
     assert sanitize_tree({"k\x00": ["v\x00", {"x": "\ud800"}, 3, None]}) == {"k": ["v", {"x": "\ufffd"}, 3, None]}
+
+
+# Text drawn mostly from the characters that matter here: controls, DEL, surrogates,
+# backslashes and the letters of JSON's escapes, plus ordinary text.
+_TRICKY = st.text(alphabet=st.one_of(st.sampled_from("\x00\x08\x09\x0a\x0b\x0c\x0d\x1b\x1f\x7f"
+                                                     "\ud800\udfff\\bfu01\"az"),
+                                     st.characters()), max_size=12)
+_TREES = st.recursive(st.one_of(_TRICKY, st.integers(), st.none(), st.booleans()),
+                      lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                              st.dictionaries(_TRICKY, inner, max_size=4)),
+                      max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_TREES)
+def test_tree_check_never_misses_what_sanitize_tree_changes(tree):
+    """The one-dump check may raise a false alarm, never miss: when it says clean,
+    walking the tree changes nothing."""
+    from inventory.validation import tree_may_have_unwanted
+    if not tree_may_have_unwanted(tree):
+        assert sanitize_tree(tree) == tree
+    if any(has_unwanted(text) for text in _strings_in(tree)):
+        assert tree_may_have_unwanted(tree)
+
+
+def _strings_in(tree):  # type: ignore[no-untyped-def]
+    if isinstance(tree, str):
+        yield tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _strings_in(key)
+            yield from _strings_in(value)
+    elif isinstance(tree, list):
+        for value in tree:
+            yield from _strings_in(value)
+
+
+@pytest.mark.parametrize("where", ["asset name", "tag key", "nested attribute", "software origin",
+                                   "dependency strength", "nowhere"])
+def test_clean_batch_finds_one_dirty_field_anywhere(where):
+    """A batch is searched as a whole first; one bad character anywhere still gets cleaned,
+    and a clean batch is left exactly as it was."""
+    from collectors.base import DependencyRecord
+    from collectors.ingest import clean_batch
+    assets = [AssetRecord(natural_key=f"k:{i}", name=f"vm {i}", kind="vm", tags={"env": "prod"},
+                          attributes={"os": {"build": "22631", "flags": ["a", "b"]}}) for i in range(50)]
+    software = [SoftwareRecord(asset_key=f"k:{i}", name="agent", publisher="ACME", version="1.0",
+                               origin="registry") for i in range(50)]
+    deps = [DependencyRecord(dependent_key="k:1", dependency_key="k:2", kind="runs_on", strength="hard")]
+    dirty = "bad\x1b[31m\x00"
+    if where == "asset name":
+        assets[37].name = dirty
+    elif where == "tag key":
+        assets[12].tags = {dirty: "x"}
+    elif where == "nested attribute":
+        assets[49].attributes = {"os": {"flags": ["a", dirty]}}
+    elif where == "software origin":
+        software[3].origin = dirty
+    elif where == "dependency strength":
+        deps[0].strength = dirty
+    batch = ScopeBatch(scope_key="test:scope", assets=assets, software=software, dependencies=deps)
+    before = repr(batch)
+    clean_batch(batch)
+    texts = [text for record in [*assets, *software, *deps] for text in _strings_in(
+        [v for v in vars(record).values() if isinstance(v, (str, dict, list))])]
+    assert not any(has_unwanted(text) for text in texts)
+    assert (repr(batch) == before) == (where == "nowhere")
+    assert ("bad[31m" in texts or any("bad[31m" in t for t in texts)) == (where != "nowhere")
 
 
 # ---------------------------------------------------------------- the database guard
