@@ -510,6 +510,11 @@ class _BatchApplier:
         for chunk in chunks(values):
             yield column.in_(chunk)
 
+    def stale(self, table: sa.Table) -> sa.ColumnElement[Any]:
+        """Whether a row's ``last_seen`` is older than the granularity, as a column: the
+        database compares, rather than Python parsing a timestamp per existing row."""
+        return (table.c.last_seen < self.stale_before).label("stale")
+
     def error(self, message: str) -> None:
         self.outcome.errors.append(message)
 
@@ -742,7 +747,7 @@ class _BatchApplier:
         for clause in self.where_in(t.c.asset_id, sorted(reported_assets)):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.asset_id, t.c.product_id, t.c.version, t.c.raw_name,
-                              t.c.raw_publisher, t.c.source, t.c.last_seen).where(clause)):
+                              t.c.raw_publisher, t.c.source, self.stale(t)).where(clause)):
                 existing[(row.asset_id, row.product_id)] = row
         inserts, updates, heartbeat = [], {}, []
         for (asset_id, product_id), record in desired.items():
@@ -766,7 +771,7 @@ class _BatchApplier:
                 updates[row.id] = changes
             else:
                 self.counts.unchanged += 1
-                if row.last_seen < self.stale_before:
+                if row.stale:
                     heartbeat.append(row.id)
         gone = []
         if self.may_remove:
@@ -781,7 +786,7 @@ class _BatchApplier:
         for clause in self.where_in(t.c.asset_id, sorted(reported_assets)):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.asset_id, t.c.name, t.c.publisher, t.c.version, t.c.source,
-                              t.c.last_seen).where(clause)):
+                              self.stale(t)).where(clause)):
                 existing[(row.asset_id, row.name, row.publisher)] = row
         inserts, updates, heartbeat = [], {}, []
         for (asset_id, name, publisher), record in desired.items():
@@ -796,7 +801,7 @@ class _BatchApplier:
                                       "last_seen": self.now}
             else:
                 self.counts.unchanged += 1
-                if row.last_seen < self.stale_before:
+                if row.stale:
                     heartbeat.append(row.id)
         gone = []
         if self.may_remove:
@@ -841,7 +846,7 @@ class _BatchApplier:
         for clause in self.where_in(t.c.dependent_id, scan):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.dependent_id, t.c.dependency_id, t.c.kind, t.c.strength,
-                              t.c.source, t.c.last_seen).where(clause)):
+                              t.c.source, self.stale(t)).where(clause)):
                 existing[(row.dependent_id, row.dependency_id, row.kind)] = row
         inserts, updates, heartbeat = [], {}, []
         for key, dep in desired.items():
@@ -856,7 +861,7 @@ class _BatchApplier:
                                       "last_seen": self.now}
             else:
                 self.counts.unchanged += 1
-                if row.last_seen < self.stale_before and row.source == self.source:
+                if row.stale and row.source == self.source:
                     heartbeat.append(row.id)
         gone = []
         if self.may_remove:

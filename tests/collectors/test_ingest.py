@@ -300,6 +300,11 @@ def test_changed_attributes_update_only_what_changed(engine):
 
 def test_last_seen_heartbeat_is_coarse_and_not_a_change(engine):
     run_collection(engine, FakeCollector([estate_batch()]), now=T0)
+    # within the granularity: nothing written, every last_seen stays
+    run_collection(engine, FakeCollector([estate_batch()]), now=T0 + timedelta(hours=23))
+    with read_session(engine) as db:
+        for model in (Installation, Dependency, UnattributedSoftware):
+            assert set(db.scalars(sa.select(model.last_seen))) == {T0}
     later = T0 + timedelta(days=2)
     run = run_collection(engine, FakeCollector([estate_batch()]), now=later)
     assert (run.created, run.updated, run.unchanged) == (0, 0, 20)
@@ -308,7 +313,8 @@ def test_last_seen_heartbeat_is_coarse_and_not_a_change(engine):
     assert asset.updated_at == T0  # a heartbeat is not a change
     assert asset.provenance["region"]["seen"] == later.isoformat(timespec="seconds")
     with read_session(engine) as db:
-        assert set(db.scalars(sa.select(Installation.last_seen))) == {later}
+        for model in (Installation, Dependency, UnattributedSoftware):
+            assert set(db.scalars(sa.select(model.last_seen))) == {later}
 
 
 # -- stale handling ------------------------------------------------------------------------------
