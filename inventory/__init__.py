@@ -17,11 +17,16 @@ __version__ = "0.1.0"
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app: environment configuration, then ``test_config`` on top."""
+    """Build the app: environment configuration, then ``test_config`` on top.
+
+    Every ``PLANB_`` setting is checked first: an unusable one stops start-up with a
+    one-line message per setting (``inventory.config.ConfigError``, a SystemExit).
+    """
     from inventory import config as config_module
 
-    instance_path = Path(
-        (test_config or {}).get("INSTANCE_PATH") or config_module.default_instance_path())
+    settings = config_module.load()
+    overrides = config_module.check_overrides(test_config or {})
+    instance_path = Path(overrides.get("INSTANCE_PATH") or config_module.default_instance_path())
     app = Flask(
         __name__,
         instance_path=str(instance_path),
@@ -29,14 +34,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         template_folder=str(templates_dir()),
         static_folder=str(static_dir()),
     )
-    instance_path.mkdir(parents=True, exist_ok=True)
-    if test_config and "SECRET_KEY" in test_config and "DATABASE_URL" in test_config:
+    config_module.ensure_instance_path(instance_path)
+    if "SECRET_KEY" in overrides and "DATABASE_URL" in overrides:
         # Tests hand in everything; don't create files they did not ask for.
-        app.config.update(config_module.from_environment_without_secret(instance_path))
+        app.config.update(config_module.from_environment_without_secret(instance_path, settings))
     else:
-        app.config.update(config_module.from_environment(instance_path))
-    if test_config:
-        app.config.update(test_config)
+        app.config.update(config_module.from_environment(instance_path, settings))
+    app.config.update(overrides)
 
     from inventory import app_db, logging_setup, security, auth
 

@@ -58,6 +58,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = None) -> logging.Handler:
+    if fmt not in ("json", "text"):  # PLANB_LOG_FORMAT is checked at start-up; this is a caller's slip
+        raise ValueError(f"log format must be 'json' or 'text', not {fmt!r}")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -3,7 +3,8 @@
 * CSRF: Flask-WTF ``CSRFProtect`` on every form; only the token API blueprints are
   exempt (they never accept a cookie, so there is nothing to forge).
 * Cookies: HttpOnly, SameSite=Lax, and Secure when the request came over TLS
-  (``PLANB_SECURE_COOKIES=auto``) or always (``true``).
+  (``PLANB_SECURE_COOKIES=auto``), always (``true``) or never (``false``); any other
+  value stops start-up rather than quietly dropping the flag.
 * Behind a reverse proxy, ``PLANB_TRUSTED_PROXIES=N`` trusts the ``X-Forwarded-*``
   headers set by the N proxies in front of the app (werkzeug's ``ProxyFix``), so
   ``request.is_secure`` and the client address (used by the login rate limit) are
@@ -77,22 +78,26 @@ def _is_api() -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
 
 
+def _setting(app: Flask, name: str) -> object:
+    """``app.config[name]`` as its PLANB_ setting's parser reads it (the default when unset).
+
+    ``create_app`` has checked these already; parsing again here keeps an app built any
+    other way from running with, say, Secure cookies silently off.
+    """
+    value = app.config.get(name)
+    if value is None or not str(value).strip():
+        return config_module.get(name, environ={})
+    return config_module.parse(name, str(value))
+
+
 def trusted_proxies(app: Flask) -> int:
     """How many reverse proxies' ``X-Forwarded-*`` headers to trust (0: none)."""
-    raw = app.config.get("TRUSTED_PROXIES")
-    if raw is None:
-        raw = config_module.env("TRUSTED_PROXIES", "0")
-    try:
-        count = int(raw or 0)
-    except (TypeError, ValueError):
-        raise ValueError(f"PLANB_TRUSTED_PROXIES must be a whole number, not {raw!r}") from None
-    if count < 0:
-        raise ValueError("PLANB_TRUSTED_PROXIES must not be negative")
-    return count
+    return int(_setting(app, "TRUSTED_PROXIES"))  # type: ignore[call-overload]
 
 
 def init_app(app: Flask) -> None:
-    secure = str(app.config.get("SECURE_COOKIES", "auto")).lower()
+    # 'auto', 'true' or 'false': any other spelling stopped start-up (config.ConfigError).
+    secure = str(_setting(app, "SECURE_COOKIES"))
     # Assigned, not setdefault: Flask's defaults already hold these keys (SameSite None,
     # a 31-day lifetime), so setdefault would silently keep the weaker values.
     app.config["SESSION_COOKIE_HTTPONLY"] = True
@@ -101,7 +106,7 @@ def init_app(app: Flask) -> None:
     app.config["SESSION_COOKIE_SECURE"] = secure == "true"
     app.config["SECURE_COOKIES"] = secure
     app.session_interface = PlanBSessionInterface()
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config.get("SESSION_HOURS", 12)))
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=_setting(app, "SESSION_HOURS"))  # type: ignore[arg-type]
     app.config["WTF_CSRF_TIME_LIMIT"] = None  # the CSRF token lives as long as the session
     app.config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
     app.config.setdefault("RATELIMIT_HEADERS_ENABLED", True)

@@ -119,7 +119,7 @@ def test_trusted_proxy_forwarded_proto_makes_cookies_secure(sqlite_url, tmp_path
 
 
 def test_trusted_proxies_must_be_a_number(sqlite_url, tmp_path):
-    with pytest.raises(ValueError, match="TRUSTED_PROXIES"):
+    with pytest.raises(SystemExit, match="^PLANB_TRUSTED_PROXIES: 'yes' is not a whole number; expected "):
         make_test_app(sqlite_url, tmp_path / "i", TRUSTED_PROXIES="yes")
 
 
