@@ -8,13 +8,25 @@ from inventory import config
 
 def register(main: click.Group) -> None:
     @main.command()
-    @click.option("--host", default=lambda: config.env("HOST", "127.0.0.1"), show_default="127.0.0.1")
-    @click.option("--port", type=int, default=lambda: int(config.env("PORT", "8080") or 8080),
-                  show_default="8080")
+    @click.option("--host", default=None, show_default="PLANB_HOST, else 127.0.0.1")
+    @click.option("--port", type=click.IntRange(1, 65535), default=None, show_default="PLANB_PORT, else 8080")
     @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
-    def serve(host: str, port: int, workers: int) -> None:
+    def serve(host: str | None, port: int | None, workers: int) -> None:
         """Serve the dashboard and API (migrations must be current: 'planb db upgrade')."""
-        serve_app(host, port, workers)
+        # Every PLANB_ setting is checked here, in the one process, before any worker
+        # starts: a bad one stops 'planb serve' with its message (config.ConfigError).
+        settings = config.load()
+        serve_app(host or settings["HOST"], port or settings["PORT"], workers)
+
+
+def _create_app_or_halt():  # type: ignore[no-untyped-def]
+    """``create_app()`` in a gunicorn worker: a configuration error stops gunicorn, quietly."""
+    from inventory import create_app
+
+    try:
+        return create_app()
+    except config.ConfigError as exc:
+        config.exit_app_failed_to_load(exc)
 
 
 def serve_app(host: str, port: int, workers: int = 2) -> None:
@@ -39,7 +51,6 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
                 self.cfg.set(key, value)
 
         def load(self):  # type: ignore[no-untyped-def]
-            from inventory import create_app
-            return create_app()
+            return _create_app_or_halt()
 
     _App().run()
