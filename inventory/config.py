@@ -56,18 +56,34 @@ def exit_app_failed_to_load(error: ConfigError) -> NoReturn:
     the others exit quietly with status 1, which the halting master just notes.
     """
     if "gunicorn.arbiter" in sys.modules:
-        marker = Path(tempfile.gettempdir()) / f"planb-app-failed-{os.getppid()}"
-        try:
-            fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
-        except FileExistsError:
-            if time.time() - marker.stat().st_mtime < 60:  # older: left by a master long gone
-                raise SystemExit(1) from None
-            marker.touch()
-        except OSError:
-            pass
+        folder = Path(tempfile.gettempdir())
+        marker = folder / f"planb-app-failed-{os.getppid()}"
+        for old in folder.glob("planb-app-failed-*"):  # left by earlier failed starts
+            try:
+                if old != marker and time.time() - old.stat().st_mtime > 60:
+                    old.unlink()
+            except OSError:
+                pass
+        if not _first_to_fail(marker):
+            raise SystemExit(1)
     print(error, file=sys.stderr, flush=True)
     raise SystemExit(GUNICORN_APP_LOAD_ERROR)
+
+
+def _first_to_fail(marker: Path) -> bool:
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        return True
+    except FileExistsError:
+        try:
+            if time.time() - marker.stat().st_mtime < 60:
+                return False
+            marker.touch()  # left by a master long gone whose pid this one reuses
+        except OSError:
+            pass
+        return True
+    except OSError:  # no usable temporary folder: every worker says it
+        return True
 
 
 # ---------------------------------------------------------------- parsers
