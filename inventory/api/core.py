@@ -13,7 +13,15 @@ from typing import Any
 import sqlalchemy as sa
 from flask import Blueprint, jsonify, request, url_for
 
-from inventory.api import error_response
+from inventory.api import (
+    ApiError,
+    ascii_digits,
+    bounded_int,
+    error_response,
+    json_object,
+    query_flag,
+    read_json,
+)
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMILIES, PROVIDERS
@@ -21,6 +29,7 @@ from inventory.estate.exporter import export_estate
 from inventory.estate.importer import ENTITY_TYPES, EstateError, import_and_commit
 from inventory.estate.schema import ESTATE_SCHEMA
 from inventory.models import Asset, ContingencyPlan, PlanLink, Vendor
+from inventory.security import MAX_ID
 from inventory.services import assets as asset_svc
 from inventory.services import vendor_summary
 from inventory.services import vendors as vendor_service
@@ -77,9 +86,9 @@ def list_assets():  # type: ignore[no-untyped-def]
     if unknown:
         return _bad_param(unknown[0], f"unknown query parameter {unknown[0]!r}", sorted(_ASSET_LIST_PARAMS))
     raw_limit = request.args.get("limit", "")
-    if raw_limit and (not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT):
+    limit = bounded_int(raw_limit, 1, MAX_LIMIT) if raw_limit else DEFAULT_LIMIT
+    if limit is None:
         return _bad_param("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}")
-    limit = int(raw_limit) if raw_limit else DEFAULT_LIMIT
     retired = request.args.get("retired", "false").strip().lower()
     if retired not in _RETIRED:
         return _bad_param("retired", f"retired must be one of {', '.join(_RETIRED)}", list(_RETIRED))
@@ -88,8 +97,10 @@ def list_assets():  # type: ignore[no-untyped-def]
     values = {_FILTER_PARAMS[name]: request.args.get(name, "") for name in _FILTER_PARAMS}
     values["retired"] = _RETIRED[retired]
     vendor_arg = values["vendor"].strip()
-    if vendor_arg.isdigit():  # a vendor id works as well as a name
-        vendor = db.get(Vendor, int(vendor_arg))
+    if ascii_digits(vendor_arg):  # a vendor id works as well as a name
+        # An id no column can hold names no vendor (and must not reach the database).
+        vendor_id = bounded_int(vendor_arg, 0, MAX_ID)
+        vendor = db.get(Vendor, vendor_id) if vendor_id is not None else None
         if vendor is None:
             return _bad_param("vendor", f"no vendor with id {vendor_arg}")
         values["vendor"] = vendor.name
@@ -119,7 +130,7 @@ def list_assets():  # type: ignore[no-untyped-def]
                    next_url=next_url, limit=limit, total=total, total_capped=capped)
 
 
-@bp.get("/assets/<int:asset_id>")
+@bp.get("/assets/<id:asset_id>")
 def get_asset(asset_id: int):  # type: ignore[no-untyped-def]
     """One asset with its software, dependencies both ways and the plans that apply."""
     db = get_session()
@@ -188,12 +199,10 @@ def list_vendors():  # type: ignore[no-untyped-def]
     return jsonify(items=items, count=len(items), concentration_source=summary["concentration_source"])
 
 
-@bp.patch("/vendors/<int:vendor_id>")
+@bp.patch("/vendors/<id:vendor_id>")
 def patch_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
     """Tier, alternative provider and exit plan (they feed the risk score); audited."""
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return error_response(400, "send a JSON object with the fields to change")
+    data = json_object()
     db = get_session()
     try:
         vendor = vendor_service.update_resilience(db, vendor_id, data, actor=current_actor())
@@ -207,7 +216,7 @@ def patch_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
     return jsonify({field: getattr(vendor, field) for field in ("id", "name", *vendor_service.EDITABLE_FIELDS)})
 
 
-@bp.get("/vendors/<int:vendor_id>")
+@bp.get("/vendors/<id:vendor_id>")
 def get_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
     """One vendor: products with installed versions, aliases, assessments, plans, exposure."""
     db = get_session()
@@ -248,12 +257,11 @@ def get_vendor(vendor_id: int):  # type: ignore[no-untyped-def]
 @bp.post("/estate")
 def post_estate():  # type: ignore[no-untyped-def]
     """Import an estate document (JSON); all or nothing, like ``planb import``."""
-    if not request.is_json:
-        return error_response(400, "send the estate document as JSON (Content-Type: application/json)")
-    document = request.get_json(silent=True)
+    dry_run = query_flag("dry_run")
+    # The importer names unstorable text by its entry and path itself (422, every error).
+    document = read_json(check_text=False)
     if document is None:
-        return error_response(400, "the body is not valid JSON")
-    dry_run = request.args.get("dry_run", "false").lower() in ("1", "true", "yes")
+        raise ApiError(400, "the body must be an estate document (a JSON object), not null")
     db = get_session()
     try:
         report = import_and_commit(db, document, source_name="API request", actor=current_actor(),
@@ -293,7 +301,8 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
 
 
 def _path_id(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "integer"}}
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
 
 
 _SORTS = [s for key in asset_svc.SORTS for s in (key, f"-{key}")]
