@@ -7,23 +7,30 @@ naming the field, with close-name suggestions.
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from inventory.api import error_response
+from inventory.api import bounded_int, error_response, json_object
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
 from inventory.db import read_session
 from inventory.impact import ScopeError, blast_radius
+from inventory.impact.whatif import MAX_ITEMS as MAX_WHAT_IF_ITEMS
+from inventory.impact.whatif import MAX_MIN_UP, MAX_PLAN_NAME, MAX_REPLICAS
+from inventory.security import MAX_ID
 from inventory.services import incidents as svc
 
 bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")
 
 MAX_LIMIT = 100_000
+MAX_OFFSET = 10_000_000
 _LIST_PARAMS = {"product": "products", "os": "os", "region": "regions", "account": "accounts",
                 "environment": "environments", "tag": "tags"}
 _POST_FIELDS = {"scope", "as_of", "what_if", "limit", "offset"}
+# The scope's fields, also accepted at the top level of POST /impact.
+_SCOPE_FIELDS = {"vendor", "products", "product", "version", "os", "regions", "accounts", "environments", "tags"}
 
 
 class BadRequest(Exception):
@@ -36,15 +43,57 @@ def _scope_error(exc: ScopeError):  # type: ignore[no-untyped-def]
     return error_response(400, exc.message, exc.field, suggestions=exc.suggestions)
 
 
-def _int_arg(raw: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+def _range_message(name: str, lo: int, hi: int) -> str:
+    return f"{name} must be a whole number from {lo} to {hi}"
+
+
+def _query_int(raw: str | None, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """A number from the query string: ASCII digits only."""
     if raw is None or raw == "":
         return default
-    if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit())):
-        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}", name)
-    value = int(raw)
-    if not lo <= value <= hi:
-        raise BadRequest(f"{name} must be a whole number from {lo} to {hi}", name)
+    value = bounded_int(raw, lo, hi)
+    if value is None:
+        raise BadRequest(_range_message(name, lo, hi), name)
     return value
+
+
+def _body_int(value: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """A number from a JSON body: a JSON integer (not "5", not true)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise BadRequest(_range_message(name, lo, hi) + " (a JSON number)", name)
+    return value
+
+
+def _as_of(value: Any, *, from_query: bool) -> datetime | None:
+    """``as_of`` as an aware UTC datetime, checked here so that every bad value is a 400
+    naming it: a number or a boolean is not a moment, and a valid date whose offset takes
+    it beyond year 1..9999 in UTC cannot be converted."""
+    if value is None or (from_query and value == ""):
+        return None  # an empty query parameter is an empty form field: not given
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("as_of must be an ISO 8601 date/time such as 2024-07-19T04:09:00Z, or null", "as_of")
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise BadRequest(f"as_of {value!r} is not an ISO 8601 date/time", "as_of") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    try:
+        return moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise BadRequest(f"as_of {value!r} is out of range (years 1 to 9999 in UTC)", "as_of") from None
+
+
+def _check_scope_types(scope: dict[str, Any]) -> None:
+    # The scope parser reads any non-string vendor as a missing one.
+    vendor = scope.get("vendor")
+    if vendor is not None and not isinstance(vendor, str):
+        raise BadRequest("vendor must be a string (a vendor name or alias)", "vendor")
 
 
 def _scope_from_args() -> dict[str, Any]:
@@ -65,17 +114,22 @@ def _scope_from_args() -> dict[str, Any]:
     return scope
 
 
-def _impact_response(scope: Any, as_of: Any, what_if: Any, limit: Any, offset: Any):  # type: ignore[no-untyped-def]
-    limit_v = _int_arg(limit, "limit", None, 1, MAX_LIMIT)
-    offset_v = _int_arg(offset, "offset", 0, 0, 10_000_000) or 0
+def _impact_response(scope: Any, as_of: datetime | None, what_if: Any, limit: int | None,
+                     offset: int):  # type: ignore[no-untyped-def]
     if what_if is not None and not isinstance(what_if, dict):
         raise BadRequest("what_if must be an object", "what_if")
     # The engine reads committed data on its own connection; the request's session is
     # only used for alias lookups, through a read session that never takes a write lock.
     with read_session(get_engine()) as db:
-        result = blast_radius(db, scope, as_of=as_of or None, what_if=what_if or None)
+        result = blast_radius(db, scope, as_of=as_of, what_if=what_if or None)
         # A page of hits comes with at most as many seeds (the totals count them all).
-        return jsonify(result.to_dict(limit=limit_v, offset=offset_v, seeds_limit=limit_v))
+        return jsonify(result.to_dict(limit=limit, offset=offset, seeds_limit=limit))
+
+
+def _query_page() -> tuple[int | None, int]:
+    limit = _query_int(request.args.get("limit"), "limit", None, 1, MAX_LIMIT)
+    offset = _query_int(request.args.get("offset"), "offset", 0, 0, MAX_OFFSET) or 0
+    return limit, offset
 
 
 @bp.route("/impact", methods=["GET", "POST"])
@@ -84,33 +138,31 @@ def impact():  # type: ignore[no-untyped-def]
     """Blast radius of an outage scope (a query: computes, never writes)."""
     try:
         if request.method == "GET":
-            return _impact_response(_scope_from_args(), request.args.get("as_of"), None,
-                                    request.args.get("limit"), request.args.get("offset"))
-        body = _json_object()
-        unknown = sorted(set(body) - _POST_FIELDS - {"vendor", "products", "product", "version", "os",
-                                                     "regions", "accounts", "environments", "tags"})
+            scope = _scope_from_args()
+            as_of = _as_of(request.args.get("as_of"), from_query=True)
+            limit, offset = _query_page()
+            return _impact_response(scope, as_of, None, limit, offset)
+        body = json_object()
+        unknown = sorted(set(body) - _POST_FIELDS - _SCOPE_FIELDS)
         if unknown:
             raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
         scope = body.get("scope")
         if scope is None:   # the scope's fields given at the top level
             scope = {k: v for k, v in body.items() if k not in _POST_FIELDS}
+        elif set(body) & _SCOPE_FIELDS:
+            field = min(set(body) & _SCOPE_FIELDS)
+            raise BadRequest(f"{field!r} is a scope field: give it inside scope, not next to it", field)
         if not isinstance(scope, dict):
             raise BadRequest("scope must be an object", "scope")
-        return _impact_response(scope, body.get("as_of"), body.get("what_if"), body.get("limit"),
-                                body.get("offset"))
+        _check_scope_types(scope)
+        as_of = _as_of(body.get("as_of"), from_query=False)
+        limit = _body_int(body.get("limit"), "limit", None, 1, MAX_LIMIT)
+        offset = _body_int(body.get("offset"), "offset", 0, 0, MAX_OFFSET) or 0
+        return _impact_response(scope, as_of, body.get("what_if"), limit, offset)
     except ScopeError as exc:
         return _scope_error(exc)
     except BadRequest as exc:
         return error_response(exc.status, exc.message, exc.field)
-
-
-def _json_object() -> dict[str, Any]:
-    if not request.is_json:
-        raise BadRequest("send a JSON object with Content-Type: application/json")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
-    return body
 
 
 def _fail(exc: Exception):  # type: ignore[no-untyped-def]
@@ -124,25 +176,41 @@ def _fail(exc: Exception):  # type: ignore[no-untyped-def]
     raise exc
 
 
+def _refuse_unknown(body: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(f"unknown field {unknown[0]!r}; this route takes: {', '.join(sorted(allowed))}",
+                         unknown[0])
+
+
+def _optional_text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise BadRequest(f"{name} must be text", name)
+    return value
+
+
 # ---------------------------------------------------------------- incidents
 
 @bp.post("/incidents")
 def declare_incident():  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        body = _json_object()
-        unknown = sorted(set(body) - {"title", "scope", "scenario"})
-        if unknown:
-            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        body = json_object()
+        _refuse_unknown(body, {"title", "scope", "scenario"})
         scope = body.get("scope")
-        if body.get("scenario") is not None:
+        ref = body.get("scenario")
+        if ref is not None:
             if scope is not None:
                 raise BadRequest("give a scope or a scenario, not both", "scenario")
-            scope = svc.get_scenario(db, body["scenario"]).scope
+            if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+                raise BadRequest("scenario must be a scenario id or name", "scenario")
+            scope = svc.get_scenario(db, ref).scope
         if not isinstance(scope, dict):
             raise BadRequest("scope must be an object", "scope")
+        _check_scope_types(scope)
         if not isinstance(body.get("title"), str):
-            raise BadRequest("title is required", "title")
+            raise BadRequest("title is required (text)", "title")
         incident = svc.declare_incident(db, scope, body["title"], current_actor())
         db.commit()
     except (ScopeError, svc.IncidentError, BadRequest) as exc:
@@ -161,32 +229,27 @@ def list_incidents():  # type: ignore[no-untyped-def]
     return jsonify(items=items, count=len(items))
 
 
-@bp.get("/incidents/<int:incident_id>")
+@bp.get("/incidents/<id:incident_id>")
 def get_incident(incident_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        limit = _int_arg(request.args.get("limit"), "limit", None, 1, MAX_LIMIT)
-        offset = _int_arg(request.args.get("offset"), "offset", 0, 0, 10_000_000) or 0
+        limit, offset = _query_page()
         incident = svc.get_incident(db, incident_id)
     except (svc.IncidentError, BadRequest) as exc:
         return _fail(exc)
     return jsonify(svc.incident_to_dict(db, incident, with_assets=True, limit=limit, offset=offset))
 
 
-@bp.post("/incidents/<int:incident_id>/recovered")
+@bp.post("/incidents/<id:incident_id>/recovered")
 def mark_recovered(incident_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        body = _json_object()
-        unknown = sorted(set(body) - {"asset_ids", "note"})
-        if unknown:
-            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        body = json_object()
+        _refuse_unknown(body, {"asset_ids", "note"})
         ids = body.get("asset_ids")
         if not isinstance(ids, list):
             raise BadRequest("asset_ids must be a list of asset ids or natural keys", "asset_ids")
-        note = body.get("note")
-        if note is not None and not isinstance(note, str):
-            raise BadRequest("note must be text", "note")
+        note = _optional_text(body, "note")
         changed = svc.mark_recovered(db, incident_id, ids, current_actor(), note)
         incident = svc.get_incident(db, incident_id)
         db.commit()
@@ -195,14 +258,13 @@ def mark_recovered(incident_id: int):  # type: ignore[no-untyped-def]
     return jsonify(marked=changed, progress=svc.incident_progress(incident))
 
 
-@bp.post("/incidents/<int:incident_id>/resolve")
+@bp.post("/incidents/<id:incident_id>/resolve")
 def resolve_incident(incident_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        body = _json_object() if request.content_length else {}
-        note = body.get("note")
-        if note is not None and not isinstance(note, str):
-            raise BadRequest("note must be text", "note")
+        body = json_object(optional=True)  # a bare POST resolves
+        _refuse_unknown(body, {"note"})
+        note = _optional_text(body, "note")
         incident = svc.resolve_incident(db, incident_id, current_actor(), note)
         db.commit()
     except (svc.IncidentError, BadRequest) as exc:
@@ -222,17 +284,14 @@ def list_scenarios():  # type: ignore[no-untyped-def]
 def save_scenario():  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        body = _json_object()
-        unknown = sorted(set(body) - {"name", "scope", "description"})
-        if unknown:
-            raise BadRequest(f"unknown field {unknown[0]!r}", unknown[0])
+        body = json_object()
+        _refuse_unknown(body, {"name", "scope", "description"})
         if not isinstance(body.get("scope"), dict):
             raise BadRequest("scope must be an object", "scope")
+        _check_scope_types(body["scope"])
         if not isinstance(body.get("name"), str):
-            raise BadRequest("name is required", "name")
-        description = body.get("description")
-        if description is not None and not isinstance(description, str):
-            raise BadRequest("description must be text", "description")
+            raise BadRequest("name is required (text)", "name")
+        description = _optional_text(body, "description")
         scenario = svc.save_scenario(db, body["name"], body["scope"], current_actor(), description)
         db.commit()
     except (ScopeError, svc.IncidentError, BadRequest) as exc:
@@ -240,7 +299,7 @@ def save_scenario():  # type: ignore[no-untyped-def]
     return jsonify(svc.scenario_to_dict(scenario)), 201
 
 
-@bp.get("/scenarios/<int:scenario_id>")
+@bp.get("/scenarios/<id:scenario_id>")
 def get_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
     try:
         scenario = svc.get_scenario(get_session(), scenario_id)
@@ -249,7 +308,7 @@ def get_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
     return jsonify(svc.scenario_to_dict(scenario))
 
 
-@bp.delete("/scenarios/<int:scenario_id>")
+@bp.delete("/scenarios/<id:scenario_id>")
 def delete_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     try:
@@ -260,12 +319,13 @@ def delete_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
     return "", 204
 
 
-@bp.get("/scenarios/<int:scenario_id>/impact")
+@bp.get("/scenarios/<id:scenario_id>/impact")
 def run_scenario(scenario_id: int):  # type: ignore[no-untyped-def]
     try:
+        as_of = _as_of(request.args.get("as_of"), from_query=True)
+        limit, offset = _query_page()
         scope = svc.get_scenario(get_session(), scenario_id).scope
-        return _impact_response(scope, request.args.get("as_of"), None, request.args.get("limit"),
-                                request.args.get("offset"))
+        return _impact_response(scope, as_of, None, limit, offset)
     except (ScopeError, svc.IncidentError, BadRequest) as exc:
         return _fail(exc)
 
@@ -311,41 +371,68 @@ def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-_ID = {"name": "incident_id", "in": "path", "required": True, "schema": _INT}
-_SID = {"name": "scenario_id", "in": "path", "required": True, "schema": _INT}
+_PATH_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
+_ID = {"name": "incident_id", "in": "path", "required": True, "schema": _PATH_ID}
+_SID = {"name": "scenario_id", "in": "path", "required": True, "schema": _PATH_ID}
 _PAGE = [_q("limit", "Return at most this many hits (and seeds) / incident assets",
-            {"type": "integer", "minimum": 1}),
-         _q("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0})]
+            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+         _q("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})]
+_AS_OF = _q("as_of", "Answer for a past moment (ISO 8601)", {"type": "string", "format": "date-time"})
+_STR_OR_STRS = {"oneOf": [_STR, _STRS]}
+_OS_FAMILY = {"type": "string", "enum": ["windows", "linux", "macos", "other"]}
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Scope": {"type": "object", "required": ["vendor"], "description": "An outage scope.", "properties": {
+    "Scope": {"type": "object", "required": ["vendor"], "additionalProperties": False,
+              "description": "An outage scope. The singular spellings product, region, account, environment, "
+                             "os_family and tag are accepted for products, regions, accounts, environments, os "
+                             "and tags (not both spellings of one field).",
+              "properties": {
         "vendor": {"type": "string", "description": "Vendor name or alias"},
         "products": {"type": "array", "items": _STR, "description": "Narrow to these products"},
         "version": {"type": ["string", "null"],
                     "description": "PEP 440 specifiers, e.g. '>=7.11' or '>=7.11,<7.16'; a bare '7.11' "
                                    "means '==7.11.*'"},
-        "os": {"type": "array", "items": {"type": "string", "enum": ["windows", "linux", "macos", "other"]}},
+        "os": {"type": "array", "items": _OS_FAMILY},
         "regions": _STRS, "accounts": _STRS, "environments": _STRS,
-        "tags": {"type": "object", "additionalProperties": _STR}}},
+        "tags": {"type": "object", "additionalProperties": _STR},
+        "product": _STR_OR_STRS, "region": _STR_OR_STRS, "account": _STR_OR_STRS, "environment": _STR_OR_STRS,
+        "os_family": {"oneOf": [_OS_FAMILY, {"type": "array", "items": _OS_FAMILY}]},
+        "tag": {"oneOf": [_STR, _STRS], "description": "key:value"}}},
     "WhatIf": {"type": "object", "description": "Hypothetical changes, answered without writing.",
+               "additionalProperties": False,
                "properties": {
-                   "remove_dependencies": {"type": "array", "items": {"type": "array", "items": _STR,
-                                                                      "minItems": 2, "maxItems": 2},
-                                           "description": "[dependent key, dependency key] pairs"},
-                   "add_replicas": {"type": "array", "items": {"type": "object", "required": ["asset"],
-                                                               "properties": {"asset": _STR,
-                                                                              "count": {"type": "integer",
-                                                                                        "minimum": 1}}}},
-                   "set_min_up": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1}},
-                   "add_plans": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                            "properties": {
-                                                                "name": _STR, "asset": _STR, "vendor": _STR,
-                                                                "product": _STR,
-                                                                "status": {"type": "string", "enum": [
-                                                                    "current", "stale", "never_exercised"]}}}}}},
-    "ImpactRequest": {"type": "object", "properties": {
-        "scope": _ref("Scope"), "as_of": {"type": "string", "format": "date-time"}, "what_if": _ref("WhatIf"),
-        "limit": {"type": "integer", "minimum": 1}, "offset": {"type": "integer", "minimum": 0}}},
+                   "remove_dependencies": {
+                       "type": "array", "maxItems": MAX_WHAT_IF_ITEMS,
+                       "items": {"oneOf": [
+                           {"type": "array", "items": _STR, "minItems": 2, "maxItems": 2},
+                           {"type": "object", "required": ["dependent", "dependency"], "additionalProperties": False,
+                            "properties": {"dependent": _STR, "dependency": _STR}}]},
+                       "description": "[dependent key, dependency key] pairs"},
+                   "add_replicas": {"type": "array", "maxItems": MAX_WHAT_IF_ITEMS, "items": {
+                       "type": "object", "required": ["asset"], "additionalProperties": False,
+                       "properties": {"asset": _STR, "count": {"type": "integer", "minimum": 1,
+                                                               "maximum": MAX_REPLICAS}}}},
+                   "set_min_up": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1,
+                                                                             "maximum": MAX_MIN_UP}},
+                   "add_plans": {"type": "array", "maxItems": MAX_WHAT_IF_ITEMS, "items": {
+                       "type": "object", "required": ["name"], "additionalProperties": False,
+                       "properties": {
+                           "name": {"type": "string", "minLength": 1, "maxLength": MAX_PLAN_NAME},
+                           "asset": _STR, "vendor": _STR, "product": _STR,
+                           "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]}}}}}},
+    "ImpactRequest": {"type": "object", "additionalProperties": False,
+                      "description": "The scope goes in 'scope'; or its fields at the top level, without "
+                                     "'scope' (vendor, products, product, version, os, regions, accounts, "
+                                     "environments, tags).",
+                      "properties": {
+        "scope": _ref("Scope"),
+        "as_of": {"type": ["string", "null"], "format": "date-time", "minLength": 1},
+        "what_if": {"oneOf": [_ref("WhatIf"), {"type": "null"}]},
+        "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_LIMIT},
+        "offset": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_OFFSET},
+        "vendor": _STR, "products": _STRS, "product": _STR_OR_STRS, "version": _NSTR,
+        "os": {"type": "array", "items": _OS_FAMILY}, "regions": _STRS, "accounts": _STRS,
+        "environments": _STRS, "tags": {"type": "object", "additionalProperties": _STR}}},
     "Hit": {"type": "object", "required": ["asset_id", "natural_key", "name", "kind", "status", "hops", "seed",
                                            "path", "plans", "gap", "services", "criticality"], "properties": {
         "asset_id": _INT, "natural_key": _STR, "name": _STR, "kind": _STR, "provider": _NSTR, "account": _NSTR,
@@ -416,17 +503,23 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "summary": {"type": "object", "description": "Totals, confidence and seeds at declaration"},
         "progress": _ref("IncidentProgress"),
         "assets": {"type": "array", "items": _ref("IncidentAsset")}}},
-    "IncidentRequest": {"type": "object", "required": ["title"], "properties": {
-        "title": _STR, "scope": _ref("Scope"),
+    "IncidentRequest": {"type": "object", "required": ["title"], "additionalProperties": False, "properties": {
+        "title": {"type": "string", "minLength": 1, "maxLength": svc.MAX_TITLE}, "scope": _ref("Scope"),
         "scenario": {"type": ["integer", "string"], "description": "A saved scenario instead of a scope"}}},
-    "RecoveryRequest": {"type": "object", "required": ["asset_ids"], "properties": {
-        "asset_ids": {"type": "array", "items": {"type": ["integer", "string"]},
-                      "description": "Asset ids or natural keys"}, "note": _STR}},
+    "RecoveryRequest": {"type": "object", "required": ["asset_ids"], "additionalProperties": False, "properties": {
+        "asset_ids": {"type": "array", "minItems": 1, "items": {"type": ["integer", "string"]},
+                      "description": "Asset ids or natural keys"},
+        "note": {"type": ["string", "null"], "maxLength": svc.MAX_TEXT}}},
+    "ResolveRequest": {"type": "object", "additionalProperties": False, "properties": {
+        "note": {"type": ["string", "null"], "maxLength": svc.MAX_TEXT}}},
     "Scenario": {"type": "object", "properties": {
         "id": _INT, "name": _STR, "description": _NSTR, "scope": _ref("Scope"), "created_by": _NSTR,
         "created_at": _DT}},
-    "ScenarioRequest": {"type": "object", "required": ["name", "scope"], "properties": {
-        "name": _STR, "scope": _ref("Scope"), "description": _STR}},
+    "ScenarioRequest": {"type": "object", "required": ["name", "scope"], "additionalProperties": False,
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": svc.MAX_NAME},
+                            "scope": _ref("Scope"),
+                            "description": {"type": ["string", "null"], "maxLength": svc.MAX_TEXT}}},
 }
 
 _SCOPE_PARAMS = [
@@ -438,7 +531,7 @@ _SCOPE_PARAMS = [
     _q("account", "Account / subscription (repeatable)", array=True),
     _q("environment", "Environment (repeatable)", array=True),
     _q("tag", "Tag as key:value (repeatable)", array=True),
-    _q("as_of", "Answer for a past moment (ISO 8601)", {"type": "string", "format": "date-time"}),
+    _AS_OF,
     # The plural spellings of the JSON scope are accepted as well.
     _q("products", "Same as product", array=True),
     _q("regions", "Same as region", array=True),
@@ -477,8 +570,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/incidents/{incident_id}/resolve": {
         "post": {"summary": "Resolve an incident (write token)", "operationId": "resolveIncident",
                  "tags": ["incidents"], "parameters": [_ID],
-                 "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                     "type": "object", "properties": {"note": _STR}}}}},
+                 "requestBody": {"required": False, "content": {"application/json": {
+                     "schema": _ref("ResolveRequest")}}},
                  "responses": {"200": _ok("Incident"), "404": _NOT_FOUND, "409": _NOT_FOUND}}},
     "/api/v1/scenarios": {
         "get": {"summary": "Saved scenarios", "operationId": "listScenarios", "tags": ["scenarios"],
@@ -496,6 +589,6 @@ OPENAPI_PATHS: dict[str, Any] = {
                    "responses": {"204": {"description": "Deleted"}, "404": _NOT_FOUND}}},
     "/api/v1/scenarios/{scenario_id}/impact": {
         "get": {"summary": "Run a saved scenario's scope", "operationId": "runScenario", "tags": ["scenarios"],
-                "parameters": [_SID, _SCOPE_PARAMS[-1]] + _PAGE,
+                "parameters": [_SID, _AS_OF] + _PAGE,
                 "responses": {"200": _ok("ImpactResult"), "400": _ERR, "404": _NOT_FOUND}}},
 }

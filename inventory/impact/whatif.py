@@ -30,12 +30,20 @@ import sqlalchemy.orm as so
 from inventory.impact.graph import HARD, SOFT, Graph, View
 from inventory.impact.scope import ScopeError
 from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE
+from inventory.validation import text_problem
 
 if TYPE_CHECKING:
     from inventory.impact.engine import ImpactResult
 
 WHAT_IF_FIELDS = ("remove_dependencies", "add_replicas", "set_min_up", "add_plans")
+# The fields of one entry of each list; anything else is refused, never ignored.
+REMOVE_FIELDS = ("dependent", "dependency")
+REPLICA_FIELDS = ("asset", "count")
+PLAN_FIELDS = ("name", "asset", "vendor", "product", "status")
 MAX_ITEMS = 1000
+MAX_REPLICAS = 1000
+MAX_MIN_UP = 1_000_000  # as in the estate file
+MAX_PLAN_NAME = 200
 SAMPLE = 100
 
 
@@ -60,6 +68,13 @@ def _key_index(graph: Graph, key: Any, where: str) -> int:
     return idx
 
 
+def _refuse_unknown(item: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(str(k) for k in item if k not in allowed)
+    if unknown:
+        raise ScopeError(f"{where}.{unknown[0]}", f"unknown field {unknown[0]!r}; an entry takes "
+                         + ", ".join(allowed))
+
+
 def _items(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise ScopeError(f"what_if.{name}", f"{name} must be a list")
@@ -79,6 +94,7 @@ def parse_what_if(graph: Graph, data: Mapping[str, Any], db: so.Session | None =
     for i, pair in enumerate(_items(data.get("remove_dependencies", []), "remove_dependencies")):
         where = f"what_if.remove_dependencies[{i}]"
         if isinstance(pair, Mapping):
+            _refuse_unknown(pair, REMOVE_FIELDS, where)
             pair = [pair.get("dependent"), pair.get("dependency")]
         if not isinstance(pair, (list, tuple)) or len(pair) != 2:
             raise ScopeError(where, "expected [dependent key, dependency key]")
@@ -89,9 +105,10 @@ def parse_what_if(graph: Graph, data: Mapping[str, Any], db: so.Session | None =
             item = {"asset": item}
         if not isinstance(item, Mapping):
             raise ScopeError(where, "expected {\"asset\": key, \"count\": n}")
+        _refuse_unknown(item, REPLICA_FIELDS, where)
         count = item.get("count", 1)
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= 1000:
-            raise ScopeError(f"{where}.count", "count must be an integer from 1 to 1000")
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_REPLICAS:
+            raise ScopeError(f"{where}.count", f"count must be an integer from 1 to {MAX_REPLICAS}")
         idx = _key_index(graph, item.get("asset"), f"{where}.asset")
         out.replicas[idx] = out.replicas.get(idx, 0) + count
     set_min_up = data.get("set_min_up", {})
@@ -100,8 +117,9 @@ def parse_what_if(graph: Graph, data: Mapping[str, Any], db: so.Session | None =
     for key, value in set_min_up.items():
         where = f"what_if.set_min_up.{key}"
         idx = _key_index(graph, key, where)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ScopeError(where, "min_up must be a positive integer")
+        # Bounded: the value goes into an int64 array, and no group has a million members.
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_MIN_UP:
+            raise ScopeError(where, f"min_up must be an integer from 1 to {MAX_MIN_UP}")
         out.min_up[idx] = value
     for i, item in enumerate(_items(data.get("add_plans", []), "add_plans")):
         out.plans.append(_parse_plan(graph, item, f"what_if.add_plans[{i}]", db))
@@ -111,9 +129,15 @@ def parse_what_if(graph: Graph, data: Mapping[str, Any], db: so.Session | None =
 def _parse_plan(graph: Graph, item: Any, where: str, db: so.Session | None) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         raise ScopeError(where, "expected a plan object")
+    _refuse_unknown(item, PLAN_FIELDS, where)
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ScopeError(f"{where}.name", "a plan needs a name")
+    if len(name.strip()) > MAX_PLAN_NAME:
+        raise ScopeError(f"{where}.name", f"a plan name has at most {MAX_PLAN_NAME} characters")
+    problem = text_problem(name)
+    if problem:
+        raise ScopeError(f"{where}.name", problem)
     status = item.get("status", CURRENT)
     if status not in (CURRENT, NEVER_EXERCISED, STALE):
         raise ScopeError(f"{where}.status", f"status must be {CURRENT}, {NEVER_EXERCISED} or {STALE}")

@@ -21,9 +21,13 @@ from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
 from inventory.memory import paused_gc
 from inventory.models import Incident, IncidentAsset, Scenario
 from inventory.services import audit
+from inventory.validation import text_problem
 
 MAX_TITLE = 300
 MAX_NAME = 200
+MAX_TEXT = 20_000  # descriptions and notes
+# Ids are 32-bit on PostgreSQL: a larger number names no row and must not reach the database.
+MAX_ID = 2**31 - 1
 SEED_SAMPLE = 1000
 _INSERT_CHUNK = 2000
 
@@ -38,14 +42,50 @@ class IncidentError(ValueError):
         self.status = status
 
 
+def _refuse_unstorable(value: str, field: str) -> None:
+    problem = text_problem(value)
+    if problem:
+        # What a person typed is stored as typed or not at all (inventory.validation).
+        raise IncidentError(f"{field}: {problem}", field=field)
+
+
+def _optional_text(value: str | None, field: str, max_len: int = MAX_TEXT) -> str | None:
+    """A description or note: stripped; refused (never altered) when too long or unstorable."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise IncidentError(f"{field} must be text", field=field)
+    value = value.strip()
+    if len(value) > max_len:
+        raise IncidentError(f"{field} must be at most {max_len} characters", field=field)
+    _refuse_unstorable(value, field)
+    return value
+
+
+def _row_id(ref: object) -> int | None:
+    """``ref`` as a row id (an int, or ASCII digits), or None when it cannot be one."""
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, str):
+        digits = ref.strip()
+        if not (digits.isascii() and digits.isdigit()) or len(digits.lstrip("0")) > len(str(MAX_ID)):
+            return None
+        ref = int(digits)
+    if isinstance(ref, int) and 0 <= ref <= MAX_ID:
+        return ref
+    return None
+
+
 # ---------------------------------------------------------------- scenarios
 
 def save_scenario(db: so.Session, name: str, scope_dict: Mapping[str, Any], actor: str,
                   description: str | None = None) -> Scenario:
     """Create the scenario ``name``, or replace its scope if it exists (the scope is validated)."""
-    name = (name or "").strip()
+    name = name.strip() if isinstance(name, str) else ""
     if not name or len(name) > MAX_NAME:
         raise IncidentError(f"a scenario name must be 1 to {MAX_NAME} characters", field="name")
+    _refuse_unstorable(name, "name")
+    description = _optional_text(description, "description")
     scope = parse_scope(db, scope_dict)
     existing = db.scalar(sa.select(Scenario).where(Scenario.name == name))
     if existing is None:
@@ -72,9 +112,12 @@ def list_scenarios(db: so.Session) -> list[Scenario]:
 
 def get_scenario(db: so.Session, ref: int | str) -> Scenario:
     """A scenario by id or by name."""
+    if isinstance(ref, bool) or not isinstance(ref, (int, str)):
+        raise IncidentError("a scenario is named by its id or its name", field="scenario")
     scenario = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        scenario = db.get(Scenario, int(ref))
+    row_id = _row_id(ref)
+    if row_id is not None:
+        scenario = db.get(Scenario, row_id)
     if scenario is None and isinstance(ref, str):
         scenario = db.scalar(sa.select(Scenario).where(Scenario.name == ref))
     if scenario is None:
@@ -110,9 +153,10 @@ def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, titl
 
     ``result`` may pass a blast radius already computed for this scope (the
     page a responder is looking at), so the snapshot is exactly what they saw."""
-    title = (title or "").strip()
+    title = title.strip() if isinstance(title, str) else ""
     if not title or len(title) > MAX_TITLE:
         raise IncidentError(f"a title must be 1 to {MAX_TITLE} characters", field="title")
+    _refuse_unstorable(title, "title")
     scope = parse_scope(db, scope_dict)
     if result is None:
         result = blast_radius(db, scope)
@@ -157,7 +201,8 @@ def list_incidents(db: so.Session, status: str | None = None) -> list[Incident]:
 
 
 def get_incident(db: so.Session, incident_id: int) -> Incident:
-    incident = db.get(Incident, incident_id)
+    row_id = _row_id(incident_id)
+    incident = db.get(Incident, row_id) if row_id is not None else None
     if incident is None:
         raise IncidentError(f"no incident {incident_id}", field="incident", status=404)
     return incident
@@ -174,14 +219,18 @@ def mark_recovered(db: so.Session, incident_id: int, asset_ids: Sequence[int | s
         raise IncidentError(f"incident {incident_id} is {incident.status}", field="incident", status=409)
     if not asset_ids:
         raise IncidentError("name at least one asset", field="asset_ids")
-    ids = {int(a) for a in asset_ids if isinstance(a, int) or (isinstance(a, str) and a.isdigit())}
-    keys = {a for a in asset_ids if isinstance(a, str) and not a.isdigit()}
     if any(isinstance(a, bool) or not isinstance(a, (int, str)) for a in asset_ids):
         raise IncidentError("asset_ids must be asset ids or natural keys", field="asset_ids")
+    note = _optional_text(note, "note")
+    numbers = [a for a in asset_ids if isinstance(a, int) or (a.isascii() and a.isdigit())]
+    keys = {a for a in asset_ids if isinstance(a, str) and not (a.isascii() and a.isdigit())}
+    ids = {i for i in map(_row_id, numbers) if i is not None}
+    # A number no id column can hold is part of no incident: reported as missing below.
+    out_of_range = sorted(str(a)[:40] for a in numbers if _row_id(a) is None)
     rows = list(db.scalars(sa.select(IncidentAsset).where(
         IncidentAsset.incident_id == incident.id,
         sa.or_(IncidentAsset.asset_id.in_(ids or [-1]), IncidentAsset.natural_key.in_(keys or [""])))))
-    missing = sorted({str(i) for i in ids} - {str(r.asset_id) for r in rows}) + \
+    missing = out_of_range + sorted({str(i) for i in ids} - {str(r.asset_id) for r in rows}) + \
         sorted(keys - {r.natural_key for r in rows})
     if missing:
         raise IncidentError(f"not part of incident {incident_id}: {', '.join(missing[:10])}",
@@ -202,6 +251,7 @@ def mark_recovered(db: so.Session, incident_id: int, asset_ids: Sequence[int | s
 
 
 def resolve_incident(db: so.Session, incident_id: int, actor: str, note: str | None = None) -> Incident:
+    note = _optional_text(note, "note")
     incident = get_incident(db, incident_id)
     if incident.status == "resolved":
         raise IncidentError(f"incident {incident_id} is already resolved", field="incident", status=409)
