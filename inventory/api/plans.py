@@ -10,6 +10,7 @@ from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, PLAN_EVENT_KINDS, PLAN_OUTCOMES
+from inventory.security import MAX_ID
 from inventory.services import plans as svc
 
 bp = Blueprint("api_plans", __name__, url_prefix="/api/v1")
@@ -17,6 +18,7 @@ bp = Blueprint("api_plans", __name__, url_prefix="/api/v1")
 PLAN_FIELDS = {"name", "owner", "rto_minutes", "steps", "manual_fallback", "runbook_url",
                "review_interval_days", "covers"}
 EVENT_FIELDS = {"kind", "outcome", "notes", "at", "by"}
+PLAN_INTS = ("rto_minutes", "review_interval_days")
 STATUSES = ("current", "stale", "never_exercised")
 
 
@@ -33,7 +35,7 @@ def list_plans():  # type: ignore[no-untyped-def]
 def create_plan():  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        plan = svc.create_plan(db, json_body(PLAN_FIELDS), actor=current_actor())
+        plan = svc.create_plan(db, json_body(PLAN_FIELDS, ints=PLAN_INTS), actor=current_actor())
     except svc.ValidationError as exc:
         return invalid(exc)
     db.commit()
@@ -47,7 +49,7 @@ def _find(plan_id: int):  # type: ignore[no-untyped-def]
         return None
 
 
-@bp.get("/plans/<int:plan_id>")
+@bp.get("/plans/<id:plan_id>")
 def get_plan(plan_id: int):  # type: ignore[no-untyped-def]
     plan = _find(plan_id)
     if plan is None:
@@ -55,21 +57,21 @@ def get_plan(plan_id: int):  # type: ignore[no-untyped-def]
     return jsonify(svc.plan_to_dict(plan, events=True))
 
 
-@bp.patch("/plans/<int:plan_id>")
+@bp.patch("/plans/<id:plan_id>")
 def update_plan(plan_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     plan = _find(plan_id)
     if plan is None:
         return error_response(404, f"no plan with id {plan_id}")
     try:
-        svc.update_plan(db, plan, json_body(PLAN_FIELDS), actor=current_actor())
+        svc.update_plan(db, plan, json_body(PLAN_FIELDS, ints=PLAN_INTS), actor=current_actor())
     except svc.ValidationError as exc:
         return invalid(exc)
     db.commit()
     return jsonify(svc.plan_to_dict(plan, events=True))
 
 
-@bp.post("/plans/<int:plan_id>/events")
+@bp.post("/plans/<id:plan_id>/events")
 def record_event(plan_id: int):  # type: ignore[no-untyped-def]
     """Record a review or an exercise: the event, the plan's date and the audit entry, together."""
     db = get_session()
@@ -110,7 +112,8 @@ def rto():  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------- OpenAPI
 
 _ERR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-_ID = [{"name": "plan_id", "in": "path", "required": True, "schema": {"type": "integer"}}]
+_ID = [{"name": "plan_id", "in": "path", "required": True,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}]
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
@@ -120,10 +123,10 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 _PLAN_INPUT_PROPS = {
     "name": {"type": "string", "minLength": 1, "maxLength": 200},
     "owner": {"type": ["string", "null"], "maxLength": 200},
-    "rto_minutes": {"type": ["integer", "null"], "minimum": 1},
+    "rto_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": svc.MAX_RTO_MINUTES},
     "steps": {"type": ["string", "null"]}, "manual_fallback": {"type": ["string", "null"]},
     "runbook_url": {"type": ["string", "null"], "description": "http(s) URL only"},
-    "review_interval_days": {"type": "integer", "minimum": 1, "maximum": 3650},
+    "review_interval_days": {"type": ["integer", "null"], "minimum": 1, "maximum": svc.MAX_INTERVAL_DAYS},
     "covers": {"type": "object", "additionalProperties": False, "properties": {
         "assets": {"type": "array", "items": {"type": "string"}, "description": "asset natural keys"},
         "products": {"type": "array", "items": {"type": "string"}, "description": "'Vendor/Product'"},

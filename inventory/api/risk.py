@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from inventory.api import error_response
-from inventory.api.updates import invalid, json_body
+from inventory.api.updates import check_json_types, invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import ASSESSMENT_DOMAINS, FINDING_SEVERITIES, FINDING_STATUSES
@@ -86,11 +86,31 @@ def list_assessments():  # type: ignore[no-untyped-def]
     return jsonify(assessments=items, count=len(items))
 
 
+_ASSESSMENT_BOOLS = ("staged_rollouts", "customer_update_control", "rollback_supported")
+# The fields of one certification / finding: the service reads these and would drop others.
+_ENTRY_FIELDS = {"certifications": ("name", "expires"), "findings": ("title", "severity", "status")}
+
+
+def _assessment_body() -> dict[str, Any]:
+    body = json_body(svc.ASSESSMENT_FIELDS, ints=tuple(f"score_{d}" for d in ASSESSMENT_DOMAINS),
+                     bools=_ASSESSMENT_BOOLS)
+    if isinstance(body.get("scores"), dict):
+        check_json_types(body["scores"], ints=tuple(ASSESSMENT_DOMAINS), prefix="scores.")
+    for name, allowed in _ENTRY_FIELDS.items():
+        entries = body.get(name)
+        for n, entry in enumerate(entries if isinstance(entries, list) else ()):
+            unknown = sorted(set(entry) - set(allowed)) if isinstance(entry, dict) else []
+            if unknown:
+                raise svc.ValidationError(f"{name}[{n}].{unknown[0]}", f"unknown field {unknown[0]!r} in "
+                                          f"{name}[{n}]; an entry takes {', '.join(allowed)}")
+    return body
+
+
 @bp.post("/assessments")
 def create_assessment():  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        assessment = svc.create_assessment(db, json_body(svc.ASSESSMENT_FIELDS), actor=current_actor())
+        assessment = svc.create_assessment(db, _assessment_body(), actor=current_actor())
     except svc.ValidationError as exc:
         return invalid(exc)
     db.commit()
@@ -136,13 +156,17 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                    "properties": {d: {"type": "integer", "minimum": 0, "maximum": 5} for d in ASSESSMENT_DOMAINS}},
         "staged_rollouts": {"type": "boolean"}, "customer_update_control": {"type": "boolean"},
         "rollback_supported": {"type": "boolean"},
-        "certifications": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+        "certifications": {"type": "array", "items": {"type": "object", "required": ["name"],
+                                                      "additionalProperties": False, "properties": {
             "name": {"type": "string"}, "expires": {"type": "string", "format": "date"}}}},
-        "findings": {"type": "array", "items": {"type": "object", "required": ["title"], "properties": {
+        "findings": {"type": "array", "items": {"type": "object", "required": ["title"],
+                                                "additionalProperties": False, "properties": {
             "title": {"type": "string"}, "severity": {"type": "string", "enum": list(FINDING_SEVERITIES)},
             "status": {"type": "string", "enum": list(FINDING_STATUSES)}}}},
         "next_review_due": {"type": "string", "format": "date", "description": "default assessed_on + 365 days"},
-        "notes": {"type": "string"}}},
+        "notes": {"type": "string"},
+        **{f"score_{d}": {"type": ["integer", "null"], "minimum": 0, "maximum": 5,
+                          "description": f"same as scores.{d}"} for d in ASSESSMENT_DOMAINS}}},
 }
 
 OPENAPI_PATHS: dict[str, Any] = {

@@ -5,10 +5,11 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from inventory.api import error_response
+from inventory.api import bounded_int, error_response, json_object
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
+from inventory.security import MAX_ID
 from inventory.services import updates as svc
 
 bp = Blueprint("api_updates", __name__, url_prefix="/api/v1")
@@ -18,19 +19,42 @@ UPDATE_FIELDS = {"product", "version", "released_on", "kind", "vendor_pushed", "
 MAX_LIMIT = 10_000
 
 
-def json_body(allowed: set[str] | None = None) -> dict[str, Any]:
-    """The request's JSON object; raises ValidationError (→ 400/422) otherwise."""
-    if not request.is_json:
-        raise svc.ValidationError(None, "send a JSON object with Content-Type: application/json", status=400)
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise svc.ValidationError(None, "the body must be a JSON object", status=400)
+def json_body(allowed: set[str] | None = None, *, ints: tuple[str, ...] = (),
+              bools: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request's JSON object (``inventory.api.json_object``: a 400 when it is not one);
+    unknown fields, and ``ints``/``bools`` fields not sent as JSON numbers/booleans, raise
+    ValidationError (422).  The services also read web forms, where "5" and "on" are how
+    a number and a ticked box arrive; a JSON client sending them has made a mistake."""
+    body = json_object()
     if allowed is not None:
         unknown = sorted(set(body) - allowed)
         if unknown:
             raise svc.ValidationError(unknown[0], f"unknown field {unknown[0]!r}; allowed: "
                                       f"{', '.join(sorted(allowed))}")
+    check_json_types(body, ints=ints, bools=bools)
     return body
+
+
+def check_json_types(body: dict[str, Any], *, ints: tuple[str, ...] = (), bools: tuple[str, ...] = (),
+                     prefix: str = "") -> None:
+    """Fields of ``body`` that, when present and not null, must be JSON integers / booleans."""
+    for name in ints:
+        value = body.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise svc.ValidationError(prefix + name, f"{prefix + name} must be a whole number (a JSON number)")
+    for name in bools:
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise svc.ValidationError(prefix + name, f"{prefix + name} must be true or false (a JSON boolean)")
+
+
+def moment_in_range(value: Any, field: str) -> None:
+    """Refuse, naming ``field``, a timestamp whose offset takes it out of years 1..9999 in
+    UTC (the services' parser would overflow); other problems are left to the service."""
+    try:
+        svc.parse_datetime(value, field, allow_future=True)
+    except OverflowError:
+        raise svc.ValidationError(field, f"{field} is out of range (years 1 to 9999 in UTC)") from None
 
 
 def invalid(exc: svc.ValidationError):  # type: ignore[no-untyped-def]
@@ -42,9 +66,10 @@ def limit_arg(default: int = 1000) -> int:
     raw = request.args.get("limit", "")
     if raw == "":
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = bounded_int(raw, 1, MAX_LIMIT)
+    if limit is None:
         raise svc.ValidationError("limit", f"limit must be a whole number from 1 to {MAX_LIMIT}", status=400)
-    return int(raw)
+    return limit
 
 
 def _filters(db):  # type: ignore[no-untyped-def]
@@ -84,7 +109,7 @@ def list_updates():  # type: ignore[no-untyped-def]
 def create_update():  # type: ignore[no-untyped-def]
     db = get_session()
     try:
-        body = json_body(UPDATE_FIELDS)
+        body = json_body(UPDATE_FIELDS, bools=("vendor_pushed",))
         update = svc.create_update(db, actor=current_actor(), product=_product_ref(body.get("product")),
                                    version=body.get("version"), released_on=body.get("released_on"),
                                    kind=body.get("kind") or "patch",
@@ -103,7 +128,7 @@ def _product_ref(value: Any) -> str | int:
     return value
 
 
-@bp.get("/updates/<int:update_id>")
+@bp.get("/updates/<id:update_id>")
 def get_update(update_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     try:
@@ -115,7 +140,7 @@ def get_update(update_id: int):  # type: ignore[no-untyped-def]
     return jsonify(data)
 
 
-@bp.post("/updates/<int:update_id>/tests")
+@bp.post("/updates/<id:update_id>/tests")
 def record_test(update_id: int):  # type: ignore[no-untyped-def]
     """A pipeline reports a test result; the (update, ring) row is created or replaced."""
     db = get_session()
@@ -125,6 +150,7 @@ def record_test(update_id: int):  # type: ignore[no-untyped-def]
         return error_response(404, str(exc))
     try:
         body = json_body(TEST_FIELDS)
+        moment_in_range(body.get("tested_at"), "tested_at")
         test, created = svc.record_test(db, actor=current_actor(), update=update, ring=body.get("ring"),
                                         status=body.get("status"), tested_by=body.get("tested_by"),
                                         tested_at=body.get("tested_at"),
@@ -168,6 +194,7 @@ def vendor_pushed():  # type: ignore[no-untyped-def]
 
 # ---------------------------------------------------------------- OpenAPI
 
+_PATH_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
 _ERR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JSON = "application/json"
 
@@ -235,7 +262,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                                "400": _ERR, "403": _ERR, "409": _ERR, "422": _ERR}}},
     "/api/v1/updates/{update_id}": {
         "get": {"summary": "One vendor update", "operationId": "getUpdate", "tags": ["updates"],
-                "parameters": [{"name": "update_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+                "parameters": [{"name": "update_id", "in": "path", "required": True, "schema": _PATH_ID}],
                 "responses": {"200": _ok({"$ref": "#/components/schemas/VendorUpdate"}), "404": _ERR}}},
     "/api/v1/updates/{update_id}/tests": {
         "post": {"summary": "Record a test result of an update in a ring (pipelines; write token)",
@@ -243,7 +270,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                                 "in the audit trail.",
                  "operationId": "recordUpdateTest", "tags": ["updates"],
                  "parameters": [{"name": "update_id", "in": "path", "required": True,
-                                 "schema": {"type": "integer"}}],
+                                 "schema": _PATH_ID}],
                  "requestBody": {"required": True, "content": {_JSON: {
                      "schema": {"$ref": "#/components/schemas/NewUpdateTest"}}}},
                  "responses": {"200": _ok({"type": "object"}, "Replaced"), "201": _ok({"type": "object"}, "Created"),
