@@ -30,7 +30,8 @@ def _create_app_or_halt():  # type: ignore[no-untyped-def]
 
 
 def serve_app(host: str, port: int, workers: int = 2) -> None:
-    click.echo(f"Plan B is serving at http://{host}:{port}/  (Ctrl-C to stop)")
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address (PLANB_HOST=::)
+    click.echo(f"Plan B is serving at http://{address}/  (Ctrl-C to stop)")
     try:
         from gunicorn.app.wsgiapp import WSGIApplication
     except ImportError:  # pragma: no cover - gunicorn is a dependency; Windows lacks it
@@ -42,7 +43,7 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
         def __init__(self) -> None:
             # Threaded workers: a slow blast-radius request must not queue the asset list
             # behind it (measured in benchmarks/load_test.py).
-            self._options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread",
+            self._options = {"bind": address, "workers": workers, "worker_class": "gthread",
                              "threads": 4, "accesslog": "-", "timeout": 120}
             super().__init__()
 
