@@ -24,7 +24,6 @@ keep working because no ``endpoint_url`` is passed unless one is asked for.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from collectors.base import AssetRecord, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
+from inventory import config
 
 PROVIDER = "aws"
 # Order matters within a region: target groups (elbv2) name EC2 instances and Lambda
@@ -813,22 +813,21 @@ def build_accounts(profiles: Sequence[str] = (), role_arns: Sequence[str] = (), 
     return accounts
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
 
 def from_config() -> AwsCollector | None:
-    """The collector ``planb collect all`` runs, from ``PLANB_COLLECT_AWS_*``; None when not configured."""
-    regions = _split(os.environ.get("PLANB_COLLECT_AWS_REGIONS"))
-    profiles = _split(os.environ.get("PLANB_COLLECT_AWS_PROFILES"))
-    roles = _split(os.environ.get("PLANB_COLLECT_AWS_ROLE_ARNS"))
+    """The collector ``planb collect all`` runs, from ``PLANB_COLLECT_AWS_*``; None when not configured.
+    Values are checked by ``inventory.config`` (an unusable one is a one-line error naming it)."""
+    regions = config.get("COLLECT_AWS_REGIONS") or []
+    profiles = config.get("COLLECT_AWS_PROFILES") or []
+    roles = config.get("COLLECT_AWS_ROLE_ARNS") or []
     if not (regions or profiles or roles):
         return None
-    types = _split(os.environ.get("PLANB_COLLECT_AWS_RESOURCE_TYPES")) or list(RESOURCE_TYPES)
-    deadline = float(os.environ.get("PLANB_COLLECT_AWS_DEADLINE") or DEFAULT_DEADLINE_SECONDS)
-    ssm = (os.environ.get("PLANB_COLLECT_AWS_SSM") or "true").strip().lower() not in ("0", "false", "no", "off")
+    types = config.get("COLLECT_AWS_RESOURCE_TYPES") or list(RESOURCE_TYPES)
+    deadline = config.get("COLLECT_AWS_DEADLINE") or DEFAULT_DEADLINE_SECONDS
+    ssm = config.get("COLLECT_AWS_SSM")
     return AwsCollector(build_accounts(profiles, roles), regions or None, resource_types=types,
-                        deadline_seconds=deadline, collect_ssm=ssm, client_factory=CLIENT_FACTORY)
+                        deadline_seconds=deadline, collect_ssm=True if ssm is None else ssm,
+                        client_factory=CLIENT_FACTORY)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -26,7 +26,6 @@ scope follows it — plus ``AZURE_AUTHORITY_HOST`` for the login endpoint.
 """
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -42,6 +41,7 @@ from collectors.aws import (
     min_up_from_tags,
 )
 from collectors.base import AssetRecord, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
+from inventory import config
 
 PROVIDER = "azure"
 DEFAULT_DEADLINE_SECONDS = 900.0
@@ -432,9 +432,6 @@ class AzureCollector:
                                                            kind="member-of", strength="hard"))
 
 
-def _split(value: str | None) -> list[str]:
-    return [v.strip() for v in (value or "").split(",") if v.strip()]
-
 
 def _factory_for(base_url: str | None) -> Callable[[str], Any] | None:
     """The module hook ``CLIENT_FACTORY`` bound to a base URL, or None for the default clients."""
@@ -446,11 +443,11 @@ def _factory_for(base_url: str | None) -> Callable[[str], Any] | None:
 
 def from_config() -> AzureCollector | None:
     """From ``PLANB_COLLECT_AZURE_SUBSCRIPTIONS`` (and ``PLANB_AZURE_BASE_URL``); None when not configured."""
-    subscriptions = _split(os.environ.get("PLANB_COLLECT_AZURE_SUBSCRIPTIONS"))
+    subscriptions = config.get("COLLECT_AZURE_SUBSCRIPTIONS") or []
     if not subscriptions:
         return None
-    base_url = (os.environ.get("PLANB_AZURE_BASE_URL") or "").strip() or None
-    deadline = float(os.environ.get("PLANB_COLLECT_AZURE_DEADLINE") or DEFAULT_DEADLINE_SECONDS)
+    base_url = config.get("AZURE_BASE_URL")
+    deadline = config.get("COLLECT_AZURE_DEADLINE") or DEFAULT_DEADLINE_SECONDS
     return AzureCollector(subscriptions, base_url=base_url, deadline_seconds=deadline,
                           client_factory=_factory_for(base_url))
 

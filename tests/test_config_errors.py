@@ -200,6 +200,19 @@ def test_planb_commands_stop_with_the_message_and_no_traceback(environment, comm
         assert sorted(line.split(":", 1)[0] for line in lines) == ["PLANB_PORT", "PLANB_SECURE_COOKIES"]
 
 
+@pytest.mark.parametrize("bad", [{"PLANB_COLLECT_AWS_REGIONS": "us-east-1", "PLANB_COLLECT_AWS_DEADLINE": "soon"},
+                                 {"PLANB_COLLECT_AZURE_SUBSCRIPTIONS": "not-a-guid"}])
+def test_collect_all_stops_on_a_bad_collector_setting_before_collecting(environment, bad):
+    """The collectors read their settings through inventory.config too: a bad one is the
+    same one-line message, not a traceback, and nothing is collected."""
+    result = _run([str(PLANB), "collect", "all"], environment, PLANB_COLLECT_HOST="false", **bad)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    named = [line for line in result.stderr.splitlines() if MESSAGE.match(line)]
+    assert [line.split(":", 1)[0] for line in named] == [name for name in bad if "DEADLINE" in name
+                                                         or "SUBSCRIPTIONS" in name], result.stderr
+
+
 def test_gunicorn_halts_on_a_bad_setting_with_the_message_and_no_traceback(environment):
     gunicorn = Path(sys.executable).with_name("gunicorn")
     result = _run([str(gunicorn), "-w", "2", "-b", "127.0.0.1:0", "wsgi:app"], environment,
