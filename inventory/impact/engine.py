@@ -538,9 +538,14 @@ def _as_of_datetime(as_of: datetime | str | None) -> datetime | None:
             as_of = datetime.fromisoformat(as_of.strip().replace("Z", "+00:00"))
         except ValueError:
             raise ScopeError("as_of", f"as_of {as_of!r} is not an ISO-8601 date/time") from None
+    if not isinstance(as_of, datetime):
+        raise ScopeError("as_of", f"as_of must be an ISO-8601 date/time, not {type(as_of).__name__}")
     if as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=timezone.utc)
-    return as_of.astimezone(timezone.utc)
+    try:
+        return as_of.astimezone(timezone.utc)
+    except OverflowError:
+        raise ScopeError("as_of", f"as_of {as_of.isoformat()} is outside the years 1 to 9999 in UTC") from None
 
 
 def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: datetime | str | None = None,

@@ -44,7 +44,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.engine import Connection, Engine
 
 from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
-from inventory.config import env
+from inventory import config
 from inventory.impact import kernel
 
 log = logging.getLogger("planb.impact")
@@ -681,17 +681,7 @@ MAX_STALE_SECONDS = 30.0
 # How long a request waits for the rebuild it started before it answers from the previous
 # graph instead (``PLANB_IMPACT_REBUILD_WAIT``): a rebuild takes about a second on a quiet
 # machine, but seconds to tens of seconds while collectors keep the cores busy.
-def _rebuild_wait(raw: str | None) -> float:
-    try:
-        seconds = float(raw or 2)
-    except ValueError:
-        raise SystemExit(f"PLANB_IMPACT_REBUILD_WAIT must be a number of seconds, not {raw!r}") from None
-    if not 0 <= seconds < 10**6:
-        raise SystemExit(f"PLANB_IMPACT_REBUILD_WAIT must be between 0 and 1000000 seconds, not {raw!r}")
-    return seconds
-
-
-REBUILD_WAIT_SECONDS = _rebuild_wait(env("IMPACT_REBUILD_WAIT"))
+REBUILD_WAIT_SECONDS: float = config.get("IMPACT_REBUILD_WAIT")   # checked: 0 to 999999
 
 _cache: "OrderedDict[str, Graph]" = OrderedDict()
 _cache_lock = threading.Lock()

@@ -183,9 +183,10 @@ def test_as_of_uses_first_seen_and_retired_at(any_estate: Estate) -> None:
     assert {h.natural_key for h in iso.hits} == {h.natural_key for h in then.hits}
     now = blast_radius(e.db, {"vendor": "CrowdStrike"})
     assert {h.natural_key for h in now.hits} == {"new-host", "steady", "quiet", "late-agent", "late-link"}
-    with pytest.raises(ScopeError) as info:
-        blast_radius(e.db, {"vendor": "CrowdStrike"}, as_of="yesterday")
-    assert info.value.field == "as_of"
+    for bad in ("yesterday", 5, True, "0001-01-01T00:00:00+14:00"):
+        with pytest.raises(ScopeError) as info:
+            blast_radius(e.db, {"vendor": "CrowdStrike"}, as_of=bad)
+        assert info.value.field == "as_of"
 
 
 def test_confidence_reports_collection_freshness(estate: Estate) -> None:
