@@ -206,6 +206,44 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
+# An estate file nests about six levels; the API refuses bodies deeper than 64 too.
+MAX_JSON_DEPTH = 64
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+class JSONTooDeep(ValueError):
+    """JSON nested deeper than Python's parser can follow (it would raise RecursionError)."""
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads``, except that nesting too deep for the parser is a ``JSONTooDeep`` naming
+    line and column, as libyaml does for YAML, instead of a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        line, column = _too_deep_at(text)
+        raise JSONTooDeep(f"exceeded maximum nesting depth at line {line}, column {column}") from None
+
+
+def _too_deep_at(text: str) -> tuple[int, int]:
+    """Line and column of the first bracket nested deeper than ``MAX_JSON_DEPTH``.
+
+    Only called after the parser gave up, so the text is that deep; strings are matched
+    whole so brackets inside them do not count.  Iterative: the text may be very deep."""
+    depth, offset = 0, 0
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                offset = match.start()
+                break
+        elif token in "]}":
+            depth -= 1
+    line = text.count("\n", 0, offset) + 1
+    return line, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
 def load_document(data: str | bytes, source_name: str) -> dict[str, Any]:
     """Parse YAML or JSON text into a document; syntax errors name line and column."""
     if isinstance(data, bytes):
@@ -216,10 +254,12 @@ def load_document(data: str | bytes, source_name: str) -> dict[str, Any]:
                                                          f"{exc.start}); expected YAML or JSON")]) from None
     if source_name.lower().endswith(".json"):
         try:
-            document = json.loads(data)
+            document = loads_json(data)
         except json.JSONDecodeError as exc:
             raise EstateError(source_name, [Problem(
                 (), f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}")]) from None
+        except JSONTooDeep as exc:
+            raise EstateError(source_name, [Problem((), f"not valid JSON: {exc}")]) from None
     else:
         try:
             document = yaml.load(data, Loader=_Loader)
