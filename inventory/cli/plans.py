@@ -1,6 +1,7 @@
 """``planb plans ...``: contingency plans, their reviews/exercises, coverage and RTO checks."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import click
@@ -10,10 +11,14 @@ from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, PLAN_OUTCOMES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
+from inventory.cli.params import DATETIME, as_id, looks_like_id
 from inventory.services import plans as svc
 
 
 def _plan(db, ref: str):  # type: ignore[no-untyped-def]
+    if looks_like_id(ref) and as_id(ref) is None:
+        # find_plan would take it for an id the database cannot even compare: it names no plan.
+        raise CLIError(f"no plan {ref!r}")
     try:
         return svc.find_plan(db, ref)
     except svc.NotFound as exc:
@@ -86,7 +91,7 @@ def register(main: click.Group) -> None:
             click.echo(f"  {e['at'][:16]}  {e['kind']:<8} {e['outcome'] or '':<8} {e['by'] or ''}"
                        + (f" — {e['notes']}" if e["notes"] else ""))
 
-    def _record(plan_ref: str, kind: str, outcome: str | None, notes: str | None, at: str | None,
+    def _record(plan_ref: str, kind: str, outcome: str | None, notes: str | None, at: datetime | None,
                 by: str | None) -> None:
         db = get_session()
         plan = _plan(db, plan_ref)
@@ -104,10 +109,11 @@ def register(main: click.Group) -> None:
     @click.argument("plan")
     @click.option("--notes", help="What was checked or changed.")
     @click.option("--outcome", type=click.Choice(PLAN_OUTCOMES), help="Optional for a review.")
-    @click.option("--at", help="When (ISO 8601; default: now).")
+    @click.option("--at", type=DATETIME, help="When (ISO 8601; default: now).")
     @click.option("--by", help="Who reviewed (default: you).")
     @with_app
-    def review(plan: str, notes: str | None, outcome: str | None, at: str | None, by: str | None) -> None:
+    def review(plan: str, notes: str | None, outcome: str | None, at: datetime | None,
+               by: str | None) -> None:
         """Record a review of PLAN (updates its last-reviewed date)."""
         _record(plan, "review", outcome, notes, at, by)
 
@@ -115,10 +121,10 @@ def register(main: click.Group) -> None:
     @click.argument("plan")
     @click.option("--outcome", type=click.Choice(PLAN_OUTCOMES), required=True)
     @click.option("--notes", help="What happened; what to fix.")
-    @click.option("--at", help="When (ISO 8601; default: now).")
+    @click.option("--at", type=DATETIME, help="When (ISO 8601; default: now).")
     @click.option("--by", help="Who ran it (default: you).")
     @with_app
-    def exercise(plan: str, outcome: str, notes: str | None, at: str | None, by: str | None) -> None:
+    def exercise(plan: str, outcome: str, notes: str | None, at: datetime | None, by: str | None) -> None:
         """Record an exercise (rehearsal) of PLAN (updates its last-exercised date)."""
         _record(plan, "exercise", outcome, notes, at, by)
 

@@ -12,6 +12,7 @@ from inventory.auth import AuthError, create_token, create_user, current_actor, 
 from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit
+from inventory.cli.params import DbId
 from inventory.models import ApiToken, User
 
 
@@ -135,7 +136,7 @@ def register(main: click.Group) -> None:
              empty="No tokens yet.")
 
     @tokens.command("revoke")
-    @click.argument("token_id", type=int)
+    @click.argument("token_id", type=DbId("no token with id {}"))
     @with_app
     def revoke(token_id: int) -> None:
         """Revoke a token by id; it stops working at once."""

@@ -34,6 +34,7 @@ import sqlalchemy.orm as so
 from inventory.choices import CRITICALITIES, PRODUCTION_RING, RINGS, TEST_STATUSES, UPDATE_KINDS
 from inventory.db import utcnow
 from inventory.models import Asset, Installation, Product, UpdateTest, Vendor, VendorUpdate
+from inventory.security import MAX_ID
 from inventory.services import audit
 from inventory.validation import text_problem
 
@@ -126,7 +127,10 @@ def parse_datetime(value: Any, field: str, *, allow_future: bool = False) -> dat
         raise ValidationError(field, f"{field} must be an ISO 8601 timestamp")
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    parsed = parsed.astimezone(timezone.utc)
+    try:
+        parsed = parsed.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00+14:00 is before year 1 in UTC
+        raise ValidationError(field, f"{field} is out of range (years 1 to 9999 in UTC)") from None
     if not allow_future and parsed > utcnow() + FUTURE_TOLERANCE:
         raise ValidationError(field, f"{field} is in the future")
     return parsed
@@ -174,11 +178,35 @@ def cached_view(db: so.Session, name: str, compute: Callable[[], T]) -> T:
 
 # ---------------------------------------------------------------- lookups
 
+def looks_like_id(ref: Any) -> bool:
+    """True when a reference is meant as an id: an int, or a string of digits."""
+    if isinstance(ref, str):
+        return ref.strip().isdigit()
+    return isinstance(ref, int) and not isinstance(ref, bool)
+
+
+def as_id(ref: Any) -> int | None:
+    """The id ``ref`` names, or None when it cannot name a row: not a whole number, or
+    beyond what an id column holds (the database would refuse to compare it)."""
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, str):
+        text = ref.strip()
+        # isdigit() also accepts digits int() refuses ('²'), hence the ASCII check.
+        if not (text.isascii() and text.isdigit()):
+            return None
+        ref = int(text)
+    if not isinstance(ref, int) or not 0 < ref <= MAX_ID:
+        return None
+    return ref
+
+
 def find_vendor(db: so.Session, ref: str | int) -> Vendor:
     """A vendor by id or (case-insensitive) name."""
     vendor = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        vendor = db.get(Vendor, int(ref))
+    vendor_id = as_id(ref)
+    if vendor_id is not None:
+        vendor = db.get(Vendor, vendor_id)
     if vendor is None and isinstance(ref, str):
         vendor = db.scalar(sa.select(Vendor).where(sa.func.lower(Vendor.name) == ref.strip().lower()))
     if vendor is None:
@@ -188,8 +216,9 @@ def find_vendor(db: so.Session, ref: str | int) -> Vendor:
 
 def find_product(db: so.Session, ref: str | int) -> Product:
     """A product by id, ``"Vendor/Product"`` or a product name that is unique."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-        product = db.get(Product, int(ref))
+    if looks_like_id(ref):
+        product_id = as_id(ref)
+        product = db.get(Product, product_id) if product_id is not None else None
         if product is None:
             raise NotFound(f"no product with id {ref}")
         return product
@@ -214,8 +243,9 @@ _REF_RE = re.compile(r"^(?P<product>.+)@(?P<version>[^@]+)$")
 
 def find_update(db: so.Session, ref: str | int) -> VendorUpdate:
     """An update by id or ``"Vendor/Product@version"``."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-        update = db.get(VendorUpdate, int(ref))
+    if looks_like_id(ref):
+        update_id = as_id(ref)
+        update = db.get(VendorUpdate, update_id) if update_id is not None else None
         if update is None:
             raise NotFound(f"no update with id {ref}")
         return update
