@@ -8,6 +8,7 @@ from flask import current_app
 
 from inventory.app_db import get_engine
 from inventory.cli import CLIError, with_app
+from inventory.cli.output import check_output_path
 from inventory.services import backup as backup_service
 
 
@@ -28,7 +29,10 @@ def register(main: click.Group) -> None:
         """
         engine = get_engine()
         if file is None:
+            # Plan B's own folder: created by the backup service when missing.
             file = backup_service.default_backup_name(engine, Path(current_app.instance_path) / "backups")
+        else:
+            check_output_path(file)
         try:
             result = backup_service.backup(engine, file, fmt)
         except backup_service.BackupError as exc:

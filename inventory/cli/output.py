@@ -4,10 +4,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
+import tempfile
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import click
+
+from inventory.cli import CLIError
+from inventory.services.blast_view import csv_cell
 
 FORMAT_OPTION = click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
@@ -55,10 +62,10 @@ def render_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
 
 def _csv_value(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
-        return "; ".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value, default=_plain)
-    return _plain(value)
+        value = "; ".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        value = json.dumps(value, default=_plain)
+    return csv_cell(_plain(value))
 
 
 def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str,
@@ -71,3 +78,41 @@ def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str,
         click.echo(empty)
     else:
         click.echo(render_table(rows, columns, headers))
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an output file whose directory does not exist, before any work is done.
+
+    One rule for every file the CLI writes (exports, review packs, backups): a missing
+    directory is far more often a typo than a wish, so it is reported, not created."""
+    parent = path.parent
+    if not parent.is_dir():
+        reason = "is not a directory" if parent.exists() else "does not exist"
+        raise CLIError(f"cannot write {path}: {parent} {reason}")
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Write an output file the user named, whole or not at all (a temporary file beside
+    it, then a rename); any failure is one line, ``cannot write PATH: reason``."""
+    check_output_path(path)
+    try:
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)  # keep an existing file's permissions
+        except FileNotFoundError:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # what a plain open() would have made
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CLIError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

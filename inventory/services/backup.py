@@ -139,18 +139,25 @@ def backup(engine: Engine, target: Path, fmt: str | None = None) -> BackupResult
         fmt = "jsonl" if (".jsonl" in target.name or engine.dialect.name != "sqlite") else "sqlite"
     if fmt not in ("sqlite", "jsonl"):
         raise BackupError(f"unknown backup format {fmt!r} (sqlite or jsonl)")
-    target.parent.mkdir(parents=True, exist_ok=True)
     revision = migrate.current_revision(engine)
     if revision is None:
         raise BackupError("the database has no Plan B schema yet; nothing to back up")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "sqlite":
+            _sqlite_backup(engine, target)
+        else:
+            counts = _logical_backup(engine, target)
+    except OSError as exc:
+        # An unwritable or impossible target (a read-only place, a file where a folder
+        # should be): the database is only read, so this is all there is to report.
+        raise BackupError(f"cannot write {target}: {exc.strerror or exc}") from None
     if fmt == "sqlite":
-        _sqlite_backup(engine, target)
         copy = sa.create_engine(f"sqlite:///{target}")
         try:
             return BackupResult(target, "sqlite", revision, row_counts(copy))
         finally:
             copy.dispose()
-    counts = _logical_backup(engine, target)
     return BackupResult(target, "jsonl", revision, counts)
 
 
@@ -205,33 +212,37 @@ def _logical_backup(engine: Engine, target: Path) -> dict[str, int]:
     existing = set(sa.inspect(engine).get_table_names())
     tmp = target.with_name(f".{target.name}.partial")
     counts: dict[str, int] = {}
-    with engine.connect() as conn:
-        if engine.dialect.name == "postgresql":
-            # One snapshot for every table, and no writes by mistake.
-            conn.execution_options(isolation_level="REPEATABLE READ")
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-        revision = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
-        with _open_write(tmp, compress=target.name.endswith(".gz")) as out:
-            header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "alembic_revision": revision,
-                      "created_at": utcnow().isoformat(), "source_dialect": engine.dialect.name,
-                      "tables": [t.name for t in tables if t.name in existing]}
-            out.write(json.dumps(header) + "\n")
-            for table in tables:
-                if table.name not in existing:
-                    continue
-                columns = [c.name for c in table.columns]
-                rows = conn.execute(sa.select(*table.columns).order_by(*table.primary_key.columns))
-                count = 0
-                buffered: list[str] = []
-                for row in rows:
-                    buffered.append(json.dumps([_encode(v) for v in row], ensure_ascii=False))
-                    count += 1
-                out.write(json.dumps({"table": table.name, "columns": columns, "rows": count}) + "\n")
-                for line in buffered:
-                    out.write(line + "\n")
-                counts[table.name] = count
-        conn.rollback()
-    os.replace(tmp, target)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                # One snapshot for every table, and no writes by mistake.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            revision = conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+            with _open_write(tmp, compress=target.name.endswith(".gz")) as out:
+                header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "alembic_revision": revision,
+                          "created_at": utcnow().isoformat(), "source_dialect": engine.dialect.name,
+                          "tables": [t.name for t in tables if t.name in existing]}
+                out.write(json.dumps(header) + "\n")
+                for table in tables:
+                    if table.name not in existing:
+                        continue
+                    columns = [c.name for c in table.columns]
+                    rows = conn.execute(sa.select(*table.columns).order_by(*table.primary_key.columns))
+                    count = 0
+                    buffered: list[str] = []
+                    for row in rows:
+                        buffered.append(json.dumps([_encode(v) for v in row], ensure_ascii=False))
+                        count += 1
+                    out.write(json.dumps({"table": table.name, "columns": columns, "rows": count}) + "\n")
+                    for line in buffered:
+                        out.write(line + "\n")
+                    counts[table.name] = count
+            conn.rollback()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written .partial file left behind
+        raise
     return counts
 
 

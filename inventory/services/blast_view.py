@@ -187,10 +187,20 @@ CSV_COLUMNS = ("asset_id", "natural_key", "name", "kind", "provider", "account",
                "path")
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    # Spreadsheets run cells that start like a formula; asset names come from outside.
-    if text and text[0] in "=+-@\t\r":
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet will not run (OWASP's advice on CSV injection).
+
+    Names come from outside (collectors, imports): text that starts like a formula gets a
+    leading single quote.  Numbers are left alone, so a numeric column keeps ``-1``."""
+    if value is None:
+        return ""
+    if isinstance(value, (int, float)):  # bool included: prints as True/False
+        return value
+    text = str(value)
+    if text.startswith(FORMULA_STARTS):
         text = "'" + text
     return text
 
@@ -204,7 +214,7 @@ def to_csv(result: Mapping[str, Any]) -> str:
         row = {**hit, "services": "; ".join(hit.get("services") or []), "plans": plans,
                "gap": "yes" if hit.get("gap") else "no", "seed": "yes" if hit.get("seed") else "no",
                "path": describe_path(hit.get("path") or [])}
-        writer.writerow([_cell(row.get(column)) for column in CSV_COLUMNS])
+        writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
     return buffer.getvalue()
 
 
