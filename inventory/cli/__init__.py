@@ -21,6 +21,26 @@ from inventory import __version__
 COMMAND_MODULES = ("db", "users", "serve", "estate", "collect", "impact", "updates", "plans",
                    "risk", "backup")
 
+UNMIGRATED_MESSAGE = ("the database has no Plan B schema (or an old one). "
+                      "Run 'planb db upgrade' first (or 'planb demo' for a demo database).")
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """DB-API errors raised by code that queries through the driver directly (the impact
+    graph loader), which SQLAlchemy therefore does not wrap."""
+    import sqlite3
+    errors: list[type[Exception]] = [sqlite3.OperationalError, sqlite3.ProgrammingError]
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        pass
+    else:
+        errors += [psycopg.OperationalError, psycopg.ProgrammingError]
+    return tuple(errors)
+
+
+_DRIVER_ERRORS = _driver_errors()
+
 
 class PlanBGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
@@ -29,13 +49,12 @@ class PlanBGroup(click.Group):
         except CLIError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(exc.exit_code)
-        except (OperationalError, ProgrammingError) as exc:
+        except (OperationalError, ProgrammingError, *_DRIVER_ERRORS) as exc:
             # The usual cause is a database that was never migrated (or is behind).
             if _looks_unmigrated(exc):
-                click.echo("Error: the database has no Plan B schema (or an old one). "
-                           "Run 'planb db upgrade' first (or 'planb demo' for a demo database).", err=True)
+                click.echo(f"Error: {UNMIGRATED_MESSAGE}", err=True)
                 sys.exit(1)
-            click.echo(f"Error: database error: {exc.orig}", err=True)
+            click.echo(f"Error: database error: {getattr(exc, 'orig', None) or exc}", err=True)
             sys.exit(1)
 
 

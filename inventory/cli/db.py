@@ -21,7 +21,8 @@ def register(main: click.Group) -> None:
         _run(migrate.upgrade, revision)
         click.echo(f"Database at {_describe()} upgraded to {revision}.")
 
-    @db.command()
+    # '-1' (a relative revision, as the README documents) is an argument, not an unknown option.
+    @db.command(context_settings={"ignore_unknown_options": True})
     @click.argument("revision")
     @with_app
     def downgrade(revision: str) -> None:

@@ -1,9 +1,7 @@
 """``planb import``, ``planb export``, ``planb demo`` and ``planb vendors``."""
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +12,8 @@ from flask import current_app, g
 from inventory import config, migrate
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor
-from inventory.cli import CLIError, with_app
-from inventory.cli.output import FORMAT_OPTION, emit, to_json
+from inventory.cli import UNMIGRATED_MESSAGE, CLIError, with_app
+from inventory.cli.output import FORMAT_OPTION, check_output_path, emit, to_json, write_text_file
 from inventory.estate.importer import EstateError, ImportReport, import_and_commit, load_document, load_file
 
 _REPORT_COLUMNS = ["entity", "created", "updated", "unchanged"]
@@ -70,13 +68,15 @@ def register(main: click.Group) -> None:
         """
         from inventory.estate.exporter import dump_document, export_estate
         _require_current_schema()
+        if output is not None:
+            check_output_path(output)  # before the export is computed
         if fmt is None:
             fmt = "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
         text = dump_document(export_estate(get_session()), fmt)
         if output is None:
             click.echo(text, nl=False)
             return
-        _write_atomically(output, text)
+        write_text_file(output, text)
         click.echo(f"Wrote {output} ({fmt}).", err=True)
 
     @main.command("demo")
@@ -208,21 +208,9 @@ def _print_report(report: ImportReport, fmt: str, dry_run: bool) -> None:
 
 def _require_current_schema() -> None:
     if not migrate.is_current(get_engine()):
-        raise CLIError("the database schema is not current: run 'planb db upgrade' (or 'planb demo') first")
+        raise CLIError(UNMIGRATED_MESSAGE)
 
 
 def _describe(url: str) -> str:
     return sa.make_url(url).render_as_string(hide_password=True)
 
-
-def _write_atomically(path: Path, text: str) -> None:
-    """Write beside the target and rename, so a failed export never leaves half a file."""
-    directory = path.resolve().parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
