@@ -10,29 +10,36 @@ A bad scope prints what is wrong (with close names) and exits with status 2.
 """
 from __future__ import annotations
 
+import functools
 import json
+from datetime import datetime
 from typing import Any, Callable
 
 import click
 
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor
+from inventory.choices import OS_FAMILIES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, render_csv, to_json
+from inventory.cli.params import DATETIME, LIMIT, DbId, as_id, looks_like_id
 from inventory.db import read_session
 
 SCOPE_ERROR_EXIT = 2
+INCIDENT_ID = DbId("no incident {}")  # the service's message for an unknown incident
 TABLE_COLUMNS = ["status", "hops", "criticality", "kind", "name", "os_family", "region", "plan", "path"]
 CSV_COLUMNS = ["status", "hops", "seed", "criticality", "kind", "natural_key", "name", "provider", "account",
                "region", "os_family", "environment", "owner", "gap", "plans", "services", "path"]
 
 
-def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
+def scope_options(func: Callable[..., Any],
+                  vendor_help: str = "Vendor name or alias (required).") -> Callable[..., Any]:
     options = [
-        click.option("--vendor", help="Vendor name or alias (required unless --scenario)."),
+        click.option("--vendor", help=vendor_help),
         click.option("--product", "products", multiple=True, help="Narrow to a product (repeatable)."),
         click.option("--version", "version_range", help="PEP 440 range, e.g. '>=7.11' or '>=7.11,<7.16'."),
-        click.option("--os", "os_families", multiple=True, help="OS family: windows, linux, macos (repeatable)."),
+        click.option("--os", "os_families", multiple=True,
+                     help=f"OS family: {', '.join(OS_FAMILIES)} (repeatable)."),
         click.option("--region", "regions", multiple=True, help="Provider region or location (repeatable)."),
         click.option("--account", "accounts", multiple=True, help="Account / subscription (repeatable)."),
         click.option("--environment", "environments", multiple=True, help="Environment (repeatable)."),
@@ -46,6 +53,10 @@ def scope_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _scope(vendor: str | None, products: tuple[str, ...], version_range: str | None,
            os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
            environments: tuple[str, ...], tags: tuple[str, ...]) -> dict[str, Any]:
+    if version_range is not None and not version_range.strip():
+        # An empty range is a mistake (a shell variable that was not set), not "any version".
+        raise CLIError("version: --version is empty; give a range such as '>=7.11', or leave it out "
+                       "for every version", exit_code=SCOPE_ERROR_EXIT)
     scope: dict[str, Any] = {"vendor": vendor}
     for name, value in (("products", products), ("os", os_families), ("regions", regions),
                         ("accounts", accounts), ("environments", environments), ("tags", tags)):
@@ -139,13 +150,44 @@ def print_result(data: dict[str, Any], fmt: str, shown_limit: int | None) -> Non
         click.echo(f"... {total - len(hits)} more; use --limit 0 or --format json/csv for all")
 
 
+def _find_scenario(db: Any, ref: str, by_id: bool = False) -> Any:
+    """The scenario REF names.  An exact name wins over an id, so a scenario named '2' is
+    always reachable by its name; ``by_id`` (--id) reads REF as an id only."""
+    import sqlalchemy as sa
+
+    from inventory.models import Scenario
+    from inventory.services.incidents import IncidentError
+
+    if by_id:
+        row_id = as_id(ref)
+        scenario = db.get(Scenario, row_id) if row_id is not None else None
+        if scenario is None:
+            message = (f"no scenario with id {ref}" if looks_like_id(ref)
+                       else f"--id takes a scenario id (a number), not {ref!r}")
+            raise IncidentError(message, field="scenario", status=404)
+        return scenario
+    scenario = db.scalar(sa.select(Scenario).where(Scenario.name == ref.strip()))
+    row_id = as_id(ref) if looks_like_id(ref) else None
+    by_number = db.get(Scenario, row_id) if row_id is not None else None
+    if scenario is None:
+        scenario = by_number
+    elif by_number is not None and by_number.id != scenario.id:
+        click.echo(f"Note: {ref!r} is the name of scenario {scenario.id} and the id of scenario "
+                   f"{by_number.name!r}; using the name (--id {row_id} for the other).", err=True)
+    if scenario is None:
+        raise IncidentError(f"no scenario {ref!r}", field="scenario", status=404)
+    return scenario
+
+
 def _load_what_if(path: str | None) -> dict[str, Any] | None:
     if not path:
         return None
+    from inventory.estate.importer import loads_json
+
     try:
         with click.open_file(path) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
+            data = loads_json(fh.read())
+    except (OSError, ValueError) as exc:  # JSONDecodeError, JSONTooDeep, not UTF-8
         raise CLIError(f"--what-if: cannot read {path}: {exc}", exit_code=SCOPE_ERROR_EXIT) from exc
     if not isinstance(data, dict):
         raise CLIError("--what-if: the file must hold a JSON object", exit_code=SCOPE_ERROR_EXIT)
@@ -155,16 +197,18 @@ def _load_what_if(path: str | None) -> dict[str, Any] | None:
 def register(main: click.Group) -> None:
     @main.command("impact")
     @scope_options
-    @click.option("--as-of", "as_of", help="Answer for a past moment (ISO 8601, UTC if no offset).")
+    @click.option("--as-of", "as_of", type=DATETIME,
+                  help="Answer for a past moment (ISO 8601, UTC if no offset).")
     @click.option("--what-if", "what_if", type=click.Path(dir_okay=False, allow_dash=True),
                   help="JSON file of hypothetical changes (see the README); nothing is written.")
-    @click.option("--limit", type=click.IntRange(min=0), default=None,
+    @click.option("--limit", type=LIMIT, default=None,
                   help="Rows to show (table default 50; 0 = all).")
     @FORMAT_OPTION
     @with_app
     def impact(vendor: str | None, products: tuple[str, ...], version_range: str | None,
                os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
-               environments: tuple[str, ...], tags: tuple[str, ...], as_of: str | None, what_if: str | None,
+               environments: tuple[str, ...], tags: tuple[str, ...], as_of: datetime | None,
+               what_if: str | None,
                limit: int | None, fmt: str) -> None:
         """Which assets a vendor outage hits, how badly, why, and what the plan is."""
         from inventory.impact import ScopeError, blast_radius
@@ -227,12 +271,13 @@ def register(main: click.Group) -> None:
 
     @scenarios.command("run")
     @click.argument("name")
-    @click.option("--as-of", "as_of", help="Answer for a past moment (ISO 8601).")
-    @click.option("--limit", type=click.IntRange(min=0), default=None, help="Rows to show (0 = all).")
+    @click.option("--id", "by_id", is_flag=True, help="NAME is a scenario id (by default a name wins).")
+    @click.option("--as-of", "as_of", type=DATETIME, help="Answer for a past moment (ISO 8601).")
+    @click.option("--limit", type=LIMIT, default=None, help="Rows to show (0 = all).")
     @FORMAT_OPTION
     @with_app
-    def run(name: str, as_of: str | None, limit: int | None, fmt: str) -> None:
-        """The blast radius of the saved scenario NAME (or id)."""
+    def run(name: str, by_id: bool, as_of: datetime | None, limit: int | None, fmt: str) -> None:
+        """The blast radius of the saved scenario NAME (a name, else an id; see --id)."""
         from inventory.impact import ScopeError
         from inventory.services import incidents as svc
 
@@ -240,25 +285,32 @@ def register(main: click.Group) -> None:
             limit = 50 if fmt == "table" else 0
         with read_session(get_engine()) as db:
             try:
-                result = svc.run_scenario(db, name, as_of=as_of)
+                scenario = _find_scenario(db, name, by_id)
+                result = svc.run_scenario(db, scenario.id, as_of=as_of)
             except (ScopeError, svc.IncidentError) as exc:
                 raise _scope_failure(exc) from exc
+            # Say which scenario answered; on stderr when stdout is for a program.
+            click.echo(f"Scenario {scenario.name!r} (id {scenario.id})", err=fmt != "table")
             print_result(result.to_dict(limit=limit or None), fmt, limit or None)
 
     @scenarios.command("delete")
     @click.argument("name")
+    @click.option("--id", "by_id", is_flag=True, help="NAME is a scenario id (by default a name wins).")
     @with_app
-    def delete(name: str) -> None:
-        """Delete the scenario NAME (or id)."""
+    def delete(name: str, by_id: bool) -> None:
+        """Delete the saved scenario NAME (a name, else an id; see --id)."""
         from inventory.services import incidents as svc
 
         db = get_session()
         try:
-            svc.delete_scenario(db, name, current_actor())
+            scenario = _find_scenario(db, name, by_id)
+            deleted = (scenario.id, scenario.name)
+            svc.delete_scenario(db, scenario.id, current_actor())
         except svc.IncidentError as exc:
+            db.rollback()
             raise CLIError(exc.message) from exc
         db.commit()
-        click.echo(f"Deleted scenario {name!r}.")
+        click.echo(f"Deleted scenario {deleted[1]!r} (id {deleted[0]}).")
 
     # ------------------------------------------------------------ incidents
 
@@ -269,7 +321,7 @@ def register(main: click.Group) -> None:
     @incidents.command("declare")
     @click.option("--title", required=True, help="What happened, in a few words.")
     @click.option("--scenario", help="Use a saved scenario's scope instead of scope options.")
-    @scope_options
+    @functools.partial(scope_options, vendor_help="Vendor name or alias (required unless --scenario).")
     @with_app
     def declare(title: str, scenario: str | None, vendor: str | None, products: tuple[str, ...],
                 version_range: str | None, os_families: tuple[str, ...], regions: tuple[str, ...],
@@ -283,7 +335,7 @@ def register(main: click.Group) -> None:
             if scenario:
                 if vendor:
                     raise CLIError("give --scenario or scope options, not both", exit_code=SCOPE_ERROR_EXIT)
-                scope = svc.get_scenario(db, scenario).scope
+                scope = _find_scenario(db, scenario).scope
             else:
                 scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments,
                                tags)
@@ -318,8 +370,8 @@ def register(main: click.Group) -> None:
              empty="No incidents.")
 
     @incidents.command("show")
-    @click.argument("incident_id", type=int)
-    @click.option("--limit", type=click.IntRange(min=0), default=None, help="Assets to list (0 = all).")
+    @click.argument("incident_id", type=INCIDENT_ID)
+    @click.option("--limit", type=LIMIT, default=None, help="Assets to list (0 = all).")
     @FORMAT_OPTION
     @with_app
     def show(incident_id: int, limit: int | None, fmt: str) -> None:
@@ -353,7 +405,7 @@ def register(main: click.Group) -> None:
             click.echo(f"... {p['total'] - len(rows)} more; use --limit 0")
 
     @incidents.command("recover")
-    @click.argument("incident_id", type=int)
+    @click.argument("incident_id", type=INCIDENT_ID)
     @click.argument("assets", nargs=-1, required=True)
     @click.option("--note", help="What was done.")
     @with_app
@@ -373,7 +425,7 @@ def register(main: click.Group) -> None:
         click.echo(f"Marked {changed} asset(s) recovered; {p['recovered']} of {p['total']} ({p['percent']}%).")
 
     @incidents.command("resolve")
-    @click.argument("incident_id", type=int)
+    @click.argument("incident_id", type=INCIDENT_ID)
     @click.option("--note", help="Closing note.")
     @with_app
     def resolve(incident_id: int, note: str | None) -> None:
