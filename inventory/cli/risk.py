@@ -10,7 +10,7 @@ from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import ASSESSMENT_DOMAINS, FINDING_SEVERITIES, FINDING_STATUSES
 from inventory.cli import CLIError, with_app
-from inventory.cli.output import FORMAT_OPTION, emit, render_csv, to_json
+from inventory.cli.output import FORMAT_OPTION, check_output_path, emit, render_csv, to_json, write_text_file
 from inventory.services import review as review_svc
 from inventory.services import risk as svc
 
@@ -31,16 +31,36 @@ def _cert(text: str) -> dict[str, Any]:
 
 def _finding(text: str) -> dict[str, Any]:
     """``TITLE[:SEVERITY[:STATUS]]`` — trailing parts count only when they are known words,
-    so a title may itself contain colons."""
+    so a title may itself contain colons ('Ports: open' is a title).  A bare word right
+    after a colon ('x:bogus', 'x:high:bogus') reads as a misspelt field and is refused,
+    rather than silently kept in the title with the default severity."""
     title, severity, status = text.strip(), "medium", "open"
     head, sep, last = title.rpartition(":")
-    if sep and last.strip().lower() in FINDING_STATUSES:
-        head2, sep2, before = head.rpartition(":")
-        if sep2 and before.strip().lower() in FINDING_SEVERITIES:
-            title, severity, status = head2, before.strip().lower(), last.strip().lower()
-    elif sep and last.strip().lower() in FINDING_SEVERITIES:
-        title, severity = head, last.strip().lower()
+    head2, sep2, before = head.rpartition(":")
+    word, before_word = last.strip().lower(), before.strip().lower()
+    if sep and word in FINDING_STATUSES:
+        if sep2 and before_word in FINDING_SEVERITIES:
+            return {"title": head2.strip(), "severity": before_word, "status": word}
+        if _field_like(before if sep2 else last):
+            raise _bad_finding(text, before if sep2 else last, "severity", FINDING_SEVERITIES)
+    elif sep and word in FINDING_SEVERITIES:
+        title, severity = head, word
+    elif sep and _field_like(last):
+        if sep2 and before_word in FINDING_SEVERITIES:
+            raise _bad_finding(text, last, "status", FINDING_STATUSES)
+        raise _bad_finding(text, last, "severity", FINDING_SEVERITIES)
     return {"title": title.strip(), "severity": severity, "status": status}
+
+
+def _field_like(part: str) -> bool:
+    """One bare word straight after the colon, the way SEVERITY and STATUS are written."""
+    return part.isascii() and part.isalpha()
+
+
+def _bad_finding(text: str, part: str, kind: str, allowed: tuple[str, ...]) -> CLIError:
+    return CLIError(f"--finding {text!r}: {part!r} is not a {kind} ({', '.join(allowed)}); write "
+                    "'TITLE[:SEVERITY[:STATUS]]', and end a title that contains a colon with "
+                    "':SEVERITY' (e.g. 'x:y:medium')")
 
 
 def register(main: click.Group) -> None:
@@ -89,13 +109,16 @@ def register(main: click.Group) -> None:
     def review(vendor: str, html_file: Path | None, md_file: Path | None) -> None:
         """The review pack for VENDOR: products and where they run, blast radius, plan coverage
         and gaps, untested exposure, assessment history, open findings, expiring certificates."""
+        for path in (html_file, md_file):
+            if path is not None:
+                check_output_path(path)  # before the work, and before writing either file
         db = get_session()
         pack = review_svc.review_pack(db, _vendor(db, vendor))
         markdown = review_svc.render_markdown(pack)
         if html_file is not None:
-            html_file.write_text(review_svc.render_html(pack), encoding="utf-8")
+            write_text_file(html_file, review_svc.render_html(pack))
         if md_file is not None:
-            md_file.write_text(markdown, encoding="utf-8")
+            write_text_file(md_file, markdown)
         else:
             click.echo(markdown)
         for path in (md_file, html_file):
