@@ -10,6 +10,7 @@ import click
 
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
+from inventory.cli.params import DbId
 
 RUN_COLUMNS = ("id", "collector", "scope", "started_at", "finished_at", "status", "created",
                "updated", "unchanged", "marked_stale", "errors")
@@ -58,7 +59,8 @@ def register(main: click.Group) -> None:
                   help="Most recent runs to list.")
     @click.option("--collector", "collector_name", help="Only runs of this collector.")
     @click.option("--status", type=click.Choice(["running", "succeeded", "partial", "failed"]))
-    @click.option("--id", "run_id", type=int, help="Show one run with its scopes.")
+    @click.option("--id", "run_id", type=DbId("no collection run with id {}"),
+                  help="Show one run with its scopes.")
     @FORMAT_OPTION
     @with_app
     def runs(limit: int, collector_name: str | None, status: str | None, run_id: int | None,
@@ -82,11 +84,22 @@ def register(main: click.Group) -> None:
         found = db.scalars(stmt).all()
         if run_id is not None and not found:
             raise CLIError(f"no collection run with id {run_id}")
+        empty = "No collection runs yet."
+        if collector_name or status:
+            seen = db.scalars(sa.select(CollectionRun.collector).distinct())
+            known = sorted(set(registry.SOURCES) | set(seen))
+            if collector_name and collector_name not in known:
+                # Most likely a typo: an empty list would read as "that collector never ran".
+                raise CLIError(f"no collection runs match collector {collector_name!r} "
+                               f"(known collectors: {', '.join(known)})")
+            filters = [f"collector {collector_name!r}"] if collector_name else []
+            filters += [f"status {status!r}"] if status else []
+            empty = f"No collection runs match {' and '.join(filters)}."
         if fmt == "json":
             click.echo(to_json([_run_dict(r, scopes=True) for r in found]))
             return
         rows = [_run_dict(r, scopes=False) for r in found]
-        emit(rows, RUN_COLUMNS, fmt, RUN_HEADERS, empty="No collection runs yet.")
+        emit(rows, RUN_COLUMNS, fmt, RUN_HEADERS, empty=empty)
         if run_id is not None and fmt == "table":
             from collectors.cli import SUMMARY_COLUMNS, SUMMARY_HEADERS
             click.echo("")

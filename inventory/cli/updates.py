@@ -1,13 +1,17 @@
 """``planb updates ...`` (vendor updates and their tests) and ``planb check updates`` (the gate)."""
 from __future__ import annotations
 
+from datetime import datetime
+
 import click
+import sqlalchemy as sa
 
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
+from inventory.cli.params import DATETIME
 from inventory.services import updates as svc
 
 
@@ -62,7 +66,10 @@ def register(main: click.Group) -> None:
     @with_app
     def add(product: str, version: str, kind: str, released_on: str | None, vendor_pushed: bool,
             notes: str | None) -> None:
-        """Record an update of PRODUCT ('Vendor/Product') at VERSION."""
+        """Record an update of PRODUCT at VERSION.
+
+        PRODUCT is 'Vendor/Product', or a product name no other vendor uses
+        (e.g. 'Falcon Sensor'), or a product id."""
         db = get_session()
         try:
             update = svc.create_update(db, actor=current_actor(), product=product, version=version,
@@ -71,18 +78,18 @@ def register(main: click.Group) -> None:
         except svc.ValidationError as exc:
             raise CLIError(f"{exc.field}: {exc.message}" if exc.field else exc.message) from exc
         db.commit()
-        click.echo(f"Recorded update #{update.id} {product}@{update.version}.")
+        click.echo(f"Recorded update #{update.id} {svc.update_to_dict(update)['ref']}.")
 
     @updates.command("test")
     @click.argument("update_ref", metavar="UPDATE")
     @click.option("--ring", type=click.Choice(RINGS), required=True)
     @click.option("--status", type=click.Choice(TEST_STATUSES), required=True)
     @click.option("--by", "tested_by", help="Who tested (default: you).")
-    @click.option("--at", "tested_at", help="When (ISO 8601; default: now).")
+    @click.option("--at", "tested_at", type=DATETIME, help="When (ISO 8601; default: now).")
     @click.option("--evidence", "evidence_url", help="Link to the evidence (http/https).")
     @click.option("--notes")
     @with_app
-    def test(update_ref: str, ring: str, status: str, tested_by: str | None, tested_at: str | None,
+    def test(update_ref: str, ring: str, status: str, tested_by: str | None, tested_at: datetime | None,
              evidence_url: str | None, notes: str | None) -> None:
         """Record a test result of UPDATE (an id or 'Vendor/Product@version') in a ring."""
         db = get_session()
@@ -123,6 +130,13 @@ def register(main: click.Group) -> None:
         """Which assets take vendor updates in which rollout ring."""
         db = get_session()
         if ring:
+            from inventory.models import Asset
+            # The rollout rings, plus any other ring name the inventory holds.
+            known = list(RINGS) + sorted(set(db.scalars(
+                sa.select(Asset.update_ring).where(Asset.update_ring.is_not(None)).distinct())) - set(RINGS))
+            if ring not in known and ring != "none":
+                raise CLIError(f"unknown ring {ring!r}; rings: {', '.join(known)}, or 'none' for "
+                               "assets without one")
             rows = svc.assets_in_ring(db, None if ring == "none" else ring, limit=10_000)
             emit(rows, ["natural_key", "name", "criticality", "environment"], fmt,
                  empty=f"No assets in ring {ring}.")
