@@ -29,6 +29,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from inventory import config as config_module
+from inventory.ids import MAX_ID
 
 log = logging.getLogger("planb.security")
 
@@ -47,9 +48,6 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
 }
 HSTS = "max-age=31536000"
-# Ids are 32-bit integers on PostgreSQL (and bound as such); larger numbers in a URL
-# would reach the database and fail there.  They name nothing, so they are 404s.
-MAX_ID = 2**31 - 1
 
 
 class BoundedIntConverter(IntegerConverter):

@@ -17,7 +17,8 @@ from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
-from inventory.security import MAX_ID, BoundedIntConverter, csrf
+from inventory.ids import MAX_ID
+from inventory.security import BoundedIntConverter, csrf
 from inventory.validation import text_problem
 
 # Far deeper than any document the API takes (an estate file is about six levels), far

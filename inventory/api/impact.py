@@ -19,7 +19,7 @@ from inventory.db import read_session
 from inventory.impact import ScopeError, blast_radius
 from inventory.impact.whatif import MAX_ITEMS as MAX_WHAT_IF_ITEMS
 from inventory.impact.whatif import MAX_MIN_UP, MAX_PLAN_NAME, MAX_REPLICAS
-from inventory.security import MAX_ID
+from inventory.ids import MAX_ID
 from inventory.services import incidents as svc
 
 bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")

@@ -10,7 +10,7 @@ from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, PLAN_EVENT_KINDS, PLAN_OUTCOMES
-from inventory.security import MAX_ID
+from inventory.ids import MAX_ID
 from inventory.services import plans as svc
 
 bp = Blueprint("api_plans", __name__, url_prefix="/api/v1")

@@ -9,7 +9,7 @@ from inventory.api import bounded_int, error_response, json_object
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
-from inventory.security import MAX_ID
+from inventory.ids import MAX_ID
 from inventory.services import updates as svc
 
 bp = Blueprint("api_updates", __name__, url_prefix="/api/v1")

@@ -15,8 +15,7 @@ from typing import Any
 import click
 
 from inventory.cli import CLIError
-from inventory.security import MAX_ID
-from inventory.services.updates import as_id, looks_like_id
+from inventory.ids import MAX_ID, as_id, looks_like_id
 
 __all__ = ["DATETIME", "LIMIT", "MAX_ID", "DbId", "as_id", "looks_like_id"]
 

@@ -11,14 +11,11 @@ from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, PLAN_OUTCOMES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
-from inventory.cli.params import DATETIME, as_id, looks_like_id
+from inventory.cli.params import DATETIME
 from inventory.services import plans as svc
 
 
 def _plan(db, ref: str):  # type: ignore[no-untyped-def]
-    if looks_like_id(ref) and as_id(ref) is None:
-        # find_plan would take it for an id the database cannot even compare: it names no plan.
-        raise CLIError(f"no plan {ref!r}")
     try:
         return svc.find_plan(db, ref)
     except svc.NotFound as exc:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from inventory.db import utcnow
+from inventory.ids import as_id
 from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
 from inventory.memory import paused_gc
 from inventory.models import Incident, IncidentAsset, Scenario
@@ -27,7 +28,6 @@ MAX_TITLE = 300
 MAX_NAME = 200
 MAX_TEXT = 20_000  # descriptions and notes
 # Ids are 32-bit on PostgreSQL: a larger number names no row and must not reach the database.
-MAX_ID = 2**31 - 1
 SEED_SAMPLE = 1000
 _INSERT_CHUNK = 2000
 
@@ -60,20 +60,6 @@ def _optional_text(value: str | None, field: str, max_len: int = MAX_TEXT) -> st
         raise IncidentError(f"{field} must be at most {max_len} characters", field=field)
     _refuse_unstorable(value, field)
     return value
-
-
-def _row_id(ref: object) -> int | None:
-    """``ref`` as a row id (an int, or ASCII digits), or None when it cannot be one."""
-    if isinstance(ref, bool):
-        return None
-    if isinstance(ref, str):
-        digits = ref.strip()
-        if not (digits.isascii() and digits.isdigit()) or len(digits.lstrip("0")) > len(str(MAX_ID)):
-            return None
-        ref = int(digits)
-    if isinstance(ref, int) and 0 <= ref <= MAX_ID:
-        return ref
-    return None
 
 
 # ---------------------------------------------------------------- scenarios
@@ -115,7 +101,7 @@ def get_scenario(db: so.Session, ref: int | str) -> Scenario:
     if isinstance(ref, bool) or not isinstance(ref, (int, str)):
         raise IncidentError("a scenario is named by its id or its name", field="scenario")
     scenario = None
-    row_id = _row_id(ref)
+    row_id = as_id(ref)
     if row_id is not None:
         scenario = db.get(Scenario, row_id)
     if scenario is None and isinstance(ref, str):
@@ -201,7 +187,7 @@ def list_incidents(db: so.Session, status: str | None = None) -> list[Incident]:
 
 
 def get_incident(db: so.Session, incident_id: int) -> Incident:
-    row_id = _row_id(incident_id)
+    row_id = as_id(incident_id)
     incident = db.get(Incident, row_id) if row_id is not None else None
     if incident is None:
         raise IncidentError(f"no incident {incident_id}", field="incident", status=404)
@@ -224,9 +210,9 @@ def mark_recovered(db: so.Session, incident_id: int, asset_ids: Sequence[int | s
     note = _optional_text(note, "note")
     numbers = [a for a in asset_ids if isinstance(a, int) or (a.isascii() and a.isdigit())]
     keys = {a for a in asset_ids if isinstance(a, str) and not (a.isascii() and a.isdigit())}
-    ids = {i for i in map(_row_id, numbers) if i is not None}
+    ids = {i for i in map(as_id, numbers) if i is not None}
     # A number no id column can hold is part of no incident: reported as missing below.
-    out_of_range = sorted(str(a)[:40] for a in numbers if _row_id(a) is None)
+    out_of_range = sorted(str(a)[:40] for a in numbers if as_id(a) is None)
     rows = list(db.scalars(sa.select(IncidentAsset).where(
         IncidentAsset.incident_id == incident.id,
         sa.or_(IncidentAsset.asset_id.in_(ids or [-1]), IncidentAsset.natural_key.in_(keys or [""])))))

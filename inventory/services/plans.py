@@ -40,6 +40,7 @@ from scipy import sparse
 
 from inventory.choices import CRITICALITIES, MEMBER_OF, PLAN_EVENT_KINDS, PLAN_OUTCOMES, SERVICE_KIND
 from inventory.db import utcnow
+from inventory.ids import as_id
 from inventory.models import Asset, ContingencyPlan, PlanEvent, PlanLink, Product, Vendor
 from inventory.services import audit, cache
 from inventory.services.plan_status import (
@@ -73,8 +74,9 @@ MAX_INTERVAL_DAYS = 3650
 def find_plan(db: so.Session, ref: str | int) -> ContingencyPlan:
     """A plan by id or (case-insensitive) name."""
     plan = None
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.strip().isdigit()):
-        plan = db.get(ContingencyPlan, int(ref))
+    plan_id = as_id(ref)
+    if plan_id is not None:
+        plan = db.get(ContingencyPlan, plan_id)
     if plan is None and isinstance(ref, str):
         plan = db.scalar(sa.select(ContingencyPlan).where(
             sa.func.lower(ContingencyPlan.name) == ref.strip().lower()))

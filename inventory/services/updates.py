@@ -34,7 +34,7 @@ import sqlalchemy.orm as so
 from inventory.choices import CRITICALITIES, PRODUCTION_RING, RINGS, TEST_STATUSES, UPDATE_KINDS
 from inventory.db import utcnow
 from inventory.models import Asset, Installation, Product, UpdateTest, Vendor, VendorUpdate
-from inventory.security import MAX_ID
+from inventory.ids import as_id, looks_like_id
 from inventory.services import audit
 from inventory.validation import text_problem
 
@@ -177,29 +177,6 @@ def cached_view(db: so.Session, name: str, compute: Callable[[], T]) -> T:
 
 
 # ---------------------------------------------------------------- lookups
-
-def looks_like_id(ref: Any) -> bool:
-    """True when a reference is meant as an id: an int, or a string of digits."""
-    if isinstance(ref, str):
-        return ref.strip().isdigit()
-    return isinstance(ref, int) and not isinstance(ref, bool)
-
-
-def as_id(ref: Any) -> int | None:
-    """The id ``ref`` names, or None when it cannot name a row: not a whole number, or
-    beyond what an id column holds (the database would refuse to compare it)."""
-    if isinstance(ref, bool):
-        return None
-    if isinstance(ref, str):
-        text = ref.strip()
-        # isdigit() also accepts digits int() refuses ('²'), hence the ASCII check.
-        if not (text.isascii() and text.isdigit()):
-            return None
-        ref = int(text)
-    if not isinstance(ref, int) or not 0 < ref <= MAX_ID:
-        return None
-    return ref
-
 
 def find_vendor(db: so.Session, ref: str | int) -> Vendor:
     """A vendor by id or (case-insensitive) name."""
