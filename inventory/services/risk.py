@@ -288,6 +288,14 @@ def _optional_bool(value: Any, field: str) -> bool | None:
     return parse_bool(value, field)
 
 
+def _refuse_unknown(entry: dict[str, Any], fieldname: str, known: tuple[str, ...]) -> None:
+    """Every caller (API, CLI, dashboard) gets the same answer: an unknown key is named, not dropped."""
+    unknown = sorted(str(key) for key in entry if key not in known)
+    if unknown:
+        raise ValidationError(f"{fieldname}.{unknown[0]}",
+                              f"{fieldname} has unknown field(s) {', '.join(unknown)}; known: {', '.join(known)}")
+
+
 def _certifications(value: Any) -> list[dict[str, Any]]:
     if value in (None, ""):
         return []
@@ -298,6 +306,7 @@ def _certifications(value: Any) -> list[dict[str, Any]]:
         fieldname = f"certifications[{n}]"
         if not isinstance(cert, dict):
             raise ValidationError(fieldname, f"{fieldname} must be an object with name and expires")
+        _refuse_unknown(cert, fieldname, ("name", "expires"))
         name = clean_text(cert.get("name"), f"{fieldname}.name", max_len=200, required=True)
         expires = parse_date(cert.get("expires"), f"{fieldname}.expires")
         out.append({"name": name, "expires": expires.isoformat() if expires else None})
@@ -314,6 +323,7 @@ def _findings(value: Any) -> list[dict[str, Any]]:
         fieldname = f"findings[{n}]"
         if not isinstance(finding, dict):
             raise ValidationError(fieldname, f"{fieldname} must be an object with title, severity, status")
+        _refuse_unknown(finding, fieldname, ("title", "severity", "status"))
         title = clean_text(finding.get("title"), f"{fieldname}.title", max_len=500, required=True)
         severity = str(finding.get("severity") or "medium").strip().lower()
         if severity not in FINDING_SEVERITIES:

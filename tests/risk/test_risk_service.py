@@ -126,6 +126,8 @@ def test_create_assessment_with_audit(db: so.Session, estate) -> None:  # type: 
     ({"vendor": "Okta", "certifications": [{"name": "SOC 2", "expires": "soon"}]}, "certifications[0].expires"),
     ({"vendor": "Okta", "findings": [{"title": "x", "severity": "huge"}]}, "findings[0].severity"),
     ({"vendor": "Okta", "findings": [{"title": "x", "status": "wontfix"}]}, "findings[0].status"),
+    ({"vendor": "Okta", "findings": [{"title": "x", "sevrity": "high"}]}, "findings[0].sevrity"),
+    ({"vendor": "Okta", "certifications": [{"name": "SOC 2", "expiry": "2030-01-01"}]}, "certifications[0].expiry"),
     ({"vendor": "Okta", "staged_rollouts": "maybe"}, "staged_rollouts"),
     ({"vendor": "Okta", "colour": "red"}, "colour"),
 ])
