@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 import click
 
 from inventory.cli import CLIError
-from inventory.services.blast_view import csv_cell
+from inventory.services.blast_view import CSV_FORMAT, csv_cell
 
 FORMAT_OPTION = click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
@@ -53,7 +53,7 @@ def _cell(value: Any, max_width: int) -> str:
 
 def render_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", **CSV_FORMAT)
     writer.writeheader()
     for row in rows:
         writer.writerow({k: _csv_value(row.get(k)) for k in columns})

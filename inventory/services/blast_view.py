@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from typing import Any, Iterable, Mapping
 
 from inventory.choices import CRITICALITIES
@@ -188,18 +189,27 @@ CSV_COLUMNS = ("asset_id", "natural_key", "name", "kind", "provider", "account",
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A formula start right after a line break inside the text: harmless in a quoted cell, but
+# a reader that splits lines naively (or a broken file) would see a line starting with it.
+_FORMULA_AFTER_BREAK = re.compile(r"(\r\n|\r|\n)(?=[=+\-@\t])")
+
+# How every CSV the project writes is laid out (RFC 4180).  The csv module quotes a field
+# only if it holds the delimiter, the quote or a character of the line terminator, so the
+# terminator must hold both CR and LF: with "\n" alone a bare CR went out unquoted.
+CSV_FORMAT: dict[str, Any] = {"lineterminator": "\r\n", "quoting": csv.QUOTE_MINIMAL}
 
 
 def csv_cell(value: Any) -> Any:
     """A value as a CSV cell a spreadsheet will not run (OWASP's advice on CSV injection).
 
     Names come from outside (collectors, imports): text that starts like a formula gets a
-    leading single quote.  Numbers are left alone, so a numeric column keeps ``-1``."""
+    leading single quote, and so does each line inside it that does.  Numbers are left
+    alone, so a numeric column keeps ``-1``."""
     if value is None:
         return ""
     if isinstance(value, (int, float)):  # bool included: prints as True/False
         return value
-    text = str(value)
+    text = _FORMULA_AFTER_BREAK.sub(r"\1'", str(value))
     if text.startswith(FORMULA_STARTS):
         text = "'" + text
     return text
@@ -207,7 +217,7 @@ def csv_cell(value: Any) -> Any:
 
 def to_csv(result: Mapping[str, Any]) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer, **CSV_FORMAT)
     writer.writerow(CSV_COLUMNS)
     for hit in sorted(result.get("hits") or [], key=_hit_key):
         plans = "; ".join(f"{p.get('name')} ({p.get('status')})" for p in hit.get("plans") or [])

@@ -18,6 +18,7 @@ from inventory.models import CollectionRun, Product, Vendor
 from inventory.services import assets as asset_service
 from inventory.services import blast_view, graph_svg
 from inventory.services.cache import cached
+from inventory.web.downloads import attachment
 
 bp = Blueprint("impact", __name__, url_prefix="/impact")
 
@@ -103,5 +104,4 @@ def export_csv():  # type: ignore[no-untyped-def]
         message = f"{error.field}: {error}" if error else "give an outage scope (at least a vendor)"
         return Response(message + "\n", status=400, mimetype="text/plain")
     vendor = "".join(ch if ch.isalnum() else "-" for ch in form.get("vendor", "scope")).strip("-").lower()
-    return Response(blast_view.to_csv(result), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="blast-radius-{vendor or "scope"}.csv"'})
+    return attachment(blast_view.to_csv(result), "text/csv", f"blast-radius-{vendor or 'scope'}.csv")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 
 from inventory.app_db import get_session
 from inventory.auth import current_actor, require_role
@@ -13,6 +13,7 @@ from inventory.forms import AssessmentForm, attach_error, options
 from inventory.models import Vendor
 from inventory.services import review as review_svc
 from inventory.services import risk as svc
+from inventory.web.downloads import attachment
 
 bp = Blueprint("risk", __name__, url_prefix="/risk")
 
@@ -55,9 +56,7 @@ def review_download(vendor_id: int, fmt: str):  # type: ignore[no-untyped-def]
         body, mime = review_svc.render_markdown(pack), "text/markdown"
     else:
         body, mime = review_svc.render_html(pack), "text/html"
-    return Response(body, mimetype=mime, headers={
-        "Content-Disposition": f'attachment; filename="{review_svc.filename(pack, fmt)}"',
-        "Cache-Control": "no-store"})
+    return attachment(body, mime, review_svc.filename(pack, fmt))
 
 
 @bp.get("/export.<fmt>")
@@ -75,8 +74,7 @@ def export(fmt: str):  # type: ignore[no-untyped-def]
     else:
         abort(404)
     stamp = utcnow().date().isoformat()
-    return Response(body, mimetype=mime, headers={
-        "Content-Disposition": f'attachment; filename="vendor-risk-{stamp}.{fmt}"'})
+    return attachment(body, mime, f"vendor-risk-{stamp}.{fmt}")
 
 
 @bp.get("/assessments")
