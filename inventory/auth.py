@@ -52,6 +52,7 @@ from inventory.db import best_effort_write, read_session, utcnow
 from inventory.models import ApiToken, User
 from inventory.security import limiter
 from inventory.services import audit
+from inventory.validation import text_problem
 
 log = logging.getLogger("planb.auth")
 
@@ -69,7 +70,13 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class AuthError(ValueError):
-    """A user or token operation that cannot be done (message says why)."""
+    """A user or token operation that cannot be done (message says why); ``status`` is the
+    HTTP status a page answers with (422 for text no database can store or a line break in
+    a one-line name, 400 otherwise)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,10 @@ def token_digest(token: str, key: bytes | None = None) -> str:
     return hmac.new(key or _token_key(), token.encode(), hashlib.sha256).hexdigest()
 
 
+MIN_TOKEN_DAYS = 1
+MAX_TOKEN_DAYS = 3660
+
+
 def create_token(db: so.Session, name: str, role: str, *, expires_in_days: float | None = None,
                  expires_at: datetime | None = None, created_by: User | None = None,
                  actor: str = "system", key: bytes | None = None) -> tuple[ApiToken, str]:
@@ -261,12 +272,22 @@ def create_token(db: so.Session, name: str, role: str, *, expires_in_days: float
     name = (name or "").strip()
     if not name or len(name) > 200:
         raise AuthError("token name must be 1 to 200 characters")
+    problem = text_problem(name)
+    if problem:
+        # Refused, never cleaned (inventory.validation): the name is stored as given or not at all.
+        raise AuthError(f"name: {problem}", status=422)
+    if any(ord(ch) < 32 or ord(ch) == 127 or ch in "\x85\u2028\u2029" for ch in name):
+        raise AuthError("name: text must be on one line, without control characters", status=422)
     if role not in TOKEN_ROLES:
         raise AuthError(f"token role must be one of {', '.join(TOKEN_ROLES)}")
     if expires_in_days is not None:
-        if not expires_in_days > 0 or expires_in_days > 3660:
-            raise AuthError("expiry must be between 0 and 3660 days")
-        expires_at = utcnow() + timedelta(days=expires_in_days)
+        # Whole days: a fraction (1e-9) would make a token that is expired when created.
+        if isinstance(expires_in_days, bool) or not isinstance(expires_in_days, (int, float)) \
+                or not float(expires_in_days).is_integer() \
+                or not MIN_TOKEN_DAYS <= expires_in_days <= MAX_TOKEN_DAYS:
+            raise AuthError(f"expires_days: expiry must be a whole number of days from "
+                            f"{MIN_TOKEN_DAYS} to {MAX_TOKEN_DAYS}")
+        expires_at = utcnow() + timedelta(days=int(expires_in_days))
     plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(name=name, role=role, prefix=plaintext[:12], token_hash=token_digest(plaintext, key),
                      created_by_id=created_by.id if created_by else None, expires_at=expires_at)

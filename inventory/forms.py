@@ -7,16 +7,60 @@ field — ``attach_error`` puts that message under the right input.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, DateField, IntegerField, SelectChoice, SelectField, StringField,
+from wtforms import (BooleanField, DateField, Field, IntegerField, SelectChoice, SelectField, StringField,
                      TextAreaField)
-from wtforms.validators import DataRequired, Length, NumberRange, Optional
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, StopValidation
 
 from inventory.choices import (ASSESSMENT_DOMAINS, PLAN_EVENT_KINDS, PLAN_OUTCOMES, RINGS, TEST_STATUSES,
                                UPDATE_KINDS, VENDOR_TIERS)
+from inventory.validation import text_problem
 
+ONE_LINE_MESSAGE = "text must be on one line (no line breaks)"
+_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+class SingleLine:
+    """Validator for one-line text (names, titles): CR, LF and other line breaks are refused."""
+
+    def __call__(self, form: Any, field: Field) -> None:
+        if isinstance(field.data, str) and _LINE_BREAK.search(field.data):
+            raise StopValidation(f"{field.name}: {ONE_LINE_MESSAGE}")
+
+
+class WholeNumberField(IntegerField):
+    """An integer input that takes ASCII digits only (Python's int() also reads '١٢' as 12)."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        if valuelist and isinstance(valuelist[0], str):
+            raw = valuelist[0].strip()
+            if raw and not (raw.lstrip("+-").isascii() and raw.lstrip("+-").isdigit()):
+                self.data = None
+                raise ValueError(self.gettext("Not a valid integer value."))
+        super().process_formdata(valuelist)
+
+
+class Form(FlaskForm):
+    """Every dashboard form: text no database can store (NUL, lone surrogates) is refused
+    with an error naming the field, in every text field, whatever its own validators say --
+    never silently altered (see ``inventory.validation``).  The database layer would strip a
+    NUL from a lookup, so 'Crowd\\x00Strike' would otherwise find CrowdStrike."""
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        ok = super().validate(extra_validators)
+        for field in self:
+            for value in getattr(field, "raw_data", None) or ():
+                problem = text_problem(value) if isinstance(value, str) else None
+                if problem:
+                    message = f"{field.name}: {problem}"
+                    if message not in field.errors:
+                        field.errors = [*field.errors, message]
+                    ok = False
+                    break
+        return ok
 
 
 def options(pairs: Iterable[tuple[str, str]]) -> list[SelectChoice]:
@@ -35,13 +79,13 @@ def _lines(text: str | None) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
 
 
-class PlanForm(FlaskForm):
-    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+class PlanForm(Form):
+    name = StringField("Name", validators=[DataRequired(), SingleLine(), Length(max=200)])
     owner = StringField("Owner (team or person)", validators=[Optional(), Length(max=200)])
-    rto_minutes = IntegerField("Recovery time objective (minutes)",
-                               validators=[Optional(), NumberRange(min=1, max=525_600)])
-    review_interval_days = IntegerField("Review every (days)", default=180,
-                                        validators=[DataRequired(), NumberRange(min=1, max=3650)])
+    rto_minutes = WholeNumberField("Recovery time objective (minutes)",
+                                   validators=[Optional(), NumberRange(min=1, max=525_600)])
+    review_interval_days = WholeNumberField("Review every (days)", default=180,
+                                            validators=[InputRequired(), NumberRange(min=1, max=3650)])
     runbook_url = StringField("Runbook link (http/https)", validators=[Optional(), Length(max=1000)])
     steps = TextAreaField("Recovery steps", validators=[Optional(), Length(max=50_000)])
     manual_fallback = TextAreaField("Manual fallback (how the business keeps going meanwhile)",
@@ -68,14 +112,14 @@ class PlanForm(FlaskForm):
         self.cover_vendors.data = "\n".join(v["name"] for v in covers["vendors"])
 
 
-class PlanEventForm(FlaskForm):
+class PlanEventForm(Form):
     kind = SelectField("What happened", choices=options((k, k.capitalize()) for k in PLAN_EVENT_KINDS))
     outcome = SelectField("Outcome", choices=options([("", "— (optional for a review)")]
                                                   + [(o, o) for o in PLAN_OUTCOMES]), validators=[Optional()])
     notes = TextAreaField("Notes", validators=[Optional(), Length(max=20_000)])
 
 
-class UpdateForm(FlaskForm):
+class UpdateForm(Form):
     product = SelectField("Product", choices=[], validators=[DataRequired()])
     version = StringField("Version", validators=[DataRequired(), Length(max=100)])
     released_on = DateField("Released on", validators=[Optional()])
@@ -84,7 +128,7 @@ class UpdateForm(FlaskForm):
     notes = TextAreaField("Notes", validators=[Optional(), Length(max=10_000)])
 
 
-class UpdateTestForm(FlaskForm):
+class UpdateTestForm(Form):
     ring = SelectField("Ring", choices=same(RINGS))
     status = SelectField("Result", choices=same(TEST_STATUSES))
     tested_by = StringField("Tested by (default: you)", validators=[Optional(), Length(max=200)])
@@ -92,14 +136,14 @@ class UpdateTestForm(FlaskForm):
     notes = TextAreaField("Notes", validators=[Optional(), Length(max=10_000)])
 
 
-class AssessmentForm(FlaskForm):
+class AssessmentForm(Form):
     vendor = SelectField("Vendor", choices=[], validators=[DataRequired()])
     assessed_on = DateField("Assessed on", validators=[DataRequired()])
     assessor = StringField("Assessor", validators=[Optional(), Length(max=200)])
-    score_security = IntegerField("Security posture (0-5)", validators=[Optional(), NumberRange(0, 5)])
-    score_update_practices = IntegerField("Update practices (0-5)", validators=[Optional(), NumberRange(0, 5)])
-    score_resilience = IntegerField("Resilience / continuity (0-5)", validators=[Optional(), NumberRange(0, 5)])
-    score_compliance = IntegerField("Compliance (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_security = WholeNumberField("Security posture (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_update_practices = WholeNumberField("Update practices (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_resilience = WholeNumberField("Resilience / continuity (0-5)", validators=[Optional(), NumberRange(0, 5)])
+    score_compliance = WholeNumberField("Compliance (0-5)", validators=[Optional(), NumberRange(0, 5)])
     staged_rollouts = SelectField("Staged rollouts", choices=options(TRISTATE), validators=[Optional()])
     customer_update_control = SelectField("Customer controls when updates land", choices=options(TRISTATE),
                                           validators=[Optional()])
@@ -156,7 +200,7 @@ def attach_error(form: FlaskForm, field: str | None, message: str) -> None:
         form.form_errors.append(message)
 
 
-class VendorResilienceForm(FlaskForm):
+class VendorResilienceForm(Form):
     """Tier, substitutability and exit planning of a vendor (they feed the risk score)."""
 
     tier = SelectField("Tier", choices=same(VENDOR_TIERS))

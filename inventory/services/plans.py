@@ -61,6 +61,7 @@ from inventory.services.updates import (
     find_vendor,
     parse_datetime,
 )
+from inventory.validation import text_problem
 
 __all__ = ["coverage", "stale_plans", "never_exercised", "rto_check", "list_plans", "plan_to_dict",
            "create_plan", "update_plan", "record_event", "find_plan", "ValidationError", "NotFound"]
@@ -605,6 +606,8 @@ def _validate(db: so.Session, data: dict[str, Any], plan: ContingencyPlan | None
 
     if given("name"):
         name = clean_text(data.get("name"), "name", max_len=200, required=True)
+        if any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
+            raise ValidationError("name", "name: text must be on one line (no line breaks)")
         clash = db.scalar(sa.select(ContingencyPlan.id).where(
             sa.func.lower(ContingencyPlan.name) == name.lower()))
         if clash is not None and (plan is None or clash != plan.id):
@@ -658,6 +661,11 @@ def _as_list(value: Any, field: str) -> list[str]:
         value = [line for line in value.replace(",", "\n").splitlines()]
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
         raise ValidationError(field, f"{field} must be a list of names")
+    for v in value:
+        problem = text_problem(v)
+        if problem:
+            # Refused, never cleaned: the database layer would strip a NUL and find the name anyway.
+            raise ValidationError(field, f"{field}: {problem}")
     return [v.strip() for v in value if v.strip()]
 
 

@@ -7,7 +7,7 @@ cookie — and pages are sent with ``Cache-Control: no-store``.
 """
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,7 +100,11 @@ def set_role(user_id: int):  # type: ignore[no-untyped-def]
 def set_active(user_id: int):  # type: ignore[no-untyped-def]
     db = get_session()
     user = _user_or_404(user_id)
-    active = request.form.get("active") == "1"
+    raw = request.form.get("active")
+    if raw not in ACTIVE_VALUES:
+        # Only the form's own values: anything else (a typo, a missing field) must not lock a user out.
+        return _users_page(400, error="active must be 1 (can log in) or 0 (cannot)")
+    active = ACTIVE_VALUES[raw]
     principal = current_principal()
     if not active and principal is not None and principal.user_id == user.id:
         return _users_page(400, error="you cannot deactivate your own account")
@@ -122,6 +126,9 @@ def reset_password(user_id: int):  # type: ignore[no-untyped-def]
     plain = auth.reset_password(db, user, actor=current_actor())
     db.commit()
     return _users_page(200, created=user.username, password=plain, reset=True)
+
+
+ACTIVE_VALUES = {"1": True, "0": False}
 
 
 # ---------------------------------------------------------------- tokens
@@ -148,10 +155,11 @@ def create_token():  # type: ignore[no-untyped-def]
     name = request.form.get("name", "")
     role = request.form.get("role", "read")
     raw_days = (request.form.get("expires_days") or "").strip()
-    try:
-        days = float(raw_days) if raw_days else None
-    except ValueError:
-        return _tokens_page(400, error="expiry must be a number of days", form=request.form)
+    # Whole days in ASCII digits: float() took '1e-9' (a token expired when created), int() takes '١٢'.
+    if raw_days and not (raw_days.isascii() and raw_days.isdigit()):
+        return _tokens_page(400, error=f"expires_days: expiry must be a whole number of days from "
+                                       f"{auth.MIN_TOKEN_DAYS} to {auth.MAX_TOKEN_DAYS}", form=request.form)
+    days = int(raw_days) if raw_days else None
     principal = current_principal()
     creator = db.get(User, principal.user_id) if principal and principal.user_id else None
     try:
@@ -159,7 +167,7 @@ def create_token():  # type: ignore[no-untyped-def]
                                          actor=current_actor())
     except AuthError as exc:
         db.rollback()
-        return _tokens_page(400, error=str(exc), form=request.form)
+        return _tokens_page(exc.status, error=str(exc), form=request.form)
     db.commit()
     return _tokens_page(201, created=token, plaintext=plain)
 
@@ -185,8 +193,13 @@ def _parse_day(value: str, field: str, end: bool = False) -> datetime:
     except ValueError:
         raise ValueError(f"{field} must be a date like 2024-07-19") from None
     moment = datetime.combine(day, time.min, tzinfo=timezone.utc)
-    # "until 2024-07-19" includes that whole day.
-    return moment + timedelta(days=1) if end else moment
+    if not end:
+        return moment
+    # "until 2024-07-19" includes that whole day; the last day there is (9999-12-31) has no next
+    # day to stop before, so it ends at the last microsecond instead (and lists everything).
+    if day == date.max:
+        return datetime.combine(day, time.max, tzinfo=timezone.utc)
+    return moment + timedelta(days=1)
 
 
 @bp.get("/audit")
