@@ -12,6 +12,7 @@ from inventory.auth import current_actor
 from inventory.choices import ASSESSMENT_DOMAINS, FINDING_SEVERITIES, FINDING_STATUSES
 from inventory.services import review as review_svc
 from inventory.services import risk as svc
+from inventory.web.downloads import content_disposition
 
 bp = Blueprint("api_risk", __name__, url_prefix="/api/v1")
 
@@ -69,8 +70,7 @@ def review_pack(vendor: str):  # type: ignore[no-untyped-def]
     else:
         body, mime, ext = review_svc.render_html(pack), "text/html; charset=utf-8", "html"
     return Response(body, mimetype=mime.split(";")[0], headers={
-        "Content-Type": mime,
-        "Content-Disposition": f'attachment; filename="{review_svc.filename(pack, ext)}"'})
+        "Content-Type": mime, "Content-Disposition": content_disposition(review_svc.filename(pack, ext))})
 
 
 @bp.get("/assessments")
