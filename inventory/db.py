@@ -74,6 +74,10 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not pysqlite, decide when transactions begin.
         dbapi_conn.isolation_level = None
+        # SQLite's own lower() folds ASCII only, so "яндекс" would not find "Яндекс" by the
+        # case-insensitive name lookups; PostgreSQL's folds all of Unicode.  No index or
+        # trigger uses lower(), so replacing it per connection changes lookups only.
+        dbapi_conn.create_function("lower", 1, _unicode_lower, deterministic=True)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
         cur.execute("PRAGMA foreign_keys = ON")
@@ -86,6 +90,10 @@ def _install_sqlite_pragmas(engine: Engine) -> None:
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _unicode_lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
 
 
 def _clean_value(value: Any) -> Any:
