@@ -23,11 +23,16 @@ ONE_LINE_MESSAGE = "text must be on one line (no line breaks)"
 _LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 
 
+def has_line_break(text: str) -> bool:
+    """Whether one-line text (a name, a title) holds a CR, LF or other line break."""
+    return bool(_LINE_BREAK.search(text))
+
+
 class SingleLine:
     """Validator for one-line text (names, titles): CR, LF and other line breaks are refused."""
 
     def __call__(self, form: Any, field: Field) -> None:
-        if isinstance(field.data, str) and _LINE_BREAK.search(field.data):
+        if isinstance(field.data, str) and has_line_break(field.data):
             raise StopValidation(f"{field.name}: {ONE_LINE_MESSAGE}")
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 import importlib.util
 
-from flask import Flask
+from flask import Blueprint, Flask
+from werkzeug.exceptions import BadRequest, HTTPException, NotFound
 
 
 def register_blueprints(app: Flask) -> None:
@@ -12,13 +13,40 @@ def register_blueprints(app: Flask) -> None:
 
     init_template_helpers(app)
     app.register_blueprint(health.bp)
+    _add_error_pages(overview.bp)
     app.register_blueprint(overview.bp)
     # Areas added by later modules register here (one blueprint each).
     for module_name in ("assets", "vendors", "impact", "incidents", "plans", "updates", "runs",
                         "risk", "admin"):
         module = _optional(f"inventory.web.{module_name}")
         if module is not None:
+            _add_error_pages(module.bp)
             app.register_blueprint(module.bp)
+
+
+# Errors a page's view raises (abort(404) for an unknown id, abort(400)) get the app's styled
+# error page instead of werkzeug's plain one.  Blueprint-scoped, so the API's JSON errors and
+# the app-wide handlers stay as they are.
+ERROR_PAGE_CODES = (400, 404)
+
+
+def render_error_page(error: HTTPException):  # type: ignore[no-untyped-def]
+    from flask import current_app, render_template
+
+    # A more specific app-wide handler (the CSRF "Form expired" page) keeps its page.
+    specific = current_app.error_handler_spec[None].get(error.code, {}).get(type(error))
+    if specific is not None and type(error) not in (BadRequest, NotFound):
+        return specific(error)
+    return render_template("auth/error.html", title=f"{error.code} {error.name}",
+                           message=error.description), error.code
+
+
+def _add_error_pages(bp: Blueprint) -> None:
+    if getattr(bp, "_planb_error_pages", False):  # a blueprint object outlives each test app
+        return
+    for code in ERROR_PAGE_CODES:
+        bp.register_error_handler(code, render_error_page)
+    bp._planb_error_pages = True  # type: ignore[attr-defined]
 
 
 def _optional(name: str):  # type: ignore[no-untyped-def]

@@ -13,6 +13,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from inventory.app_db import get_session
 from inventory.auth import current_actor, require_role
+from inventory.forms import ONE_LINE_MESSAGE, has_line_break
 from inventory.models import Incident, IncidentAsset
 from inventory.services import blast_view
 from inventory.services.keyset import CursorError, Page, Segment, paginate
@@ -56,6 +57,10 @@ def declare():  # type: ignore[no-untyped-def]
     if not title:
         flash("Give the incident a title.", "error")
         return redirect(url_for("impact.index", **blast_view.scope_to_args(scope)))
+    if has_line_break(title):
+        # Refused, not altered: the title is one line in lists, the audit trail and exports.
+        flash(f"Cannot declare: title: {ONE_LINE_MESSAGE}", "error")
+        return redirect(url_for("impact.index", **blast_view.scope_to_args(scope)))
     try:
         incident = _service().declare_incident(db, scope, title, current_actor())
     except ValueError as exc:  # ScopeError / IncidentError: the message names the problem
@@ -94,7 +99,7 @@ def detail(incident_id: int):  # type: ignore[no-untyped-def]
     args = {"show": show} if show != "all" else {}
     return render_template("incidents/detail.html", incident=incident, progress=progress_of(incident),
                            page=page, show=show, args=args, cursor_error=cursor_error,
-                           summary=incident.summary or {},
+                           summary=incident.summary or {}, note_max=_service().MAX_TEXT,
                            scope_args=blast_view.scope_to_args(incident.scope or {}))
 
 

@@ -47,6 +47,8 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/rings/<ring>")
 def ring(ring: str):  # type: ignore[no-untyped-def]
+    if ring != "none" and ring not in RINGS:
+        abort(404)
     db = get_session()
     assets = svc.assets_in_ring(db, None if ring == "none" else ring, limit=1000)
     return render_template("updates/ring.html", ring=ring, assets=assets, limit=1000)

@@ -255,3 +255,55 @@ def test_token_service_refuses_fractional_days(app):
     with app.app_context():
         with pytest.raises(AuthError, match="whole number of days"):
             create_token(get_session(), "x", "read", expires_in_days=1e-9)
+
+
+# ---------------------------------------------------------------- incidents: one-line title, note limit
+
+@pytest.mark.parametrize("title", ["Falcon\routage", "Falcon\noutage"])
+def test_incident_title_must_be_one_line(app, editor_client, estate, title):
+    from inventory.models import Incident
+    scope = {"vendor": "CrowdStrike", "products": "Falcon Sensor", "version": ">=7.11", "os": "windows"}
+    response = editor_client.post("/incidents/declare", data={**scope, "title": title}, follow_redirects=True)
+    assert "title: text must be on one line" in _text(response)
+    with app.app_context():
+        assert get_session().scalar(sa.select(sa.func.count(Incident.id))) == 0
+
+
+def test_recovery_note_limit_agrees_with_the_server(app, editor_client, estate):
+    from inventory.services import incidents as service
+    scope = {"vendor": "CrowdStrike", "products": "Falcon Sensor", "version": ">=7.11", "os": "windows"}
+    location = editor_client.post("/incidents/declare", data={**scope, "title": "t"}).headers["Location"]
+    html = _text(editor_client.get(location))
+    assert f'name="note" maxlength="{service.MAX_TEXT}"' in html
+
+
+# ---------------------------------------------------------------- styled error pages, unknown ring
+
+def test_unknown_ring_is_404(viewer_client, estate):
+    assert viewer_client.get("/updates/rings/bogus").status_code == 404
+    assert viewer_client.get("/updates/rings/canary").status_code == 200
+    assert viewer_client.get("/updates/rings/none").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/plans/999999", "/updates/rings/bogus", "/incidents/999999",
+                                  "/admin/users/999999/active"])
+def test_view_404_uses_the_app_error_page(admin_client, path):
+    method = admin_client.post if path.endswith("/active") else admin_client.get
+    response = method(path, data={"active": "1"}) if method == admin_client.post else method(path)
+    assert response.status_code == 404
+    html = _text(response)
+    assert "planb.css" in html and "<h1>404 Not Found</h1>" in html
+
+
+def test_view_400_uses_the_app_error_page(app, editor_client, estate):
+    scope = {"vendor": "CrowdStrike", "products": "Falcon Sensor", "version": ">=7.11", "os": "windows"}
+    location = editor_client.post("/incidents/declare", data={**scope, "title": "t"}).headers["Location"]
+    response = editor_client.post(f"{location}/recover", data={"asset": "not-a-number"})
+    assert response.status_code == 400
+    assert "planb.css" in _text(response) and "<h1>400 Bad Request</h1>" in _text(response)
+
+
+def test_api_404_stays_json(client, read_token):
+    from tests.conftest import bearer
+    response = client.get("/api/v1/plans/999999", headers=bearer(read_token))
+    assert response.status_code == 404 and response.is_json
