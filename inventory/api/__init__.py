@@ -261,7 +261,9 @@ def register_blueprints(app: Flask) -> None:
     def _not_found(error):  # type: ignore[no-untyped-def]
         if request.path.startswith("/api/"):
             return error_response(404, "no such resource")
-        return error, 404
+        from inventory.web import render_error_page  # the dashboard's page, also for unknown URLs
+
+        return render_error_page(error)
 
     @app.errorhandler(405)
     def _method_not_allowed(error):  # type: ignore[no-untyped-def]

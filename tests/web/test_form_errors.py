@@ -286,7 +286,7 @@ def test_unknown_ring_is_404(viewer_client, estate):
 
 
 @pytest.mark.parametrize("path", ["/plans/999999", "/updates/rings/bogus", "/incidents/999999",
-                                  "/admin/users/999999/active"])
+                                  "/admin/users/999999/active", "/no/such/page", "/assets/9223372036854775808"])
 def test_view_404_uses_the_app_error_page(admin_client, path):
     method = admin_client.post if path.endswith("/active") else admin_client.get
     response = method(path, data={"active": "1"}) if method == admin_client.post else method(path)
