@@ -8,7 +8,16 @@ import sqlalchemy as sa
 
 from inventory import auth
 from inventory.app_db import get_session
-from inventory.auth import AuthError, create_token, create_user, current_actor, revoke_token, token_state
+from inventory.auth import (
+    MAX_TOKEN_DAYS,
+    MIN_TOKEN_DAYS,
+    AuthError,
+    create_token,
+    create_user,
+    current_actor,
+    revoke_token,
+    token_state,
+)
 from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit
@@ -107,10 +116,11 @@ def register(main: click.Group) -> None:
     @tokens.command("create")
     @click.argument("name")
     @click.option("--role", type=click.Choice(TOKEN_ROLES), default="read", show_default=True)
-    @click.option("--expires-days", type=click.FloatRange(min=0, min_open=True), default=None,
-                  help="Days until the token stops working (default: never).")
+    @click.option("--expires-days", type=click.IntRange(MIN_TOKEN_DAYS, MAX_TOKEN_DAYS), default=None,
+                  help=f"Whole days until the token stops working, {MIN_TOKEN_DAYS} to {MAX_TOKEN_DAYS} "
+                       "(default: never).")
     @with_app
-    def create_tok(name: str, role: str, expires_days: float | None) -> None:
+    def create_tok(name: str, role: str, expires_days: int | None) -> None:
         """Create a token; it is printed once and only its HMAC is stored."""
         db = get_session()
         try:

@@ -73,4 +73,5 @@ def test_token_lifecycle_on_the_cli(cli, sqlite_url, tmp_path):
     cli("tokens", "revoke", str(rows[0]["id"]))
     assert json.loads(cli("tokens", "list", "--format", "json"))[0]["state"] == "revoked"
     assert client.get("/api/v1/openapi.json", headers=bearer(token)).status_code == 401
-    cli("tokens", "create", "bad", "--expires-days", "0", code=2)
+    for bad in ("0", "1.5", "1e-9", "3661"):
+        cli("tokens", "create", "bad", "--expires-days", bad, code=2)
