@@ -49,3 +49,14 @@ def test_db_upgrade_then_current(monkeypatch, tmp_path):
     assert "needs 'planb db upgrade'" in result.output
     result = runner.invoke(main, ["db", "upgrade", "not-a-revision"])
     assert result.exit_code != 0 and "not-a-revision" in result.output
+
+
+def test_tables_show_control_characters_instead_of_sending_them_to_the_terminal() -> None:
+    """Text people type is stored as given; a table must not let an escape sequence in it
+    recolour or rewrite the terminal (ESC, BEL, C1's CSI), nor break a row (CR, LF)."""
+    from inventory.cli.output import render_table
+
+    table = render_table([{"title": "evil\x1b[31mred\x07\r\nnext\u009b2J", "n": 1}], ["title", "n"])
+    assert not any(ch in table for ch in "\x1b\x07\r\u009b")
+    lines = table.splitlines()
+    assert len(lines) == 3 and "evil\\x1b[31mred\\x07 next\\x9b2J" in lines[2]

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import stat
 import tempfile
 from datetime import date, datetime
@@ -42,12 +43,19 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str],
     return "\n".join(lines)
 
 
+# Control characters other than the line break (shown as a space): ESC, BEL, C1 (CSI)...
+# Text people type is stored as given, so a title could carry a terminal escape sequence;
+# a table shows it as \x1b rather than letting it recolour or rewrite the terminal.
+_TERMINAL_CONTROL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+
+
 def _cell(value: Any, max_width: int) -> str:
     if value is None:
         return "-"
     if isinstance(value, (list, tuple)):
         value = ", ".join(str(v) for v in value)
-    text = str(_plain(value)).replace("\n", " ")
+    text = str(_plain(value)).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    text = _TERMINAL_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
 
 
