@@ -68,6 +68,11 @@ def _key_index(graph: Graph, key: Any, where: str) -> int:
     return idx
 
 
+def _is_group(graph: Graph, idx: int) -> bool:
+    """Whether the asset has members (member-of dependencies, current or past)."""
+    return bool(np.any((graph.e_dnt == idx) & (graph.e_kind == graph.member_kind)))
+
+
 def _refuse_unknown(item: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
     unknown = sorted(str(k) for k in item if k not in allowed)
     if unknown:
@@ -120,6 +125,11 @@ def parse_what_if(graph: Graph, data: Mapping[str, Any], db: so.Session | None =
         # Bounded: the value goes into an int64 array, and no group has a million members.
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_MIN_UP:
             raise ScopeError(where, f"min_up must be an integer from 1 to {MAX_MIN_UP}")
+        if not _is_group(graph, idx) and idx not in out.replicas:
+            # It would be reported as applied and change nothing.
+            raise ScopeError(where, f"{key!r} is not a group: min_up applies to assets with "
+                                    "member-of dependencies (load balancer pools, scale sets...) "
+                                    "or given replicas by add_replicas")
         out.min_up[idx] = value
     for i, item in enumerate(_items(data.get("add_plans", []), "add_plans")):
         out.plans.append(_parse_plan(graph, item, f"what_if.add_plans[{i}]", db))

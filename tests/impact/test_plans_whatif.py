@@ -132,11 +132,19 @@ def test_group_replicas_keep_a_pool_up(estate: Estate) -> None:
     assert hits["pool"] == "degraded" and hits["service:boarding"] == "degraded"
 
 
+def test_set_min_up_applies_to_a_host_given_replicas_in_the_same_what_if(estate: Estate) -> None:
+    plan_estate(estate).commit()
+    result = blast_radius(estate.db, {"vendor": "Acme"},
+                          what_if={"add_replicas": [{"asset": "host", "count": 1}], "set_min_up": {"host": 1}})
+    assert result.what_if["applied"]
+
+
 @pytest.mark.parametrize("what_if,field", [
     ({"remove_dependencies": [["nope", "host"]]}, "what_if.remove_dependencies[0]"),
     ({"remove_dependencies": ["host"]}, "what_if.remove_dependencies[0]"),
     ({"add_replicas": [{"asset": "pool", "count": 0}]}, "what_if.add_replicas[0].count"),
     ({"set_min_up": {"pool": -1}}, "what_if.set_min_up.pool"),
+    ({"set_min_up": {"host": 1}}, "what_if.set_min_up.host"),
     ({"add_plans": [{"name": "x"}]}, "what_if.add_plans[0]"),
     ({"add_plans": [{"name": "x", "vendor": "Nobody"}]}, "what_if.add_plans[0].vendor"),
     ({"add_plans": [{"name": "x", "asset": "host", "status": "great"}]}, "what_if.add_plans[0].status"),
