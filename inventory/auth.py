@@ -22,6 +22,7 @@ import hmac
 import logging
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import wraps
@@ -159,12 +160,17 @@ def create_user(db: so.Session, username: str, role: str, password: str | None =
     username = (username or "").strip()
     if not username or len(username) > 100:
         raise AuthError("username must be 1 to 100 characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in username):
-        raise AuthError("username must not contain control characters")
+    # Control and format characters (C0/C1 controls, bidi overrides such as U+202E) would let
+    # a name read differently in the audit trail and the user list than it really is.
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in username):
+        raise AuthError("username must not contain control characters or invisible formatting")
     if role not in ROLES:
         raise AuthError(f"role must be one of {', '.join(ROLES)}")
-    if db.scalar(sa.select(User.id).where(User.username == username)) is not None:
-        raise AuthError(f"user {username!r} already exists")
+    # 'Alice' and 'alice' would look like one person in the audit trail.
+    existing = db.scalar(sa.select(User.username).where(sa.func.lower(User.username) == username.lower()))
+    if existing is not None:
+        raise AuthError(f"user {existing!r} already exists" if existing == username
+                        else f"user {existing!r} already exists (names differ only in case)")
     password = password or generate_password()
     _check_password_strength(password)
     user = User(username=username, role=role, password_hash=hash_password(password),

@@ -127,6 +127,8 @@ def test_last_active_admin_cannot_be_demoted_or_deactivated(probe_app):
     ("", PASSWORD, "username"),
     ("x" * 101, PASSWORD, "username"),
     ("tab\tname", PASSWORD, "control characters"),
+    ("admin\u202enimda", PASSWORD, "control characters"),
+    ("zero\u200bwidth", PASSWORD, "invisible"),
     ("dave", "short", "at least 10"),
 ])
 def test_create_user_validates(probe_app, username, password, message):
@@ -134,6 +136,17 @@ def test_create_user_validates(probe_app, username, password, message):
         db = get_session()
         with pytest.raises(AuthError, match=message):
             create_user(db, username, "viewer", password)
+
+
+def test_usernames_differing_only_in_case_are_one_name(probe_app):
+    with probe_app.app_context():
+        db = get_session()
+        create_user(db, "Dana", "viewer", PASSWORD)
+        db.commit()
+        for other in ("dana", "DANA", "Dana"):
+            with pytest.raises(AuthError, match="'Dana' already exists"):
+                create_user(db, other, "viewer", PASSWORD)
+        create_user(db, "Danae", "viewer", PASSWORD)   # a different name is fine
 
 
 def test_user_changes_are_audited_without_secrets(probe_app):
