@@ -38,6 +38,53 @@ class FilterError(ValueError):
         self.suggestions = suggestions or []
 
 
+def describe(error: FilterError) -> str:
+    """One line naming the parameter, what is wrong and what it accepts (for the 400 page)."""
+    text = f"{error.field}: {error.message}"
+    return f"{text}; one of: {', '.join(error.suggestions)}" if error.suggestions else text
+
+
+def check_query(args: Any, known: Mapping[str, Any]) -> list[FilterError]:
+    """Query parameters a page does not read, or reads once but got twice with different values.
+
+    ``args`` is a request's ``MultiDict``; ``known`` maps each parameter the page reads to its
+    accepted values (a tuple), or to ``None`` for free text / values the page checks itself.
+    An empty value means "any" (the filter forms submit every field) and is always accepted.
+    Nothing is dropped or replaced: the caller refuses the request when this returns errors.
+    """
+    errors: list[FilterError] = []
+    for name in args:
+        if name not in known:
+            errors.append(FilterError(name, f"unknown parameter {name!r}; this page reads "
+                                            + (", ".join(sorted(known)) or "no parameters")))
+            continue
+        values = {v for v in args.getlist(name)}
+        if len(values) > 1:
+            errors.append(FilterError(name, f"{name} given {len(args.getlist(name))} times with different "
+                                            f"values ({', '.join(sorted(map(repr, values)))}); give it once"))
+            continue
+        value = args.get(name) or ""
+        allowed = known[name]
+        if value and allowed is not None and value not in allowed:
+            errors.append(FilterError(name, f"unknown {name} {value!r}", [str(a) for a in allowed]))
+    return errors
+
+
+def parse_page_size(value: str | None) -> int:
+    """``per_page`` → one of PAGE_SIZES (absent or empty → the default); anything else raises FilterError."""
+    if value is None or value.strip() == "":
+        return DEFAULT_PAGE_SIZE
+    try:
+        size = int(value.strip())
+    except ValueError:
+        size = None
+    if size not in PAGE_SIZES:
+        raise FilterError("per_page", f"per_page must be a whole number of rows, not {value!r}"
+                          if size is None else f"per_page {size} is not offered",
+                          [str(n) for n in PAGE_SIZES])
+    return size
+
+
 # ---------------------------------------------------------------- sorting
 
 def _ranked(column: Any, ranking: tuple[str, ...], descending: bool) -> list[Segment]:

@@ -8,20 +8,29 @@ from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMIL
 from inventory.services import assets as asset_service
 from inventory.services.cache import cached
 from inventory.services.keyset import CursorError, Page
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("assets", __name__, url_prefix="/assets")
 
 
+# Every parameter the list reads, including the ones its own links add (sort, per_page, cursor).
+# Filter values are checked by AssetFilters.validate / parse_sort and shown beside their field.
+QUERY = {**{name: None for name in asset_service.AssetFilters.FORM_FIELDS},
+         "sort": None, "per_page": None, "cursor": None}
+
+
 def page_size() -> int:
+    """``per_page`` as one of the offered sizes; anything else is a 400 naming it."""
     try:
-        size = int(request.args.get("per_page", asset_service.DEFAULT_PAGE_SIZE))
-    except ValueError:
-        return asset_service.DEFAULT_PAGE_SIZE
-    return size if size in asset_service.PAGE_SIZES else asset_service.DEFAULT_PAGE_SIZE
+        return asset_service.parse_page_size(request.args.get("per_page"))
+    except asset_service.FilterError as exc:
+        abort(400, description=f"Bad query: {asset_service.describe(exc)}")
 
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    refuse_bad_query(QUERY)
+    size = page_size()
     db = get_session()
     filters = asset_service.AssetFilters.from_args(request.args)
     errors = {e.field: e for e in filters.validate(db)}
@@ -31,7 +40,6 @@ def index():  # type: ignore[no-untyped-def]
     except asset_service.FilterError as exc:
         errors[exc.field] = exc
         sort = asset_service.DEFAULT_SORT
-    size = page_size()
     page, total, capped = Page(rows=[]), 0, False
     if not errors:
         try:

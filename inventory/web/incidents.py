@@ -17,6 +17,7 @@ from inventory.forms import ONE_LINE_MESSAGE, has_line_break
 from inventory.models import Incident, IncidentAsset
 from inventory.services import blast_view
 from inventory.services.keyset import CursorError, Page, Segment, paginate
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("incidents", __name__, url_prefix="/incidents")
 
@@ -41,6 +42,7 @@ def progress_of(incident: Incident) -> dict[str, Any]:
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    refuse_bad_query({})
     db = get_session()
     incidents = list(db.scalars(sa.select(Incident).order_by(
         sa.case((Incident.status == "open", 0), else_=1), Incident.declared_at.desc()).limit(200)))
@@ -78,9 +80,8 @@ def detail(incident_id: int):  # type: ignore[no-untyped-def]
     incident = db.get(Incident, incident_id)
     if incident is None:
         abort(404)
-    show = request.args.get("show", "all")
-    if show not in RECOVERY_FILTERS:
-        show = "all"
+    refuse_bad_query({"show": tuple(RECOVERY_FILTERS), "cursor": None})
+    show = request.args.get("show") or "all"
     base = sa.select(IncidentAsset).where(IncidentAsset.incident_id == incident.id)
     if show == "pending":
         base = base.where(IncidentAsset.recovered_at.is_(None))

@@ -15,5 +15,6 @@ ui.install(bp)
 def index():  # type: ignore[no-untyped-def]
     from inventory.services import overview as overview_service
 
+    ui.refuse_bad_query({})
     figures = overview_service.overview(get_session())
     return render_template("overview.html", **figures)

@@ -7,6 +7,7 @@ from inventory.app_db import get_session
 from inventory.auth import current_actor, require_role
 from inventory.forms import PlanEventForm, PlanForm, attach_error
 from inventory.services import plans as svc
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("plans", __name__, url_prefix="/plans")
 
@@ -22,16 +23,27 @@ PER_PAGE = 100
 STATUSES = ("current", "stale", "never_exercised")
 
 
+def _page_number(value: str | None) -> int:
+    """``page`` as a whole number from 1 (absent or empty → 1); anything else is a 400 naming it."""
+    if value is None or value.strip() == "":
+        return 1
+    if not value.strip().isascii() or not value.strip().isdigit() or int(value) < 1:
+        abort(400, description=f"Bad query: page: page must be a whole number from 1, not {value!r}")
+    return int(value)
+
+
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    refuse_bad_query({"status": STATUSES, "page": None})
     db = get_session()
     plans = svc.list_plans(db)
     counts = {s: sum(1 for p in plans if p["status"] == s) for s in STATUSES}
-    status = request.args.get("status") if request.args.get("status") in STATUSES else None
+    status = request.args.get("status") or None
+    page = _page_number(request.args.get("page"))
     shown = [p for p in plans if status is None or p["status"] == status]
-    page = max(1, request.args.get("page", 1, type=int) or 1)
     pages = max(1, -(-len(shown) // PER_PAGE))
-    page = min(page, pages)
+    if page > pages:
+        abort(400, description=f"Bad query: page: there is no page {page}; pages 1 to {pages}")
     coverage = svc.coverage(db)
     rto = [r for r in svc.rto_check(db) if r["status"] in ("at_risk", "unverified")]
     return render_template("plans/list.html", plans=shown[(page - 1) * PER_PAGE: page * PER_PAGE],

@@ -14,12 +14,14 @@ from inventory.models import Vendor
 from inventory.services import review as review_svc
 from inventory.services import risk as svc
 from inventory.web.downloads import attachment
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("risk", __name__, url_prefix="/risk")
 
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    refuse_bad_query({})
     db = get_session()
     table = svc.cached_risk_table(db)
     calendar = svc.review_calendar(db, table=table)
@@ -79,10 +81,19 @@ def export(fmt: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/assessments")
 def assessments():  # type: ignore[no-untyped-def]
+    refuse_bad_query({"vendor": None})
     db = get_session()
-    vendor_id = request.args.get("vendor", type=int)
+    raw = (request.args.get("vendor") or "").strip()
+    vendor = None
+    if raw:
+        # The id the app's own links carry (review pack, "saved" redirect); nothing else is guessed.
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            abort(400, description=f"Bad query: vendor: vendor must be a vendor id (a whole number), not {raw!r}")
+        vendor = db.get(Vendor, int(raw))
+        if vendor is None:
+            abort(400, description=f"Bad query: vendor: no vendor with id {int(raw)}")
+    vendor_id = vendor.id if vendor is not None else None
     items = [svc.assessment_to_dict(a) for a in svc.list_assessments(db, vendor_id)]
-    vendor = db.get(Vendor, vendor_id) if vendor_id else None
     return render_template("risk/assessments.html", assessments=items, vendor=vendor,
                            domains=ASSESSMENT_DOMAINS)
 

@@ -8,6 +8,7 @@ from inventory.app_db import get_session
 from inventory.choices import RUN_STATUSES
 from inventory.models import CollectionRun, ScopeResult
 from inventory.services.keyset import CursorError, Page, Segment, paginate
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
@@ -18,6 +19,8 @@ NEWEST_FIRST = [Segment(None, (CollectionRun.id,), descending=True)]
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    # status is checked below and shown beside its field; collector is a free filter.
+    refuse_bad_query({"collector": None, "status": None, "cursor": None})
     db = get_session()
     collector = (request.args.get("collector") or "").strip()
     status = (request.args.get("status") or "").strip()

@@ -4,13 +4,17 @@
   filters and changes one thing (the cursor, the sort); ``None`` drops a key.
 * ``|when`` / ``|ago`` — timestamps shown in UTC, and how long ago.
 * ``|num`` — thousands separators.
+
+``refuse_bad_query(known)`` is what every list page calls first: a query parameter the page
+does not read, one given twice with different values, or a value outside the accepted ones is
+a 400 (the app's error page, naming the parameter and what it accepts), never a silent default.
 """
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
 from typing import Any, Mapping
 
-from flask import Blueprint, current_app, url_for
+from flask import Blueprint, abort, current_app, request, url_for
 
 from inventory.db import utcnow
 
@@ -23,6 +27,15 @@ def url_with(endpoint: str, args: Mapping[str, Any] | None = None, **overrides: 
         else:
             merged[key] = value
     return url_for(endpoint, **merged)
+
+
+def refuse_bad_query(known: Mapping[str, Any]) -> None:
+    """abort(400) unless the request's query fits ``known`` (see ``assets.check_query``)."""
+    from inventory.services.assets import check_query, describe
+
+    errors = check_query(request.args, known)
+    if errors:
+        abort(400, description="Bad query: " + " · ".join(describe(e) for e in errors))
 
 
 def has_endpoint(endpoint: str) -> bool:

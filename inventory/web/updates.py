@@ -11,6 +11,7 @@ from inventory.choices import CRITICALITIES, RINGS
 from inventory.forms import UpdateForm, UpdateTestForm, attach_error, options
 from inventory.models import Product, Vendor
 from inventory.services import updates as svc
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("updates", __name__, url_prefix="/updates")
 
@@ -20,10 +21,9 @@ BY_PRODUCT_ROWS = 300
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    refuse_bad_query({"criticality": (*CRITICALITIES, "all")})
     db = get_session()
     criticality = request.args.get("criticality") or "critical"
-    if criticality not in CRITICALITIES and criticality != "all":
-        criticality = "critical"
     items = svc.list_updates(db)
     counts = svc.installed_counts(db, items)
     products: dict[str, list[dict]] = {}

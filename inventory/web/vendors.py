@@ -11,6 +11,7 @@ from inventory.services import vendors as vendor_service
 from inventory.services import assets as asset_service
 from inventory.services import vendor_summary
 from inventory.services.keyset import CursorError, Page
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("vendors", __name__, url_prefix="/vendors")
 
@@ -20,12 +21,14 @@ ASSETS_PER_PAGE = 25
 
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    refuse_bad_query({})
     data = vendor_summary.vendor_rows(get_session())
     return render_template("vendors/list.html", **data)
 
 
 @bp.get("/<int:vendor_id>")
 def detail(vendor_id: int):  # type: ignore[no-untyped-def]
+    refuse_bad_query({"cursor": None})
     db = get_session()
     data = vendor_summary.vendor_detail(db, vendor_id)
     if data is None:
