@@ -18,8 +18,10 @@ from inventory.app_db import get_session
 from inventory.auth import AuthError, current_actor, current_principal, require_role
 from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.db import utcnow
+from inventory.ids import as_id
 from inventory.models import ApiToken, AuditEvent, User
 from inventory.services import audit
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -206,7 +208,16 @@ def _parse_day(value: str, field: str, end: bool = False) -> datetime:
 @require_role("admin")
 def audit_trail():  # type: ignore[no-untyped-def]
     db = get_session()
-    filters = {key: (request.args.get(key) or "").strip()[:200] for key in AUDIT_FILTERS}
+    refuse_bad_query({**{key: None for key in AUDIT_FILTERS}, "before": None})
+    filters = {key: (request.args.get(key) or "").strip() for key in AUDIT_FILTERS}
+    too_long = [key for key, value in filters.items() if len(value) > 200]
+    if too_long:
+        abort(400, description=f"Bad query: {too_long[0]}: at most 200 characters")
+    before = None
+    if request.args.get("before"):
+        before = as_id(request.args["before"])
+        if before is None:
+            abort(400, description="Bad query: before: must be an audit event id (a whole number)")
     error = None
     since = until = None
     try:
@@ -216,7 +227,6 @@ def audit_trail():  # type: ignore[no-untyped-def]
             until = _parse_day(filters["until"], "until", end=True)
     except ValueError as exc:
         error = str(exc)
-    before = request.args.get("before", type=int)
     events: list[AuditEvent] = []
     if error is None:
         # One more than a page tells whether there is a next page.

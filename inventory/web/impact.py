@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import Blueprint, Response, current_app, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
 
 from inventory.app_db import get_session
 from inventory.choices import ENVIRONMENTS, OS_FAMILIES
@@ -71,8 +71,29 @@ def compute(db: so.Session, args: Any, build: Callable[[Any], Any],
         return form, None, {exc.field: exc}
 
 
+# What the page and its CSV read: the scope form's fields, and view=print.
+_SINGLE_PARAMS = (*blast_view.SCOPE_TEXT_FIELDS, "as_of", "view")
+_PAGE_PARAMS = frozenset(_SINGLE_PARAMS + blast_view.SCOPE_LIST_FIELDS)
+
+
+def _refuse_bad_query() -> None:
+    """abort(400) naming a parameter the page does not read, a single-valued one given twice
+    with different values, or a view other than print (list fields may repeat)."""
+    unknown = sorted(set(request.args) - _PAGE_PARAMS)
+    if unknown:
+        abort(400, description=f"Bad query: {unknown[0]}: unknown parameter {unknown[0]!r}; this page "
+                               "reads " + ", ".join(sorted(_PAGE_PARAMS)))
+    for name in _SINGLE_PARAMS:
+        if len(set(request.args.getlist(name))) > 1:
+            abort(400, description=f"Bad query: {name}: given more than once with different values; "
+                                   "give it once")
+    if request.args.get("view", "") not in ("", "print"):
+        abort(400, description=f"Bad query: view: must be print, not {request.args['view']!r}")
+
+
 @bp.get("/")
 def index():  # type: ignore[no-untyped-def]
+    _refuse_bad_query()
     db = get_session()
     printable = request.args.get("view") == "print"
     limit = blast_view.PRINT_HITS if printable else blast_view.PAGE_HITS
@@ -97,6 +118,7 @@ def index():  # type: ignore[no-untyped-def]
 
 @bp.get("/export.csv")
 def export_csv():  # type: ignore[no-untyped-def]
+    _refuse_bad_query()
     db = get_session()
     form, result, errors = compute(db, request.args, lambda result: result.to_dict())
     if errors or result is None:

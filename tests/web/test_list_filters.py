@@ -32,6 +32,18 @@ BAD_QUERIES = [
     ("/vendors/?sort=name", "sort", ["no parameters"]),
     ("/incidents/?status=open", "status", ["no parameters"]),
     ("/runs/?bogus=1", "bogus", ["collector", "status", "cursor"]),
+    ("/impact/?vendor=CrowdStrike&view=zz", "view", ["print"]),
+    ("/impact/?vendor=CrowdStrike&bogus=1", "bogus", ["vendor", "products", "as_of", "view"]),
+    ("/impact/?vendor=CrowdStrike&vendor=Okta", "vendor", ["once"]),
+    ("/impact/export.csv?vendor=CrowdStrike&bogus=1", "bogus", ["vendor"]),
+]
+
+# The audit trail is an admin page.
+BAD_AUDIT_QUERIES = [
+    ("/admin/audit?before=abc", "before", ["whole number"]),
+    ("/admin/audit?before=99999999999999999999", "before", ["whole number"]),
+    ("/admin/audit?bogus=1", "bogus", ["actor", "before"]),
+    ("/admin/audit?actor=" + "x" * 201, "actor", ["200 characters"]),
 ]
 
 
@@ -50,6 +62,21 @@ def test_bad_query_is_a_400_naming_the_parameter(viewer_client, estate, url, par
     assert f"{param}:" in message.group(1)
     for word in accepted:
         assert word in message.group(1), (url, word, message.group(1))
+
+
+@pytest.mark.parametrize(("url", "param", "accepted"), BAD_AUDIT_QUERIES)
+def test_bad_audit_query_is_a_400_naming_the_parameter(admin_client, url, param, accepted):
+    response = admin_client.get(url)
+    message = re.search(r"<p>(Bad query: .*?)</p>", _text(response), re.S)
+    assert response.status_code == 400 and message, url
+    assert f"{param}:" in message.group(1) and all(word in message.group(1) for word in accepted)
+
+
+def test_good_impact_and_audit_queries_still_work(viewer_client, admin_client, estate):
+    # list fields may repeat; view=print is the printable page
+    assert viewer_client.get("/impact/?vendor=CrowdStrike&os=windows&os=linux").status_code == 200
+    assert viewer_client.get("/impact/?vendor=CrowdStrike&view=print").status_code == 200
+    assert admin_client.get("/admin/audit?actor=admin&before=5").status_code == 200
 
 
 # The same pages with good values: 200 and the value used, not a default.
