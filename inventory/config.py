@@ -70,6 +70,17 @@ def exit_app_failed_to_load(error: ConfigError) -> NoReturn:
     raise SystemExit(GUNICORN_APP_LOAD_ERROR)
 
 
+def create_app_or_halt() -> Any:
+    """``create_app()`` where gunicorn loads the app (``wsgi.py``, ``planb serve``'s workers):
+    a configuration error ends the process as ``exit_app_failed_to_load`` describes."""
+    from inventory import create_app
+
+    try:
+        return create_app()
+    except ConfigError as exc:
+        exit_app_failed_to_load(exc)
+
+
 def _first_to_fail(marker: Path) -> bool:
     try:
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))

@@ -19,16 +19,6 @@ def register(main: click.Group) -> None:
         serve_app(host or settings["HOST"], port or settings["PORT"], workers)
 
 
-def _create_app_or_halt():  # type: ignore[no-untyped-def]
-    """``create_app()`` in a gunicorn worker: a configuration error stops gunicorn, quietly."""
-    from inventory import create_app
-
-    try:
-        return create_app()
-    except config.ConfigError as exc:
-        config.exit_app_failed_to_load(exc)
-
-
 def serve_app(host: str, port: int, workers: int = 2) -> None:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # an IPv6 address (PLANB_HOST=::)
     click.echo(f"Plan B is serving at http://{address}/  (Ctrl-C to stop)")
@@ -52,6 +42,6 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
                 self.cfg.set(key, value)
 
         def load(self):  # type: ignore[no-untyped-def]
-            return _create_app_or_halt()
+            return config.create_app_or_halt()
 
     _App().run()
