@@ -76,6 +76,12 @@ def has_unwanted(value: str) -> bool:
     return bool(_UNWANTED.search(value))
 
 
+# The deepest JSON document Plan B takes (API bodies, estate and what-if files): far deeper
+# than any it reads (an estate file nests about six levels), far shallower than what would
+# exhaust the interpreter's stack in the decoder or in code that walks the document.
+MAX_JSON_DEPTH = 64
+
+
 # What ``json.dumps(..., ensure_ascii=False)`` makes of the characters ``_UNWANTED`` finds:
 # DEL and surrogates stay as they are; C0 controls become ``\b``, ``\f`` or ``\u00XX``.
 _UNWANTED_IN_JSON = re.compile(r"[\x7f\ud800-\udfff]|\\u00[01][0-9a-fA-F]|\\[bf]")

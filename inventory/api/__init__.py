@@ -19,12 +19,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from inventory.ids import MAX_ID
 from inventory.security import BoundedIntConverter, csrf
-from inventory.validation import text_problem
-
-# Far deeper than any document the API takes (an estate file is about six levels), far
-# shallower than what would exhaust the interpreter's stack in the decoder or in any
-# code that walks the document afterwards.
-MAX_JSON_DEPTH = 64
+from inventory.validation import MAX_JSON_DEPTH, text_problem
 
 
 def error_response(status: int, message: str, field: str | None = None, **extra: Any):  # type: ignore[no-untyped-def]

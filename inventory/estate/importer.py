@@ -50,6 +50,7 @@ from inventory.models import (
     VendorUpdate,
 )
 from inventory.services import audit
+from inventory.validation import MAX_JSON_DEPTH
 
 # Entity types reported in the counts, in display order.
 ENTITY_TYPES = ("vendors", "products", "aliases", "assets", "installations", "dependencies", "plans",
@@ -206,8 +207,6 @@ def _construct_mapping(loader: Any, node: yaml.MappingNode, deep: bool = False) 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-# An estate file nests about six levels; the API refuses bodies deeper than 64 too.
-MAX_JSON_DEPTH = 64
 _JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
