@@ -223,6 +223,12 @@ def _digits_up_to(limit: int) -> str:
     return "0*(?:" + "|".join(branches) + ")"
 
 
+def path_id(name: str) -> dict[str, Any]:
+    """The OpenAPI description of an ``<id:name>`` path part (the bound ``IdConverter`` enforces)."""
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
+
+
 class IdConverter(BoundedIntConverter):
     """``<id:...>``: a row id, 0 to ``MAX_ID``, with the bound in the regex.
 

@@ -19,6 +19,7 @@ from inventory.api import (
     bounded_int,
     error_response,
     json_object,
+    path_id,
     query_flag,
     read_json,
 )
@@ -300,11 +301,6 @@ def _query(name: str, description: str, schema: dict[str, Any] | None = None) ->
             "schema": schema or {"type": "string"}}
 
 
-def _path_id(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True,
-            "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}
-
-
 _SORTS = [s for key in asset_svc.SORTS for s in (key, f"-{key}")]
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
@@ -398,7 +394,7 @@ OPENAPI_PATHS: dict[str, Any] = {
         "responses": {"200": _json(_ref("AssetPage"), "One page of assets"), **_ERRORS}}},
     "/api/v1/assets/{asset_id}": {"get": {
         "summary": "One asset with software, dependencies both ways and applicable plans",
-        "operationId": "getAsset", "tags": ["inventory"], "parameters": [_path_id("asset_id")],
+        "operationId": "getAsset", "tags": ["inventory"], "parameters": [path_id("asset_id")],
         "responses": {"200": _json(_ref("AssetDetail"), "The asset"),
                       "404": _json(_ref("Error"), "No such asset"), **_ERRORS}}},
     "/api/v1/vendors": {"get": {
@@ -409,12 +405,12 @@ OPENAPI_PATHS: dict[str, Any] = {
             "concentration_source": {"type": "string"}}}, "All vendors, by name"), **_ERRORS}}},
     "/api/v1/vendors/{vendor_id}": {"get": {
         "summary": "One vendor: products and versions, aliases, assessments, plans",
-        "operationId": "getVendor", "tags": ["inventory"], "parameters": [_path_id("vendor_id")],
+        "operationId": "getVendor", "tags": ["inventory"], "parameters": [path_id("vendor_id")],
         "responses": {"200": _json(_ref("VendorDetail"), "The vendor"),
                       "404": _json(_ref("Error"), "No such vendor"), **_ERRORS}},
         "patch": {
             "summary": "Change a vendor's tier, alternative provider and exit plan (write token)",
-            "operationId": "patchVendor", "tags": ["inventory"], "parameters": [_path_id("vendor_id")],
+            "operationId": "patchVendor", "tags": ["inventory"], "parameters": [path_id("vendor_id")],
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "additionalProperties": False, "properties": {
                     "tier": {"type": "string", "enum": ["critical", "high", "medium", "low"]},

@@ -12,14 +12,13 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from inventory.api import bounded_int, error_response, json_object
+from inventory.api import bounded_int, error_response, json_object, path_id
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
 from inventory.db import read_session
 from inventory.impact import ScopeError, blast_radius
 from inventory.impact.whatif import MAX_ITEMS as MAX_WHAT_IF_ITEMS
 from inventory.impact.whatif import MAX_MIN_UP, MAX_PLAN_NAME, MAX_REPLICAS
-from inventory.ids import MAX_ID
 from inventory.services import incidents as svc
 
 bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")
@@ -371,9 +370,8 @@ def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-_PATH_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
-_ID = {"name": "incident_id", "in": "path", "required": True, "schema": _PATH_ID}
-_SID = {"name": "scenario_id", "in": "path", "required": True, "schema": _PATH_ID}
+_ID = path_id("incident_id")
+_SID = path_id("scenario_id")
 _PAGE = [_q("limit", "Return at most this many hits (and seeds) / incident assets",
             {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
          _q("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})]

@@ -5,12 +5,11 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from inventory.api import error_response
+from inventory.api import error_response, path_id
 from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, PLAN_EVENT_KINDS, PLAN_OUTCOMES
-from inventory.ids import MAX_ID
 from inventory.services import plans as svc
 
 bp = Blueprint("api_plans", __name__, url_prefix="/api/v1")
@@ -112,8 +111,7 @@ def rto():  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------- OpenAPI
 
 _ERR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-_ID = [{"name": "plan_id", "in": "path", "required": True,
-        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_ID}}]
+_ID = [path_id("plan_id")]
 
 
 def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:

@@ -5,11 +5,10 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from inventory.api import bounded_int, error_response, json_object
+from inventory.api import bounded_int, error_response, json_object, path_id
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
-from inventory.ids import MAX_ID
 from inventory.services import updates as svc
 
 bp = Blueprint("api_updates", __name__, url_prefix="/api/v1")
@@ -194,7 +193,6 @@ def vendor_pushed():  # type: ignore[no-untyped-def]
 
 # ---------------------------------------------------------------- OpenAPI
 
-_PATH_ID = {"type": "integer", "minimum": 0, "maximum": MAX_ID}
 _ERR = {"description": "Error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _JSON = "application/json"
 
@@ -262,15 +260,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                                "400": _ERR, "403": _ERR, "409": _ERR, "422": _ERR}}},
     "/api/v1/updates/{update_id}": {
         "get": {"summary": "One vendor update", "operationId": "getUpdate", "tags": ["updates"],
-                "parameters": [{"name": "update_id", "in": "path", "required": True, "schema": _PATH_ID}],
+                "parameters": [path_id("update_id")],
                 "responses": {"200": _ok({"$ref": "#/components/schemas/VendorUpdate"}), "404": _ERR}}},
     "/api/v1/updates/{update_id}/tests": {
         "post": {"summary": "Record a test result of an update in a ring (pipelines; write token)",
                  "description": "Creates or replaces the (update, ring) result; the previous result stays "
                                 "in the audit trail.",
                  "operationId": "recordUpdateTest", "tags": ["updates"],
-                 "parameters": [{"name": "update_id", "in": "path", "required": True,
-                                 "schema": _PATH_ID}],
+                 "parameters": [path_id("update_id")],
                  "requestBody": {"required": True, "content": {_JSON: {
                      "schema": {"$ref": "#/components/schemas/NewUpdateTest"}}}},
                  "responses": {"200": _ok({"type": "object"}, "Replaced"), "201": _ok({"type": "object"}, "Created"),
