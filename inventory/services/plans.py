@@ -758,10 +758,8 @@ def record_event(db: so.Session, plan: ContingencyPlan, *, actor: str, kind: Any
     kind_value = choice(kind, "kind", PLAN_EVENT_KINDS)
     outcome_value = choice(outcome, "outcome", PLAN_OUTCOMES, required=(kind_value == "exercise"))
     notes_text = clean_text(notes, "notes", max_len=20_000)
-    try:
-        when = parse_datetime(at, "at") or utcnow()
-    except OverflowError:  # a valid date whose offset takes it out of years 1..9999 in UTC
-        raise ValidationError("at", "at is out of range (years 1 to 9999 in UTC)") from None
+    # parse_datetime refuses, naming it, a date whose offset leaves years 1..9999 in UTC.
+    when = parse_datetime(at, "at") or utcnow()
     if when < utcnow() - timedelta(days=3650):
         raise ValidationError("at", "at is more than ten years ago")
     who = clean_text(by, "by", max_len=200) or actor
