@@ -7,7 +7,7 @@ naming the field, with close-name suggestions.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -17,6 +17,7 @@ from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
 from inventory.db import read_session
 from inventory.impact import ScopeError, blast_radius
+from inventory.impact.engine import parse_as_of
 from inventory.impact.whatif import MAX_ITEMS as MAX_WHAT_IF_ITEMS
 from inventory.impact.whatif import MAX_MIN_UP, MAX_PLAN_NAME, MAX_REPLICAS
 from inventory.services import incidents as svc
@@ -66,26 +67,18 @@ def _body_int(value: Any, name: str, default: int | None, lo: int, hi: int) -> i
 
 
 def _as_of(value: Any, *, from_query: bool) -> datetime | None:
-    """``as_of`` as an aware UTC datetime, checked here so that every bad value is a 400
-    naming it: a number or a boolean is not a moment, and a valid date whose offset takes
-    it beyond year 1..9999 in UTC cannot be converted."""
+    """``as_of`` as an aware UTC datetime.  The API's own rules: an empty query parameter is
+    an empty form field (not given), while a blank or non-text value in a body is a 400
+    naming it; the engine's parser refuses the rest (not ISO 8601, beyond UTC's years) with
+    a ScopeError naming ``as_of``."""
     if value is None or (from_query and value == ""):
-        return None  # an empty query parameter is an empty form field: not given
+        return None
     if not isinstance(value, str) or not value.strip():
         raise BadRequest("as_of must be an ISO 8601 date/time such as 2024-07-19T04:09:00Z, or null", "as_of")
     text = value.strip()
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"as_of {value!r} is not an ISO 8601 date/time", "as_of") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    try:
-        return moment.astimezone(timezone.utc)
-    except OverflowError:
-        raise BadRequest(f"as_of {value!r} is out of range (years 1 to 9999 in UTC)", "as_of") from None
+    if text.endswith("z"):  # ISO 8601 allows it; Python's parser wants the capital
+        text = text[:-1] + "Z"
+    return parse_as_of(text)
 
 
 def _check_scope_types(scope: dict[str, Any]) -> None:

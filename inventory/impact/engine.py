@@ -530,7 +530,9 @@ class _PathBuilder:
 
 # ---------------------------------------------------------------- entry point
 
-def _as_of_datetime(as_of: datetime | str | None) -> datetime | None:
+def parse_as_of(as_of: datetime | str | None) -> datetime | None:
+    """``as_of`` as an aware UTC moment (None: now); a ScopeError naming ``as_of`` for text that
+    is not ISO 8601, for anything but text or a datetime, and for a moment beyond UTC's years."""
     if as_of is None or as_of == "":
         return None
     if isinstance(as_of, str):
@@ -566,7 +568,7 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
     else:
         scope, graph, stamp, lag = parse_scope_and_graph(db, scope)
     conn_factory = connection_factory(db)
-    moment = _as_of_datetime(as_of)
+    moment = parse_as_of(as_of)
     now = now or utcnow()
     at_micros = to_micros(moment) if moment is not None else None
     view = graph.current if at_micros is None else graph.view_at(conn_factory, at_micros)
