@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
@@ -44,11 +44,12 @@ def describe(error: FilterError) -> str:
     return f"{text}; one of: {', '.join(error.suggestions)}" if error.suggestions else text
 
 
-def check_query(args: Any, known: Mapping[str, Any]) -> list[FilterError]:
+def check_query(args: Any, known: Mapping[str, Any], repeatable: Collection[str] = ()) -> list[FilterError]:
     """Query parameters a page does not read, or reads once but got twice with different values.
 
     ``args`` is a request's ``MultiDict``; ``known`` maps each parameter the page reads to its
-    accepted values (a tuple), or to ``None`` for free text / values the page checks itself.
+    accepted values (a tuple), or to ``None`` for free text / values the page checks itself;
+    ``repeatable`` names the list parameters a page reads every value of.
     An empty value means "any" (the filter forms submit every field) and is always accepted.
     Nothing is dropped or replaced: the caller refuses the request when this returns errors.
     """
@@ -59,7 +60,7 @@ def check_query(args: Any, known: Mapping[str, Any]) -> list[FilterError]:
                                             + (", ".join(sorted(known)) or "no parameters")))
             continue
         values = {v for v in args.getlist(name)}
-        if len(values) > 1:
+        if len(values) > 1 and name not in repeatable:
             errors.append(FilterError(name, f"{name} given {len(args.getlist(name))} times with different "
                                             f"values ({', '.join(sorted(map(repr, values)))}); give it once"))
             continue

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import sqlalchemy as sa
 import sqlalchemy.orm as so
-from flask import Blueprint, Response, abort, current_app, render_template, request, url_for
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from inventory.app_db import get_session
 from inventory.choices import ENVIRONMENTS, OS_FAMILIES
@@ -19,6 +19,7 @@ from inventory.services import assets as asset_service
 from inventory.services import blast_view, graph_svg
 from inventory.services.cache import cached
 from inventory.web.downloads import attachment
+from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("impact", __name__, url_prefix="/impact")
 
@@ -71,24 +72,13 @@ def compute(db: so.Session, args: Any, build: Callable[[Any], Any],
         return form, None, {exc.field: exc}
 
 
-# What the page and its CSV read: the scope form's fields, and view=print.
-_SINGLE_PARAMS = (*blast_view.SCOPE_TEXT_FIELDS, "as_of", "view")
-_PAGE_PARAMS = frozenset(_SINGLE_PARAMS + blast_view.SCOPE_LIST_FIELDS)
+# What the page and its CSV read: the scope form's fields (its lists may repeat), and view=print.
+_QUERY = {**{name: None for name in (*blast_view.SCOPE_TEXT_FIELDS, *blast_view.SCOPE_LIST_FIELDS, "as_of")},
+          "view": ("print",)}
 
 
 def _refuse_bad_query() -> None:
-    """abort(400) naming a parameter the page does not read, a single-valued one given twice
-    with different values, or a view other than print (list fields may repeat)."""
-    unknown = sorted(set(request.args) - _PAGE_PARAMS)
-    if unknown:
-        abort(400, description=f"Bad query: {unknown[0]}: unknown parameter {unknown[0]!r}; this page "
-                               "reads " + ", ".join(sorted(_PAGE_PARAMS)))
-    for name in _SINGLE_PARAMS:
-        if len(set(request.args.getlist(name))) > 1:
-            abort(400, description=f"Bad query: {name}: given more than once with different values; "
-                                   "give it once")
-    if request.args.get("view", "") not in ("", "print"):
-        abort(400, description=f"Bad query: view: must be print, not {request.args['view']!r}")
+    refuse_bad_query(_QUERY, repeatable=blast_view.SCOPE_LIST_FIELDS)
 
 
 @bp.get("/")

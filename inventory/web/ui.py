@@ -12,7 +12,7 @@ a 400 (the app's error page, naming the parameter and what it accepts), never a 
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from flask import Blueprint, abort, current_app, request, url_for
 
@@ -29,11 +29,11 @@ def url_with(endpoint: str, args: Mapping[str, Any] | None = None, **overrides: 
     return url_for(endpoint, **merged)
 
 
-def refuse_bad_query(known: Mapping[str, Any]) -> None:
+def refuse_bad_query(known: Mapping[str, Any], repeatable: Collection[str] = ()) -> None:
     """abort(400) unless the request's query fits ``known`` (see ``assets.check_query``)."""
     from inventory.services.assets import check_query, describe
 
-    errors = check_query(request.args, known)
+    errors = check_query(request.args, known, repeatable)
     if errors:
         abort(400, description="Bad query: " + " · ".join(describe(e) for e in errors))
 
