@@ -22,8 +22,9 @@ from inventory.auth import current_actor
 from inventory.choices import OS_FAMILIES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, render_csv, to_json
-from inventory.cli.params import DATETIME, LIMIT, DbId, as_id, looks_like_id
+from inventory.cli.params import DATETIME, LIMIT, DbId
 from inventory.db import read_session
+from inventory.ids import as_id, looks_like_id
 
 SCOPE_ERROR_EXIT = 2
 INCIDENT_ID = DbId("no incident {}")  # the service's message for an unknown incident

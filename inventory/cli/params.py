@@ -15,9 +15,9 @@ from typing import Any
 import click
 
 from inventory.cli import CLIError
-from inventory.ids import MAX_ID, as_id, looks_like_id
+from inventory.ids import MAX_ID, as_id
 
-__all__ = ["DATETIME", "LIMIT", "MAX_ID", "DbId", "as_id", "looks_like_id"]
+__all__ = ["DATETIME", "LIMIT", "DbId"]
 
 
 class DbId(click.ParamType):
