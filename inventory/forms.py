@@ -7,7 +7,6 @@ field — ``attach_error`` puts that message under the right input.
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable
 
 from flask_wtf import FlaskForm
@@ -17,15 +16,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, NumberRange,
 
 from inventory.choices import (ASSESSMENT_DOMAINS, PLAN_EVENT_KINDS, PLAN_OUTCOMES, RINGS, TEST_STATUSES,
                                UPDATE_KINDS, VENDOR_TIERS)
-from inventory.validation import text_problem
-
-ONE_LINE_MESSAGE = "text must be on one line (no line breaks)"
-_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
-
-
-def has_line_break(text: str) -> bool:
-    """Whether one-line text (a name, a title) holds a CR, LF or other line break."""
-    return bool(_LINE_BREAK.search(text))
+from inventory.validation import ONE_LINE_MESSAGE, has_line_break, text_problem
 
 
 class SingleLine:

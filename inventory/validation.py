@@ -76,6 +76,16 @@ def has_unwanted(value: str) -> bool:
     return bool(_UNWANTED.search(value))
 
 
+# One-line text (names, titles) people send: CR, LF and the other line breaks are refused.
+ONE_LINE_MESSAGE = "text must be on one line (no line breaks)"
+_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+
+
+def has_line_break(text: str) -> bool:
+    """Whether one-line text (a name, a title) holds a CR, LF or other line break."""
+    return bool(_LINE_BREAK.search(text))
+
+
 # The deepest JSON document Plan B takes (API bodies, estate and what-if files): far deeper
 # than any it reads (an estate file nests about six levels), far shallower than what would
 # exhaust the interpreter's stack in the decoder or in code that walks the document.

@@ -61,7 +61,7 @@ from inventory.services.updates import (
     find_vendor,
     parse_datetime,
 )
-from inventory.validation import text_problem
+from inventory.validation import ONE_LINE_MESSAGE, has_line_break, text_problem
 
 __all__ = ["coverage", "stale_plans", "never_exercised", "rto_check", "list_plans", "plan_to_dict",
            "create_plan", "update_plan", "record_event", "find_plan", "ValidationError", "NotFound"]
@@ -606,8 +606,8 @@ def _validate(db: so.Session, data: dict[str, Any], plan: ContingencyPlan | None
 
     if given("name"):
         name = clean_text(data.get("name"), "name", max_len=200, required=True)
-        if any(ch in name for ch in "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"):
-            raise ValidationError("name", "name: text must be on one line (no line breaks)")
+        if has_line_break(name):
+            raise ValidationError("name", f"name: {ONE_LINE_MESSAGE}")
         clash = db.scalar(sa.select(ContingencyPlan.id).where(
             sa.func.lower(ContingencyPlan.name) == name.lower()))
         if clash is not None and (plan is None or clash != plan.id):

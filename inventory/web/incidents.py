@@ -13,10 +13,10 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 
 from inventory.app_db import get_session
 from inventory.auth import current_actor, require_role
-from inventory.forms import ONE_LINE_MESSAGE, has_line_break
 from inventory.models import Incident, IncidentAsset
 from inventory.services import blast_view
 from inventory.services.keyset import CursorError, Page, Segment, paginate
+from inventory.validation import ONE_LINE_MESSAGE, has_line_break
 from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("incidents", __name__, url_prefix="/incidents")
