@@ -27,7 +27,6 @@ from inventory.validation import text_problem
 MAX_TITLE = 300
 MAX_NAME = 200
 MAX_TEXT = 20_000  # descriptions and notes
-# Ids are 32-bit on PostgreSQL: a larger number names no row and must not reach the database.
 SEED_SAMPLE = 1000
 _INSERT_CHUNK = 2000
 
