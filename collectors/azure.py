@@ -124,24 +124,36 @@ def os_family_of(os_type: str | None) -> str | None:
 
 
 def image_software(asset_key: str, image: Mapping[str, Any] | None) -> list[SoftwareRecord]:
-    """A marketplace image as software (origin "image"): publisher, offer/sku, exact version."""
+    """A marketplace image as software (origin "image"): publisher, offer/sku.
+
+    The image version (``exactVersion``, e.g. 20348.2227.240104) says which image the VM
+    was built from, not the OS version running now (the guest has been patched since), so
+    it is kept as the installation's ``image_version`` attribute and the product's version
+    is left unknown."""
     if not image:
         return []
     publisher, offer, sku = image.get("publisher"), image.get("offer"), image.get("sku")
-    version = image.get("exactVersion") or image.get("version")
+    facts = _clean({"image_version": image.get("exactVersion") or image.get("version")})
     if publisher or offer:
         name = " ".join(p for p in (offer, sku) if p)
         return [SoftwareRecord(asset_key=asset_key, name=name or str(publisher), publisher=publisher,
-                               version=version, origin="image")]
+                               version=None, origin="image", attributes=facts)]
     gallery = image.get("sharedGalleryImageId") or image.get("communityGalleryImageId") or image.get("id")
     if gallery:  # custom or gallery image: no publisher to attribute, keep it visible
         return [SoftwareRecord(asset_key=asset_key, name=str(gallery).rstrip("/").split("/")[-1],
-                               publisher=None, version=version, origin="image")]
+                               publisher=None, version=None, origin="image", attributes=facts)]
     return []
 
 
 def extension_software(asset_key: str, extensions: Sequence[Mapping[str, Any]]) -> list[SoftwareRecord]:
-    """VM extensions (security agents: CrowdStrike.Falcon, Qualys, Microsoft.Azure.Security...)."""
+    """VM extensions (security agents: CrowdStrike.Falcon, Qualys, Microsoft.Azure.Security...).
+
+    ``typeHandlerVersion`` is the version of the extension *handler*, not of the product it
+    installs: CrowdStrike's FalconSensorWindows handler says "1.0" whatever sensor the Falcon
+    update policy put on the VM.  So the product's version is recorded as unknown (a
+    version-narrowed blast radius lists these VMs as "version unknown — check by hand") and
+    the handler version is kept as an attribute, until a source that knows the product's
+    version (the EDR console, osquery, SSM, the host) supplies it."""
     software = []
     for ext in extensions:
         props = ext.get("properties") or {}
@@ -149,8 +161,10 @@ def extension_software(asset_key: str, extensions: Sequence[Mapping[str, Any]]) 
         ext_type = props.get("type") or ext.get("name")
         if not (publisher or ext_type):
             continue
+        facts = _clean({"handler_version": props.get("typeHandlerVersion"), "extension_type": ext_type,
+                        "extension_name": ext.get("name")})
         software.append(SoftwareRecord(asset_key=asset_key, name=str(ext_type or publisher), publisher=publisher,
-                                       version=props.get("typeHandlerVersion"), origin="extension"))
+                                       version=None, origin="extension", attributes=facts))
     return software
 
 

@@ -46,9 +46,14 @@ class SoftwareRecord:
     asset_key: str
     name: str
     publisher: str | None = None
+    # The *product's* version as installed, or None when the source does not know it.
+    # Never a wrapper's version (an Azure extension handler, the image a VM was built
+    # from): those go in ``attributes``, so a version range never compares them.
     version: str | None = None
     # Kind of raw string for attribution: "package", "publisher", "extension", "ami-owner", "image"...
     origin: str = "package"
+    # Source facts about this installation (handler_version, image_version, digest, purl...).
+    attributes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

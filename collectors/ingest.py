@@ -447,7 +447,8 @@ def _batch_may_need_cleaning(batch: ScopeBatch) -> bool:
     # str() of a non-text value (None, a number) adds nothing to find, at worst a false alarm.
     if has_unwanted("".join(map(str, fields))):
         return True
-    return tree_may_have_unwanted([(a.tags, a.attributes) for a in batch.assets])
+    return tree_may_have_unwanted([(a.tags, a.attributes) for a in batch.assets]
+                                  + [s.attributes for s in batch.software if s.attributes])
 
 
 def clean_batch(batch: ScopeBatch) -> None:
@@ -467,6 +468,8 @@ def clean_batch(batch: ScopeBatch) -> None:
             asset.attributes = sanitize_tree(asset.attributes)
     for software in batch.software:
         _clean_fields(software, _SOFTWARE_TEXT_FIELDS)
+        if software.attributes:
+            software.attributes = sanitize_tree(software.attributes)
     for dependency in batch.dependencies:
         _clean_fields(dependency, _DEPENDENCY_TEXT_FIELDS)
 
@@ -747,13 +750,14 @@ class _BatchApplier:
         for clause in self.where_in(t.c.asset_id, sorted(reported_assets)):
             for row in self.conn.execute(
                     sa.select(t.c.id, t.c.asset_id, t.c.product_id, t.c.version, t.c.raw_name,
-                              t.c.raw_publisher, t.c.source, self.stale(t)).where(clause)):
+                              t.c.raw_publisher, t.c.attributes, t.c.source, self.stale(t)).where(clause)):
                 existing[(row.asset_id, row.product_id)] = row
         inserts, updates, heartbeat = [], {}, []
         for (asset_id, product_id), record in desired.items():
             values = {"version": _fit_text(record.version, 100),
                       "raw_name": _fit_text(record.name, 300),
-                      "raw_publisher": _fit_text(record.publisher, 300)}
+                      "raw_publisher": _fit_text(record.publisher, 300),
+                      "attributes": _jsonable(record.attributes) or None}
             row = existing.get((asset_id, product_id))
             if row is None:
                 inserts.append({"asset_id": asset_id, "product_id": product_id, **values,

@@ -434,8 +434,21 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "path": {"type": "array", "items": _PATH_STEP, "description": "From this asset back to a seed"},
         "plans": {"type": "array", "items": _PLAN}, "gap": {"type": "boolean", "description": "No plan at all"},
         "services": {"type": "array", "items": _STR, "description": "Business services depending on it"}}},
+    "VersionUnknown": {"type": "object", "required": ["asset_id", "natural_key", "name", "installations"],
+                       "properties": {
+        "asset_id": _INT, "natural_key": _STR, "name": _STR, "kind": _STR, "provider": _NSTR, "region": _NSTR,
+        "os_family": _NSTR, "criticality": _STR,
+        "status": {"type": ["string", "null"], "enum": ["down", "degraded", None],
+                   "description": "Its status when it is hit anyway (through a dependency), else null"},
+        "installations": {"type": "array", "items": {"type": "object", "properties": {
+            "product": _STR, "version": _NSTR, "source": _NSTR,
+            "reason": {"type": "string", "description": "Why the version cannot be placed in the range"},
+            "attributes": {"type": "object", "description": "What the source did say (handler_version, "
+                                                            "image_version...)"}}}}}},
     "ImpactTotals": {"type": "object", "properties": {
-        "hits": _INT, "seeds": _INT, "by_status": {"type": "object", "properties": {"down": _INT,
+        "hits": _INT, "seeds": _INT,
+        "version_unknown": {"type": "integer", "description": "Assets listed in version_unknown"},
+        "by_status": {"type": "object", "properties": {"down": _INT,
                                                                                   "degraded": _INT}},
         "by_criticality": {"type": "object", "additionalProperties": _COUNTS},
         "by_service": {"type": "array", "items": {"type": "object", "properties": {
@@ -470,10 +483,15 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                              "asset_id": _INT, "natural_key": _STR, "name": _STR,
                              "matched": {"type": "object"}}}},
                          "hits": {"type": "array", "items": _ref("Hit")},
+                         "version_unknown": {
+                             "type": "array", "items": _ref("VersionUnknown"),
+                             "description": "Assets running the scope's products at a version the range "
+                                            "cannot place (not hits): check them by hand. Capped like seeds."},
                          "totals": _ref("ImpactTotals"), "confidence": _ref("ImpactConfidence"),
                          "page": {"type": "object", "properties": {
                              "offset": _INT, "limit": {"type": ["integer", "null"]}, "returned": _INT,
-                             "total": _INT, "seeds_returned": _INT, "seeds_total": _INT}},
+                             "total": _INT, "seeds_returned": _INT, "seeds_total": _INT,
+                             "version_unknown_returned": _INT, "version_unknown_total": _INT}},
                          "what_if": {"type": "object", "properties": {
                              "applied": _ref("WhatIf"), "baseline_totals": _ref("ImpactTotals"),
                              "changes": {"type": "object"}}}}},

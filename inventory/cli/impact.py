@@ -25,10 +25,13 @@ from inventory.cli.output import FORMAT_OPTION, emit, render_csv, to_json
 from inventory.cli.params import DATETIME, LIMIT, DbId
 from inventory.db import read_session
 from inventory.ids import as_id, looks_like_id
+from inventory.services.blast_view import VERSION_UNKNOWN_STATUS, describe_unknown
 
 SCOPE_ERROR_EXIT = 2
 INCIDENT_ID = DbId("no incident {}")  # the service's message for an unknown incident
 TABLE_COLUMNS = ["status", "hops", "criticality", "kind", "name", "os_family", "region", "plan", "path"]
+UNKNOWN_COLUMNS = ["criticality", "kind", "name", "os_family", "region", "status", "why"]
+
 CSV_COLUMNS = ["status", "hops", "seed", "criticality", "kind", "natural_key", "name", "provider", "account",
                "region", "os_family", "environment", "owner", "gap", "plans", "services", "path"]
 
@@ -136,9 +139,12 @@ def print_result(data: dict[str, Any], fmt: str, shown_limit: int | None) -> Non
         click.echo(to_json(data))
         return
     hits = data["hits"]
+    unknown = data.get("version_unknown") or []
     if fmt == "csv":
         rows = [{**h, "plans": [f"{p['name']} ({p['status']}, via {p['via']})" for p in h["plans"]],
                  "path": _path_label(h)} for h in hits]
+        # After the hits: hosts whose version the range cannot place, to check by hand.
+        rows += [{**u, "status": VERSION_UNKNOWN_STATUS, "path": describe_unknown(u)} for u in unknown]
         click.echo(render_csv(rows, CSV_COLUMNS), nl=False)
         return
     for line in summary_lines(data):
@@ -149,6 +155,17 @@ def print_result(data: dict[str, Any], fmt: str, shown_limit: int | None) -> Non
     total = data["page"]["total"]
     if shown_limit is not None and total > len(hits):
         click.echo(f"... {total - len(hits)} more; use --limit 0 or --format json/csv for all")
+    unknown_total = data["page"].get("version_unknown_total", len(unknown))
+    if unknown_total:
+        click.echo("")
+        click.echo(f"Version unknown — check by hand ({unknown_total}): they run {data['scope']['vendor']} "
+                   f"software whose version cannot be compared with {data['scope']['version']!r}, "
+                   "so they are not counted above")
+        emit([{**u, "why": describe_unknown(u)} for u in unknown], UNKNOWN_COLUMNS, "table")
+        if unknown_total > len(unknown):
+            click.echo(f"... {unknown_total - len(unknown)} more; use --limit 0 or --format json/csv for all")
+
+
 
 
 def _find_scenario(db: Any, ref: str, by_id: bool = False) -> Any:

@@ -38,6 +38,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 import numpy as np
+import sqlalchemy as sa
 import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
@@ -45,7 +46,8 @@ from inventory.db import utcnow
 from inventory.impact.graph import Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
-from inventory.impact.scope import Scope, ScopeError, parse_scope_and_graph, version_matches
+from inventory.impact.scope import (Scope, ScopeError, parse_scope_and_graph, version_matches,
+                                    version_unknown_reason)
 from inventory.memory import paused_gc
 
 UP, DEGRADED, DOWN = 0, 1, 2
@@ -85,6 +87,8 @@ class SeedMatch:
     via_install: list[tuple[int, str | None, np.ndarray]] = field(default_factory=list)
     hosted: np.ndarray | None = None                    # bool[n] hosted-on-provider seeds
     unversioned: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    # (product id, recorded version, asset indices) whose version a range cannot place
+    unversioned_via: list[tuple[int, str | None, np.ndarray]] = field(default_factory=list)
 
 
 def _allowed(codes: np.ndarray, values: list[Any], wanted: tuple[str, ...]) -> np.ndarray:
@@ -115,6 +119,7 @@ def find_seeds(graph: Graph, view: View, scope: Scope, at_micros: int | None,
     mask = np.zeros(n, dtype=bool)
     matched: list[tuple[int, str | None, np.ndarray]] = []
     unversioned: list[np.ndarray] = []
+    unversioned_via: list[tuple[int, str | None, np.ndarray]] = []
     for pid in product_ids:
         for version, idx in graph.installs.get(pid, []):
             if install_first is not None:
@@ -122,7 +127,10 @@ def find_seeds(graph: Graph, view: View, scope: Scope, at_micros: int | None,
             if scope.specifier is not None:
                 verdict = version_matches(scope.specifier, version)
                 if verdict is None:
-                    unversioned.append(idx[filt[idx]])
+                    unknown = idx[filt[idx]]
+                    if unknown.size:
+                        unversioned.append(unknown)
+                        unversioned_via.append((pid, version, unknown))
                     continue
                 if not verdict:
                     continue
@@ -136,7 +144,7 @@ def find_seeds(graph: Graph, view: View, scope: Scope, at_micros: int | None,
         mask |= hosted
     return SeedMatch(mask=mask, via_install=matched, hosted=hosted,
                      unversioned=np.unique(np.concatenate(unversioned)) if unversioned
-                     else np.empty(0, dtype=np.int64))
+                     else np.empty(0, dtype=np.int64), unversioned_via=unversioned_via)
 
 
 def _installed_by(idx: np.ndarray, firsts: tuple[np.ndarray, np.ndarray] | None, at: int) -> np.ndarray:
@@ -197,6 +205,7 @@ class ImpactResult:
         self.levels = levels
         self.scope_plan_ids = scope_plan_ids
         self.confidence: dict[str, Any] = {}   # filled in by the caller (see _compute)
+        self.conn_factory: Any = None           # set by _compute: reads installation facts
         self.what_if: dict[str, Any] | None = None
         # Every plan of the scope's product or vendor covers every hit.
         scope_level = plans.level(scope_plan_ids["product"] + scope_plan_ids["vendor"])
@@ -260,6 +269,7 @@ class ImpactResult:
         return {
             "hits": int(h.size),
             "seeds": int(self.seed_match.mask.sum()),
+            "version_unknown": int(self.version_unknown_order.size),
             "by_status": {"down": n_down, "degraded": int(h.size - n_down)},
             "by_criticality": by_crit,
             "by_service": svc_rows,
@@ -425,6 +435,78 @@ class ImpactResult:
             self.__dict__["_seed_order"] = order
         return order  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------ version unknown
+
+    @property
+    def version_unknown_order(self) -> np.ndarray:
+        """Assets that run the scope's products at a version the range cannot place (none
+        recorded — an Azure extension reports only its handler's — or no number in it) and
+        that are not seeds through another installation: most critical first, then by
+        natural key.  Only version-narrowed scopes have them."""
+        order = self.__dict__.get("_unknown_order")
+        if order is None:
+            g = self.graph
+            idx = self.seed_match.unversioned
+            idx = idx[~self.seed_match.mask[idx]]
+            order = idx[np.lexsort((g.key_rank[idx], g.crit_code[idx]))]
+            self.__dict__["_unknown_order"] = order
+        return order  # type: ignore[no-any-return]
+
+    def version_unknown(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The ``version_unknown_order`` assets (the first ``limit``), each with the products
+        and recorded versions that could not be placed, who recorded them and what that
+        source did say (``Installation.attributes``: an extension handler's version, an
+        image version), so a responder knows what to check by hand."""
+        g = self.graph
+        idx = self.version_unknown_order[:limit]
+        if not idx.size:
+            return []
+        wanted = np.zeros(g.n, dtype=bool)
+        wanted[idx] = True
+        products: dict[int, list[tuple[int, str | None]]] = {}
+        for pid, version, installed in self.seed_match.unversioned_via:
+            for i in installed[wanted[installed]].tolist():
+                products.setdefault(i, []).append((pid, version))
+        facts = self._installation_facts(idx, {pid for pid, _v, _i in self.seed_match.unversioned_via})
+        status = self.prop.status[idx].tolist()
+        crit_names = [*CRITICALITIES, "unknown"]
+        out = []
+        for i, st, crit in zip(idx.tolist(), status, np.minimum(g.crit_code[idx], len(CRITICALITIES)).tolist()):
+            asset_id = int(g.ids[i])
+            entries = []
+            for pid, version in products.get(i, []):
+                source, attributes = facts.get((asset_id, pid), (None, None))
+                entries.append({"product": g.products[pid].name, "version": version, "source": source,
+                                "reason": version_unknown_reason(version, source, attributes),
+                                "attributes": attributes or {}})
+            out.append({"asset_id": asset_id, "natural_key": g.natural_key[i], "name": g.name[i],
+                        "kind": g.kinds[g.kind_code[i]], "provider": g.providers[g.provider_code[i]],
+                        "region": g.region_values[g.region_code[i]], "os_family": g.os_values[g.os_code[i]],
+                        "criticality": crit_names[crit], "status": STATUS_NAMES.get(st) if st else None,
+                        "installations": entries})
+        return out
+
+    def _installation_facts(self, idx: np.ndarray, product_ids: set[int]
+                            ) -> dict[tuple[int, int], tuple[str | None, dict[str, Any] | None]]:
+        """(asset id, product id) -> (source, attributes) of those installations, read
+        fresh (the graph keeps only product and version)."""
+        from inventory.models import Installation
+
+        conn_factory = getattr(self, "conn_factory", None)
+        if conn_factory is None or not product_ids:
+            return {}
+        t = Installation.__table__
+        ids = [int(v) for v in self.graph.ids[idx].tolist()]
+        out: dict[tuple[int, int], tuple[str | None, dict[str, Any] | None]] = {}
+        with conn_factory() as conn:
+            for start in range(0, len(ids), 500):
+                rows = conn.execute(sa.select(t.c.asset_id, t.c.product_id, t.c.source, t.c.attributes)
+                                    .where(t.c.asset_id.in_(ids[start:start + 500]),
+                                           t.c.product_id.in_(sorted(product_ids))))
+                for asset_id, product_id, source, attributes in rows:
+                    out[(asset_id, product_id)] = (source, attributes)
+        return out
+
     def _build_seeds(self, idx: np.ndarray) -> list[dict[str, Any]]:
         g, match = self.graph, self.seed_match
         # What matched each seed: the first installation group (in match order) holding it,
@@ -460,14 +542,17 @@ class ImpactResult:
                 page = self.ordered_idx[offset: None if limit is None else offset + limit]
                 hits = [h.to_dict() for h in self.build_hits(page)]
             seeds = self.seeds(seeds_limit)
+            unknown = self.version_unknown(seeds_limit)
             out = {"scope": self.scope.to_dict(),
                    "as_of": self.as_of.isoformat() if self.as_of else None,
                    "computed_at": self.computed_at.isoformat(),
-                   "seeds": seeds, "hits": hits, "totals": self.totals,
+                   "seeds": seeds, "hits": hits, "version_unknown": unknown, "totals": self.totals,
                    "confidence": self.confidence,
                    "page": {"offset": offset, "limit": limit, "returned": len(hits),
                             "total": int(self.hit_idx.size), "seeds_returned": len(seeds),
-                            "seeds_total": int(self.seed_order.size)}}
+                            "seeds_total": int(self.seed_order.size),
+                            "version_unknown_returned": len(unknown),
+                            "version_unknown_total": int(self.version_unknown_order.size)}}
         if self.what_if is not None:
             out["what_if"] = self.what_if
         return out
@@ -612,6 +697,7 @@ def _compute(graph: Graph, view: View, scope: Scope, moment: datetime | None, at
     scope_plans = {"vendor": list(plans.vendor_plans.get(scope.vendor_id, [])),
                    "product": [p for pid in scope.product_ids for p in plans.product_plans.get(pid, [])]}
     result = ImpactResult(graph, view, scope, moment, seeds, prop, plans, levels, scope_plans, now)
+    result.conn_factory = conn_factory
     result.confidence = confidence_report(conn_factory, graph, result.hit_idx, seeds, scope, moment, stamp,
                                           scope_counts=result.hits_per_scope())
     return result

@@ -16,10 +16,14 @@ holds.  Conveniences and deliberate choices:
   outage does not skip beta hosts;
 * an installed version that is not PEP 440 (``7.11.18110.0 (build 5)``,
   ``v7.11``) is compared by its leading dotted number (``7.11.18110.0``);
-* an installed version with no leading number at all (``unknown``, empty)
+* a Debian or RPM epoch (``1:2.38.1-5``) is not part of the upstream version a
+  vendor's advisory names, so it is dropped before comparing (``2.38.1-5``);
+* an installed version that is unknown (``None``: the source did not know the
+  product's version, as for an Azure VM extension, which reports only its
+  handler's version) or has no leading number at all (``unknown``, empty)
   cannot be placed in a range: such installations are **not** seeds of a
-  version-narrowed scope, and the answer's confidence report counts and lists
-  them so responders can check those hosts by hand.
+  version-narrowed scope; the answer lists them under "version unknown — check
+  by hand" (``ImpactResult.version_unknown``) and the confidence report counts them.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ _ALIASES = {"product": "products", "region": "regions", "account": "accounts",
             "environment": "environments", "os_family": "os", "tag": "tags"}
 _BARE_VERSION = re.compile(r"^\s*v?\d+(\.\d+)*(\.\*)?\s*$")
 _LEADING_NUMBER = re.compile(r"^\s*[vV]?(\d+(?:\.\d+)*)")
+_EPOCH = re.compile(r"^\s*\d+:(?=\s*[vV]?\d)")   # dpkg/rpm epoch: "1:2.38.1-5"
 MAX_SUGGESTIONS = 5
 
 
@@ -125,6 +130,7 @@ def comparable_version(raw: str | None) -> Version | None:
     """An installed version as a PEP 440 ``Version``, or None when it has no number to compare."""
     if raw is None:
         return None
+    raw = _EPOCH.sub("", raw, count=1)
     try:
         return Version(raw.strip())
     except InvalidVersion:
@@ -132,6 +138,22 @@ def comparable_version(raw: str | None) -> Version | None:
         if match is None:
             return None
         return Version(match.group(1))
+
+
+def version_unknown_reason(version: str | None, source: str | None,
+                           attributes: Mapping[str, Any] | None) -> str:
+    """Why an installation's version cannot be placed in a range, for the responder
+    who has to check the host by hand."""
+    facts = attributes or {}
+    by = f" by {source}" if source else ""
+    if version is None and facts.get("handler_version"):
+        return (f"only the VM extension handler's version ({facts['handler_version']}) is known{by}, "
+                "not the product's")
+    if version is None and facts.get("image_version"):
+        return f"only the image the machine was built from ({facts['image_version']}) is known{by}"
+    if version is None:
+        return f"no version recorded{by}"
+    return f"version {version!r}{by} has no number to compare"
 
 
 def version_matches(spec: SpecifierSet, raw: str | None) -> bool | None:

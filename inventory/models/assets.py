@@ -106,6 +106,11 @@ class Installation(Base):
     raw_name: so.Mapped[Optional[str]] = so.mapped_column(sa.String(300))
     raw_publisher: so.Mapped[Optional[str]] = so.mapped_column(sa.String(300))
     source: so.Mapped[str] = so.mapped_column(sa.String(50), default="import")
+    # Source facts about this installation that are not the product's version: an Azure
+    # extension's handler version, the image version a VM was built from, a container
+    # image digest, a package URL. ``version`` stays None when the source does not know
+    # the product's own version (see docs/collectors/versions.md).
+    attributes: so.Mapped[Optional[dict[str, Any]]] = so.mapped_column(sa.JSON)
     first_seen: so.Mapped[datetime] = so.mapped_column(default=utcnow)
     last_seen: so.Mapped[datetime] = so.mapped_column(default=utcnow)
 

@@ -27,6 +27,8 @@ MAX_GROUPS = 60
 # Plans listed per hit (best first: current, never exercised, stale); the rest are counted.
 PLANS_SHOWN = 3
 PLAN_RANK = {"current": 0, "never_exercised": 1, "stale": 2}
+# The CSV status of an asset listed under "version unknown — check by hand".
+VERSION_UNKNOWN_STATUS = "version unknown"
 SCOPE_LIST_FIELDS = ("products", "os", "regions", "accounts", "environments", "tags")
 
 
@@ -96,6 +98,7 @@ def page_view(result: Any, limit: int = PAGE_HITS, services: int = MAX_GROUPS) -
             "as_of": result.as_of.isoformat() if result.as_of else None,
             "computed_at": result.computed_at.isoformat(),
             "totals": totals, "confidence": result.confidence, "hits": hits,
+            "version_unknown": result.version_unknown(limit),
             "fetched": int(ordered.size)}
 
 
@@ -225,7 +228,17 @@ def to_csv(result: Mapping[str, Any]) -> str:
                "gap": "yes" if hit.get("gap") else "no", "seed": "yes" if hit.get("seed") else "no",
                "path": describe_path(hit.get("path") or [])}
         writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
+    # Then the assets whose version the range cannot place: not hits, to be checked by hand.
+    for entry in result.get("version_unknown") or []:
+        row = {**entry, "status": VERSION_UNKNOWN_STATUS, "seed": "no", "gap": "",
+               "path": describe_unknown(entry)}
+        writer.writerow([csv_cell(row.get(column)) for column in CSV_COLUMNS])
     return buffer.getvalue()
+
+
+def describe_unknown(entry: Mapping[str, Any]) -> str:
+    """``Falcon Sensor: only the VM extension handler's version (1.0) is known ...``."""
+    return "; ".join(f"{i.get('product')}: {i.get('reason')}" for i in entry.get("installations") or [])
 
 
 def plan_summary(result: Mapping[str, Any]) -> dict[str, int]:

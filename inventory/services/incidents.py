@@ -28,6 +28,8 @@ MAX_TITLE = 300
 MAX_NAME = 200
 MAX_TEXT = 20_000  # descriptions and notes
 SEED_SAMPLE = 1000
+# Version-unknown assets kept in the snapshot (a scope with more lists the most critical first).
+VERSION_UNKNOWN_SNAPSHOT = 5000
 _INSERT_CHUNK = 2000
 
 
@@ -150,7 +152,9 @@ def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, titl
         title=title, scope=scope.to_dict(), status="open", declared_at=utcnow(), declared_by=actor,
         summary={"computed_at": result.computed_at.isoformat(), "scope_text": scope.describe(),
                  "totals": result.totals, "confidence": result.confidence,
-                 "seed_count": len(seeds), "seeds": seeds[:SEED_SAMPLE]})
+                 "seed_count": len(seeds), "seeds": seeds[:SEED_SAMPLE],
+                 # hosts responders must check by hand (their version cannot be placed)
+                 "version_unknown": result.version_unknown(VERSION_UNKNOWN_SNAPSHOT)})
     db.add(incident)
     db.flush()
     # Tens of thousands of nested rows, none in a reference cycle (see paused_gc).

@@ -79,6 +79,14 @@ def installed(engine: sa.Engine, key: str) -> set[tuple[str, str, str | None]]:
     return {tuple(r) for r in rows}
 
 
+def installation_attributes(engine: sa.Engine, key: str, product: str) -> dict | None:
+    with so.Session(engine) as db:
+        return db.scalar(sa.select(Installation.attributes)
+                         .join(Product, Product.id == Installation.product_id)
+                         .join(Asset, Asset.id == Installation.asset_id)
+                         .where(Asset.natural_key == key, Product.name == product))
+
+
 def edges(engine: sa.Engine) -> set[tuple[str, str, str, str]]:
     with so.Session(engine) as db:
         dependent = so.aliased(Asset)
@@ -114,14 +122,18 @@ def test_vms_are_read_across_pages_with_image_extensions_and_power_state() -> No
     assert by_key[DB_LINUX].zone is None
     assert by_key[FLEX_VM].attributes["scale_set"].endswith("/virtualMachineScaleSets/batch-flex")
 
-    software = {(s.asset_key, s.origin, s.publisher, s.name, s.version) for s in vm_batch.software}
-    assert (WEB_WIN, "extension", "CrowdStrike.Falcon", "FalconSensorWindows", "1.0") in software
-    assert (WEB_WIN, "extension", "Microsoft.Azure.Security", "IaaSAntimalware", "1.3") in software
+    # Neither an extension's handler version nor an image version is the product's version:
+    # the product's version is unknown, what Azure said is kept as an attribute.
+    software = {(s.asset_key, s.origin, s.publisher, s.name, s.version,
+                 s.attributes.get("handler_version") or s.attributes.get("image_version"))
+                for s in vm_batch.software}
+    assert (WEB_WIN, "extension", "CrowdStrike.Falcon", "FalconSensorWindows", None, "1.0") in software
+    assert (WEB_WIN, "extension", "Microsoft.Azure.Security", "IaaSAntimalware", None, "1.3") in software
     assert (WEB_WIN, "image", "MicrosoftWindowsServer", "WindowsServer 2022-datacenter-azure-edition",
-            "20348.2227.240104") in software
-    assert (DB_LINUX, "extension", "Qualys", "QualysAgentLinux", "1.6") in software
+            None, "20348.2227.240104") in software
+    assert (DB_LINUX, "extension", "Qualys", "QualysAgentLinux", None, "1.6") in software
     assert (DB_LINUX, "image", "Canonical", "0001-com-ubuntu-server-jammy 22_04-lts-gen2",
-            "22.04.202401090") in software
+            None, "22.04.202401090") in software
     # the SDK sent the bearer token from the credential on every request, and asked for power states
     assert all(auth == "Bearer fake-arm-token" for auth in transport.authorizations)
     assert vm_list_route(statusOnly="true").lower() in transport.requests
@@ -167,8 +179,11 @@ def test_end_to_end_populates_inventory_and_second_run_is_unchanged(request: pyt
         assert assets[WEB_WIN].source_scope == VM_SCOPE and assets[VMSS_0].source_scope == VMSS_SCOPE
         assert assets[WEB_VMSS].min_up == 2
         # extension publishers are attributed to vendors: CrowdStrike.Falcon → CrowdStrike's Falcon sensor
-        assert ("CrowdStrike", "Falcon Sensor", "1.0") in installed(engine, WEB_WIN)
-        assert ("CrowdStrike", "Falcon Sensor", "1.0") in installed(engine, VMSS_1)
+        # with the sensor's version unknown and the extension handler's version kept beside it
+        assert ("CrowdStrike", "Falcon Sensor", None) in installed(engine, WEB_WIN)
+        assert ("CrowdStrike", "Falcon Sensor", None) in installed(engine, VMSS_1)
+        assert installation_attributes(engine, WEB_WIN, "Falcon Sensor") == {
+            "handler_version": "1.0", "extension_type": "FalconSensorWindows", "extension_name": "FalconSensor"}
         assert {(WEB_VMSS, VMSS_0, "member-of", "hard"), (WEB_VMSS, VMSS_1, "member-of", "hard"),
                 (FLEX_VMSS, FLEX_VM, "member-of", "hard")} <= edges(engine)
 

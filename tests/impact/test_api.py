@@ -173,4 +173,4 @@ def test_limit_pages_hits_and_seeds(client, read_token, estate: Estate) -> None:
     assert [h["natural_key"] for h in body["hits"]] == ["win-1"]
     assert len(body["seeds"]) == 1
     assert body["page"] == {"offset": 1, "limit": 1, "returned": 1, "total": 5, "seeds_returned": 1,
-                            "seeds_total": 3}
+                            "seeds_total": 3, "version_unknown_returned": 0, "version_unknown_total": 0}
