@@ -1,5 +1,5 @@
 """WSGI entry point: ``gunicorn wsgi:app``."""
-from inventory import config
+from inventory import create_app_or_halt
 
 # One line per unusable PLANB_ setting, no traceback, and gunicorn halts.
-app = config.create_app_or_halt()
+app = create_app_or_halt()

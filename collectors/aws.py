@@ -29,17 +29,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-import click
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from collectors.base import AssetRecord, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
 from inventory import config
+from inventory.choices import AWS_RESOURCE_TYPES
 
 PROVIDER = "aws"
 # Order matters within a region: target groups (elbv2) name EC2 instances and Lambda
 # functions, and ingest resolves dependency keys against assets already stored.
-RESOURCE_TYPES = ("ec2", "lambda", "elbv2", "rds", "eks")
+RESOURCE_TYPES = AWS_RESOURCE_TYPES
 # EC2 states that mean "gone": AWS keeps listing terminated instances for about an hour.
 GONE_STATES = frozenset({"terminated", "shutting-down"})
 RDS_GONE_STATES = frozenset({"deleting"})
@@ -831,46 +831,3 @@ def from_config() -> AwsCollector | None:
 
 
 # --------------------------------------------------------------------------- CLI
-
-def add_cli(collect_group: click.Group) -> None:
-    """``planb collect aws``."""
-
-    @collect_group.command("aws")
-    @click.option("--region", "regions", multiple=True, metavar="REGION",
-                  help="Region to collect (repeatable); 'all' or none = every enabled region.")
-    @click.option("--profile", "profiles", multiple=True, metavar="PROFILE",
-                  help="Named profile = one account (repeatable).")
-    @click.option("--assume-role", "role_arns", multiple=True, metavar="ARN",
-                  help="Role to assume from the default credential chain = one account (repeatable).")
-    @click.option("--external-id", default=None, help="ExternalId for --assume-role.")
-    @click.option("--resource-type", "resource_types", multiple=True, type=click.Choice(RESOURCE_TYPES),
-                  help="Limit to these resource types (repeatable; default all).")
-    @click.option("--deadline", type=click.FloatRange(min=1), default=DEFAULT_DEADLINE_SECONDS,
-                  show_default=True, help="Seconds allowed per scope; a slower scope is incomplete.")
-    @click.option("--max-attempts", type=click.IntRange(1, 20), default=DEFAULT_MAX_ATTEMPTS, show_default=True,
-                  help="botocore standard-mode attempts per API call (throttling retries).")
-    @click.option("--endpoint-url", default=None,
-                  help="Endpoint for every service (default: boto3's, incl. AWS_ENDPOINT_URL).")
-    @click.option("--no-ssm", is_flag=True, help="Skip SSM inventory (installed software, OS details).")
-    def collect_aws(regions: tuple[str, ...], profiles: tuple[str, ...], role_arns: tuple[str, ...],
-                    external_id: str | None, resource_types: tuple[str, ...], deadline: float,
-                    max_attempts: int, endpoint_url: str | None, no_ssm: bool) -> None:
-        """Collect EC2, ELBv2, RDS, EKS and Lambda from AWS accounts and regions.
-
-        Exit status 0 when every scope succeeded, 3 when some did not (those
-        kept their earlier data and retired nothing), 1 when none did.
-        """
-        from collectors.cli import execute
-        from inventory.cli import CLIError
-
-        try:
-            accounts = build_accounts(profiles, role_arns, endpoint_url=endpoint_url,
-                                      max_attempts=max_attempts, external_id=external_id)
-        except BotoCoreError as exc:  # e.g. ProfileNotFound
-            raise CLIError(f"AWS configuration: {exc}") from exc
-        collector = AwsCollector(accounts, list(regions) or None,
-                                 resource_types=resource_types or RESOURCE_TYPES,
-                                 client_factory=CLIENT_FACTORY, deadline_seconds=deadline,
-                                 max_attempts=max_attempts, endpoint_url=endpoint_url,
-                                 collect_ssm=not no_ssm)
-        execute(collector)

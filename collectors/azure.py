@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import click
 
 from collectors.aws import (
     Deadline,
@@ -447,7 +446,7 @@ class AzureCollector:
 
 
 
-def _factory_for(base_url: str | None) -> Callable[[str], Any] | None:
+def client_factory_for(base_url: str | None) -> Callable[[str], Any] | None:
     """The module hook ``CLIENT_FACTORY`` bound to a base URL, or None for the default clients."""
     if CLIENT_FACTORY is None:
         return None
@@ -463,37 +462,4 @@ def from_config() -> AzureCollector | None:
     base_url = config.get("AZURE_BASE_URL")
     deadline = config.get("COLLECT_AZURE_DEADLINE") or DEFAULT_DEADLINE_SECONDS
     return AzureCollector(subscriptions, base_url=base_url, deadline_seconds=deadline,
-                          client_factory=_factory_for(base_url))
-
-
-def add_cli(collect_group: click.Group) -> None:
-    """``planb collect azure``."""
-
-    @collect_group.command("azure")
-    @click.option("--subscription", "subscriptions", multiple=True, required=True, metavar="ID",
-                  help="Subscription id to collect (repeatable).")
-    @click.option("--base-url", default=None, envvar="PLANB_AZURE_BASE_URL",
-                  help=f"Resource Manager endpoint (sovereign clouds); default {DEFAULT_BASE_URL}.")
-    @click.option("--resource-type", "resource_types", multiple=True,
-                  type=click.Choice(AzureCollector.RESOURCE_TYPES), help="Limit to vm or vmss (repeatable).")
-    @click.option("--deadline", type=click.FloatRange(min=1), default=DEFAULT_DEADLINE_SECONDS, show_default=True,
-                  help="Seconds allowed per scope; a slower scope is incomplete.")
-    @click.option("--retry-total", type=click.IntRange(0, 20), default=DEFAULT_RETRY_TOTAL, show_default=True,
-                  help="azure-core retries per request (429/5xx, honouring Retry-After).")
-    def collect_azure(subscriptions: tuple[str, ...], base_url: str | None, resource_types: tuple[str, ...],
-                      deadline: float, retry_total: int) -> None:
-        """Collect VMs (image, extensions, power state) and scale sets from Azure subscriptions.
-
-        Exit status 0 when every scope succeeded, 3 when some did not (those
-        kept their earlier data and retired nothing), 1 when none did.
-        """
-        from collectors.cli import execute
-        from inventory.cli import CLIError
-
-        if base_url and not base_url.startswith("https://"):
-            raise CLIError("--base-url must be an https:// URL (bearer tokens are never sent in clear)")
-        collector = AzureCollector(list(subscriptions), base_url=base_url,
-                                   resource_types=resource_types or AzureCollector.RESOURCE_TYPES,
-                                   deadline_seconds=deadline, retry_total=retry_total,
-                                   client_factory=_factory_for(base_url))
-        execute(collector)
+                          client_factory=client_factory_for(base_url))

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 
 from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
 
@@ -348,14 +347,3 @@ def from_config() -> HostCollector | None:
     if flag in ("0", "false", "no", "off"):
         return None
     return HostCollector(hostname=os.environ.get("PLANB_COLLECT_HOST_NAME") or None)
-
-
-def add_cli(collect_group: click.Group) -> None:
-    @collect_group.command("host")
-    @click.option("--hostname", default=None, help="Name to record instead of this machine's hostname.")
-    @click.option("--no-packages", is_flag=True, help="Only the OS facts, not the installed packages.")
-    def collect_host(hostname: str | None, no_packages: bool) -> None:
-        """Collect this machine: OS, kernel and installed packages (dpkg, rpm, Windows registry, macOS apps)."""
-        from collectors.cli import execute
-
-        execute(HostCollector(hostname=hostname, include_packages=not no_packages))

@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 
 from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
 
@@ -486,21 +485,3 @@ def from_config() -> OsqueryCollector | None:
     if not paths:
         return None
     return OsqueryCollector(paths)
-
-
-def add_cli(collect_group: click.Group) -> None:
-    @collect_group.command("osquery")
-    @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-    @click.option("--host", default=None, help="Host the osqueryi --json output belongs to.")
-    @click.option("--table", type=click.Choice(TABLES), default=None,
-                  help="Table of osqueryi --json output when it cannot be recognised from its columns.")
-    def collect_osquery(files: tuple[str, ...], host: str | None, table: str | None) -> None:
-        """Import osquery results: FILES are results logs (several hosts) or osqueryi --json output."""
-        from collectors.cli import execute
-        from inventory.cli import CLIError
-
-        try:
-            collector = OsqueryCollector(expand_paths(files), host=host, table=table)
-        except OsqueryFormatError as exc:
-            raise CLIError(f"osquery import rejected, nothing written: {exc}") from exc
-        execute(collector)

@@ -2,8 +2,11 @@
 
 Each source module exposes::
 
-    add_cli(collect_group: click.Group) -> None   # adds ``planb collect <name> ...``
-    from_config() -> Collector | None              # for ``planb collect all``: None = not configured
+    from_config() -> Collector | None     # for ``planb collect all``: None = not configured
+
+and its ``planb collect <name>`` command lives with the CLI, in
+``inventory/cli/collect_<name>.py`` (an attribute ``command``): collectors never
+import click, Flask or the CLI.
 
 Order matters for ``planb collect all``: cloud APIs first, so host-side
 sources (host, osquery) that name a cloud instance merge into an asset that
@@ -16,19 +19,24 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-SOURCES: dict[str, str] = {
-    "aws": "collectors.aws",
-    "azure": "collectors.azure",
-    "host": "collectors.host",
-    "osquery": "collectors.osquery",
+# name -> (module, what it collects: the one-line help of 'planb collect <name>')
+SOURCES: dict[str, tuple[str, str]] = {
+    "aws": ("collectors.aws", "Collect EC2, ELBv2, RDS, EKS and Lambda from AWS accounts and regions."),
+    "azure": ("collectors.azure",
+              "Collect VMs (image, extensions, power state) and scale sets from Azure subscriptions."),
+    "host": ("collectors.host", "Collect this machine: OS, kernel and installed packages (dpkg, rpm, "
+                                "Windows registry, macOS apps)."),
+    "osquery": ("collectors.osquery", "Import osquery results: FILES are results logs (several hosts) or "
+                                      "osqueryi --json output."),
 }
 
 
 def load(name: str) -> ModuleType | None:
     """The module for source ``name``, or None when it does not exist (yet)."""
-    module_name = SOURCES.get(name)
-    if module_name is None:
+    entry = SOURCES.get(name)
+    if entry is None:
         return None
+    module_name = entry[0]
     try:
         if importlib.util.find_spec(module_name) is None:
             return None

@@ -7,22 +7,28 @@ that the web pages, the JSON API and the CLI all call.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from flask import Flask
-
-from inventory.paths import static_dir, templates_dir
+if TYPE_CHECKING:
+    from flask import Flask
 
 __version__ = "0.1.0"
 
+# Kept light on purpose: importing a domain module (``inventory.impact``,
+# ``inventory.models``) or the CLI must not start the web stack; Flask is imported
+# by ``create_app`` when an app is actually built.
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
+
+def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     """Build the app: environment configuration, then ``test_config`` on top.
 
     Every ``PLANB_`` setting is checked first: an unusable one stops start-up with a
     one-line message per setting (``inventory.config.ConfigError``, a SystemExit).
     """
+    from flask import Flask
+
     from inventory import config as config_module
+    from inventory.paths import static_dir, templates_dir
 
     settings = config_module.load()
     overrides = config_module.check_overrides(test_config or {})
@@ -55,3 +61,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     register_web(app)
     register_api(app)
     return app
+
+
+def create_app_or_halt() -> "Flask":
+    """``create_app()`` where gunicorn loads the app (``wsgi.py``, ``planb serve``'s workers):
+    a configuration error ends the process as ``config.exit_app_failed_to_load`` describes."""
+    from inventory import config
+
+    try:
+        return create_app()
+    except config.ConfigError as exc:
+        config.exit_app_failed_to_load(exc)
+        raise  # not reached: exit_app_failed_to_load always exits

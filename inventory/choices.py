@@ -46,3 +46,7 @@ HIT_STATUSES = ("down", "degraded")
 ASSESSMENT_DOMAINS = ("security", "update_practices", "resilience", "compliance")
 FINDING_SEVERITIES = ("critical", "high", "medium", "low")
 FINDING_STATUSES = ("open", "accepted", "closed")
+
+# AWS resource types the AWS collector reads, in the order it collects them in each region
+# (target groups point at instances and functions that must already be stored).
+AWS_RESOURCE_TYPES = ("ec2", "lambda", "elbv2", "rds", "eks")

@@ -70,17 +70,6 @@ def exit_app_failed_to_load(error: ConfigError) -> NoReturn:
     raise SystemExit(GUNICORN_APP_LOAD_ERROR)
 
 
-def create_app_or_halt() -> Any:
-    """``create_app()`` where gunicorn loads the app (``wsgi.py``, ``planb serve``'s workers):
-    a configuration error ends the process as ``exit_app_failed_to_load`` describes."""
-    from inventory import create_app
-
-    try:
-        return create_app()
-    except ConfigError as exc:
-        exit_app_failed_to_load(exc)
-
-
 def _first_to_fail(marker: Path) -> bool:
     try:
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -264,9 +253,9 @@ def _pattern(pattern: str, what: str) -> Callable[[str], str]:
 
 
 def _aws_resource_type(raw: str) -> str:
-    from collectors.aws import RESOURCE_TYPES  # the collector's own list: one source of truth
+    from inventory.choices import AWS_RESOURCE_TYPES  # the collector's list too: one source of truth
 
-    if raw.lower() not in RESOURCE_TYPES:
+    if raw.lower() not in AWS_RESOURCE_TYPES:
         raise ValueError(f"{_shown(raw)} is not a resource type Plan B collects")
     return raw.lower()
 

@@ -35,7 +35,7 @@ from inventory.services import assets as asset_svc
 from inventory.services import vendor_summary
 from inventory.services import vendors as vendor_service
 from inventory.services.keyset import CursorError
-from inventory.services.plan_status import plan_status, review_due
+from inventory.models.plan_status import plan_status, review_due
 
 bp = Blueprint("api_core", __name__, url_prefix="/api/v1")
 

@@ -1,110 +1,119 @@
-"""``planb collect SOURCE|all`` and ``planb runs``.
+"""``planb collect SOURCE|all`` and ``planb runs``, and the glue every source's command shares.
 
-Each source module in ``collectors/`` (see ``collectors.registry``) adds its own
-``planb collect <source>`` command with its options; ``planb collect all`` runs
-every source whose ``from_config()`` says it is configured.
+Each source in ``collectors.registry.SOURCES`` has its ``planb collect <source>`` command
+in ``inventory/cli/collect_<source>.py`` (its options live with the CLI, not in the
+collector), imported only when that source is run.  A source command builds its
+collector and calls ``execute(collector)``: that runs the collection against the
+configured database (progress on stderr), prints the per-scope summary table and exits
+non-zero unless the run succeeded — 1 for a failed run, 3 for a partial one.
+``planb collect all`` runs every source whose ``from_config()`` says it is configured.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
 import click
 
-from inventory.cli import CLIError, with_app
+from collectors import registry
+from inventory.cli import CLIError, LazyGroup, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
 from inventory.cli.params import DbId
+
+if TYPE_CHECKING:
+    from collectors.base import Collector
+    from inventory.models import CollectionRun
 
 RUN_COLUMNS = ("id", "collector", "scope", "started_at", "finished_at", "status", "created",
                "updated", "unchanged", "marked_stale", "errors")
 RUN_HEADERS = ("id", "collector", "scope", "started", "finished", "status", "created", "updated",
                "unchanged", "stale", "errors")
 
+# source name -> ("inventory.cli.collect_<source>:command", its one-line help)
+SOURCE_COMMANDS = {name: (f"inventory.cli.collect_{name}:command", about)
+                   for name, (_module, about) in registry.SOURCES.items()}
 
-def register(main: click.Group) -> None:
-    from collectors import registry
 
-    @main.group()
-    @click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
-    @click.pass_context
-    def collect(ctx: click.Context, quiet: bool) -> None:
-        """Collect the estate from a source (aws, azure, host, osquery) or from all configured ones.
+@click.group(cls=LazyGroup, lazy_commands=SOURCE_COMMANDS)
+@click.option("--quiet", "-q", is_flag=True, help="No progress output on stderr.")
+@click.pass_context
+def collect(ctx: click.Context, quiet: bool) -> None:
+    """Collect the estate from a source or from all configured ones.
 
-        Exit status: 0 succeeded, 1 failed (nothing retired), 3 partial (the
-        scopes that succeeded were applied; the others retired nothing).
-        """
-        ctx.find_root().meta["planb.collect.quiet"] = quiet
+    Exit status: 0 succeeded, 1 failed (nothing retired), 3 partial (the
+    scopes that succeeded were applied; the others retired nothing).
+    """
+    ctx.find_root().meta["planb.collect.quiet"] = quiet
 
-    @collect.command("all")
-    def collect_all() -> None:
-        """Run every configured source (cloud APIs first, then host-side sources)."""
-        from collectors.cli import exit_for, print_summary, run_collectors
 
-        collectors = []
-        for name, module in registry.available().items():
-            collector = module.from_config()
-            if collector is None:
-                click.echo(f"{name}: not configured, skipped", err=True)
-                continue
-            collectors.append(collector)
-        if not collectors:
-            raise CLIError("no collector is configured (see the README: PLANB_COLLECT_* variables)")
-        runs = run_collectors(collectors)
-        for run in runs:
-            print_summary(run)
-        exit_for(runs)
+@collect.command("all")
+def collect_all() -> None:
+    """Run every configured source (cloud APIs first, then host-side sources)."""
+    collectors = []
+    for name, module in registry.available().items():
+        collector = module.from_config()
+        if collector is None:
+            click.echo(f"{name}: not configured, skipped", err=True)
+            continue
+        collectors.append(collector)
+    if not collectors:
+        raise CLIError("no collector is configured (see the README: PLANB_COLLECT_* variables)")
+    runs = run_collectors(collectors)
+    for run in runs:
+        print_summary(run)
+    exit_for(runs)
 
-    for _name, module in registry.available().items():
-        module.add_cli(collect)
 
-    @main.command("runs")
-    @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
-                  help="Most recent runs to list.")
-    @click.option("--collector", "collector_name", help="Only runs of this collector.")
-    @click.option("--status", type=click.Choice(["running", "succeeded", "partial", "failed"]))
-    @click.option("--id", "run_id", type=DbId("no collection run with id {}"),
-                  help="Show one run with its scopes.")
-    @FORMAT_OPTION
-    @with_app
-    def runs(limit: int, collector_name: str | None, status: str | None, run_id: int | None,
-             fmt: str) -> None:
-        """List collection runs: collector, scope, start/end, status, counts, errors."""
-        import sqlalchemy as sa
-        import sqlalchemy.orm as so
+@click.command("runs")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
+              help="Most recent runs to list.")
+@click.option("--collector", "collector_name", help="Only runs of this collector.")
+@click.option("--status", type=click.Choice(["running", "succeeded", "partial", "failed"]))
+@click.option("--id", "run_id", type=DbId("no collection run with id {}"),
+              help="Show one run with its scopes.")
+@FORMAT_OPTION
+@with_app
+def runs(limit: int, collector_name: str | None, status: str | None, run_id: int | None,
+         fmt: str) -> None:
+    """List collection runs: collector, scope, start/end, status, counts, errors."""
+    import sqlalchemy as sa
+    import sqlalchemy.orm as so
 
-        from inventory.app_db import get_session
-        from inventory.models import CollectionRun
+    from inventory.app_db import get_session
+    from inventory.models import CollectionRun
 
-        db = get_session()
-        stmt = (sa.select(CollectionRun).options(so.selectinload(CollectionRun.scope_results))
-                .order_by(CollectionRun.started_at.desc(), CollectionRun.id.desc()).limit(limit))
-        if collector_name:
-            stmt = stmt.where(CollectionRun.collector == collector_name)
-        if status:
-            stmt = stmt.where(CollectionRun.status == status)
-        if run_id is not None:
-            stmt = stmt.where(CollectionRun.id == run_id)
-        found = db.scalars(stmt).all()
-        if run_id is not None and not found:
-            raise CLIError(f"no collection run with id {run_id}")
-        empty = "No collection runs yet."
-        if collector_name or status:
-            seen = db.scalars(sa.select(CollectionRun.collector).distinct())
-            known = sorted(set(registry.SOURCES) | set(seen))
-            if collector_name and collector_name not in known:
-                # Most likely a typo: an empty list would read as "that collector never ran".
-                raise CLIError(f"no collection runs match collector {collector_name!r} "
-                               f"(known collectors: {', '.join(known)})")
-            filters = [f"collector {collector_name!r}"] if collector_name else []
-            filters += [f"status {status!r}"] if status else []
-            empty = f"No collection runs match {' and '.join(filters)}."
-        if fmt == "json":
-            click.echo(to_json([_run_dict(r, scopes=True) for r in found]))
-            return
-        rows = [_run_dict(r, scopes=False) for r in found]
-        emit(rows, RUN_COLUMNS, fmt, RUN_HEADERS, empty=empty)
-        if run_id is not None and fmt == "table":
-            from collectors.cli import SUMMARY_COLUMNS, SUMMARY_HEADERS
-            click.echo("")
-            emit([{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in found[0].scope_results],
-                 SUMMARY_COLUMNS, fmt, SUMMARY_HEADERS, empty="No scopes.")
+    db = get_session()
+    stmt = (sa.select(CollectionRun).options(so.selectinload(CollectionRun.scope_results))
+            .order_by(CollectionRun.started_at.desc(), CollectionRun.id.desc()).limit(limit))
+    if collector_name:
+        stmt = stmt.where(CollectionRun.collector == collector_name)
+    if status:
+        stmt = stmt.where(CollectionRun.status == status)
+    if run_id is not None:
+        stmt = stmt.where(CollectionRun.id == run_id)
+    found = db.scalars(stmt).all()
+    if run_id is not None and not found:
+        raise CLIError(f"no collection run with id {run_id}")
+    empty = "No collection runs yet."
+    if collector_name or status:
+        seen = db.scalars(sa.select(CollectionRun.collector).distinct())
+        known = sorted(set(registry.SOURCES) | set(seen))
+        if collector_name and collector_name not in known:
+            # Most likely a typo: an empty list would read as "that collector never ran".
+            raise CLIError(f"no collection runs match collector {collector_name!r} "
+                           f"(known collectors: {', '.join(known)})")
+        filters = [f"collector {collector_name!r}"] if collector_name else []
+        filters += [f"status {status!r}"] if status else []
+        empty = f"No collection runs match {' and '.join(filters)}."
+    if fmt == "json":
+        click.echo(to_json([_run_dict(r, scopes=True) for r in found]))
+        return
+    rows = [_run_dict(r, scopes=False) for r in found]
+    emit(rows, RUN_COLUMNS, fmt, RUN_HEADERS, empty=empty)
+    if run_id is not None and fmt == "table":
+        click.echo("")
+        emit([{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in found[0].scope_results],
+             SUMMARY_COLUMNS, fmt, SUMMARY_HEADERS, empty="No scopes.")
 
 
 def _run_dict(run, scopes: bool) -> dict:  # type: ignore[no-untyped-def]
@@ -124,3 +133,86 @@ def _run_dict(run, scopes: bool) -> dict:  # type: ignore[no-untyped-def]
         errs = [f"{e.get('scope') or ''}: {e.get('error')}".lstrip(": ") for e in (run.errors or [])]
         data["errors"] = "; ".join(errs) if errs else None
     return data
+
+
+# ------------------------------------------------------------ running a collector
+
+EXIT_FAILED = 1
+EXIT_PARTIAL = 3
+
+SUMMARY_COLUMNS = ("scope_key", "status", "created", "updated", "unchanged", "marked_stale", "error")
+SUMMARY_HEADERS = ("scope", "status", "created", "updated", "unchanged", "stale", "error")
+
+
+def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
+    def progress(message: str) -> None:
+        if not quiet:
+            click.echo(message, err=True)
+    return progress
+
+
+def run_collectors(collectors: Sequence[Collector], *, quiet: bool | None = None) -> list[CollectionRun]:
+    """Run each collector in turn inside the app (its database); returns the finished runs."""
+    from flask import current_app, has_app_context
+
+    from collectors.ingest import run_collection
+
+    if quiet is None:
+        ctx = click.get_current_context(silent=True)
+        quiet = bool(ctx and ctx.find_root().meta.get("planb.collect.quiet"))
+
+    def _run(engine: Any) -> list[CollectionRun]:
+        progress = _progress_printer(bool(quiet))
+        return [run_collection(engine, c, progress=progress) for c in collectors]
+
+    if has_app_context():
+        return _run(current_app.extensions["planb_engine"])
+    from inventory import create_app
+    app = create_app()
+    with app.app_context():
+        try:
+            return _run(app.extensions["planb_engine"])
+        finally:
+            app.extensions["planb_engine"].dispose()
+
+
+def print_summary(run: CollectionRun) -> None:
+    from inventory.cli.output import render_table
+
+    rows = [{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in run.scope_results]
+    click.echo(f"Run {run.id} ({run.collector}: {run.scope}) — {run.status}")
+    if rows:
+        click.echo(render_table(rows, SUMMARY_COLUMNS, SUMMARY_HEADERS, max_width=80))
+    click.echo(f"created {run.created}, updated {run.updated}, unchanged {run.unchanged}, "
+               f"marked stale {run.marked_stale}")
+
+
+def exit_for(runs: Sequence[CollectionRun]) -> None:
+    """Raise the CLI error matching the worst run status (nothing when all succeeded)."""
+    failed = [r for r in runs if r.status == "failed"]
+    partial = [r for r in runs if r.status == "partial"]
+    if failed:
+        reasons = "; ".join(_reasons(r) for r in failed)
+        raise CLIError(f"collection failed — nothing was retired in the failed scopes: {reasons}",
+                       exit_code=EXIT_FAILED)
+    if partial:
+        reasons = "; ".join(_reasons(r) for r in partial)
+        raise CLIError("collection partly succeeded — scopes that succeeded were applied, the "
+                       f"others kept their earlier data and retired nothing: {reasons}",
+                       exit_code=EXIT_PARTIAL)
+
+
+def _reasons(run: CollectionRun) -> str:
+    messages = [f"{e.get('scope') or run.collector}: {e.get('error')}" for e in (run.errors or [])]
+    if not messages:
+        messages = [f"{s.scope_key}: {s.status}" for s in run.scope_results if s.status != "succeeded"]
+    shown = messages[:5] + ([f"... and {len(messages) - 5} more"] if len(messages) > 5 else [])
+    return f"run {run.id} ({run.collector}) " + "; ".join(shown)
+
+
+def execute(collector: Collector) -> CollectionRun:
+    """Run one collector from a CLI command: progress, summary, exit status."""
+    [run] = run_collectors([collector])
+    print_summary(run)
+    exit_for([run])
+    return run

@@ -8,37 +8,36 @@ from inventory import migrate
 from inventory.cli import CLIError, with_app
 
 
-def register(main: click.Group) -> None:
-    @main.group()
-    def db() -> None:
-        """Database schema migrations (Alembic)."""
+@click.group()
+def db() -> None:
+    """Database schema migrations (Alembic)."""
 
-    @db.command()
-    @click.argument("revision", default="head")
-    @with_app
-    def upgrade(revision: str) -> None:
-        """Upgrade the schema to REVISION (default: head)."""
-        _run(migrate.upgrade, revision)
-        click.echo(f"Database at {_describe()} upgraded to {revision}.")
+@db.command()
+@click.argument("revision", default="head")
+@with_app
+def upgrade(revision: str) -> None:
+    """Upgrade the schema to REVISION (default: head)."""
+    _run(migrate.upgrade, revision)
+    click.echo(f"Database at {_describe()} upgraded to {revision}.")
 
-    # '-1' (a relative revision, as the README documents) is an argument, not an unknown option.
-    @db.command(context_settings={"ignore_unknown_options": True})
-    @click.argument("revision")
-    @with_app
-    def downgrade(revision: str) -> None:
-        """Downgrade the schema to REVISION ('base' removes every table; '-1' steps back one)."""
-        _run(migrate.downgrade, revision)
-        click.echo(f"Database at {_describe()} downgraded to {revision}.")
+# '-1' (a relative revision, as the README documents) is an argument, not an unknown option.
+@db.command(context_settings={"ignore_unknown_options": True})
+@click.argument("revision")
+@with_app
+def downgrade(revision: str) -> None:
+    """Downgrade the schema to REVISION ('base' removes every table; '-1' steps back one)."""
+    _run(migrate.downgrade, revision)
+    click.echo(f"Database at {_describe()} downgraded to {revision}.")
 
-    @db.command()
-    @with_app
-    def current() -> None:
-        """Show the schema revision of the database and the newest one available."""
-        from inventory.app_db import get_engine
-        rev = migrate.current_revision(get_engine())
-        head = migrate.head_revision()
-        state = "up to date" if rev == head else "needs 'planb db upgrade'"
-        click.echo(f"current: {rev or 'none (empty database)'}\nhead:    {head}\n{state}")
+@db.command()
+@with_app
+def current() -> None:
+    """Show the schema revision of the database and the newest one available."""
+    from inventory.app_db import get_engine
+    rev = migrate.current_revision(get_engine())
+    head = migrate.head_revision()
+    state = "up to date" if rev == head else "needs 'planb db upgrade'"
+    click.echo(f"current: {rev or 'none (empty database)'}\nhead:    {head}\n{state}")
 
 
 def _run(func, revision: str) -> None:  # type: ignore[no-untyped-def]

@@ -19,138 +19,137 @@ from inventory.estate.importer import EstateError, ImportReport, import_and_comm
 _REPORT_COLUMNS = ["entity", "created", "updated", "unchanged"]
 
 
-def register(main: click.Group) -> None:
-    @main.command("import")
-    @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
-    @click.option("--dry-run", is_flag=True, help="Validate and count, then roll back (change nothing).")
-    @FORMAT_OPTION
-    @with_app
-    def import_cmd(file: str, dry_run: bool, fmt: str) -> None:
-        """Import an estate FILE (YAML or JSON; '-' reads standard input).
+@click.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.option("--dry-run", is_flag=True, help="Validate and count, then roll back (change nothing).")
+@FORMAT_OPTION
+@with_app
+def import_cmd(file: str, dry_run: bool, fmt: str) -> None:
+    """Import an estate FILE (YAML or JSON; '-' reads standard input).
 
-        Validates the whole file first, then creates or updates vendors, products,
-        assets, software, dependencies, services, plans, update tests and assessments
-        by their natural keys, in one transaction.  Running it twice changes nothing.
-        An invalid file changes nothing and the error names the entry and field.
-        """
-        _require_current_schema()
-        if file == "-":
-            source_name = "<stdin>"
-            try:
-                document = load_document(sys.stdin.buffer.read(), source_name)
-            except EstateError as exc:
-                raise CLIError(str(exc)) from None
-        else:
-            source_name = file
-            try:
-                document = load_file(file)
-            except EstateError as exc:
-                raise CLIError(str(exc)) from None
-        db = get_session()
+    Validates the whole file first, then creates or updates vendors, products,
+    assets, software, dependencies, services, plans, update tests and assessments
+    by their natural keys, in one transaction.  Running it twice changes nothing.
+    An invalid file changes nothing and the error names the entry and field.
+    """
+    _require_current_schema()
+    if file == "-":
+        source_name = "<stdin>"
         try:
-            report = import_and_commit(db, document, source_name=source_name, actor=current_actor(),
-                                       dry_run=dry_run)
+            document = load_document(sys.stdin.buffer.read(), source_name)
         except EstateError as exc:
             raise CLIError(str(exc)) from None
-        _print_report(report, fmt, dry_run)
-
-    @main.command("export")
-    @click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
-                  help="Write to this file instead of standard output.")
-    @click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default=None,
-                  help="Output format (default: from the file extension, else yaml).")
-    @with_app
-    def export_cmd(output: Path | None, fmt: str | None) -> None:
-        """Export the inventory as an estate file (the format 'planb import' reads).
-
-        Stable ordering, defaults left out; importing the export into an empty
-        database reproduces the same export.  Retired assets are left out.
-        """
-        from inventory.estate.exporter import dump_document, export_estate
-        _require_current_schema()
-        if output is not None:
-            check_output_path(output)  # before the export is computed
-        if fmt is None:
-            fmt = "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
-        text = dump_document(export_estate(get_session()), fmt)
-        if output is None:
-            click.echo(text, nl=False)
-            return
-        write_text_file(output, text)
-        click.echo(f"Wrote {output} ({fmt}).", err=True)
-
-    @main.command("demo")
-    @click.option("--no-serve", is_flag=True, help="Load the demo and print what to do next; do not serve.")
-    @click.option("--host", default=lambda: config.env("HOST", "127.0.0.1"), show_default="127.0.0.1",
-                  help="Address to serve on.")
-    @click.option("--port", type=int, default=lambda: int(config.env("PORT", "8080") or 8080),
-                  show_default="8080", help="Port to serve on.")
-    @with_app
-    def demo_cmd(no_serve: bool, host: str, port: int) -> None:
-        """Create the database, load the Skyward Air demo estate and serve the dashboard.
-
-        Safe to re-run: the schema is migrated only when needed, the import is
-        idempotent, and an 'admin' user is created (password printed once) only
-        when the database has no users yet.
-        """
-        from inventory.auth import create_user
-        from inventory.estate.demo import DEMO_FILE_NAME, load_demo
-        from inventory.models import User
-
-        database_url = current_app.config["DATABASE_URL"]
-        get_engine().dispose()
-        migrate.ensure_current(database_url)
-        db = get_session()
+    else:
+        source_name = file
         try:
-            report = load_demo(db, actor=current_actor())
-        except EstateError as exc:  # only if the shipped file were broken
-            db.rollback()
+            document = load_file(file)
+        except EstateError as exc:
             raise CLIError(str(exc)) from None
-        password = None
-        if db.scalar(sa.select(sa.func.count(User.id))) == 0:
-            _user, password = create_user(db, "admin", "admin", actor=current_actor())
-        db.commit()
-        db.close()
-        g.pop("db_session", None)
-        get_engine().dispose()  # no pooled connections may cross the fork into the server workers
+    db = get_session()
+    try:
+        report = import_and_commit(db, document, source_name=source_name, actor=current_actor(),
+                                   dry_run=dry_run)
+    except EstateError as exc:
+        raise CLIError(str(exc)) from None
+    _print_report(report, fmt, dry_run)
 
-        totals = report.totals()
-        click.echo(f"Database: {_describe(database_url)}")
-        click.echo(f"Loaded {DEMO_FILE_NAME}: {totals.created} created, {totals.updated} updated, "
-                   f"{totals.unchanged} unchanged.")
-        if password is not None:
-            rule = "=" * 64
-            click.echo(f"\n{rule}\n  Log in as:  admin\n  Password:   {password}\n"
-                       f"  (shown once; change it with 'planb users reset-password admin')\n{rule}\n")
-        else:
-            click.echo("Users exist already; log in with your account "
-                       "('planb users reset-password admin' if you lost the demo password).")
-        if no_serve:
-            click.echo(f"Next: 'planb serve --host {host} --port {port}', then open http://{host}:{port}/")
-            return
-        from inventory.cli.serve import serve_app
-        serve_app(host, port)
+@click.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True, path_type=Path),
+              help="Write to this file instead of standard output.")
+@click.option("--format", "fmt", type=click.Choice(["yaml", "json"]), default=None,
+              help="Output format (default: from the file extension, else yaml).")
+@with_app
+def export_cmd(output: Path | None, fmt: str | None) -> None:
+    """Export the inventory as an estate file (the format 'planb import' reads).
 
-    @main.command("vendors")
-    @click.option("--unattributed", is_flag=True,
-                  help="List software publishers that matched no vendor (add them as aliases).")
-    @FORMAT_OPTION
-    @with_app
-    def vendors_cmd(unattributed: bool, fmt: str) -> None:
-        """List vendors with their product and asset counts.
+    Stable ordering, defaults left out; importing the export into an empty
+    database reproduces the same export.  Retired assets are left out.
+    """
+    from inventory.estate.exporter import dump_document, export_estate
+    _require_current_schema()
+    if output is not None:
+        check_output_path(output)  # before the export is computed
+    if fmt is None:
+        fmt = "json" if output is not None and output.suffix.lower() == ".json" else "yaml"
+    text = dump_document(export_estate(get_session()), fmt)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    write_text_file(output, text)
+    click.echo(f"Wrote {output} ({fmt}).", err=True)
 
-        'assets' counts active assets running one of the vendor's products;
-        'hosted' counts active assets on the vendor's cloud (for cloud vendors).
-        """
-        db = get_session()
-        if unattributed:
-            rows = unattributed_rows(db)
-            emit(rows, ["publisher", "assets", "entries", "examples"], fmt,
-                 empty="No unattributed software: every publisher matched a vendor.")
-            return
-        rows = vendor_rows(db)
-        emit(rows, ["name", "tier", "cloud_provider", "products", "assets", "hosted"], fmt,
-             empty="No vendors yet. Import an estate file ('planb import') or run 'planb demo'.")
+@click.command("demo")
+@click.option("--no-serve", is_flag=True, help="Load the demo and print what to do next; do not serve.")
+@click.option("--host", default=lambda: config.env("HOST", "127.0.0.1"), show_default="127.0.0.1",
+              help="Address to serve on.")
+@click.option("--port", type=int, default=lambda: int(config.env("PORT", "8080") or 8080),
+              show_default="8080", help="Port to serve on.")
+@with_app
+def demo_cmd(no_serve: bool, host: str, port: int) -> None:
+    """Create the database, load the Skyward Air demo estate and serve the dashboard.
+
+    Safe to re-run: the schema is migrated only when needed, the import is
+    idempotent, and an 'admin' user is created (password printed once) only
+    when the database has no users yet.
+    """
+    from inventory.auth import create_user
+    from inventory.estate.demo import DEMO_FILE_NAME, load_demo
+    from inventory.models import User
+
+    database_url = current_app.config["DATABASE_URL"]
+    get_engine().dispose()
+    migrate.ensure_current(database_url)
+    db = get_session()
+    try:
+        report = load_demo(db, actor=current_actor())
+    except EstateError as exc:  # only if the shipped file were broken
+        db.rollback()
+        raise CLIError(str(exc)) from None
+    password = None
+    if db.scalar(sa.select(sa.func.count(User.id))) == 0:
+        _user, password = create_user(db, "admin", "admin", actor=current_actor())
+    db.commit()
+    db.close()
+    g.pop("db_session", None)
+    get_engine().dispose()  # no pooled connections may cross the fork into the server workers
+
+    totals = report.totals()
+    click.echo(f"Database: {_describe(database_url)}")
+    click.echo(f"Loaded {DEMO_FILE_NAME}: {totals.created} created, {totals.updated} updated, "
+               f"{totals.unchanged} unchanged.")
+    if password is not None:
+        rule = "=" * 64
+        click.echo(f"\n{rule}\n  Log in as:  admin\n  Password:   {password}\n"
+                   f"  (shown once; change it with 'planb users reset-password admin')\n{rule}\n")
+    else:
+        click.echo("Users exist already; log in with your account "
+                   "('planb users reset-password admin' if you lost the demo password).")
+    if no_serve:
+        click.echo(f"Next: 'planb serve --host {host} --port {port}', then open http://{host}:{port}/")
+        return
+    from inventory.cli.serve import serve_app
+    serve_app(host, port)
+
+@click.command("vendors")
+@click.option("--unattributed", is_flag=True,
+              help="List software publishers that matched no vendor (add them as aliases).")
+@FORMAT_OPTION
+@with_app
+def vendors_cmd(unattributed: bool, fmt: str) -> None:
+    """List vendors with their product and asset counts.
+
+    'assets' counts active assets running one of the vendor's products;
+    'hosted' counts active assets on the vendor's cloud (for cloud vendors).
+    """
+    db = get_session()
+    if unattributed:
+        rows = unattributed_rows(db)
+        emit(rows, ["publisher", "assets", "entries", "examples"], fmt,
+             empty="No unattributed software: every publisher matched a vendor.")
+        return
+    rows = vendor_rows(db)
+    emit(rows, ["name", "tier", "cloud_provider", "products", "assets", "hosted"], fmt,
+         empty="No vendors yet. Import an estate file ('planb import') or run 'planb demo'.")
 
 
 def vendor_rows(db: Any) -> list[dict[str, Any]]:

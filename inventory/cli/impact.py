@@ -212,249 +212,248 @@ def _load_what_if(path: str | None) -> dict[str, Any] | None:
     return data
 
 
-def register(main: click.Group) -> None:
-    @main.command("impact")
-    @scope_options
-    @click.option("--as-of", "as_of", type=DATETIME,
-                  help="Answer for a past moment (ISO 8601, UTC if no offset).")
-    @click.option("--what-if", "what_if", type=click.Path(dir_okay=False, allow_dash=True),
-                  help="JSON file of hypothetical changes (see the README); nothing is written.")
-    @click.option("--limit", type=LIMIT, default=None,
-                  help="Rows to show (table default 50; 0 = all).")
-    @FORMAT_OPTION
-    @with_app
-    def impact(vendor: str | None, products: tuple[str, ...], version_range: str | None,
-               os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
-               environments: tuple[str, ...], tags: tuple[str, ...], as_of: datetime | None,
-               what_if: str | None,
-               limit: int | None, fmt: str) -> None:
-        """Which assets a vendor outage hits, how badly, why, and what the plan is."""
-        from inventory.impact import ScopeError, blast_radius
+@click.command("impact")
+@scope_options
+@click.option("--as-of", "as_of", type=DATETIME,
+              help="Answer for a past moment (ISO 8601, UTC if no offset).")
+@click.option("--what-if", "what_if", type=click.Path(dir_okay=False, allow_dash=True),
+              help="JSON file of hypothetical changes (see the README); nothing is written.")
+@click.option("--limit", type=LIMIT, default=None,
+              help="Rows to show (table default 50; 0 = all).")
+@FORMAT_OPTION
+@with_app
+def impact(vendor: str | None, products: tuple[str, ...], version_range: str | None,
+           os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
+           environments: tuple[str, ...], tags: tuple[str, ...], as_of: datetime | None,
+           what_if: str | None,
+           limit: int | None, fmt: str) -> None:
+    """Which assets a vendor outage hits, how badly, why, and what the plan is."""
+    from inventory.impact import ScopeError, blast_radius
 
-        scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments, tags)
-        changes = _load_what_if(what_if)
-        if limit is None:
-            limit = 50 if fmt == "table" else 0
-        with read_session(get_engine()) as db:
-            try:
-                result = blast_radius(db, scope, as_of=as_of, what_if=changes)
-            except ScopeError as exc:
-                raise _scope_failure(exc) from exc
-            print_result(result.to_dict(limit=limit or None, seeds_limit=limit or None), fmt, limit or None)
-
-    # ------------------------------------------------------------ scenarios
-
-    @main.group()
-    def scenarios() -> None:
-        """Saved outage scopes for drills and quick re-use."""
-
-    @scenarios.command("save")
-    @click.argument("name")
-    @scope_options
-    @click.option("--description", help="What this scenario rehearses.")
-    @with_app
-    def save(name: str, vendor: str | None, products: tuple[str, ...], version_range: str | None,
-             os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
-             environments: tuple[str, ...], tags: tuple[str, ...], description: str | None) -> None:
-        """Save (or replace) the scenario NAME."""
-        from inventory.impact import ScopeError
-        from inventory.services import incidents as svc
-
-        db = get_session()
-        scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments, tags)
+    scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments, tags)
+    changes = _load_what_if(what_if)
+    if limit is None:
+        limit = 50 if fmt == "table" else 0
+    with read_session(get_engine()) as db:
         try:
-            scenario = svc.save_scenario(db, name, scope, current_actor(), description)
-        except (ScopeError, svc.IncidentError) as exc:
-            db.rollback()
+            result = blast_radius(db, scope, as_of=as_of, what_if=changes)
+        except ScopeError as exc:
             raise _scope_failure(exc) from exc
-        db.commit()
-        click.echo(f"Saved scenario {scenario.name!r} (id {scenario.id}).")
+        print_result(result.to_dict(limit=limit or None, seeds_limit=limit or None), fmt, limit or None)
 
-    @scenarios.command("list")
-    @FORMAT_OPTION
-    @with_app
-    def list_cmd(fmt: str) -> None:
-        """Saved scenarios."""
-        from inventory.services import incidents as svc
+# ------------------------------------------------------------ scenarios
 
-        rows = [svc.scenario_to_dict(s) for s in svc.list_scenarios(get_session())]
-        if fmt == "json":
-            click.echo(to_json(rows))
-            return
-        for row in rows:
-            row["scope_text"] = json.dumps({k: v for k, v in row["scope"].items() if v})
-        emit(rows, ["id", "name", "scope_text", "description", "created_by"], fmt,
-             headers=["id", "name", "scope", "description", "by"] if fmt == "table" else None,
-             empty="No scenarios yet: planb scenarios save NAME --vendor ...")
+@click.group()
+def scenarios() -> None:
+    """Saved outage scopes for drills and quick re-use."""
 
-    @scenarios.command("run")
-    @click.argument("name")
-    @click.option("--id", "by_id", is_flag=True, help="NAME is a scenario id (by default a name wins).")
-    @click.option("--as-of", "as_of", type=DATETIME, help="Answer for a past moment (ISO 8601).")
-    @click.option("--limit", type=LIMIT, default=None, help="Rows to show (0 = all).")
-    @FORMAT_OPTION
-    @with_app
-    def run(name: str, by_id: bool, as_of: datetime | None, limit: int | None, fmt: str) -> None:
-        """The blast radius of the saved scenario NAME (a name, else an id; see --id)."""
-        from inventory.impact import ScopeError
-        from inventory.services import incidents as svc
+@scenarios.command("save")
+@click.argument("name")
+@scope_options
+@click.option("--description", help="What this scenario rehearses.")
+@with_app
+def save(name: str, vendor: str | None, products: tuple[str, ...], version_range: str | None,
+         os_families: tuple[str, ...], regions: tuple[str, ...], accounts: tuple[str, ...],
+         environments: tuple[str, ...], tags: tuple[str, ...], description: str | None) -> None:
+    """Save (or replace) the scenario NAME."""
+    from inventory.impact import ScopeError
+    from inventory.services import incidents as svc
 
-        if limit is None:
-            limit = 50 if fmt == "table" else 0
-        with read_session(get_engine()) as db:
-            try:
-                scenario = _find_scenario(db, name, by_id)
-                result = svc.run_scenario(db, scenario.id, as_of=as_of)
-            except (ScopeError, svc.IncidentError) as exc:
-                raise _scope_failure(exc) from exc
-            # Say which scenario answered; on stderr when stdout is for a program.
-            click.echo(f"Scenario {scenario.name!r} (id {scenario.id})", err=fmt != "table")
-            print_result(result.to_dict(limit=limit or None), fmt, limit or None)
+    db = get_session()
+    scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments, tags)
+    try:
+        scenario = svc.save_scenario(db, name, scope, current_actor(), description)
+    except (ScopeError, svc.IncidentError) as exc:
+        db.rollback()
+        raise _scope_failure(exc) from exc
+    db.commit()
+    click.echo(f"Saved scenario {scenario.name!r} (id {scenario.id}).")
 
-    @scenarios.command("delete")
-    @click.argument("name")
-    @click.option("--id", "by_id", is_flag=True, help="NAME is a scenario id (by default a name wins).")
-    @with_app
-    def delete(name: str, by_id: bool) -> None:
-        """Delete the saved scenario NAME (a name, else an id; see --id)."""
-        from inventory.services import incidents as svc
+@scenarios.command("list")
+@FORMAT_OPTION
+@with_app
+def list_cmd(fmt: str) -> None:
+    """Saved scenarios."""
+    from inventory.services import incidents as svc
 
-        db = get_session()
+    rows = [svc.scenario_to_dict(s) for s in svc.list_scenarios(get_session())]
+    if fmt == "json":
+        click.echo(to_json(rows))
+        return
+    for row in rows:
+        row["scope_text"] = json.dumps({k: v for k, v in row["scope"].items() if v})
+    emit(rows, ["id", "name", "scope_text", "description", "created_by"], fmt,
+         headers=["id", "name", "scope", "description", "by"] if fmt == "table" else None,
+         empty="No scenarios yet: planb scenarios save NAME --vendor ...")
+
+@scenarios.command("run")
+@click.argument("name")
+@click.option("--id", "by_id", is_flag=True, help="NAME is a scenario id (by default a name wins).")
+@click.option("--as-of", "as_of", type=DATETIME, help="Answer for a past moment (ISO 8601).")
+@click.option("--limit", type=LIMIT, default=None, help="Rows to show (0 = all).")
+@FORMAT_OPTION
+@with_app
+def run(name: str, by_id: bool, as_of: datetime | None, limit: int | None, fmt: str) -> None:
+    """The blast radius of the saved scenario NAME (a name, else an id; see --id)."""
+    from inventory.impact import ScopeError
+    from inventory.services import incidents as svc
+
+    if limit is None:
+        limit = 50 if fmt == "table" else 0
+    with read_session(get_engine()) as db:
         try:
             scenario = _find_scenario(db, name, by_id)
-            deleted = (scenario.id, scenario.name)
-            svc.delete_scenario(db, scenario.id, current_actor())
-        except svc.IncidentError as exc:
-            db.rollback()
-            raise CLIError(exc.message) from exc
-        db.commit()
-        click.echo(f"Deleted scenario {deleted[1]!r} (id {deleted[0]}).")
-
-    # ------------------------------------------------------------ incidents
-
-    @main.group()
-    def incidents() -> None:
-        """Declared incidents: blast-radius snapshots and recovery progress."""
-
-    @incidents.command("declare")
-    @click.option("--title", required=True, help="What happened, in a few words.")
-    @click.option("--scenario", help="Use a saved scenario's scope instead of scope options.")
-    @functools.partial(scope_options, vendor_help="Vendor name or alias (required unless --scenario).")
-    @with_app
-    def declare(title: str, scenario: str | None, vendor: str | None, products: tuple[str, ...],
-                version_range: str | None, os_families: tuple[str, ...], regions: tuple[str, ...],
-                accounts: tuple[str, ...], environments: tuple[str, ...], tags: tuple[str, ...]) -> None:
-        """Declare an incident and snapshot its blast radius now."""
-        from inventory.impact import ScopeError
-        from inventory.services import incidents as svc
-
-        db = get_session()
-        try:
-            if scenario:
-                if vendor:
-                    raise CLIError("give --scenario or scope options, not both", exit_code=SCOPE_ERROR_EXIT)
-                scope = _find_scenario(db, scenario).scope
-            else:
-                scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments,
-                               tags)
-            incident = svc.declare_incident(db, scope, title, current_actor())
+            result = svc.run_scenario(db, scenario.id, as_of=as_of)
         except (ScopeError, svc.IncidentError) as exc:
-            db.rollback()
             raise _scope_failure(exc) from exc
-        db.commit()
-        progress = svc.incident_progress(incident)
-        by_status = incident.summary["totals"]["by_status"]
-        click.echo(f"Declared incident {incident.id}: {incident.title} — {progress['total']} asset(s) hit "
-                   f"({by_status['down']} down, {by_status['degraded']} degraded).")
+        # Say which scenario answered; on stderr when stdout is for a program.
+        click.echo(f"Scenario {scenario.name!r} (id {scenario.id})", err=fmt != "table")
+        print_result(result.to_dict(limit=limit or None), fmt, limit or None)
 
-    @incidents.command("list")
-    @click.option("--status", type=click.Choice(["open", "resolved"]), help="Only open or resolved incidents.")
-    @FORMAT_OPTION
-    @with_app
-    def list_incidents(status: str | None, fmt: str) -> None:
-        """Incidents with recovery progress, newest first."""
-        from inventory.services import incidents as svc
+@scenarios.command("delete")
+@click.argument("name")
+@click.option("--id", "by_id", is_flag=True, help="NAME is a scenario id (by default a name wins).")
+@with_app
+def delete(name: str, by_id: bool) -> None:
+    """Delete the saved scenario NAME (a name, else an id; see --id)."""
+    from inventory.services import incidents as svc
 
-        db = get_session()
-        rows = [svc.incident_to_dict(db, i) for i in svc.list_incidents(db, status)]
-        if fmt == "json":
-            click.echo(to_json(rows))
-            return
-        for row in rows:
-            p = row["progress"]
-            row["progress_text"] = f"{p['recovered']}/{p['total']} ({p['percent']}%)"
-        emit(rows, ["id", "title", "status", "declared_at", "declared_by", "progress_text"], fmt,
-             headers=["id", "title", "status", "declared", "by", "recovered"] if fmt == "table" else None,
-             empty="No incidents.")
+    db = get_session()
+    try:
+        scenario = _find_scenario(db, name, by_id)
+        deleted = (scenario.id, scenario.name)
+        svc.delete_scenario(db, scenario.id, current_actor())
+    except svc.IncidentError as exc:
+        db.rollback()
+        raise CLIError(exc.message) from exc
+    db.commit()
+    click.echo(f"Deleted scenario {deleted[1]!r} (id {deleted[0]}).")
 
-    @incidents.command("show")
-    @click.argument("incident_id", type=INCIDENT_ID)
-    @click.option("--limit", type=LIMIT, default=None, help="Assets to list (0 = all).")
-    @FORMAT_OPTION
-    @with_app
-    def show(incident_id: int, limit: int | None, fmt: str) -> None:
-        """An incident's snapshot and recovery progress."""
-        from inventory.services import incidents as svc
+# ------------------------------------------------------------ incidents
 
-        db = get_session()
-        try:
-            incident = svc.get_incident(db, incident_id)
-        except svc.IncidentError as exc:
-            raise CLIError(exc.message) from exc
-        if limit is None:
-            limit = 50 if fmt == "table" else 0
-        data = svc.incident_to_dict(db, incident, with_assets=True, limit=limit or None)
-        if fmt == "json":
-            click.echo(to_json(data))
-            return
-        rows = [{**a, "plan": _plan_label(a), "recovered": a["recovered_at"] or ""} for a in data["assets"]]
-        if fmt == "csv":
-            emit(rows, ["status", "hops", "criticality", "kind", "natural_key", "name", "plan", "recovered"], fmt)
-            return
-        p = data["progress"]
-        click.echo(f"Incident {data['id']}: {data['title']} [{data['status']}]")
-        click.echo(f"  Declared {data['declared_at']} by {data['declared_by']}; scope: "
-                   f"{incident.summary.get('scope_text', '')}")
-        click.echo(f"  Recovered {p['recovered']} of {p['total']} ({p['percent']}%)")
-        click.echo("")
-        emit(rows, ["status", "hops", "criticality", "kind", "name", "plan", "recovered"], "table",
-             empty="No assets in this incident.")
-        if limit and p["total"] > len(rows):
-            click.echo(f"... {p['total'] - len(rows)} more; use --limit 0")
+@click.group()
+def incidents() -> None:
+    """Declared incidents: blast-radius snapshots and recovery progress."""
 
-    @incidents.command("recover")
-    @click.argument("incident_id", type=INCIDENT_ID)
-    @click.argument("assets", nargs=-1, required=True)
-    @click.option("--note", help="What was done.")
-    @with_app
-    def recover(incident_id: int, assets: tuple[str, ...], note: str | None) -> None:
-        """Mark ASSETS (natural keys or asset ids) recovered."""
-        from inventory.services import incidents as svc
+@incidents.command("declare")
+@click.option("--title", required=True, help="What happened, in a few words.")
+@click.option("--scenario", help="Use a saved scenario's scope instead of scope options.")
+@functools.partial(scope_options, vendor_help="Vendor name or alias (required unless --scenario).")
+@with_app
+def declare(title: str, scenario: str | None, vendor: str | None, products: tuple[str, ...],
+            version_range: str | None, os_families: tuple[str, ...], regions: tuple[str, ...],
+            accounts: tuple[str, ...], environments: tuple[str, ...], tags: tuple[str, ...]) -> None:
+    """Declare an incident and snapshot its blast radius now."""
+    from inventory.impact import ScopeError
+    from inventory.services import incidents as svc
 
-        db = get_session()
-        try:
-            changed = svc.mark_recovered(db, incident_id, list(assets), current_actor(), note)
-            incident = svc.get_incident(db, incident_id)
-        except svc.IncidentError as exc:
-            db.rollback()
-            raise CLIError(exc.message) from exc
-        db.commit()
-        p = svc.incident_progress(incident)
-        click.echo(f"Marked {changed} asset(s) recovered; {p['recovered']} of {p['total']} ({p['percent']}%).")
+    db = get_session()
+    try:
+        if scenario:
+            if vendor:
+                raise CLIError("give --scenario or scope options, not both", exit_code=SCOPE_ERROR_EXIT)
+            scope = _find_scenario(db, scenario).scope
+        else:
+            scope = _scope(vendor, products, version_range, os_families, regions, accounts, environments,
+                           tags)
+        incident = svc.declare_incident(db, scope, title, current_actor())
+    except (ScopeError, svc.IncidentError) as exc:
+        db.rollback()
+        raise _scope_failure(exc) from exc
+    db.commit()
+    progress = svc.incident_progress(incident)
+    by_status = incident.summary["totals"]["by_status"]
+    click.echo(f"Declared incident {incident.id}: {incident.title} — {progress['total']} asset(s) hit "
+               f"({by_status['down']} down, {by_status['degraded']} degraded).")
 
-    @incidents.command("resolve")
-    @click.argument("incident_id", type=INCIDENT_ID)
-    @click.option("--note", help="Closing note.")
-    @with_app
-    def resolve(incident_id: int, note: str | None) -> None:
-        """Resolve an incident."""
-        from inventory.services import incidents as svc
+@incidents.command("list")
+@click.option("--status", type=click.Choice(["open", "resolved"]), help="Only open or resolved incidents.")
+@FORMAT_OPTION
+@with_app
+def list_incidents(status: str | None, fmt: str) -> None:
+    """Incidents with recovery progress, newest first."""
+    from inventory.services import incidents as svc
 
-        db = get_session()
-        try:
-            incident = svc.resolve_incident(db, incident_id, current_actor(), note)
-        except svc.IncidentError as exc:
-            db.rollback()
-            raise CLIError(exc.message) from exc
-        db.commit()
-        click.echo(f"Resolved incident {incident.id}: {incident.title}.")
+    db = get_session()
+    rows = [svc.incident_to_dict(db, i) for i in svc.list_incidents(db, status)]
+    if fmt == "json":
+        click.echo(to_json(rows))
+        return
+    for row in rows:
+        p = row["progress"]
+        row["progress_text"] = f"{p['recovered']}/{p['total']} ({p['percent']}%)"
+    emit(rows, ["id", "title", "status", "declared_at", "declared_by", "progress_text"], fmt,
+         headers=["id", "title", "status", "declared", "by", "recovered"] if fmt == "table" else None,
+         empty="No incidents.")
+
+@incidents.command("show")
+@click.argument("incident_id", type=INCIDENT_ID)
+@click.option("--limit", type=LIMIT, default=None, help="Assets to list (0 = all).")
+@FORMAT_OPTION
+@with_app
+def show(incident_id: int, limit: int | None, fmt: str) -> None:
+    """An incident's snapshot and recovery progress."""
+    from inventory.services import incidents as svc
+
+    db = get_session()
+    try:
+        incident = svc.get_incident(db, incident_id)
+    except svc.IncidentError as exc:
+        raise CLIError(exc.message) from exc
+    if limit is None:
+        limit = 50 if fmt == "table" else 0
+    data = svc.incident_to_dict(db, incident, with_assets=True, limit=limit or None)
+    if fmt == "json":
+        click.echo(to_json(data))
+        return
+    rows = [{**a, "plan": _plan_label(a), "recovered": a["recovered_at"] or ""} for a in data["assets"]]
+    if fmt == "csv":
+        emit(rows, ["status", "hops", "criticality", "kind", "natural_key", "name", "plan", "recovered"], fmt)
+        return
+    p = data["progress"]
+    click.echo(f"Incident {data['id']}: {data['title']} [{data['status']}]")
+    click.echo(f"  Declared {data['declared_at']} by {data['declared_by']}; scope: "
+               f"{incident.summary.get('scope_text', '')}")
+    click.echo(f"  Recovered {p['recovered']} of {p['total']} ({p['percent']}%)")
+    click.echo("")
+    emit(rows, ["status", "hops", "criticality", "kind", "name", "plan", "recovered"], "table",
+         empty="No assets in this incident.")
+    if limit and p["total"] > len(rows):
+        click.echo(f"... {p['total'] - len(rows)} more; use --limit 0")
+
+@incidents.command("recover")
+@click.argument("incident_id", type=INCIDENT_ID)
+@click.argument("assets", nargs=-1, required=True)
+@click.option("--note", help="What was done.")
+@with_app
+def recover(incident_id: int, assets: tuple[str, ...], note: str | None) -> None:
+    """Mark ASSETS (natural keys or asset ids) recovered."""
+    from inventory.services import incidents as svc
+
+    db = get_session()
+    try:
+        changed = svc.mark_recovered(db, incident_id, list(assets), current_actor(), note)
+        incident = svc.get_incident(db, incident_id)
+    except svc.IncidentError as exc:
+        db.rollback()
+        raise CLIError(exc.message) from exc
+    db.commit()
+    p = svc.incident_progress(incident)
+    click.echo(f"Marked {changed} asset(s) recovered; {p['recovered']} of {p['total']} ({p['percent']}%).")
+
+@incidents.command("resolve")
+@click.argument("incident_id", type=INCIDENT_ID)
+@click.option("--note", help="Closing note.")
+@with_app
+def resolve(incident_id: int, note: str | None) -> None:
+    """Resolve an incident."""
+    from inventory.services import incidents as svc
+
+    db = get_session()
+    try:
+        incident = svc.resolve_incident(db, incident_id, current_actor(), note)
+    except svc.IncidentError as exc:
+        db.rollback()
+        raise CLIError(exc.message) from exc
+    db.commit()
+    click.echo(f"Resolved incident {incident.id}: {incident.title}.")

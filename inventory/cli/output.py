@@ -1,8 +1,6 @@
 """Output helpers: readable tables by default, JSON or CSV for scripts."""
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import re
@@ -10,12 +8,12 @@ import stat
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import click
 
 from inventory.cli import CLIError
-from inventory.services.blast_view import CSV_FORMAT, csv_cell
+from inventory.services.blast_view import render_csv  # noqa: F401 - the CLI's CSV writer, re-exported
 
 FORMAT_OPTION = click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
@@ -57,23 +55,6 @@ def _cell(value: Any, max_width: int) -> str:
     text = str(_plain(value)).replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
     text = _TERMINAL_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     return text if len(text) <= max_width else text[: max_width - 1] + "…"
-
-
-def render_csv(rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", **CSV_FORMAT)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
-    return buf.getvalue()
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        value = "; ".join(str(v) for v in value)
-    elif isinstance(value, dict):
-        value = json.dumps(value, default=_plain)
-    return csv_cell(_plain(value))
 
 
 def emit(rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str,

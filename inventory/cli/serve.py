@@ -6,17 +6,16 @@ import click
 from inventory import config
 
 
-def register(main: click.Group) -> None:
-    @main.command()
-    @click.option("--host", default=None, show_default="PLANB_HOST, else 127.0.0.1")
-    @click.option("--port", type=click.IntRange(1, 65535), default=None, show_default="PLANB_PORT, else 8080")
-    @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
-    def serve(host: str | None, port: int | None, workers: int) -> None:
-        """Serve the dashboard and API (migrations must be current: 'planb db upgrade')."""
-        # Every PLANB_ setting is checked here, in the one process, before any worker
-        # starts: a bad one stops 'planb serve' with its message (config.ConfigError).
-        settings = config.load()
-        serve_app(host or settings["HOST"], port or settings["PORT"], workers)
+@click.command()
+@click.option("--host", default=None, show_default="PLANB_HOST, else 127.0.0.1")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, show_default="PLANB_PORT, else 8080")
+@click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
+def serve(host: str | None, port: int | None, workers: int) -> None:
+    """Serve the dashboard and API (migrations must be current: 'planb db upgrade')."""
+    # Every PLANB_ setting is checked here, in the one process, before any worker
+    # starts: a bad one stops 'planb serve' with its message (config.ConfigError).
+    settings = config.load()
+    serve_app(host or settings["HOST"], port or settings["PORT"], workers)
 
 
 def serve_app(host: str, port: int, workers: int = 2) -> None:
@@ -42,6 +41,8 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
                 self.cfg.set(key, value)
 
         def load(self):  # type: ignore[no-untyped-def]
-            return config.create_app_or_halt()
+            from inventory import create_app_or_halt
+
+            return create_app_or_halt()
 
     _App().run()

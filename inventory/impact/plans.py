@@ -13,7 +13,7 @@ A plan applies to a hit asset when it is linked to
 
 That is also the precedence: a plan reached several ways is listed once, under
 its most specific route; within a route current plans come first, then never
-exercised, then stale.  Readiness uses ``inventory.services.plan_status``;
+exercised, then stale.  Readiness uses ``inventory.models.plan_status``;
 an asset with no plan at all is a **gap**.
 
 For totals over tens of thousands of hits, readiness is also kept as per-asset
@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from inventory.impact.graph import Graph, PlanInfo, View
-from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status, review_due
+from inventory.models.plan_status import CURRENT, NEVER_EXERCISED, STALE, plan_status, review_due
 
 LEVEL = {CURRENT: 3, NEVER_EXERCISED: 2, STALE: 1}
 STATUS_ORDER = {CURRENT: 0, NEVER_EXERCISED: 1, STALE: 2}

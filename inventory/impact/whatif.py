@@ -29,7 +29,7 @@ import sqlalchemy.orm as so
 
 from inventory.impact.graph import HARD, SOFT, Graph, View
 from inventory.impact.scope import ScopeError
-from inventory.services.plan_status import CURRENT, NEVER_EXERCISED, STALE
+from inventory.models.plan_status import CURRENT, NEVER_EXERCISED, STALE
 from inventory.validation import text_problem
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from inventory.choices import (ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMI
 from inventory.models import (Asset, AuditEvent, ContingencyPlan, Dependency, Installation,
                               PlanLink, Product, ScopeResult, UnattributedSoftware, Vendor)
 from inventory.services.keyset import Page, Segment, paginate
-from inventory.services.plan_status import plan_status, review_due
+from inventory.models.plan_status import plan_status, review_due
 
 DEFAULT_PAGE_SIZE = 50
 PAGE_SIZES = (25, 50, 100, 200)

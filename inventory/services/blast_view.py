@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
-from typing import Any, Iterable, Mapping
+from datetime import date, datetime
+from typing import Any, Iterable, Mapping, Sequence
 
 from inventory.choices import CRITICALITIES
 
@@ -216,6 +218,29 @@ def csv_cell(value: Any) -> Any:
     if text.startswith(FORMULA_STARTS):
         text = "'" + text
     return text
+
+
+def render_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV (``CSV_FORMAT``, cells through ``csv_cell``): lists joined with "; ",
+    dicts as JSON, dates in ISO 8601.  The one CSV writer of the CLI and the dashboard."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="ignore", **CSV_FORMAT)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+    return buf.getvalue()
+
+
+def _csv_value(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        value = "; ".join(str(v) for v in value)
+    elif isinstance(value, dict):
+        value = json.dumps(value, default=_iso)
+    return csv_cell(_iso(value))
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, (datetime, date)) else value
 
 
 def to_csv(result: Mapping[str, Any]) -> str:

@@ -21,7 +21,7 @@ from inventory.db import utcnow
 from inventory.models import Asset, CollectionRun, ContingencyPlan, Incident, PlanLink, Vendor
 from inventory.services import vendor_summary
 from inventory.services.cache import cached
-from inventory.services.plan_status import coverage_bucket, plan_status
+from inventory.models.plan_status import coverage_bucket, plan_status
 from inventory.services.vendor_summary import update_tests_fingerprint
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from inventory.db import utcnow
 from inventory.ids import as_id
 from inventory.models import Asset, ContingencyPlan, PlanEvent, PlanLink, Product, Vendor
 from inventory.services import audit, cache
-from inventory.services.plan_status import (
+from inventory.models.plan_status import (
     CURRENT,
     NEVER_EXERCISED,
     STALE,

@@ -24,7 +24,7 @@ from inventory.paths import templates_dir
 from inventory.services import cache
 from inventory.services import risk as risk_svc
 from inventory.services import updates as updates_svc
-from inventory.services.plan_status import plan_status
+from inventory.models.plan_status import plan_status
 
 MAX_LISTED = 200  # rows per section; the totals always count everything
 CERT_WINDOW_DAYS = risk_svc.CERT_EXPIRY_WARNING_DAYS

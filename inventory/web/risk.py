@@ -66,7 +66,7 @@ def export(fmt: str):  # type: ignore[no-untyped-def]
     """The score table with every part's points, as CSV or JSON."""
     import json
 
-    from inventory.cli.output import render_csv
+    from inventory.services.blast_view import render_csv
 
     table = svc.cached_risk_table(get_session())
     if fmt == "csv":

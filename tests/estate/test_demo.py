@@ -22,7 +22,7 @@ from inventory.models import (
     VendorAssessment,
     VendorUpdate,
 )
-from inventory.services.plan_status import plan_status
+from inventory.models.plan_status import plan_status
 
 CRITICAL_SERVICES = ["service:check-in", "service:boarding", "service:baggage", "service:payments",
                      "service:crew-scheduling"]
