@@ -78,21 +78,35 @@ LOCK_TTL = timedelta(hours=2)
 
 CLOUD_SOURCES = frozenset({"aws", "azure"})
 HOST_SOURCES = frozenset({"host", "osquery"})
-# Sources a human curates (the estate file); they win for curated attributes.
-CURATED_SOURCES = frozenset({"estate", "import", "manual", "api", "web"})
+# Consoles of agents running on the machine (EDR, fleet managers): they see what the agent sees.
+AGENT_SOURCES = frozenset({"crowdstrike", "defender", "sentinelone", "fleet"})
+# Sources whose assets a cloud collector may re-key to its own identity when their cloud
+# instance id names the same machine (one machine, one asset).
+MACHINE_SIDE_SOURCES = HOST_SOURCES | AGENT_SOURCES | {"kubernetes"}
+# Sources a human curates (the estate file, a CMDB export); they win for curated attributes.
+CURATED_SOURCES = frozenset({"estate", "import", "manual", "api", "web", "cmdb"})
 
 # Which source wins for which attribute (higher wins; ties keep the incumbent
 # so two sources never flap).  Unknown sources rank 0.
 _RANKS: dict[str, dict[str, int]] = {
-    # Provider facts: the cloud API is authoritative.
-    "cloud": {"aws": 4, "azure": 4, "osquery": 2, "host": 1},
-    # What runs inside the machine: the machine itself knows best.
-    "host": {"host": 4, "osquery": 3, "aws": 1, "azure": 1},
-    # Owner, criticality, environment: what a human wrote wins, then cloud tags.
-    "curated": {"estate": 5, "import": 5, "manual": 5, "api": 5, "web": 5,
-                "aws": 2, "azure": 2, "osquery": 1, "host": 1},
-    # Existence (natural key, source, scope, retirement): the cloud API, then the host.
-    "existence": {"aws": 4, "azure": 4, "host": 3, "osquery": 2},
+    # Provider facts: the cloud API is authoritative; the cluster knows its nodes' zones and
+    # pools; agent consoles and osquery relay the instance metadata they read.
+    "cloud": {"aws": 4, "azure": 4, "kubernetes": 3, "crowdstrike": 2, "defender": 2, "sentinelone": 2,
+              "fleet": 2, "osquery": 2, "host": 1},
+    # What runs inside the machine: the machine itself knows best, then the agents on it
+    # (osquery, Fleet's osquery, EDR agents: they report their own version exactly), then an
+    # application's SBOM, the kubelet's view of its node, and last the cloud's inventories.
+    "host": {"host": 4, "osquery": 3, "fleet": 3, "crowdstrike": 3, "defender": 3, "sentinelone": 3,
+             "sbom": 3, "kubernetes": 2, "aws": 1, "azure": 1},
+    # Owner, criticality, environment: what a human wrote wins (the estate file over a CMDB
+    # export), then cloud and cluster tags.
+    "curated": {"estate": 5, "import": 5, "manual": 5, "api": 5, "web": 5, "cmdb": 4,
+                "aws": 2, "azure": 2, "kubernetes": 2, "crowdstrike": 1, "defender": 1, "sentinelone": 1,
+                "fleet": 1, "osquery": 1, "host": 1},
+    # Existence (natural key, source, scope, retirement): the cloud API, then the cluster and
+    # the host, then agent consoles (a stale console entry never revives what the cloud retired).
+    "existence": {"aws": 4, "azure": 4, "kubernetes": 3, "host": 3, "crowdstrike": 2, "defender": 2,
+                  "sentinelone": 2, "fleet": 2, "osquery": 2, "cmdb": 1, "sbom": 1},
 }
 _ATTRIBUTE_GROUP = {
     "name": "cloud", "kind": "cloud", "provider": "cloud", "account": "cloud", "region": "cloud",
@@ -664,7 +678,7 @@ class _BatchApplier:
             # A host-side asset already knows this machine: re-key it to the cloud identity.
             # (Only collector-made host assets: an estate-file asset keeps the key its file uses.)
             for row in candidates:
-                if row["source"] in HOST_SOURCES:
+                if row["source"] in MACHINE_SIDE_SOURCES:
                     return row
             return None
         # host-side source: prefer the cloud asset with this instance id (live ones first)
