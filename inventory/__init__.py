@@ -19,11 +19,13 @@ __version__ = "0.1.0"
 # by ``create_app`` when an app is actually built.
 
 
-def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
+def create_app(test_config: Mapping[str, Any] | None = None, *, web: bool = True) -> "Flask":
     """Build the app: environment configuration, then ``test_config`` on top.
 
     Every ``PLANB_`` setting is checked first: an unusable one stops start-up with a
     one-line message per setting (``inventory.config.ConfigError``, a SystemExit).
+    ``web=False`` (the CLI) sets up configuration, logging and the database only: no
+    pages, API, login or security headers, whose imports would cost every command.
     """
     from flask import Flask
 
@@ -48,10 +50,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
         app.config.update(config_module.from_environment(instance_path, settings))
     app.config.update(overrides)
 
-    from inventory import app_db, logging_setup, security, auth
+    from inventory import app_db, logging_setup
 
     logging_setup.init_app(app)
     app_db.init_app(app)
+    if not web:
+        return app
+
+    from inventory import auth, security
+
     security.init_app(app)
     auth.init_app(app)
 

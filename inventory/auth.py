@@ -51,13 +51,13 @@ from inventory.app_db import get_engine, get_session
 from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.db import best_effort_write, read_session, utcnow
 from inventory.models import ApiToken, User
+from inventory.principal import ROLE_RANK, Principal, current_actor, current_principal  # noqa: F401
 from inventory.security import limiter
 from inventory.services import audit
 from inventory.validation import text_problem
 
 log = logging.getLogger("planb.auth")
 
-ROLE_RANK = {"viewer": 1, "editor": 2, "admin": 3}
 TOKEN_ROLE_TO_ROLE = {"read": "viewer", "write": "editor"}
 TOKEN_PREFIX = "planb_"
 # Endpoints anyone may reach: the login form, static files, the health probe.
@@ -78,30 +78,6 @@ class AuthError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class Principal:
-    kind: str  # "user", "token" or "cli"
-    name: str
-    role: str
-    user_id: int | None = None
-    token_id: int | None = None
-
-    def can(self, role: str) -> bool:
-        return ROLE_RANK[self.role] >= ROLE_RANK[role]
-
-
-def current_principal() -> Principal | None:
-    return g.get("principal")
-
-
-def current_actor() -> str:
-    """The name written into the audit trail for the current request or command."""
-    principal = g.get("principal") if g else None
-    if principal is None:
-        return "system"
-    return principal.name if principal.kind == "user" else f"{principal.kind}:{principal.name}"
 
 
 def require_role(role: str) -> Callable[[F], F]:

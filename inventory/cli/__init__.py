@@ -176,9 +176,9 @@ def with_app(func: Callable[..., Any]) -> Callable[..., Any]:
         from flask import g
 
         from inventory import create_app
-        from inventory.auth import Principal
+        from inventory.principal import Principal
 
-        app = create_app()
+        app = create_app(web=False)
         with app.app_context():
             import getpass
             try:

@@ -11,7 +11,7 @@ from flask import current_app, g
 
 from inventory import config, migrate
 from inventory.app_db import get_engine, get_session
-from inventory.auth import current_actor
+from inventory.principal import current_actor
 from inventory.cli import UNMIGRATED_MESSAGE, CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, check_output_path, emit, to_json, write_text_file
 from inventory.estate.importer import EstateError, ImportReport, import_and_commit, load_document, load_file

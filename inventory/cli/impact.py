@@ -18,7 +18,7 @@ from typing import Any, Callable
 import click
 
 from inventory.app_db import get_engine, get_session
-from inventory.auth import current_actor
+from inventory.principal import current_actor
 from inventory.choices import OS_FAMILIES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, render_csv, to_json

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from inventory.app_db import get_session
-from inventory.auth import current_actor
+from inventory.principal import current_actor
 from inventory.choices import ASSESSMENT_DOMAINS, FINDING_SEVERITIES, FINDING_STATUSES
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, check_output_path, emit, render_csv, to_json, write_text_file

@@ -7,7 +7,7 @@ import click
 import sqlalchemy as sa
 
 from inventory.app_db import get_session
-from inventory.auth import current_actor
+from inventory.principal import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
