@@ -470,8 +470,9 @@ def min_up_of(workload: WorkloadInfo, budgets: Sequence[Mapping[str, Any]] | Non
         if value is not None:
             spec = pdb.get("spec") or {}
             field_name = "minAvailable" if spec.get("minAvailable") is not None else "maxUnavailable"
-            candidates.append((value, f"PodDisruptionBudget {workload.namespace}/{_meta(pdb).get('name')} "
-                                      f"{field_name} {spec[field_name]} of {expected}"))
+            rule = (f"PodDisruptionBudget {workload.namespace}/{_meta(pdb).get('name')} "
+                    f"{field_name} {spec[field_name]} of {expected}")
+            candidates.append((value, rule))
     if candidates:
         value, rule = max(candidates)
         if len(candidates) > 1:
@@ -842,11 +843,15 @@ def from_config() -> KubernetesCollector | None:
     if not contexts and not cluster_name:
         return None
     targets: list[ClusterTarget] = []
-    if contexts:
+    for context in contexts:   # one at a time: a context the kubeconfig lacks fails only its own scope
         try:
-            targets += kubeconfig_targets(None, contexts)
+            [target] = kubeconfig_targets(None, [context])
         except KubeconfigError as exc:
-            targets += [_failing_target(context, str(exc)) for context in contexts]
+            target = _failing_target(context, str(exc))
+        if any(t.name == target.name for t in targets):
+            target = _failing_target(context, f"context {context} names cluster {target.name} again: "
+                                              "collect it once")
+        targets.append(target)
     if cluster_name:
         targets.append(in_cluster_target(cluster_name))
     return KubernetesCollector(targets)

@@ -14,7 +14,15 @@ from click.testing import CliRunner
 
 from inventory.cli import main
 from inventory.db import make_engine
-from inventory.models import Asset, CollectionRun, Dependency, Installation, Product, UnattributedSoftware, Vendor
+from inventory.models import (
+    Asset,
+    CollectionRun,
+    Dependency,
+    Installation,
+    Product,
+    UnattributedSoftware,
+    Vendor,
+)
 from tests.collectors.aws_helpers import aws_env, moto_server
 from tests.collectors.k8s_standin import (
     CILIUM_NEW,
@@ -104,7 +112,7 @@ def statuses(answer: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- what becomes what
 
 def test_collect_models_nodes_pods_workloads_budgets_and_images(cli_env: str, cluster: Any) -> None:
-    app, kubeconfig = cluster
+    _app, kubeconfig = cluster
     result = collect(kubeconfig)
     assert result.exit_code == 0, result.output + result.stderr
     assert f"kubernetes:{CLUSTER}" in result.output        # one scope, named by the ARN's cluster
@@ -368,6 +376,18 @@ def test_collect_all_reads_the_configured_contexts(cli_env: str, cluster: Any,
     assert result.exit_code == 0, result.output + result.stderr
     assert stored(cli_env)["runs"][-1].collector == "kubernetes"
     assert NODES[0] in stored(cli_env)["assets"]
+
+
+def test_collect_all_fails_only_the_scope_of_a_context_the_kubeconfig_lacks(
+        cli_env: str, cluster: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _app, kubeconfig = cluster
+    monkeypatch.setenv("KUBECONFIG", kubeconfig)
+    monkeypatch.setenv("PLANB_COLLECT_KUBERNETES_CONTEXTS", "prod-payments,retired-cluster")
+    monkeypatch.setenv("PLANB_COLLECT_HOST", "false")
+    result = CliRunner().invoke(main, ["collect", "all"])
+    assert result.exit_code == 3, result.output + result.stderr
+    assert "kubernetes:retired-cluster" in result.output and "no context 'retired-cluster'" in result.output
+    assert stored(cli_env)["runs"][-1].status == "partial"
 
 
 def test_bad_contexts_setting_names_the_variable(cli_env: str, monkeypatch: pytest.MonkeyPatch) -> None:
