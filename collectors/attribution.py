@@ -24,6 +24,11 @@ Matching order for one raw string (``Attributor.attribute``):
    names never prefix-match: "python-yaml" must not become the Python Software
    Foundation's.
 
+Container images (``origin="container-image"``, see ``match_container_image``)
+match only the database aliases and the catalogue's ``images`` patterns, on the
+normalised ``registry/repository`` (``quay.io/cilium/cilium``): an image name
+never falls through to the package and publisher rules.
+
 For installed software (``attribute_software``) the publisher decides the vendor
 (the supplier who ships the bits to you: Debian's ``python3`` is Debian's), and
 the name picks the product within that vendor, falling back to the raw name.
@@ -114,6 +119,8 @@ class Catalogue:
     vendor_patterns: list[tuple[re.Pattern[str], str]]
     # vendor aliases longest first, for the publisher prefix rule
     prefixes: list[tuple[str, str]]
+    # container image patterns on "registry/repository" -> (vendor, product)
+    image_patterns: list[tuple[re.Pattern[str], str, str]] = field(default_factory=list)
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Catalogue:
@@ -150,7 +157,7 @@ class Catalogue:
         prefixes = sorted(((a, v) for a, v in vendor_aliases.items() if len(a) >= 3),
                           key=lambda item: -len(item[0]))
         return cls(vendors, product_aliases, vendor_aliases, ami_owners, product_patterns,
-                   vendor_patterns, prefixes)
+                   vendor_patterns, prefixes, image_patterns=_image_patterns(data))
 
 
 def load_catalogue_data(path: Path | None = None) -> dict[str, Any]:
@@ -229,6 +236,8 @@ class Attributor:
             if pattern.search(norm):
                 return vendor, product
         cat = self.catalogue
+        if origin == CONTAINER_IMAGE_ORIGIN:
+            return match_container_image(cat, raw)
         if origin == "ami-owner" and norm in cat.ami_owners:
             return cat.ami_owners[norm]
         exact = [cat.product_aliases, cat.vendor_aliases]
@@ -360,6 +369,100 @@ class Attributor:
             insert_ignore(db, Product.__table__, rows, ["vendor_id", "name"])
             have = existing()
         return {(v, p): have[(vendor_ids[v], p)] for v, p in wanted}
+
+
+# -- container images ---------------------------------------------------------------------
+
+CONTAINER_IMAGE_ORIGIN = "container-image"
+DEFAULT_REGISTRY = "docker.io"
+# A tag that names a release: "v1.15.6", "1.15.6", "7.11.0-16405-1.falcon-linux.Release.US-1",
+# and Linkerd's release channels ("stable-2.14.10", "enterprise-2.15.4", "edge-24.5.1").
+_RELEASE_TAG = re.compile(r"^(?:stable-|enterprise-|edge-)?[vV]?(\d+(?:\.\d+)*(?:[-+._][0-9A-Za-z.+_-]*)?)$")
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    """A container image reference split the way registries read it:
+    ``[registry[:port]/]repository[:tag][@digest]``."""
+
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``registry/repository``: what attribution matches and what an installation is named."""
+        return f"{self.registry}/{self.repository}"
+
+    @property
+    def version(self) -> str | None:
+        """The product's version the tag names (``v1.15.6`` → ``1.15.6``), or None: an image
+        pinned only by digest, ``latest`` and other tags that name no release say nothing
+        about the version, and are listed as "version unknown" rather than guessed."""
+        if not self.tag:
+            return None
+        match = _RELEASE_TAG.match(self.tag)
+        return match.group(1) if match else None
+
+
+def parse_image_reference(raw: str | None) -> ImageReference | None:
+    """``quay.io/cilium/cilium:v1.15.6@sha256:…`` → its parts; None when there is no name.
+
+    As Docker and containerd read a reference: the first path component is a
+    registry only when it has a dot or a port or is ``localhost``; otherwise the
+    image is on Docker Hub, where a one-component name is an official image
+    (``nginx`` → ``docker.io/library/nginx``).  Registry and repository are lower-cased.
+    """
+    text = (raw or "").strip()
+    if not text:
+        return None
+    digest = None
+    if "@" in text:
+        text, digest = text.split("@", 1)
+        digest = digest.strip() or None
+    tag = None
+    slash = text.rfind("/")
+    colon = text.rfind(":")
+    if colon > slash:
+        text, tag = text[:colon], text[colon + 1:] or None
+    parts = [p for p in text.split("/") if p]
+    if not parts:
+        return None
+    first = parts[0]
+    if len(parts) > 1 and ("." in first or ":" in first or first == "localhost"):
+        registry, path = first.lower(), parts[1:]
+    else:
+        registry, path = DEFAULT_REGISTRY, parts
+    if registry in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
+        registry = DEFAULT_REGISTRY
+    if registry == DEFAULT_REGISTRY and len(path) == 1:
+        path = ["library", *path]
+    return ImageReference(registry, "/".join(path).lower(), tag, digest)
+
+
+def _image_patterns(data: dict[str, Any]) -> list[tuple[re.Pattern[str], str, str]]:
+    """The catalogue's ``images`` patterns, per product (matched from the start of
+    ``registry/repository``)."""
+    patterns: list[tuple[re.Pattern[str], str, str]] = []
+    for entry in data.get("vendors") or []:
+        for product in entry.get("products") or []:
+            for pattern in product.get("images") or []:
+                patterns.append((re.compile(pattern), entry["name"], product["name"]))
+    return patterns
+
+
+def match_container_image(catalogue: Catalogue, raw: str) -> Match | None:
+    """``(vendor, product)`` for a container image reference (any form: with or without
+    registry, tag or digest), or None when no catalogue image pattern names it."""
+    reference = parse_image_reference(raw)
+    if reference is None:
+        return None
+    name = reference.name
+    for pattern, vendor, product in catalogue.image_patterns:
+        if pattern.match(name):
+            return vendor, product
+    return None
 
 
 def _clean_name(name: str) -> str:

@@ -24,6 +24,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "aws": ("collectors.aws", "Collect EC2, ELBv2, RDS, EKS and Lambda from AWS accounts and regions."),
     "azure": ("collectors.azure",
               "Collect VMs (image, extensions, power state) and scale sets from Azure subscriptions."),
+    "kubernetes": ("collectors.kubernetes", "Collect nodes, pods, workloads, disruption budgets and Services "
+                                            "from Kubernetes clusters."),
     "host": ("collectors.host", "Collect this machine: OS, kernel and installed packages (dpkg, rpm, "
                                 "Windows registry, macOS apps)."),
     "osquery": ("collectors.osquery", "Import osquery results: FILES are results logs (several hosts) or "

@@ -260,6 +260,12 @@ def _aws_resource_type(raw: str) -> str:
     return raw.lower()
 
 
+def _context_name(raw: str) -> str:
+    if any(ch.isspace() or not ch.isprintable() for ch in raw) or len(raw) > 253:
+        raise ValueError(f"{_shown(raw)} is not a kubeconfig context name")
+    return raw
+
+
 def _http_url(raw: str) -> str:
     from urllib.parse import urlparse
 
@@ -344,6 +350,14 @@ SETTINGS: dict[str, Setting] = {
     "COLLECT_AZURE_DEADLINE": Setting(None, "Seconds allowed per Azure scope", **_DEADLINE),
     "AZURE_BASE_URL": Setting(None, "Azure Resource Manager endpoint (sovereign clouds)",
                               "an https URL such as https://management.chinacloudapi.cn", _http_url),
+    "COLLECT_KUBERNETES_CONTEXTS": Setting(
+        None, "Kubeconfig contexts `planb collect all` collects, comma-separated ($KUBECONFIG or ~/.kube/config)",
+        "comma-separated kubeconfig context names such as prod-eks,staging-aks", _listed(_context_name)),
+    "COLLECT_KUBERNETES_CLUSTER_NAME": Setting(
+        None, "Name of the cluster Plan B runs in; set it to collect that cluster through the pod's "
+              "service account in `planb collect all`",
+        "a cluster name of letters, digits, '.', '_' and '-' (at most 100), e.g. payments-prod",
+        _pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", "a cluster name")),
     "COLLECT_HOST": Setting(None, "Whether `planb collect all` collects this machine (default true)",
                             BOOLEAN_SPELLINGS, _boolean),
     "COLLECT_HOST_NAME": Setting(None, "Name this machine is recorded under (default: its host name)"),

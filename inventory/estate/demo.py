@@ -142,6 +142,10 @@ def _vendors() -> list[dict[str, Any]]:
         {"name": "Datadog", "tier": "medium", "website": "https://www.datadoghq.com",
          "aliases": ["Datadog, Inc."],
          "products": [{"name": "Datadog Agent", "kind": "agent", "aliases": ["datadog-agent"]}]},
+        {"name": "Isovalent", "tier": "high", "website": "https://isovalent.com",
+         "description": "Cilium, the network plugin of the digital EKS cluster.",
+         "aliases": ["Cilium"],
+         "products": [{"name": "Cilium", "kind": "network"}]},
         {"name": "Jeppesen", "tier": "high", "website": "https://www.jeppesen.com",
          "aliases": ["Jeppesen Sanderson"],
          "products": [{"name": "Jeppesen Crew Rostering", "kind": "application"}]},
@@ -270,6 +274,59 @@ class _Builder:
                   "criticality": criticality, "owner": owner,
                   "depends_on": [{"to": pool_key, "kind": "behind"}]})
         return lb_key, pool_key
+
+
+CILIUM_NEW, CILIUM_OLD = "1.15.6", "1.15.5"
+MOBILE_CLUSTER = "digital"
+
+
+def _mobile_cluster(b: _Builder, region: str) -> dict[str, str]:
+    """Six EKS nodes (EC2 instances), the Cilium DaemonSet half-way from 1.15.5 to 1.15.6, and
+    three Deployments as ``application`` groups of their pods with their budgets as ``min_up``
+    (keys as ``planb collect kubernetes`` writes them); returns the workload keys by name."""
+    owner = "Digital"
+    nodes = [b.host(f"dig-eks-node-{i:02d}", "al2023", provider="aws", account=AWS_PROD, region=region, edr="s1",
+                    criticality="high", owner=owner, tags={"app": "mobile-booking", "eks-cluster": MOBILE_CLUSTER},
+                    extra=[{"vendor": "Isovalent", "product": "Cilium",
+                            "version": CILIUM_NEW if i <= 2 else CILIUM_OLD}])
+             for i in range(1, 7)]
+
+    def k8s(kind: str, namespace: str, name: str) -> str:
+        return f"k8s:{MOBILE_CLUSTER}:{kind}:{namespace}/{name}"
+
+    def pods(namespace: str, prefix: str, on: list[int], software: list[dict[str, Any]] | None = None,
+             version: Any = None) -> list[str]:
+        keys = []
+        for n in on:
+            pod = f"{prefix}-{b.hexid(5)}"
+            entry: dict[str, Any] = {
+                "key": k8s("pod", namespace, pod), "name": f"{namespace}/{pod}",
+                "kind": "container", "environment": "production", "criticality": "high", "owner": owner,
+                "tags": {"namespace": namespace}, "depends_on": [{"to": nodes[n], "kind": "runs-on"}]}
+            extra = software or ([{"vendor": "Isovalent", "product": "Cilium", "version": version(n)}]
+                                 if version else [])
+            if extra:
+                entry["software"] = extra
+            keys.append(b.add(entry))
+        return keys
+
+    cilium_pods = pods("kube-system", "cilium", list(range(6)),
+                       version=lambda n: CILIUM_NEW if n < 2 else CILIUM_OLD)
+    b.add({"key": k8s("daemonset", "kube-system", "cilium"), "name": "kube-system/cilium", "kind": "application",
+           "environment": "production", "criticality": "high", "owner": "Cloud Platform", "min_up": 1,
+           "description": "Cilium CNI agent (DaemonSet); a node whose agent breaks loses pod networking.",
+           "members": cilium_pods})
+    workloads = {}
+    for name, replicas_on, min_up, rule in [
+            ("booking-api", [0, 1, 2, 3], 3, "PodDisruptionBudget minAvailable 3"),
+            ("fare-search", [0, 2, 4], 2, "PodDisruptionBudget minAvailable 2"),
+            ("notifications", [4, 5], 2, "no budget: 2 replicas minus the rolling update's maxUnavailable")]:
+        members = pods("booking", f"{name}-{b.hexid(9)}", replicas_on)
+        workloads[name] = b.add({"key": k8s("deployment", "booking", name), "name": f"booking/{name}",
+                                 "kind": "application", "environment": "production", "criticality": "high",
+                                 "owner": owner, "min_up": min_up, "description": f"Deployment; min_up: {rule}.",
+                                 "members": members})
+    return workloads
 
 
 def _saas(key: str, name: str, vendor: str, product: str, owner: str, criticality: str) -> dict[str, Any]:
@@ -460,6 +517,13 @@ def build_document() -> dict[str, Any]:
         b.host(f"mac-build-{i:02d}", "macos", provider="on_prem", region="ord", criticality="low",
                owner="Developer Platform", environment="development", tags={"app": "mobile-build"})
 
+    # ---- Mobile booking: a small EKS cluster mid-way through a Cilium upgrade (planb collect
+    # kubernetes + planb collect aws would record it like this: each node is its EC2 instance).
+    # Cilium 1.15.6 has reached 2 of the 6 nodes; `planb impact --vendor Isovalent --version
+    # ">=1.15.6"` takes those nodes and their pods down, booking-api (2 of 4 there, budget 3)
+    # down, fare-search (1 of 3 there, budget 2) degraded, notifications untouched.
+    mobile_api = _mobile_cluster(b, us)
+
     services = [
         {"key": "service:check-in", "name": "Check-in", "criticality": "critical", "owner": "Airport Operations",
          "environment": "production",
@@ -504,6 +568,13 @@ def build_document() -> dict[str, Any]:
          "owner": "Operations Control Centre", "environment": "production",
          "depends_on": [{"to": ops_lb, "kind": "calls"}, {"to": entra, "kind": "calls", "strength": "soft"},
                         {"to": okta, "kind": "calls"}]},
+        {"key": "service:mobile-booking", "name": "Mobile booking", "criticality": "high", "owner": "Digital",
+         "environment": "production",
+         "description": "Search, book and pay in the Skyward app; runs on the digital EKS cluster.",
+         "depends_on": [{"to": mobile_api["booking-api"], "kind": "calls"},
+                        {"to": mobile_api["fare-search"], "kind": "calls"},
+                        {"to": mobile_api["notifications"], "kind": "calls", "strength": "soft"},
+                        {"to": adyen, "kind": "calls"}]},
         {"key": "service:maintenance-tracking", "name": "Maintenance tracking", "criticality": "medium",
          "owner": "Engineering & Maintenance", "environment": "production",
          "depends_on": [{"to": mro_lb, "kind": "calls"}, {"to": okta, "kind": "calls", "strength": "soft"}]},
@@ -613,6 +684,9 @@ def _updates() -> list[dict[str, Any]]:
          "kind": "content", "vendor_pushed": True,
          "notes": "Rapid Response Content (channel file 291), pushed by the vendor without customer "
                   "staging; crashed Windows hosts running sensor 7.11 and later."},
+        {"vendor": "Isovalent", "product": "Cilium", "version": CILIUM_NEW, "released_on": "2024-06-10",
+         "kind": "patch", "notes": "Rolling out node by node on the digital EKS cluster (2 of 6 nodes so far).",
+         "tests": [test("canary", "passed", "2024-06-20T09:00:00Z", "platform-team")]},
         {**windows, "version": "10.0.20348.2582", "released_on": "2024-07-09", "kind": "patch",
          "notes": "KB5040437 (Windows Server 2022 July 2024 cumulative update).",
          "tests": [test("canary", "passed", "2024-07-10T08:00:00Z", "windows-team"),
