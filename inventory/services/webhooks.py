@@ -341,6 +341,13 @@ def delivery_to_dict(delivery: WebhookDelivery) -> dict[str, Any]:
             "last_status_code": delivery.last_status_code, "last_error": delivery.last_error}
 
 
+def recent_deliveries(db: so.Session, webhook: Webhook, limit: int = 20) -> list[WebhookDelivery]:
+    """The webhook's latest pending and delivered messages (its dead letters are listed apart)."""
+    return list(db.scalars(sa.select(WebhookDelivery).where(
+        WebhookDelivery.webhook_id == webhook.id, WebhookDelivery.status != "dead")
+        .order_by(WebhookDelivery.id.desc()).limit(limit)))
+
+
 # ---------------------------------------------------------------- the dead-letter list
 
 def dead_letters(db: so.Session, webhook: Webhook, limit: int = 200) -> list[WebhookDelivery]:
