@@ -55,6 +55,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> "Flask":
     security.init_app(app)
     auth.init_app(app)
 
+    from inventory import oidc
+
+    oidc.init_app(app)
+
     from inventory.services import notify_worker
 
     notify_worker.install(app)
