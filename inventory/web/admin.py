@@ -23,7 +23,7 @@ from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.db import utcnow
 from inventory.ids import as_id
 from inventory.models import ApiToken, AuditEvent, User
-from inventory.forms import Form, SingleLine, same
+from inventory.forms import Form, SingleLine, options, same
 from inventory.services import audit, notify
 from inventory.services import webhooks as webhook_svc
 from inventory.web.ui import refuse_bad_query
@@ -260,8 +260,9 @@ class CheckboxesField(SelectMultipleField):
 class WebhookForm(Form):
     url = StringField("Receiver URL (https://…; Slack or Teams incoming-webhook URL, or your own endpoint)",
                       validators=[DataRequired(), Length(max=webhook_svc.MAX_URL)])
-    fmt = SelectField("Format", choices=[("slack", "Slack (Block Kit)"), ("teams", "Microsoft Teams (Adaptive Card)"),
-                                         ("json", "JSON (your own receiver)")], default="slack")
+    fmt = SelectField("Format", choices=options([("slack", "Slack (Block Kit)"),
+                                                 ("teams", "Microsoft Teams (Adaptive Card)"),
+                                                 ("json", "JSON (your own receiver)")]), default="slack")
     events = CheckboxesField("Events", choices=same(webhook_svc.EVENTS), validators=[DataRequired()],
                              default=["incident.declared", "incident.resolved"])
     secret = PasswordField("Signing secret (optional; 16+ characters, e.g. from 'openssl rand -hex 32')",
