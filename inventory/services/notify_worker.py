@@ -51,9 +51,7 @@ class DeliveryWorker(threading.Thread):
             self.join(wait)
 
     def run(self) -> None:
-        import requests
-
-        with requests.Session() as http:
+        with webhooks.http_session() as http:
             # Jittered, so the workers of one deployment do not all poll in step.
             while not self._stop_event.wait(self.poll * (0.5 + random.random())):
                 try:

@@ -455,6 +455,16 @@ def _retry_after(value: str | None) -> float | None:
     return None
 
 
+def http_session() -> Any:
+    """The HTTP client webhooks are posted with (a ``requests.Session``; use it in a ``with``).
+
+    This module is the only place the server requests a URL someone supplied: every URL
+    passed ``check_url`` when it was added and ``check_delivery_address`` before each post."""
+    import requests
+
+    return requests.Session()
+
+
 def post(http: Any, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> Attempt:
     """POST ``body`` to ``url`` through ``http`` (a ``requests.Session``), never following redirects."""
     import requests
@@ -536,11 +546,9 @@ def deliver_due(engine: Engine, box: SecretBox, *, http: Any = None, now: dateti
                 limit: int = 100, owner: str | None = None,
                 resolve: Callable[..., Any] = socket.getaddrinfo) -> DeliveryReport:
     """Post every due message (at most ``limit``), a batch of leased rows at a time."""
-    import requests
-
     report = DeliveryReport()
     owner = owner or worker_id()
-    session = http or requests.Session()
+    session = http or http_session()
     fixed_now = now
     try:
         while report.attempted < limit:
@@ -642,8 +650,6 @@ def send_test(db: so.Session, box: SecretBox, webhook: Webhook, body: dict[str, 
               timeout: float = DEFAULT_TIMEOUT, actor: str,
               resolve: Callable[..., Any] = socket.getaddrinfo) -> Attempt:
     """Post a sample message to ``webhook`` now (no outbox, no retries); audited."""
-    import requests
-
     url = box.decrypt(webhook.url_encrypted)
     secret = box.decrypt(webhook.secret_encrypted) if webhook.secret_encrypted else None
     probe = WebhookDelivery(id=0, event="test", event_id=new_event_id(), webhook_id=webhook.id)
@@ -653,7 +659,7 @@ def send_test(db: so.Session, box: SecretBox, webhook: Webhook, body: dict[str, 
         attempt = Attempt(False, error=exc.message, permanent=True)
     else:
         payload = encode_body(body)
-        session = http or requests.Session()
+        session = http or http_session()
         try:
             attempt = post(session, url, payload, request_headers(probe, payload, secret), timeout)
         finally:
