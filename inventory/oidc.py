@@ -214,7 +214,7 @@ def start():  # type: ignore[no-untyped-def]
     session["sso_next"] = safe_next(request.args.get("next"))
     try:
         return _client().authorize_redirect(_redirect_uri())
-    except Exception as exc:  # noqa: BLE001 - the provider is down or its discovery document is bad
+    except Exception as exc:  # the provider is down or its discovery document is bad
         log.warning("sso start failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         return _login_page(f"Sign-in through {settings().provider_name} is unavailable right now "  # type: ignore[union-attr]
                            "(the identity provider did not answer); try again later.", 503)
@@ -253,7 +253,7 @@ def callback():  # type: ignore[no-untyped-def]
                      entity_id=ended, summary=f"sign-in through {oidc.provider_name} refused: {reason}"[:500])
         db.commit()
         return _login_page(f"Sign-in through {oidc.provider_name} failed: {reason}.", 401)
-    except Exception as exc:  # noqa: BLE001 - the token endpoint or JWKS could not be reached
+    except Exception as exc:  # the token endpoint or JWKS could not be reached
         db.rollback()
         log.warning("sso callback failed", extra={"error": f"{type(exc).__name__}: {exc}"})
         return _login_page(f"Sign-in through {oidc.provider_name} is unavailable right now; try again later.", 503)

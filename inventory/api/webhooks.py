@@ -195,7 +195,8 @@ _BAD = _error("The body is not a JSON object of the documented fields, or a valu
 _AUTH = {"401": _error("No API token, or an unknown, expired or revoked one"),
          "403": _error("A read token: webhooks need a write token")}
 _NOT_FOUND = _error("No webhook with this id (or no dead letter with this id for it)")
-_INVALID = _error("Well-formed, but refused by a rule: see 'field' and 'message'")
+_INVALID = _error("Well-formed, but the URL breaks a rule (x-planb-rule): a link-local or metadata "
+                  "address, a #fragment, no valid host or port")
 _TAGS = ["webhooks"]
 
 _EVENTS_SCHEMA = {"type": "array", "minItems": 1, "items": {"type": "string", "enum": list(svc.EVENTS)},
@@ -283,8 +284,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                   "operationId": "updateWebhook", "tags": _TAGS, "parameters": _ID,
                   "requestBody": {"required": True, "content": {"application/json": {
                       "schema": {"$ref": "#/components/schemas/WebhookChanges"}}}},
-                  "responses": {"200": _ok(_WEBHOOK_REF), "400": _BAD, **_AUTH, "404": _NOT_FOUND,
-                                "422": _INVALID}},
+                  "responses": {"200": _ok(_WEBHOOK_REF), "400": _BAD, **_AUTH, "404": _NOT_FOUND}},
         "delete": {"summary": "Remove a webhook with its queued and dead messages (write token)",
                    "operationId": "deleteWebhook", "tags": _TAGS, "parameters": _ID,
                    "responses": {"204": {"description": "Removed"}, "400": _error("An unknown query parameter"),

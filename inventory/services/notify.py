@@ -37,7 +37,7 @@ import sqlalchemy.orm as so
 from sqlalchemy.engine import Engine
 
 from inventory import config
-from inventory.db import utcnow, write_session
+from inventory.db import read_session, utcnow, write_session
 from inventory.models import CollectionRun, NotificationState, Webhook
 from inventory.services import webhooks
 from inventory.services.notify_format import Message, render
@@ -346,7 +346,7 @@ def check_conditions(engine: Engine, now: datetime | None = None,
         try:
             with write_session(engine) as db:
                 setattr(report, name, check(db))
-        except Exception as exc:  # noqa: BLE001 - one broken check must not stop the others
+        except Exception as exc:  # one broken check must not stop the others
             log.exception("notification check %s failed", name)
             report.errors.append(f"{name}: {type(exc).__name__}: {exc}")
     return report
@@ -355,6 +355,10 @@ def check_conditions(engine: Engine, now: datetime | None = None,
 def claim_check_turn(engine: Engine, now: datetime, interval: timedelta = CHECK_INTERVAL) -> bool:
     """True for exactly one caller per ``interval`` across every process and host sharing the
     database (a conditional UPDATE of one row), so the checks do not run once per worker."""
+    with read_session(engine) as db:
+        last = db.get(NotificationState, _CHECKS_KEY)
+        if last is not None and last.changed_at > now - interval:
+            return False  # the usual answer, without a write transaction per poll
     with write_session(engine) as db:
         if db.get(NotificationState, _CHECKS_KEY) is None:
             db.add(NotificationState(key=_CHECKS_KEY, state="ran", changed_at=now - interval - interval))

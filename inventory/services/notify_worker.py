@@ -56,7 +56,7 @@ class DeliveryWorker(threading.Thread):
             while not self._stop_event.wait(self.poll * (0.5 + random.random())):
                 try:
                     self.tick(http)
-                except Exception:  # noqa: BLE001 - a database hiccup must not end the thread
+                except Exception:  # a database hiccup must not end the thread
                     log.exception("webhook delivery round failed")
 
     def tick(self, http: Any = None) -> webhooks.DeliveryReport | None:

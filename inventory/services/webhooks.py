@@ -70,7 +70,8 @@ AWS_METADATA_V6 = ipaddress.ip_address("fd00:ec2::254")
 
 class WebhookError(ValueError):
     """A webhook operation that cannot be done; ``field`` names the input at fault,
-    ``status`` is the HTTP status an API answers with."""
+    ``status`` is the HTTP status an API answers with: 400 when the input does not have
+    the documented shape, 422 when it does but a rule refuses it (a metadata address)."""
 
     def __init__(self, message: str, field: str | None = None, status: int = 422) -> None:
         super().__init__(message)
@@ -129,12 +130,12 @@ def check_url(url: Any) -> tuple[str, list[str]]:
     (169.254.0.0/16, fe80::/10: the cloud metadata services) and metadata host names are
     refused; host names are resolved and checked again at every delivery."""
     if not isinstance(url, str) or not url.strip():
-        raise WebhookError("url is required: the receiver's http(s) URL", "url")
+        raise WebhookError("url is required: the receiver's http(s) URL", "url", status=400)
     url = url.strip()
     if len(url) > MAX_URL:
-        raise WebhookError(f"url must be at most {MAX_URL} characters", "url")
+        raise WebhookError(f"url must be at most {MAX_URL} characters", "url", status=400)
     if text_problem(url) or any(ch.isspace() or ord(ch) < 32 for ch in url):
-        raise WebhookError("url must not contain spaces or control characters", "url")
+        raise WebhookError("url must not contain spaces or control characters", "url", status=400)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -142,7 +143,7 @@ def check_url(url: Any) -> tuple[str, list[str]]:
         raise WebhookError(f"url is not a valid URL ({exc})", "url") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise WebhookError(f"url must be an http:// or https:// URL, not {scheme or 'a relative'}:", "url")
+        raise WebhookError(f"url must be an http:// or https:// URL, not {scheme or 'a relative'}:", "url", status=400)
     host = (parts.hostname or "").rstrip(".").lower()
     if not host:
         raise WebhookError("url has no host name", "url")
@@ -203,18 +204,18 @@ def _events(events: Any) -> list[str]:
     if isinstance(events, str):
         events = [events]
     if not isinstance(events, (list, tuple)) or not events:
-        raise WebhookError(f"events: name at least one of {', '.join(EVENTS)}", "events")
+        raise WebhookError(f"events: name at least one of {', '.join(EVENTS)}", "events", status=400)
     if not all(isinstance(e, str) for e in events):
-        raise WebhookError("events must be event names (text)", "events")
+        raise WebhookError("events must be event names (text)", "events", status=400)
     unknown = [e for e in events if e not in EVENTS]
     if unknown:
-        raise WebhookError(f"events: unknown event {unknown[0]!r}; events are {', '.join(EVENTS)}", "events")
+        raise WebhookError(f"events: unknown event {unknown[0]!r}; events are {', '.join(EVENTS)}", "events", status=400)
     return [e for e in EVENTS if e in set(events)]
 
 
 def _format(fmt: Any) -> str:
     if fmt not in FORMATS:
-        raise WebhookError(f"format must be one of {', '.join(FORMATS)}", "format")
+        raise WebhookError(f"format must be one of {', '.join(FORMATS)}", "format", status=400)
     return str(fmt)
 
 
@@ -222,10 +223,10 @@ def _secret(secret: Any) -> str | None:
     if secret is None or secret == "":
         return None
     if not isinstance(secret, str):
-        raise WebhookError("secret must be text", "secret")
+        raise WebhookError("secret must be text", "secret", status=400)
     if not MIN_SECRET <= len(secret) <= MAX_SECRET or any(ord(ch) < 33 or ord(ch) > 126 for ch in secret):
         raise WebhookError(f"secret must be {MIN_SECRET} to {MAX_SECRET} printable ASCII characters without "
-                           "spaces (e.g. from 'openssl rand -hex 32')", "secret")
+                           "spaces (e.g. from 'openssl rand -hex 32')", "secret", status=400)
     return secret
 
 
@@ -233,13 +234,13 @@ def _name(name: Any, url: str) -> str:
     if name is None or (isinstance(name, str) and not name.strip()):
         return display_url(url)[:MAX_NAME]
     if not isinstance(name, str):
-        raise WebhookError("name must be text", "name")
+        raise WebhookError("name must be text", "name", status=400)
     name = name.strip()
     if len(name) > MAX_NAME:
-        raise WebhookError(f"name must be at most {MAX_NAME} characters", "name")
+        raise WebhookError(f"name must be at most {MAX_NAME} characters", "name", status=400)
     problem = text_problem(name)
     if problem or has_line_break(name):
-        raise WebhookError(f"name: {problem or 'text must be on one line'}", "name")
+        raise WebhookError(f"name: {problem or 'text must be on one line'}", "name", status=400)
     return name
 
 
@@ -282,7 +283,7 @@ def update_webhook(db: so.Session, webhook: Webhook, *, actor: str, active: Any 
     before = _snapshot(webhook)
     if active is not None:
         if not isinstance(active, bool):
-            raise WebhookError("active must be true or false", "active")
+            raise WebhookError("active must be true or false", "active", status=400)
         webhook.active = active
         if active:
             webhook.disabled_reason = None

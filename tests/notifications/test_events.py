@@ -3,7 +3,6 @@ the CLI, the API and the admin pages manage webhooks; formats read well."""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
