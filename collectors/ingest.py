@@ -60,6 +60,7 @@ from collectors.attribution import Attributor, chunks, insert_ignore
 from collectors.base import AssetRecord, Collector, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
 from inventory.db import clean_parameters, json_serializer, read_session, utcnow, write_session
 from inventory.memory import paused_gc
+from inventory.services.notify import collection_finished as notify_collection_finished
 from inventory.validation import has_unwanted, sanitize_text, sanitize_tree, tree_may_have_unwanted
 from inventory.models import (
     Asset,
@@ -291,6 +292,8 @@ def run_collection(engine: Engine, collector: Collector, *, progress: ProgressFn
         run.created, run.updated = totals.created, totals.updated
         run.unchanged, run.marked_stale = totals.unchanged, totals.marked_stale
         run.errors = errors
+        # Notifications hook: collection.failed / collection.partial, queued in this transaction.
+        notify_collection_finished(db, run)
     with read_session(engine) as db:
         finished = db.scalars(sa.select(CollectionRun).where(CollectionRun.id == run_id)
                               .options(so.selectinload(CollectionRun.scope_results))).one()

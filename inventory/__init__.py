@@ -62,6 +62,14 @@ def create_app(test_config: Mapping[str, Any] | None = None, *, web: bool = True
     security.init_app(app)
     auth.init_app(app)
 
+    from inventory import oidc
+
+    oidc.init_app(app)
+
+    from inventory.services import notify_worker
+
+    notify_worker.install(app)
+
     from inventory.web import register_blueprints as register_web
     from inventory.api import register_blueprints as register_api
 

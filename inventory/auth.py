@@ -60,8 +60,9 @@ log = logging.getLogger("planb.auth")
 
 TOKEN_ROLE_TO_ROLE = {"read": "viewer", "write": "editor"}
 TOKEN_PREFIX = "planb_"
-# Endpoints anyone may reach: the login form, static files, the health probe.
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz"})
+# Endpoints anyone may reach: the login form, static files, the health probe, and the two
+# legs of single sign-on (inventory.oidc: the redirect to the provider and its way back).
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz", "oidc.start", "oidc.callback"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_PASSWORD_LENGTH = 10
 # Record a token's use at most this often, so read bursts do not become write bursts.
@@ -395,7 +396,7 @@ def _authorize():  # type: ignore[no-untyped-def]
 bp = Blueprint("auth", __name__)
 
 
-def _safe_next(target: str | None) -> str:
+def safe_next(target: str | None) -> str:
     # Only same-site relative paths: never an open redirect.  Browsers drop tabs and
     # newlines and treat '\' like '/', so "/\t/evil.example" would become "//evil.example".
     if target and target.startswith("/") and target.isprintable() and "\\" not in target:
@@ -403,6 +404,27 @@ def _safe_next(target: str | None) -> str:
         if not parts.scheme and not parts.netloc and not target.startswith("//"):
             return target
     return url_for("overview.index")
+
+
+def begin_session(user: User) -> None:
+    """Log ``user`` in on this browser: a fresh session cookie (a fixed one is never reused)."""
+    session.clear()
+    session.permanent = True
+    session["uid"] = user.id
+    session["sv"] = user.session_version
+    session["iat"] = int(time.time())
+
+
+def local_login_allowed(user: User) -> bool:
+    """``PLANB_LOCAL_LOGIN``: all (default), admins (break-glass only) or none."""
+    mode = current_app.config.get("LOCAL_LOGIN") or "all"
+    return mode == "all" or (mode == "admins" and user.role == "admin")
+
+
+def _login_context() -> dict[str, Any]:
+    sso = current_app.extensions.get("planb_oidc_settings")
+    return {"sso_name": sso.provider_name if sso else None,
+            "local_login": current_app.config.get("LOCAL_LOGIN") or "all"}
 
 
 def _count_failed_login(response: Response) -> bool:
@@ -422,19 +444,17 @@ def login():  # type: ignore[no-untyped-def]
         password = request.form.get("password", "")[:1000]
         db = get_session()
         user = authenticate(db, username, password)
-        if user is None:
+        # The same answer whether the password or the PLANB_LOCAL_LOGIN mode refused it.
+        if user is None or not local_login_allowed(user):
             error = "Unknown user or wrong password."
-            log.warning("login failed", extra={"username": username, "remote_addr": request.remote_addr})
+            log.warning("login failed", extra={"username": username, "remote_addr": request.remote_addr,
+                                               "local_login": current_app.config.get("LOCAL_LOGIN") or "all"})
         else:
             user.last_login_at = utcnow()
             db.commit()
-            session.clear()
-            session.permanent = True
-            session["uid"] = user.id
-            session["sv"] = user.session_version
-            session["iat"] = int(time.time())
+            begin_session(user)
             log.info("login", extra={"username": user.username, "remote_addr": request.remote_addr})
-            return redirect(_safe_next(request.args.get("next")))
+            return redirect(safe_next(request.args.get("next")))
     return render_template("auth/login.html", error=error), (401 if error else 200)
 
 
@@ -458,3 +478,4 @@ def logout():  # type: ignore[no-untyped-def]
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
     app.before_request(_authorize)
+    app.context_processor(_login_context)  # the login page (also as the 429 and SSO error pages)

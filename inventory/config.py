@@ -275,6 +275,82 @@ def _http_url(raw: str) -> str:
     return raw
 
 
+
+def _external_url(raw: str) -> str:
+    """The address users reach Plan B at: an http(s) URL without query or fragment, no trailing slash."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{_shown(raw)} is not an http(s) URL")
+    if parts.query or parts.fragment or parts.params:
+        raise ValueError(f"{_shown(raw)} has a query or fragment")
+    return raw.rstrip("/")
+
+
+_SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,49}|\*")
+
+
+def _stale_hours(raw: str) -> dict[str, float]:
+    """Hours a collection source may stay silent: ``48`` (every source) or per source,
+    ``aws=24,azure=24,*=72`` (``*``: every other source).  Returned as {source or '*': hours}."""
+    hours = _number(0, 87600, low_inclusive=False)
+    result: dict[str, float] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        source, sep, value = part.partition("=")
+        if not sep:
+            source, value = "*", part
+        source = source.strip().lower()
+        if not _SOURCE_NAME.fullmatch(source):
+            raise ValueError(f"{_shown(source)} is not a source name")
+        if source in result:
+            raise ValueError(f"{source!r} is given twice")
+        result[source] = hours(value.strip())
+    if not result:
+        raise ValueError("no hours given")
+    return result
+
+
+def _https_issuer(raw: str) -> str:
+    """An OpenID Connect issuer: https, or http on a loopback address (a local test IdP)."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(raw)
+    if not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{_shown(raw)} is not an issuer URL")
+    loopback = parts.hostname == "localhost"
+    try:
+        loopback = loopback or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        pass
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(f"{_shown(raw)} is not an https URL (http only on a loopback address)")
+    return raw.rstrip("/")
+
+
+_ROLE_NAMES = ("viewer", "editor", "admin")
+
+
+def _role_map(raw: str) -> dict[str, str]:
+    """IdP group -> Plan B role, ``planb-admins=admin,planb-editors=editor``."""
+    mapping: dict[str, str] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        group, sep, role = part.rpartition("=")
+        group, role = group.strip(), role.strip().lower()
+        if not sep or not group:
+            raise ValueError(f"{_shown(part)} is not GROUP=ROLE")
+        if role not in _ROLE_NAMES:
+            raise ValueError(f"{_shown(role)} is not a role")
+        if group in mapping:
+            raise ValueError(f"the group {group!r} is given twice")
+        mapping[group] = role
+    return mapping
+
+
 # ---------------------------------------------------------------- the settings
 
 @dataclass(frozen=True)
@@ -363,6 +439,37 @@ SETTINGS: dict[str, Setting] = {
     "COLLECT_HOST_NAME": Setting(None, "Name this machine is recorded under (default: its host name)"),
     "COLLECT_OSQUERY_PATHS": Setting(None, "osquery result files or globs, separated by commas or the OS "
                                            "path separator"),
+    # Notifications (docs/how-to/notifications.md).
+    "EXTERNAL_URL": Setting(None, "The address people reach Plan B at, for links in notifications",
+                            "an http(s) URL without query, such as https://planb.example.com", _external_url),
+    "COLLECTION_STALE_HOURS": Setting(
+        "48", "Hours a collection source may stay silent before collection.stale is sent",
+        "hours above 0 for every source (48) or per source (aws=24,azure=24,*=72)", _stale_hours),
+    "WEBHOOK_WORKER": Setting("true", "Whether each web worker process delivers queued notifications",
+                              BOOLEAN_SPELLINGS, _boolean),
+    "WEBHOOK_TIMEOUT": Setting("10", "Seconds a webhook receiver has to answer",
+                               "a number of seconds from 1 to 120, e.g. 10", _number(1, 120)),
+    "WEBHOOK_MAX_ATTEMPTS": Setting("8", "Delivery attempts before a message goes to the dead-letter list",
+                                    "a whole number from 1 to 50, e.g. 8", _integer(1, 50)),
+    # Single sign-on (docs/how-to/sso.md).
+    "OIDC_ISSUER": Setting(None, "OpenID Connect issuer URL (turns single sign-on on)",
+                           "an https URL such as https://login.example.com/realms/planb", _https_issuer),
+    "OIDC_CLIENT_ID": Setting(None, "Client id registered at the identity provider"),
+    "OIDC_CLIENT_SECRET": Setting(None, "Client secret registered at the identity provider"),
+    "OIDC_ROLE_MAP": Setting(None, "IdP group -> Plan B role, e.g. planb-admins=admin,planb-editors=editor",
+                             "comma-separated GROUP=ROLE pairs, roles viewer, editor or admin", _role_map),
+    "OIDC_GROUPS_CLAIM": Setting("groups", "ID-token claim holding the user's groups",
+                                 "a claim name such as groups or roles",
+                                 _pattern(r"[A-Za-z0-9_:./-]{1,100}", "a claim name")),
+    "OIDC_DEFAULT_ROLE": Setting("viewer", "Role of a single-sign-on user in no mapped group ('none' refuses them)",
+                                 "viewer, editor or none", _choice("viewer", "editor", "none")),
+    "OIDC_PROVIDER_NAME": Setting(None, "Name on the login button ('Sign in with <name>'); default: the issuer's host"),
+    "OIDC_SCOPES": Setting("openid email profile", "Scopes requested from the identity provider",
+                           "space-separated scopes including openid",
+                           _pattern(r"(?=(?:.* )?openid(?: .*)?$)[\x21-\x7e]+(?: [\x21-\x7e]+)*",
+                                    "a space-separated scope list with openid")),
+    "LOCAL_LOGIN": Setting("all", "Who may log in with a local password: all, admins (break-glass) or none",
+                           "all, admins or none", _choice("all", "admins", "none")),
 }
 
 
@@ -412,9 +519,29 @@ def load(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
             values[name] = get(name, environ)
         except ConfigError as exc:
             problems += exc.problems
+    problems += _combination_problems(values)
     if problems:
         raise ConfigError(problems)
     return values
+
+
+OIDC_REQUIRED = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")
+
+
+def _combination_problems(values: Mapping[str, Any]) -> list[str]:
+    """Settings that are each fine but unusable together (single sign-on half configured)."""
+    problems: list[str] = []
+    given = [name for name in OIDC_REQUIRED if values.get(name)]
+    if given and len(given) < len(OIDC_REQUIRED):
+        for name in OIDC_REQUIRED:
+            if name not in given:
+                problems.append(f"{ENV_PREFIX}{name}: is not set but {ENV_PREFIX}{given[0]} is; expected "
+                                f"all of {', '.join(ENV_PREFIX + n for n in OIDC_REQUIRED)} (single sign-on) "
+                                "or none of them")
+    if values.get("LOCAL_LOGIN") == "none" and len(given) < len(OIDC_REQUIRED):
+        problems.append(f"{ENV_PREFIX}LOCAL_LOGIN: 'none' without single sign-on would let nobody log in; "
+                        f"expected all or admins, or set {ENV_PREFIX}OIDC_ISSUER and the client settings")
+    return problems
 
 
 def check_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -501,4 +628,11 @@ def from_environment_without_secret(instance_path: Path,
         "TRUSTED_PROXIES": settings["TRUSTED_PROXIES"],
         "HOST": settings["HOST"],
         "PORT": settings["PORT"],
+        **{name: settings[name] for name in ("EXTERNAL_URL", "COLLECTION_STALE_HOURS", "WEBHOOK_WORKER",
+                                             "WEBHOOK_TIMEOUT", "WEBHOOK_MAX_ATTEMPTS", "LOCAL_LOGIN",
+                                             *OIDC_SETTINGS)},
     }
+
+
+OIDC_SETTINGS = ("OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET", "OIDC_ROLE_MAP", "OIDC_GROUPS_CLAIM",
+                 "OIDC_DEFAULT_ROLE", "OIDC_PROVIDER_NAME", "OIDC_SCOPES")

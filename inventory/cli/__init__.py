@@ -63,6 +63,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                 "Vendor updates, their test results per ring, and untested exposure."),
     "users": ("inventory.cli.users:users", "Local accounts and their roles (viewer, editor, admin)."),
     "vendors": ("inventory.cli.estate:vendors_cmd", "List vendors with their product and asset counts."),
+    "webhooks": ("inventory.cli.webhooks:webhooks", "Webhooks: incident, collection, update-gate and plan-review notifications (JSON, Slack, Teams)."),
 }
 
 UNMIGRATED_MESSAGE = ("the database has no Plan B schema (or an old one). "

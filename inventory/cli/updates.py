@@ -178,10 +178,14 @@ def check_updates(criticality: str, vendor: str | None, product: str | None, tra
         product_id = svc.find_product(db, product).id if product else None
     except svc.NotFound as exc:
         raise CLIError(str(exc), exit_code=2) from exc
-    levels = CRITICALITIES[: CRITICALITIES.index(criticality) + 1]
-    rows = [r for level in levels
-            for r in svc.untested_exposure(db, criticality=level, vendor_id=vendor_id,
-                                           product_id=product_id, tracked_only=tracked_only)]
+    rows = svc.gate_failures(db, criticality, vendor_id=vendor_id, product_id=product_id,
+                             tracked_only=tracked_only)
+    # The gate's state is watched: turning red queues updates.gate_failed (once, until it passes).
+    from inventory.services import notify
+    notify.gate_checked(db, notify.gate_key(criticality, vendor, product, tracked_only), criticality, rows,
+                        criteria={"criticality": criticality, "vendor": vendor, "product": product,
+                                  "tracked_only": tracked_only})
+    db.commit()
     what = f"{criticality}{'-or-higher' if criticality != 'critical' else ''} asset"
     if fmt == "json":
         click.echo(to_json({"ok": not rows, "criticality": criticality, "untested": rows}))

@@ -8,10 +8,13 @@ from inventory.models.risk import VendorAssessment
 from inventory.models.runs import CollectionLock, CollectionRun, ScopeResult
 from inventory.models.incidents import Incident, IncidentAsset, Scenario
 from inventory.models.auth import ApiToken, AuditEvent, User
+from inventory.models.identities import ExternalIdentity
+from inventory.models.notifications import NotificationState, Webhook, WebhookDelivery
 
 __all__ = [
     "Base", "Vendor", "VendorAlias", "Product", "UnattributedSoftware", "Asset", "Installation",
     "Dependency", "ContingencyPlan", "PlanLink", "PlanEvent", "VendorUpdate", "UpdateTest",
     "VendorAssessment", "CollectionRun", "ScopeResult", "CollectionLock", "Scenario", "Incident",
-    "IncidentAsset", "User", "ApiToken", "AuditEvent", "InventoryVersion",
+    "IncidentAsset", "User", "ApiToken", "AuditEvent", "InventoryVersion", "ExternalIdentity",
+    "Webhook", "WebhookDelivery", "NotificationState",
 ]

@@ -21,7 +21,7 @@ from inventory.ids import as_id
 from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
 from inventory.memory import paused_gc
 from inventory.models import Incident, IncidentAsset, Scenario
-from inventory.services import audit
+from inventory.services import audit, notify
 from inventory.validation import text_problem
 
 MAX_TITLE = 300
@@ -177,6 +177,7 @@ def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, titl
                          f"{totals['by_status']['degraded']} degraded",
                  after={"title": title, "scope": scope.to_dict(), "hits": totals["hits"],
                         "by_status": totals["by_status"]})
+    notify.incident_declared(db, incident)  # queued in this transaction: sent only if it commits
     return incident
 
 
@@ -253,6 +254,7 @@ def resolve_incident(db: so.Session, incident_id: int, actor: str, note: str | N
                  summary=f"Resolved incident {incident.title!r} ({progress['recovered']}/{progress['total']} "
                          "assets marked recovered)",
                  before=before, after={"status": "resolved", "note": note, "progress": progress})
+    notify.incident_resolved(db, incident, progress)
     return incident
 
 

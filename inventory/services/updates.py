@@ -364,6 +364,17 @@ def untested_exposure(db: so.Session, critical_only: bool = False, *, criticalit
     return out
 
 
+def gate_failures(db: so.Session, criticality: str = "critical", *, vendor_id: int | None = None,
+                  product_id: int | None = None, tracked_only: bool = False) -> list[dict[str, Any]]:
+    """The update gate: untested installations on assets of ``criticality`` or higher (the
+    rows of ``untested_exposure``); empty when the gate passes.  ``planb check updates`` and
+    the notification checks (``updates.gate_failed``) both ask here."""
+    levels = CRITICALITIES[: CRITICALITIES.index(criticality) + 1]
+    return [r for level in levels
+            for r in untested_exposure(db, criticality=level, vendor_id=vendor_id, product_id=product_id,
+                                       tracked_only=tracked_only)]
+
+
 def untested_summary(db: so.Session) -> dict[str, Any]:
     """Counts for dashboards: untested installations and distinct assets, by criticality."""
     sub = _untested_stmt(False).subquery()

@@ -1,4 +1,4 @@
-"""Administration pages: users, API tokens and the audit trail (admins only).
+"""Administration pages: users, API tokens, webhooks and the audit trail (admins only).
 
 Every view is ``@require_role("admin")``.  Secrets (a generated password, a new
 token) are rendered once in the response to the POST that created them — never
@@ -11,7 +11,10 @@ from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from wtforms import PasswordField, SelectField, SelectMultipleField, StringField
+from wtforms.validators import DataRequired, Length, Optional
+from wtforms.widgets import CheckboxInput, ListWidget
 
 from inventory import auth
 from inventory.app_db import get_session
@@ -20,7 +23,9 @@ from inventory.choices import ROLES, TOKEN_ROLES
 from inventory.db import utcnow
 from inventory.ids import as_id
 from inventory.models import ApiToken, AuditEvent, User
-from inventory.services import audit
+from inventory.forms import Form, SingleLine, options, same
+from inventory.services import audit, notify
+from inventory.services import webhooks as webhook_svc
 from inventory.web.ui import refuse_bad_query
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -241,3 +246,167 @@ def audit_trail():  # type: ignore[no-untyped-def]
     return render_template("admin/audit.html", events=events, filters=filters, kept=kept, error=error,
                            next_before=next_before, first_page=before is None, choices=choices), \
         (400 if error else 200)
+
+
+# ---------------------------------------------------------------- webhooks
+
+class CheckboxesField(SelectMultipleField):
+    """A list of checkboxes (WTForms' documented pattern for several choices)."""
+
+    widget = ListWidget(prefix_label=False)
+    option_widget = CheckboxInput()
+
+
+class WebhookForm(Form):
+    url = StringField("Receiver URL (https://…; Slack or Teams incoming-webhook URL, or your own endpoint)",
+                      validators=[DataRequired(), Length(max=webhook_svc.MAX_URL)])
+    fmt = SelectField("Format", choices=options([("slack", "Slack (Block Kit)"),
+                                                 ("teams", "Microsoft Teams (Adaptive Card)"),
+                                                 ("json", "JSON (your own receiver)")]), default="slack")
+    events = CheckboxesField("Events", choices=same(webhook_svc.EVENTS), validators=[DataRequired()],
+                             default=["incident.declared", "incident.resolved"])
+    secret = PasswordField("Signing secret (optional; 16+ characters, e.g. from 'openssl rand -hex 32')",
+                           validators=[Optional(), Length(max=webhook_svc.MAX_SECRET)])
+    name = StringField("Name (optional, for lists)", validators=[Optional(), SingleLine(),
+                                                                 Length(max=webhook_svc.MAX_NAME)])
+
+
+def _box() -> webhook_svc.SecretBox:
+    return webhook_svc.SecretBox(current_app.config["SECRET_KEY"])
+
+
+def _webhooks_page(form: WebhookForm | None = None, status: int = 200, **context: Any):  # type: ignore[no-untyped-def]
+    db = get_session()
+    items = webhook_svc.list_webhooks(db)
+    counts = webhook_svc.delivery_counts(db)
+    rows = [webhook_svc.webhook_to_dict(w, counts.get(w.id)) for w in items]
+    return render_template("admin/webhooks.html", webhooks=rows, form=form or WebhookForm(),
+                           external_url=notify.external_url(), **context), status
+
+
+@bp.get("/webhooks")
+@require_role("admin")
+def webhooks():  # type: ignore[no-untyped-def]
+    return _webhooks_page()
+
+
+@bp.post("/webhooks")
+@require_role("admin")
+def create_webhook():  # type: ignore[no-untyped-def]
+    form = WebhookForm()
+    if not form.validate_on_submit():
+        return _webhooks_page(form, 400)
+    db = get_session()
+    try:
+        webhook, warnings = webhook_svc.create_webhook(
+            db, _box(), url=form.url.data, events=form.events.data, fmt=form.fmt.data,
+            secret=form.secret.data or None, name=form.name.data or None, actor=current_actor())
+    except webhook_svc.WebhookError as exc:
+        db.rollback()
+        target = {"format": form.fmt}.get(exc.field or "", getattr(form, exc.field or "", None))
+        if target is not None and hasattr(target, "errors"):
+            target.errors = [*target.errors, exc.message]
+        else:
+            form.form_errors.append(exc.message)
+        return _webhooks_page(form, 400)
+    db.commit()
+    for warning in warnings:
+        flash(f"Warning: {warning}.", "warning")
+    flash(f"Webhook {webhook.name} added. Its URL and secret are stored encrypted and not shown again.")
+    return redirect(url_for("admin.webhook_detail", webhook_id=webhook.id))
+
+
+def _webhook_or_404(webhook_id: int):  # type: ignore[no-untyped-def]
+    try:
+        return webhook_svc.get_webhook(get_session(), webhook_id)
+    except webhook_svc.WebhookError:
+        abort(404)
+
+
+@bp.get("/webhooks/<int:webhook_id>")
+@require_role("admin")
+def webhook_detail(webhook_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    webhook = _webhook_or_404(webhook_id)
+    counts = webhook_svc.delivery_counts(db, [webhook.id]).get(webhook.id)
+    recent = webhook_svc.recent_deliveries(db, webhook, limit=20)
+    return render_template("admin/webhook_detail.html", webhook=webhook_svc.webhook_to_dict(webhook, counts),
+                           dead=[webhook_svc.delivery_to_dict(d) for d in webhook_svc.dead_letters(db, webhook)],
+                           recent=[webhook_svc.delivery_to_dict(d) for d in recent])
+
+
+@bp.post("/webhooks/<int:webhook_id>/active")
+@require_role("admin")
+def webhook_active(webhook_id: int):  # type: ignore[no-untyped-def]
+    raw = request.form.get("active")
+    if raw not in ACTIVE_VALUES:
+        abort(400, description="active must be 1 (on) or 0 (off)")
+    db = get_session()
+    webhook = _webhook_or_404(webhook_id)
+    webhook_svc.update_webhook(db, webhook, active=ACTIVE_VALUES[raw], actor=current_actor())
+    db.commit()
+    flash(f"Webhook {webhook.name} is {'on' if webhook.active else 'off'}.")
+    return redirect(url_for("admin.webhook_detail", webhook_id=webhook.id))
+
+
+@bp.post("/webhooks/<int:webhook_id>/test")
+@require_role("admin")
+def webhook_test(webhook_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    webhook = _webhook_or_404(webhook_id)
+    try:
+        attempt = webhook_svc.send_test(db, _box(), webhook, notify.test_body(webhook),
+                                        timeout=float(current_app.config.get("WEBHOOK_TIMEOUT") or 10),
+                                        actor=current_actor())
+    except webhook_svc.WebhookError as exc:
+        db.rollback()
+        flash(f"Test not sent: {exc.message}", "error")
+        return redirect(url_for("admin.webhook_detail", webhook_id=webhook_id))
+    db.commit()
+    if attempt.ok:
+        flash(f"Test message delivered (HTTP {attempt.status_code}).")
+    else:
+        flash(f"Test message not delivered: {attempt.error}", "error")
+    return redirect(url_for("admin.webhook_detail", webhook_id=webhook_id))
+
+
+@bp.post("/webhooks/<int:webhook_id>/delete")
+@require_role("admin")
+def webhook_delete(webhook_id: int):  # type: ignore[no-untyped-def]
+    db = get_session()
+    webhook = _webhook_or_404(webhook_id)
+    webhook_svc.delete_webhook(db, webhook, actor=current_actor())
+    db.commit()
+    flash(f"Webhook {webhook.name} removed.")
+    return redirect(url_for("admin.webhooks"))
+
+
+def _dead_letter_action(webhook_id: int, action: str):  # type: ignore[no-untyped-def]
+    db = get_session()
+    webhook = _webhook_or_404(webhook_id)
+    raw = request.form.get("delivery") or ""
+    delivery_id = as_id(raw) if raw else None
+    if raw and delivery_id is None:
+        abort(400, description="delivery must be a dead letter's id")
+    try:
+        if action == "retry":
+            n = webhook_svc.retry_dead(db, webhook, delivery_id, actor=current_actor())
+        else:
+            n = webhook_svc.discard_dead(db, webhook, delivery_id, actor=current_actor())
+    except webhook_svc.WebhookError:
+        abort(404)
+    db.commit()
+    flash(f"{n} dead letter(s) {'queued again' if action == 'retry' else 'discarded'}.")
+    return redirect(url_for("admin.webhook_detail", webhook_id=webhook_id))
+
+
+@bp.post("/webhooks/<int:webhook_id>/dead/retry")
+@require_role("admin")
+def webhook_retry(webhook_id: int):  # type: ignore[no-untyped-def]
+    return _dead_letter_action(webhook_id, "retry")
+
+
+@bp.post("/webhooks/<int:webhook_id>/dead/discard")
+@require_role("admin")
+def webhook_discard(webhook_id: int):  # type: ignore[no-untyped-def]
+    return _dead_letter_action(webhook_id, "discard")

@@ -280,4 +280,6 @@ def test_the_server_never_fetches_a_url():
     pattern = re.compile(r"^\s*(import|from)\s+(requests|httpx|urllib3|aiohttp|urllib\.request|http\.client)\b"
                          r"|urlopen\(", re.MULTILINE)
     offenders = [str(p.relative_to(ROOT)) for p in PY_SOURCES if pattern.search(p.read_text())]
-    assert offenders == []
+    # The one exception: webhook delivery posts to the URLs admins configured, each checked when
+    # added (http(s) only, no link-local or metadata address) and its address again before each post.
+    assert offenders == ["inventory/services/webhooks.py"]
