@@ -7,7 +7,7 @@ import click
 from flask import current_app
 
 from inventory.app_db import get_engine, get_session
-from inventory.auth import current_actor
+from inventory.principal import current_actor
 from inventory.cli import CLIError, with_app
 from inventory.cli.output import FORMAT_OPTION, emit, to_json
 from inventory.cli.params import DbId
