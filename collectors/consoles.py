@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlparse
+
+from collectors.base import AssetRecord, SoftwareRecord
 
 
 class ConsoleCredentialsError(Exception):
@@ -78,3 +81,36 @@ def text(value: Any) -> str | None:
 def compact(values: dict[str, Any]) -> dict[str, Any]:
     """Drop empty values so attributes stay small and stable between runs."""
     return {k: v for k, v in values.items() if v not in (None, "", [], {})}
+
+
+Machine = tuple[AssetRecord, list[SoftwareRecord]]
+
+
+def one_asset_per_machine(entries: Sequence[tuple[AssetRecord, list[SoftwareRecord], str | None]]
+                          ) -> list[Machine]:
+    """A console's entries -> one (asset, software) per machine.
+
+    * A re-imaged or re-installed machine keeps its name (or cloud instance) and gets a new
+      agent id; the console lists both for a while: the entry seen last (``seen``, an ISO
+      8601 time) is the machine.
+    * Two *different* cloud instances with one host name (default names such as
+      ip-10-0-1-23 repeat across VPCs) must not become one asset: those get their instance
+      id in the key.
+    """
+    newest: dict[str, tuple[AssetRecord, list[SoftwareRecord], str]] = {}
+    for asset, software, seen in entries:
+        ident = f"cloud:{asset.cloud_instance_id}" if asset.cloud_instance_id else asset.natural_key
+        current = newest.get(ident)
+        if current is None or (seen or "") > current[2]:
+            newest[ident] = (asset, software, seen or "")
+    per_key: dict[str, int] = {}
+    for asset, _software, _seen in newest.values():
+        per_key[asset.natural_key] = per_key.get(asset.natural_key, 0) + 1
+    machines: list[Machine] = []
+    for asset, software, _seen in newest.values():
+        if per_key[asset.natural_key] > 1 and asset.cloud_instance_id:
+            asset.natural_key = f"{asset.natural_key}:{asset.cloud_instance_id}"
+            for record in software:
+                record.asset_key = asset.natural_key
+        machines.append((asset, software))
+    return machines

@@ -57,6 +57,7 @@ from collectors.consoles import (
     compact,
     host_key,
     leading_version,
+    one_asset_per_machine,
     text,
 )
 from inventory import config
@@ -333,43 +334,6 @@ def transform_device(device: Mapping[str, Any], policies: Mapping[str, Mapping[s
     return asset, software
 
 
-def _machine(device: Mapping[str, Any]) -> str:
-    """What makes two console entries the same machine: its cloud instance, else its name."""
-    instance = text(device.get("instance_id"))
-    return f"cloud:{instance.lower()}" if instance else natural_key(device)
-
-
-def newest_per_machine(devices: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """One entry per machine: a re-imaged or re-installed machine keeps its name and gets a
-    new sensor id, and the console lists both for a while; the one seen last is the machine."""
-    newest: dict[str, Mapping[str, Any]] = {}
-    for device in devices:
-        ident = _machine(device)
-        current = newest.get(ident)
-        if current is None or (text(device.get("last_seen")) or "") > (text(current.get("last_seen")) or ""):
-            newest[ident] = device
-    return list(newest.values())
-
-
-def disambiguate(records: list[tuple[AssetRecord, list[SoftwareRecord]]]
-                 ) -> list[tuple[AssetRecord, list[SoftwareRecord]]]:
-    """Two *different* cloud instances with one host name (default names such as
-    ip-10-0-1-23 repeat across VPCs) must not become one asset: those get their
-    instance id in the key."""
-    by_key: dict[str, int] = {}
-    for asset, _software in records:
-        by_key[asset.natural_key] = by_key.get(asset.natural_key, 0) + 1
-    out = []
-    for asset, software in records:
-        if by_key[asset.natural_key] > 1 and asset.cloud_instance_id:
-            key = f"{asset.natural_key}:{asset.cloud_instance_id}"
-            asset.natural_key = key
-            for record in software:
-                record.asset_key = key
-        out.append((asset, software))
-    return out
-
-
 # --------------------------------------------------------------------------- the collector
 
 @dataclass
@@ -452,8 +416,8 @@ class CrowdStrikeCollector:
             return
         policies = self.policy_names(devices, progress)
         for cid in cids:
-            mine = newest_per_machine([d for d in devices if str(d.get("cid") or "").lower() == cid])
-            records = disambiguate([transform_device(d, policies) for d in mine])
+            records = one_asset_per_machine([(*transform_device(d, policies), text(d.get("last_seen")))
+                                             for d in devices if str(d.get("cid") or "").lower() == cid])
             batch = ScopeBatch(scope_key=self.scope_key(cid), complete=read.error is None, error=read.error,
                                assets=[a for a, _ in records], software=[s for _, sw in records for s in sw])
             progress(f"{batch.scope_key}: {len(batch.assets)} hosts"
