@@ -1131,6 +1131,19 @@ def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scop
             changes["natural_key"] = record.natural_key  # re-key a host asset to its cloud identity
         if current.get("source") != source:
             changes["source"] = source
+            # Values without a provenance entry belong to the asset's source (``owner``
+            # falls back to it): an imported asset has none.  Keep them the previous
+            # source's, or the new one would own -- and could erase -- what it never set.
+            if incumbent:
+                kept = {"source": incumbent, "seen": now_iso}
+                for name in (*RECORD_COLUMNS, "tags"):
+                    if name not in provenance and current.get(name) not in (None, "", {}):
+                        provenance[name] = kept
+                        prov_changed = True
+                for key in current_attrs:
+                    if f"attributes.{key}" not in provenance:
+                        provenance[f"attributes.{key}"] = kept
+                        prov_changed = True
         if current.get("source_scope") != scope:
             changes["source_scope"] = scope
         if current.get("retired_at") is not None:
