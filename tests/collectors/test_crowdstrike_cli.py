@@ -204,3 +204,21 @@ def test_an_on_premises_machine_seen_by_osquery_and_falcon_is_one_asset(cli_env:
     assert installed["Falcon Sensor"] == ("7.10.17706.0", "crowdstrike")
     assert installed["Acrobat Reader"] == ("24.002.20933", "osquery")
     assert asset.attributes["serial_number"] == "SN000001"
+
+
+def test_collect_all_reads_the_configured_console(cli_env: str, console: FalconStandIn,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLANB_COLLECT_HOST", "false")
+    monkeypatch.setenv("PLANB_COLLECT_CROWDSTRIKE_BASE_URL", console.url)
+    monkeypatch.setenv("PLANB_COLLECT_CROWDSTRIKE_FILTER", "platform_name:'Windows'")
+    for name in ("PLANB_COLLECT_DEFENDER", "PLANB_COLLECT_DEFENDER_BASE_URL", "PLANB_COLLECT_SENTINELONE_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+
+    result = CliRunner().invoke(main, ["collect", "all"])
+
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "defender: not configured, skipped" in result.stderr
+    assert "sentinelone: not configured, skipped" in result.stderr
+    assets, runs = stored(cli_env)
+    assert [r.collector for r in runs] == ["crowdstrike"] and runs[0].status == "succeeded"
+    assert {a.name for a in assets.values()} == {name for name, platform, _v in CONSOLE if platform == "Windows"}

@@ -81,3 +81,21 @@ def test_the_demo_reads_its_windows_fleet_through_the_falcon_collector(demo_url:
         assert runs == ["crowdstrike", "crowdstrike"]
     finally:
         engine.dispose()
+
+
+def test_the_runs_page_shows_the_console_run(demo_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import create_user_and_login, make_test_app
+
+    engine = make_engine(demo_url)
+    try:
+        run = load_falcon_console(engine)
+    finally:
+        engine.dispose()
+    app = make_test_app(demo_url, tmp_path / "web", WTF_CSRF_ENABLED=False)
+    client = app.test_client()
+    create_user_and_login(app, client, "viewer")
+    listing = client.get("/runs/", query_string={"collector": "crowdstrike"}).get_data(as_text=True)
+    assert "crowdstrike" in listing and "succeeded" in listing
+    detail = client.get(f"/runs/{run.id}").get_data(as_text=True)
+    assert "crowdstrike:5c7a1e2b9d4f4e0a8b3c6d2e1f0a9b8c" in detail
+    app.extensions["planb_engine"].dispose()
