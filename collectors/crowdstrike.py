@@ -44,10 +44,12 @@ hosts that an earlier run of the *same* filter saw.
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
 from collectors.consoles import (
@@ -84,11 +86,6 @@ SOFTWARE_NAME = "Falcon Sensor"
 SOFTWARE_PUBLISHER = "CrowdStrike, Inc."
 _PLATFORMS = {"windows": "windows", "linux": "linux", "mac": "macos"}
 _PROVIDERS = (("aws", "aws"), ("azure", "azure"), ("gcp", "gcp"), ("google", "gcp"))
-
-#: ``(base_url) -> requests.Session`` for the SDK, or None for the SDK's own.  The demo
-#: sets a session that answers from a recorded console (``inventory.estate.demo``).
-SESSION_FACTORY: Callable[[str], Any] | None = None
-
 
 def resolve_base_url(value: str | None) -> str:
     """A cloud name (us-1, us-2, eu-1, us-gov-1) or a URL -> the API base URL.
@@ -355,8 +352,6 @@ class CrowdStrikeCollector:
         self.base_url = resolve_base_url(base_url)
         self.fql = text(fql)
         self.page_size = page_size
-        if session is None and SESSION_FACTORY is not None:
-            session = SESSION_FACTORY(self.base_url)
         self.api = FalconApi(self.base_url, client_id, client_secret, session=session,
                              max_retries=max_retries, sleep=sleep, wall_clock=wall_clock)
         self._logged_in = False
@@ -423,6 +418,60 @@ class CrowdStrikeCollector:
             progress(f"{batch.scope_key}: {len(batch.assets)} hosts"
                      + (f" (INCOMPLETE: {read.error})" if read.error else ""))
             yield batch
+
+
+def recorded_console_session(console: Mapping[str, Any]) -> Any:
+    """A requests session for FalconPy whose every request is answered from a recorded console
+    (``{"devices": [device details], "sensor_update_policies": [policies]}``, the API's entity
+    shapes) in the Falcon API's envelopes: token, devices-scroll, device details, sensor update
+    policies.  Nothing leaves the process (``planb demo`` reads its console this way)."""
+    import requests
+    from requests.adapters import BaseAdapter
+
+    devices = {d["device_id"]: d for d in console["devices"]}
+    policies = {p["id"]: p for p in console["sensor_update_policies"]}
+    ids = list(devices)
+
+    def envelope(resources: list[Any], **meta: Any) -> dict[str, Any]:
+        return {"meta": {"query_time": 0.001, "powered_by": "recorded-console", "trace_id": "recorded", **meta},
+                "resources": resources, "errors": []}
+
+    class RecordedConsole(BaseAdapter):
+        def send(self, request: Any, stream: bool = False, timeout: Any = None, verify: Any = True,
+                 cert: Any = None, proxies: Any = None) -> Any:
+            parts = urlsplit(request.url)
+            query = parse_qs(parts.query)
+            status, headers = 200, {"Content-Type": "application/json", "X-Cs-Region": "us-1"}
+            if parts.path == "/oauth2/token":
+                status, body = 201, {"access_token": "recorded-token", "token_type": "bearer",
+                                     "expires_in": 1799}
+            elif parts.path == "/devices/queries/devices-scroll/v1":
+                start = int((query.get("offset") or ["0"])[0])
+                limit = int((query.get("limit") or ["100"])[0])
+                page = ids[start:start + limit]
+                body = envelope(page, pagination={"offset": str(start + len(page)), "total": len(ids),
+                                                  "limit": limit, "expires_at": 0})
+            elif parts.path == "/devices/entities/devices/v2":
+                body = envelope([devices[i] for i in query.get("ids", []) if i in devices])
+            elif parts.path == "/policy/entities/sensor-update/v2":
+                body = envelope([policies[i] for i in query.get("ids", []) if i in policies])
+            else:
+                status, body = 404, {"errors": [{"code": 404, "message": "not in the recorded console"}],
+                                     "resources": []}
+            response = requests.Response()
+            response.status_code, response.url, response.request = status, request.url, request
+            response.headers.update(headers)
+            response._content = json.dumps(body).encode()
+            response.encoding = "utf-8"
+            return response
+
+        def close(self) -> None:
+            pass
+
+    session = requests.Session()
+    session.mount("https://", RecordedConsole())
+    return session
+
 
 
 # --------------------------------------------------------------------------- registry hook

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -133,7 +133,7 @@ def short_name(dns_name: str) -> str:
     return dns_name.split(".", 1)[0]
 
 
-def transform_machine(machine: Mapping[str, Any], software_rows: list[Mapping[str, Any]]
+def transform_machine(machine: Mapping[str, Any], software_rows: Sequence[Mapping[str, Any]]
                       ) -> tuple[AssetRecord, list[SoftwareRecord]]:
     dns = text(machine.get("computerDnsName"))
     key = host_key(short_name(dns)) if dns else f"defender:machine:{text(machine.get('id')) or ''}"

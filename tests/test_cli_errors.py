@@ -245,7 +245,7 @@ def test_runs_filtered_by_an_unknown_collector_say_so(env):
                              "'2026-01-01 00:00:00', 'succeeded', 1, 0, 0, 0, '[]')"))
     engine.dispose()
     refused(run(env, "runs", "--collector", "nope"), 1,
-            "no collection runs match collector 'nope'", "known collectors: aws, azure, host, osquery")
+            "no collection runs match collector 'nope'", "known collectors: aws, azure, crowdstrike, defender, host, osquery, sentinelone")
     result = run(env, "runs", "--collector", "aws")
     assert result.exit_code == 0 and "No collection runs match collector 'aws'." in result.output
     assert "this machine" in run(env, "runs", "--collector", "host").output

@@ -34,7 +34,6 @@ import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 import sqlalchemy.orm as so
 
@@ -805,67 +804,17 @@ def render_falcon_console() -> str:
     return json.dumps(build_falcon_console(), indent=1, sort_keys=True) + "\n"
 
 
-def recorded_falcon_session(console: dict[str, Any]) -> Any:
-    """A requests session whose every request is answered from the recorded console, in the
-    Falcon API's shapes (token, devices-scroll, device details, sensor update policies)."""
-    import requests
-    from requests.adapters import BaseAdapter
-
-    devices = {d["device_id"]: d for d in console["devices"]}
-    policies = {p["id"]: p for p in console["sensor_update_policies"]}
-    ids = list(devices)
-
-    def envelope(resources: list[Any], **meta: Any) -> dict[str, Any]:
-        return {"meta": {"query_time": 0.001, "powered_by": "recorded-demo-console", "trace_id": "demo", **meta},
-                "resources": resources, "errors": []}
-
-    class RecordedConsole(BaseAdapter):
-        def send(self, request: Any, **kwargs: Any) -> Any:
-            parts = urlsplit(request.url)
-            query = parse_qs(parts.query)
-            status, headers = 200, {"Content-Type": "application/json", "X-Cs-Region": "us-1"}
-            if parts.path == "/oauth2/token":
-                status, body = 201, {"access_token": "recorded-demo-token", "token_type": "bearer",
-                                     "expires_in": 1799}
-            elif parts.path == "/devices/queries/devices-scroll/v1":
-                start = int((query.get("offset") or ["0"])[0])
-                limit = int((query.get("limit") or ["100"])[0])
-                page = ids[start:start + limit]
-                body = envelope(page, pagination={"offset": str(start + len(page)), "total": len(ids),
-                                                  "limit": limit, "expires_at": 0})
-            elif parts.path == "/devices/entities/devices/v2":
-                body = envelope([devices[i] for i in query.get("ids", []) if i in devices])
-            elif parts.path == "/policy/entities/sensor-update/v2":
-                body = envelope([policies[i] for i in query.get("ids", []) if i in policies])
-            else:
-                status, body = 404, {"errors": [{"code": 404, "message": "not in the recorded console"}],
-                                     "resources": []}
-            response = requests.Response()
-            response.status_code, response.url, response.request = status, request.url, request
-            response.headers.update(headers)
-            response._content = json.dumps(body).encode()
-            response.encoding = "utf-8"
-            return response
-
-        def close(self) -> None:
-            pass
-
-    session = requests.Session()
-    session.mount("https://", RecordedConsole())
-    return session
-
-
-def load_falcon_console(engine: "sa.Engine") -> "CollectionRun":
+def load_falcon_console(engine: sa.Engine) -> CollectionRun:
     """Collect the recorded Falcon console into the demo database (after ``load_demo``) through
     the real CrowdStrike collector: a ``crowdstrike`` run on the runs page, each Windows host's
     sensor update policy, and the same answers as before (the console agrees with the file).
     Idempotent: a second load changes nothing."""
-    from collectors.crowdstrike import CrowdStrikeCollector
+    from collectors.crowdstrike import CrowdStrikeCollector, recorded_console_session
     from collectors.ingest import run_collection
 
     console = json.loads(falcon_console_path().read_text(encoding="utf-8"))
     collector = CrowdStrikeCollector("recorded-demo-client", "recorded-demo-secret", base_url="us-1",
-                                     session=recorded_falcon_session(console))
+                                     session=recorded_console_session(console))
     return run_collection(engine, collector)
 
 

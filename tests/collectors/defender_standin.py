@@ -74,7 +74,7 @@ def inventory_row(m: dict[str, Any], vendor: str, name: str, version: str) -> di
 class StandInCredential:
     """A TokenCredential issuing tokens the stand-in accepts; records the scopes asked for."""
 
-    def __init__(self, stand_in: "DefenderStandIn") -> None:
+    def __init__(self, stand_in: DefenderStandIn) -> None:
         self.stand_in = stand_in
         self.scopes: list[tuple[str, ...]] = []
 

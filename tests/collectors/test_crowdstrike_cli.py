@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,7 +16,15 @@ from inventory.cli import main
 from inventory.db import make_engine
 from inventory.models import Asset, CollectionRun, Installation, Product
 from tests.collectors.aws_helpers import ACCOUNT, WINDOWS_AMI, aws_env, moto_server, network, run_instances
-from tests.collectors.falcon_standin import CID, CLIENT_ID, CLIENT_SECRET, DETAILS, SCROLL, FalconStandIn, device
+from tests.collectors.falcon_standin import (
+    CID,
+    CLIENT_ID,
+    CLIENT_SECRET,
+    DETAILS,
+    SCROLL,
+    FalconStandIn,
+    device,
+)
 
 __all__ = ["aws_env", "moto_server"]  # fixtures imported for pytest
 

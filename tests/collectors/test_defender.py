@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import pytest
@@ -252,7 +252,7 @@ class RecordedEntraId(HttpTransport):
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "RecordedEntraId":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *args: object) -> None:
