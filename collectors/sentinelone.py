@@ -154,6 +154,7 @@ class SentinelOneCollector:
         self.timeout = timeout
         self.session = session if session is not None else make_session(self.token, max_retries=max_retries,
                                                                          backoff=backoff)
+        self._checked = False
 
     def describe_scope(self) -> str:
         return f"sentinelone {self.base_url}"
@@ -179,9 +180,12 @@ class SentinelOneCollector:
 
     def check_credentials(self) -> None:
         """One small request: a bad or missing token stops the command before anything is written."""
+        if self._checked:
+            return
         if not self.token:
             raise ConsoleCredentialsError(f"no SentinelOne API token: set {TOKEN_ENV} (a Viewer service user's)")
         self._get({"limit": 1})
+        self._checked = True
 
     def pages(self) -> Iterator[list[dict[str, Any]]]:
         cursor: str | None = None
