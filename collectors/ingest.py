@@ -106,8 +106,12 @@ _RANKS: dict[str, dict[str, int]] = {
                 "fleet": 1, "osquery": 1, "host": 1},
     # Existence (natural key, source, scope, retirement): the cloud API, then the cluster and
     # the host, then agent consoles (a stale console entry never revives what the cloud retired).
-    "existence": {"aws": 4, "azure": 4, "kubernetes": 3, "host": 3, "crowdstrike": 2, "defender": 2,
-                  "sentinelone": 2, "fleet": 2, "osquery": 2, "cmdb": 1, "sbom": 1},
+    # An asset a human described (the estate file, the API) stays theirs against agent consoles
+    # and osquery: a console that stops listing a machine (agent uninstalled) must not retire it.
+    "existence": {"aws": 4, "azure": 4, "kubernetes": 3, "host": 3,
+                  "estate": 3, "import": 3, "manual": 3, "api": 3, "web": 3,
+                  "crowdstrike": 2, "defender": 2, "sentinelone": 2, "fleet": 2, "osquery": 2,
+                  "cmdb": 1, "sbom": 1},
 }
 _ATTRIBUTE_GROUP = {
     "name": "cloud", "kind": "cloud", "provider": "cloud", "account": "cloud", "region": "cloud",
@@ -1052,7 +1056,8 @@ def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scop
     facts in ``attributes`` (kernel...); the estate file wins owner/
     criticality/environment.  ``provenance[attr] = {source, seen}`` records who
     set each attribute.  Existence (natural key, ``source``, ``source_scope``,
-    revival of a retired asset) follows the cloud > host > osquery order.
+    revival of a retired asset) follows ``_RANKS["existence"]``: a higher rank
+    takes over, an equal one only revives a retired asset.
     """
     changes: dict[str, Any] = {}
     provenance = dict(current.get("provenance") or {})
@@ -1128,12 +1133,28 @@ def merge_record(current: dict[str, Any], record: AssetRecord, source: str, scop
     if attrs_changed and attrs != current_attrs:
         changes["attributes"] = attrs
 
-    # existence: who owns the asset's identity and scope
-    if existence_rank(source) >= existence_rank(current.get("source")):
+    # existence: who owns the asset's identity and scope.  A higher-ranked source takes it
+    # over; an equal one only revives a retired asset (two agents reporting one machine --
+    # osquery and an EDR console -- must not hand it back and forth every run).
+    claim, held = existence_rank(source), existence_rank(incumbent)
+    if claim > held or source == incumbent or (claim == held and current.get("retired_at") is not None):
         if current.get("natural_key") != record.natural_key and source in CLOUD_SOURCES:
             changes["natural_key"] = record.natural_key  # re-key a host asset to its cloud identity
         if current.get("source") != source:
             changes["source"] = source
+            # Values without a provenance entry belong to the asset's source (``owner``
+            # falls back to it): an imported asset has none.  Keep them the previous
+            # source's, or the new one would own -- and could erase -- what it never set.
+            if incumbent:
+                kept = {"source": incumbent, "seen": now_iso}
+                for name in (*RECORD_COLUMNS, "tags"):
+                    if name not in provenance and current.get(name) not in (None, "", {}):
+                        provenance[name] = kept
+                        prov_changed = True
+                for key in current_attrs:
+                    if f"attributes.{key}" not in provenance:
+                        provenance[f"attributes.{key}"] = kept
+                        prov_changed = True
         if current.get("source_scope") != scope:
             changes["source_scope"] = scope
         if current.get("retired_at") is not None:

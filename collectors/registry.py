@@ -30,6 +30,13 @@ SOURCES: dict[str, tuple[str, str]] = {
                                 "Windows registry, macOS apps)."),
     "osquery": ("collectors.osquery", "Import osquery results: FILES are results logs (several hosts) or "
                                       "osqueryi --json output."),
+    # Agent consoles after the host-side files: they merge into cloud and host assets alike.
+    "crowdstrike": ("collectors.crowdstrike",
+                    "Collect the hosts of a CrowdStrike Falcon console and their sensor versions."),
+    "defender": ("collectors.defender",
+                 "Collect the machines of Microsoft Defender for Endpoint and their software inventory."),
+    "sentinelone": ("collectors.sentinelone",
+                    "Collect the agents of a SentinelOne management console and their versions."),
 }
 
 

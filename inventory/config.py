@@ -349,6 +349,32 @@ def _role_map(raw: str) -> dict[str, str]:
             raise ValueError(f"the group {group!r} is given twice")
         mapping[group] = role
     return mapping
+def _secret_url(raw: str) -> str:
+    """A URL a collector may send a credential to: https, or plain http to a loopback
+    address (a local stand-in).  The rule of ``collectors.consoles.check_base_url``."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(raw)
+    host = (parts.hostname or "").lower()
+    loopback = host == "localhost"
+    try:
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise ValueError(f"{_shown(raw)} is not an https URL")
+    return raw
+
+
+FALCON_CLOUDS = ("us-1", "us-2", "eu-1", "us-gov-1")
+
+
+def _falcon_cloud(raw: str) -> str:
+    if raw.lower() in FALCON_CLOUDS:
+        return raw.lower()
+    if "://" not in raw:
+        raise ValueError(f"{_shown(raw)} is not a Falcon cloud name or URL")
+    return _secret_url(raw)
 
 
 # ---------------------------------------------------------------- the settings
@@ -470,6 +496,26 @@ SETTINGS: dict[str, Setting] = {
                                     "a space-separated scope list with openid")),
     "LOCAL_LOGIN": Setting("all", "Who may log in with a local password: all, admins (break-glass) or none",
                            "all, admins or none", _choice("all", "admins", "none")),
+    # Agent consoles: secrets only from the vendors' own variables (FALCON_CLIENT_ID/_SECRET,
+    # AZURE_* for azure-identity, S1_API_TOKEN), never from PLANB_* settings.
+    "COLLECT_CROWDSTRIKE": Setting(None, "Whether `planb collect all` reads the Falcon console (default: "
+                                         "when PLANB_COLLECT_CROWDSTRIKE_BASE_URL is set)",
+                                   BOOLEAN_SPELLINGS, _boolean),
+    "COLLECT_CROWDSTRIKE_BASE_URL": Setting(
+        None, "Falcon cloud (us-1, us-2, eu-1, us-gov-1) or API URL",
+        "one of us-1, us-2, eu-1, us-gov-1, or an https URL such as https://api.eu-1.crowdstrike.com",
+        _falcon_cloud),
+    "COLLECT_CROWDSTRIKE_FILTER": Setting(None, "FQL filter for the Falcon hosts, e.g. platform_name:'Windows'"),
+    "COLLECT_DEFENDER": Setting(None, "Whether `planb collect all` reads Microsoft Defender for Endpoint "
+                                      "(default: when PLANB_COLLECT_DEFENDER_BASE_URL is set)",
+                                BOOLEAN_SPELLINGS, _boolean),
+    "COLLECT_DEFENDER_BASE_URL": Setting(
+        None, "Defender for Endpoint API URL (default https://api.securitycenter.microsoft.com)",
+        "an https URL such as https://api.securitycenter.microsoft.com or https://api-gcc.securitycenter.microsoft.us",
+        _secret_url),
+    "COLLECT_SENTINELONE_BASE_URL": Setting(
+        None, "SentinelOne management console URL (enables the SentinelOne source)",
+        "an https URL such as https://usea1-acme.sentinelone.net", _secret_url),
 }
 
 

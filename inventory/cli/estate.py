@@ -111,12 +111,16 @@ def demo_cmd(no_serve: bool, host: str, port: int) -> None:
     db.commit()
     db.close()
     g.pop("db_session", None)
+    from inventory.estate.demo import load_falcon_console
+    falcon_run = load_falcon_console(get_engine())  # the Windows fleet through a recorded Falcon console
     get_engine().dispose()  # no pooled connections may cross the fork into the server workers
 
     totals = report.totals()
     click.echo(f"Database: {_describe(database_url)}")
     click.echo(f"Loaded {DEMO_FILE_NAME}: {totals.created} created, {totals.updated} updated, "
                f"{totals.unchanged} unchanged.")
+    click.echo(f"Read the recorded Falcon console (run {falcon_run.id}, {falcon_run.status}): "
+               f"{falcon_run.updated} updated, {falcon_run.unchanged} unchanged.")
     if password is not None:
         rule = "=" * 64
         click.echo(f"\n{rule}\n  Log in as:  admin\n  Password:   {password}\n"

@@ -15,6 +15,11 @@ What the estate is built to show (the 2024-07-19 story):
 * The same day, Azure centralus has its own outage.
 * Plans: some current, some stale, some never exercised -- and crew
   scheduling, a critical service, has none (a gap).
+* The Windows fleet is also visible through a recorded Falcon console
+  (``inventory/data/demo_falcon_console.json``, generated from the same estate):
+  ``planb demo`` reads it through the real CrowdStrike collector (FalconPy, with a
+  requests adapter answering from the file instead of the network), so the runs page
+  shows a ``crowdstrike`` run and each Windows host carries its sensor update policy.
 
 Names used here (vendors, products, service keys) are relied on by tests
 across the project; change them only together with those tests.
@@ -22,11 +27,13 @@ across the project; change them only together with those tests.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import random
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy.orm as so
 
@@ -34,7 +41,14 @@ from inventory.estate.exporter import dump_document
 from inventory.estate.importer import ImportReport, import_estate, load_file
 from inventory.paths import data_dir
 
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from inventory.models import CollectionRun
+
 DEMO_FILE_NAME = "demo_estate.yaml"
+FALCON_CONSOLE_FILE_NAME = "demo_falcon_console.json"
+FALCON_CID = "5C7A1E2B9D4F4E0A8B3C6D2E1F0A9B8C"
 SEED = 20240719
 
 AWS_PROD = "111111111111"
@@ -773,15 +787,121 @@ def load_demo(db: so.Session, *, actor: str) -> ImportReport:
     return import_estate(db, load_file(demo_path()), source_name=DEMO_FILE_NAME, actor=actor)
 
 
+# ---------------------------------------------------------------- the recorded Falcon console
+
+_FALCON_RINGS = {  # Plan B ring -> the Falcon sensor update policy the demo's hosts are in
+    "canary": ("Windows - Canary (Auto N)", "n|tagged|1"),
+    "staging": ("Windows - Staging (Auto N-1)", "n-1|tagged|1"),
+    None: ("Windows - Production (Auto N-1)", "n-1|tagged|1"),
+}
+_WINDOWS_RELEASES = {"Windows Server 2022 Datacenter": ("Windows Server 2022", "20348"),
+                     "Windows Server 2019 Datacenter": ("Windows Server 2019", "17763")}
+
+
+def _stable_hex(*parts: str, length: int = 32) -> str:
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:length]
+
+
+def _falcon_policy(ring: str | None) -> dict[str, Any]:
+    """A sensor update policy in the shape of GET /policy/entities/sensor-update/v2."""
+    name, build = _FALCON_RINGS.get(ring, _FALCON_RINGS[None])
+    return {"id": _stable_hex("policy", name), "cid": FALCON_CID.lower(), "name": name,
+            "description": f"Sensor updates for the {ring or 'production'} ring",
+            "platform_name": "Windows", "groups": [_stable_hex("group", name)], "enabled": True,
+            "created_by": "endpoint-team@skyward.example", "created_timestamp": "2023-01-10T09:00:00Z",
+            "modified_by": "endpoint-team@skyward.example", "modified_timestamp": "2024-06-03T09:00:00Z",
+            "settings": {"build": build, "stage": "prod", "sensor_version": "", "uninstall_protection": "ENABLED",
+                         "variants": [], "scheduler": {"enabled": False, "timezone": "Etc/UTC", "schedules": []}}}
+
+
+def _falcon_device(asset: dict[str, Any], version: str) -> dict[str, Any]:
+    """A Windows host as GET /devices/entities/devices/v2 returns it, consistent with ``asset``."""
+    aid = _stable_hex("aid", asset["key"])
+    os_release, build = _WINDOWS_RELEASES[asset["os"]["name"]]
+    ring = asset.get("update_ring")
+    device: dict[str, Any] = {
+        "device_id": aid, "cid": FALCON_CID.lower(), "agent_load_flags": "0",
+        "agent_local_time": "2024-07-19T03:58:12.000Z", "agent_version": version,
+        "bios_manufacturer": "Amazon EC2" if asset["provider"] == "aws" else "Microsoft Corporation",
+        "bios_version": "1.0", "config_id_base": "65994763", "config_id_build": version.split(".")[2],
+        "config_id_platform": "3", "cpu_signature": "329300", "external_ip": "198.51.100.24",
+        "mac_address": "-".join(aid[i:i + 2] for i in range(0, 12, 2)), "hostname": asset["name"],
+        "first_seen": "2023-02-01T10:00:00Z", "last_seen": "2024-07-19T04:09:00Z", "local_ip": "10.20.0.10",
+        "machine_domain": "skyward.internal", "site_name": "Default-First-Site-Name",
+        "os_version": os_release, "os_product_name": asset["os"]["name"], "os_build": build,
+        "kernel_version": asset["os"]["version"], "major_version": "10", "minor_version": "0",
+        "platform_id": "0", "platform_name": "Windows", "product_type": "3", "product_type_desc": "Server",
+        "provision_status": "Provisioned", "reduced_functionality_mode": "no", "status": "normal",
+        "serial_number": f"ec2{aid[:13]}" if asset["provider"] == "aws" else f"{aid[:4]}-{aid[4:8]}-{aid[8:12]}",
+        "system_manufacturer": "Amazon EC2" if asset["provider"] == "aws" else "Microsoft Corporation",
+        "system_product_name": "m5.xlarge" if asset["provider"] == "aws" else "Virtual Machine",
+        "groups": [_stable_hex("group", _FALCON_RINGS.get(ring, _FALCON_RINGS[None])[0])],
+        "group_hash": _stable_hex("groups", aid, length=64), "policies": [],
+        "tags": [f"FalconGroupingTags/{(asset.get('tags') or {}).get('app', 'server')}"],
+        "modified_timestamp": "2024-07-19T04:09:03Z", "meta": {"version": "6433"},
+        "instance_id": asset["cloud_instance_id"],
+        "service_provider": "AWS_EC2_V2" if asset["provider"] == "aws" else "AZURE",
+        "service_provider_account_id": asset["account"],
+        "device_policies": {
+            "prevention": {"policy_type": "prevention", "policy_id": _stable_hex("prevention"), "applied": True},
+            "sensor_update": {"policy_type": "sensor-update", "policy_id": _falcon_policy(ring)["id"],
+                              "applied": True, "settings_hash": "65994763|n-1|tagged|1",
+                              "assigned_date": "2024-01-10T09:00:00Z", "applied_date": "2024-01-10T09:05:00Z",
+                              "uninstall_protection": "ENABLED"}},
+    }
+    if asset["provider"] == "aws":
+        device["zone_group"] = asset["zone"]
+    return device
+
+
+def build_falcon_console(document: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What the demo's Falcon console answers: every Windows host of the estate running the
+    Falcon Sensor, at the version the estate says, and the sensor update policies they are in."""
+    document = document or build_document()
+    devices, policies = [], {}
+    for asset in document["assets"]:
+        sensor = next((sw for sw in asset.get("software") or [] if sw["product"] == "Falcon Sensor"), None)
+        if sensor is None or (asset.get("os") or {}).get("family") != "windows":
+            continue
+        devices.append(_falcon_device(asset, sensor["version"]))
+        policy = _falcon_policy(asset.get("update_ring"))
+        policies[policy["id"]] = policy
+    return {"cid": FALCON_CID.lower(), "devices": devices,
+            "sensor_update_policies": sorted(policies.values(), key=lambda p: p["name"])}
+
+
+def falcon_console_path() -> Path:
+    return data_dir() / FALCON_CONSOLE_FILE_NAME
+
+
+def render_falcon_console() -> str:
+    return json.dumps(build_falcon_console(), indent=1, sort_keys=True) + "\n"
+
+
+def load_falcon_console(engine: sa.Engine) -> CollectionRun:
+    """Collect the recorded Falcon console into the demo database (after ``load_demo``) through
+    the real CrowdStrike collector: a ``crowdstrike`` run on the runs page, each Windows host's
+    sensor update policy, and the same answers as before (the console agrees with the file).
+    Idempotent: a second load changes nothing."""
+    from collectors.crowdstrike import CrowdStrikeCollector, recorded_console_session
+    from collectors.ingest import run_collection
+
+    console = json.loads(falcon_console_path().read_text(encoding="utf-8"))
+    collector = CrowdStrikeCollector("recorded-demo-client", "recorded-demo-secret", base_url="us-1",
+                                     session=recorded_console_session(console))
+    return run_collection(engine, collector)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"write {demo_path()}")
+    parser.add_argument("--write", action="store_true", help=f"write {demo_path()} and {falcon_console_path()}")
     args = parser.parse_args(argv)
     text = render()
     if args.write:
         demo_path().parent.mkdir(parents=True, exist_ok=True)
         demo_path().write_text(text, encoding="utf-8")
-        print(f"wrote {demo_path()} ({len(build_document()['assets'])} assets)")
+        falcon_console_path().write_text(render_falcon_console(), encoding="utf-8")
+        print(f"wrote {demo_path()} ({len(build_document()['assets'])} assets) and {falcon_console_path()}")
     else:
         sys.stdout.write(text)
     return 0
