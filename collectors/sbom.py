@@ -55,10 +55,12 @@ _QUOTED_ID = re.compile(r'"(SPDXRef-[^"]+)"')
 class SbomError(ValueError):
     """A document that cannot be imported; the message names the file and the position."""
 
-    def __init__(self, source: str, message: str, position: str | None = None) -> None:
+    def __init__(self, source: str, message: str, position: str | None = None, *, syntax: bool = False) -> None:
         self.source = source
         self.position = position
         self.detail = message
+        # True when the text is not JSON/XML at all (rather than a document that is not a valid SBOM)
+        self.syntax = syntax
         super().__init__(f"{source}{f' at {position}' if position else ''}: {message}")
 
 
@@ -102,20 +104,21 @@ def parse(data: bytes | str, source: str) -> SbomDocument:
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise SbomError(source, f"not UTF-8 text (invalid byte at offset {exc.start})") from None
+            raise SbomError(source, f"not UTF-8 text (invalid byte at offset {exc.start})", syntax=True) from None
     else:
         text = data
     stripped = text.lstrip()
     if not stripped:
-        raise SbomError(source, "empty document")
+        raise SbomError(source, "empty document", syntax=True)
     if stripped.startswith("<"):
         return _parse_cyclonedx_xml(text, source)
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SbomError(source, f"not valid JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}") from None
+        raise SbomError(source, f"not valid JSON: {exc.msg}", f"line {exc.lineno}, column {exc.colno}",
+                        syntax=True) from None
     except RecursionError:
-        raise SbomError(source, "not valid JSON: nested too deeply") from None
+        raise SbomError(source, "not valid JSON: nested too deeply", syntax=True) from None
     if not isinstance(document, dict):
         raise SbomError(source, "expected a CycloneDX or SPDX document (a JSON object)", "/")
     if document.get("bomFormat") == "CycloneDX":
@@ -165,12 +168,14 @@ def _parse_cyclonedx_xml(text: str, source: str) -> SbomDocument:
     try:
         root = SafeET.fromstring(text)
     except DefusedXmlException as exc:
-        raise SbomError(source, f"refused XML construct ({type(exc).__name__})") from None
+        raise SbomError(source, f"refused XML construct ({type(exc).__name__}: entities and DTDs are not "
+                                "accepted)", syntax=True) from None
     except SafeET.ParseError as exc:
         from xml.parsers.expat import ErrorString
 
         line, column = exc.position
-        raise SbomError(source, f"not valid XML: {ErrorString(exc.code)}", f"line {line}, column {column + 1}") from None
+        raise SbomError(source, f"not valid XML: {ErrorString(exc.code)}", f"line {line}, column {column + 1}",
+                        syntax=True) from None
     match = _XML_NAMESPACE.match(root.tag)
     if match is None:
         raise SbomError(source, "not a CycloneDX XML document (its root must be <bom> in the namespace "
