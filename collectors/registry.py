@@ -28,6 +28,8 @@ SOURCES: dict[str, tuple[str, str]] = {
                                 "Windows registry, macOS apps)."),
     "osquery": ("collectors.osquery", "Import osquery results: FILES are results logs (several hosts) or "
                                       "osqueryi --json output."),
+    "fleet": ("collectors.fleet", "Collect hosts and their software from a Fleet server, one scope per team "
+                                  "(token: FLEET_API_TOKEN)."),
 }
 
 

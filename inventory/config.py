@@ -269,6 +269,25 @@ def _http_url(raw: str) -> str:
     return raw
 
 
+def https_or_loopback_url(raw: str) -> str:
+    """An https URL, or plain http to a loopback address only (a token must not cross a network
+    in clear); the URL without a trailing slash.  ValueError saying what is wrong otherwise."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{_shown(raw)} is not an http(s) URL")
+    if parts.scheme == "http":
+        try:
+            loopback = ipaddress.ip_address(parts.hostname).is_loopback
+        except ValueError:
+            loopback = parts.hostname == "localhost"
+        if not loopback:
+            raise ValueError(f"{_shown(raw)} would send the API token in clear: use https "
+                             "(plain http is accepted for loopback addresses only)")
+    return raw.rstrip("/")
+
+
 # ---------------------------------------------------------------- the settings
 
 @dataclass(frozen=True)
@@ -349,6 +368,13 @@ SETTINGS: dict[str, Setting] = {
     "COLLECT_HOST_NAME": Setting(None, "Name this machine is recorded under (default: its host name)"),
     "COLLECT_OSQUERY_PATHS": Setting(None, "osquery result files or globs, separated by commas or the OS "
                                            "path separator"),
+    "COLLECT_FLEET_URL": Setting(None, "Fleet server `planb collect all` reads (the token in FLEET_API_TOKEN)",
+                                 "an https URL such as https://fleet.example.com (http only for 127.0.0.1)",
+                                 https_or_loopback_url),
+    "COLLECT_FLEET_PER_PAGE": Setting(None, "Fleet hosts per request, each with its software (default 100)",
+                                      "a whole number from 1 to 10000, e.g. 100", _integer(1, 10_000)),
+    "COLLECT_FLEET_SOFTWARE": Setting(None, "Whether to read each Fleet host's software (default true)",
+                                      BOOLEAN_SPELLINGS, _boolean),
 }
 
 
