@@ -105,8 +105,10 @@ _RANKS: dict[str, dict[str, int]] = {
                 "fleet": 1, "osquery": 1, "host": 1},
     # Existence (natural key, source, scope, retirement): the cloud API, then the cluster and
     # the host, then agent consoles (a stale console entry never revives what the cloud retired).
+    # An estate-file asset ("import") is taken over by any of those, never by a CMDB export or an
+    # SBOM: a CI dropped from the CMDB must not retire what the estate file says exists.
     "existence": {"aws": 4, "azure": 4, "kubernetes": 3, "host": 3, "crowdstrike": 2, "defender": 2,
-                  "sentinelone": 2, "fleet": 2, "osquery": 2, "cmdb": 1, "sbom": 1},
+                  "sentinelone": 2, "fleet": 2, "osquery": 2, "import": 2, "cmdb": 1, "sbom": 1},
 }
 _ATTRIBUTE_GROUP = {
     "name": "cloud", "kind": "cloud", "provider": "cloud", "account": "cloud", "region": "cloud",
