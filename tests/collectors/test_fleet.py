@@ -304,3 +304,12 @@ def test_collect_all_reads_fleet_from_its_variables(cli_env, httpserver, standin
 ])
 def test_os_facts(os_version, platform, expected):
     assert fleet.os_facts({"os_version": os_version, "platform": platform}) == expected
+
+
+def test_fleet_runs_are_on_the_runs_page(sqlite_url, viewer_client, httpserver, standin):
+    engine = make_engine(sqlite_url)
+    standin.fault("/api/v1/fleet/hosts", {"team_id": 2, "page": 0}, [(500, {})], always=True)
+    run_collection(engine, collector(httpserver, per_page=10, retries=0))
+    engine.dispose()
+    page = viewer_client.get("/runs/?collector=fleet").get_data(as_text=True)
+    assert "fleet" in page and "partial" in page and "fleet:Servers" in page
