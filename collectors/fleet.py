@@ -9,8 +9,8 @@ API-only user with the observer role is enough):
   its hosts are ``fleet:no-team``;
 * ``GET /api/v1/fleet/hosts?team_id=N&order_key=id&page=P&per_page=K`` — the hosts of a team
   (``team_id=0``: no team), page by page until a page is short, with
-  ``populate_software=without_vulnerability_details`` (Fleet >= 4.60; older servers refuse that
-  value and get ``true``).  Each page is one ingest batch (its hosts and their software, so
+  ``populate_software=without_vulnerability_details`` (older servers refuse that value and get
+  ``true``).  Each page is one ingest batch (its hosts and their software, so
   memory stays bounded at 100,000 hosts) that retires nothing; the team's last batch lists every
   host read and retires the scope's hosts Fleet no longer lists — only when every page was read.  ``additional_info_filters=ec2_instance_metadata,azure_instance_metadata`` asks
   for the results of Fleet *additional queries* of those names, when configured (see
@@ -307,7 +307,7 @@ class FleetCollector:
             params["populate_software"] = self._populate
         status, body = self.client.get("/api/v1/fleet/hosts", params)
         if status == 400 and with_software and self._populate == LIGHT_SOFTWARE:
-            self._populate = "true"   # a Fleet older than 4.60 knows only true/false
+            self._populate = "true"   # a Fleet from before late 2024 knows only true/false
             return self._hosts_page(team, page, per_page, with_software)
         if status != 200 or not isinstance(body, dict) or not isinstance(body.get("hosts"), list):
             raise FleetPageError(f"GET /api/v1/fleet/hosts (team {team.name}, page {page}) answered {status}: "

@@ -78,7 +78,7 @@ class FleetStandIn:
     teams: list[dict[str, Any]] = field(default_factory=list)
     hosts: list[dict[str, Any]] = field(default_factory=list)
     premium: bool = True
-    light_software: bool = True      # knows populate_software=without_vulnerability_details (Fleet >= 4.60)
+    light_software: bool = True      # knows populate_software=without_vulnerability_details (Fleet since late 2024)
     faults: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[int, dict[str, str]]]] = field(
         default_factory=dict)
     always: set[tuple[str, tuple[tuple[str, str], ...]]] = field(default_factory=set)
