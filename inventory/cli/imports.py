@@ -7,7 +7,6 @@ documents.  A first argument that is not one of the subcommands is the estate fi
 """
 from __future__ import annotations
 
-
 import click
 
 from inventory.cli import LazyGroup
