@@ -14,7 +14,6 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from collectors import registry
-
 from inventory.cli import main
 
 HUGE_ID = "99999999999999999999999"  # more than SQLite (and PostgreSQL) can compare with an id
