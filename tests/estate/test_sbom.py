@@ -257,7 +257,7 @@ def _cdx_text() -> str:
     ("syntax.cdx.json", lambda: _cdx_text().replace('"version": "2.14.1",', '"version": "2.14.1"', 1),
      "at line 30, column 7: not valid JSON: Expecting ',' delimiter"),
     ("schema.cdx.json", lambda: _cdx_text().replace('"version": "2.14.1",', '"version": 2.14,', 1),
-     "at /components/0/version: not valid CycloneDX 1.5: 2.14 is not of type 'string'"),
+     'at /components/0/version: not valid CycloneDX 1.5: 2.14 is not of type "string"'),
     ("version.cdx.json", lambda: _cdx_text().replace('"specVersion": "1.5"', '"specVersion": "1.2"'),
      "at /specVersion: CycloneDX 1.2 is not supported"),
     ("broken.cdx.xml", lambda: (SBOMS / "loyalty.cdx.xml").read_text().replace("</name>\n      <version>1.10.4",
@@ -305,3 +305,18 @@ def test_parse_names_the_json_pointer_of_escaped_keys() -> None:
         parse(json.dumps(doc).encode(), "x.json")
     assert info.value.position == "/components/0/properties/0/value"
     assert load_file(SBOMS / "payments.cdx.json").subject == "payments-api"
+
+
+def test_the_librarys_own_json_validator_says_the_same_when_the_fast_one_is_unavailable(monkeypatch) -> None:
+    import collectors.sbom
+
+    doc = json.loads(_cdx_text())
+    doc["components"][2]["colour"] = "red"
+    with pytest.raises(SbomError) as fast:
+        parse(json.dumps(doc), "x.json")
+    monkeypatch.setattr(collectors.sbom, "_fast_json_validator", lambda _version: None)
+    with pytest.raises(SbomError) as slow:
+        parse(json.dumps(doc), "x.json")
+    assert fast.value.position == slow.value.position == "/components/2"
+    assert "'colour' was unexpected" in str(fast.value) and "'colour' was unexpected" in str(slow.value)
+    assert parse(_cdx_text(), "ok.json").format == "CycloneDX 1.5 (JSON)"
