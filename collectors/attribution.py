@@ -28,6 +28,11 @@ Container images (``origin="container-image"``, see ``match_container_image``)
 match only the database aliases and the catalogue's ``images`` patterns, on the
 normalised ``registry/repository`` (``quay.io/cilium/cilium``): an image name
 never falls through to the package and publisher rules.
+A package URL without its version (``origin="purl"``, ``pkg:maven/org.apache.logging.log4j/
+log4j-core``, as SBOM components carry them) goes through the database aliases (exact, or
+patterns such as ``^pkg:maven/com[.]acme[.]``) and then the catalogue's ``purls:`` globs
+(``pkg:maven/org.apache.*`` → Apache Software Foundation, ``pkg:npm/@azure/*`` → Microsoft),
+and nothing else: a purl is never matched as a publisher name.
 
 For installed software (``attribute_software``) the publisher decides the vendor
 (the supplier who ships the bits to you: Debian's ``python3`` is Debian's), and
@@ -35,6 +40,7 @@ the name picks the product within that vendor, falling back to the raw name.
 """
 from __future__ import annotations
 
+import fnmatch
 import re
 import unicodedata
 from collections.abc import Iterable
@@ -54,8 +60,9 @@ CATALOGUE_RESOURCE = "catalogue.yaml"
 
 # Origins whose raw string names an organisation (a publisher), not a package.
 PUBLISHER_ORIGINS = frozenset({
-    "publisher", "maintainer", "vendor", "extension", "image", "ami-owner", "saas", "os",
+    "publisher", "maintainer", "vendor", "extension", "image", "ami-owner", "saas", "os", "purl",
 })
+PURL_ORIGIN = "purl"
 
 # Origins where the software's name identifies the product better than its publisher does.
 NAME_FIRST_ORIGINS = frozenset({"os", "image", "ami-owner"})
@@ -121,6 +128,8 @@ class Catalogue:
     prefixes: list[tuple[str, str]]
     # container image patterns on "registry/repository" -> (vendor, product)
     image_patterns: list[tuple[re.Pattern[str], str, str]] = field(default_factory=list)
+    # package-URL globs (lower case, matched on ``pkg:type/namespace/name``), most specific first
+    purl_patterns: list[tuple[re.Pattern[str], str]] = field(default_factory=list)
 
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Catalogue:
@@ -130,6 +139,7 @@ class Catalogue:
         ami_owners: dict[str, tuple[str, str | None]] = {}
         product_patterns: list[tuple[re.Pattern[str], str, str]] = []
         vendor_patterns: list[tuple[re.Pattern[str], str]] = []
+        purl_globs: list[tuple[str, str]] = []
         for entry in data.get("vendors") or []:
             name = entry["name"]
             if name in vendors:
@@ -156,8 +166,16 @@ class Catalogue:
                     ami_owners[str(owner).strip().lower()] = (name, pinfo.name)
         prefixes = sorted(((a, v) for a, v in vendor_aliases.items() if len(a) >= 3),
                           key=lambda item: -len(item[0]))
+        for vendor_name, globs in (data.get("purls") or {}).items():
+            if vendor_name not in vendors:
+                raise ValueError(f"catalogue: purls name vendor {vendor_name!r}, which is not listed")
+            purl_globs.extend((str(glob).strip().lower(), vendor_name) for glob in globs or [])
+        # the longest glob first: "pkg:maven/com.microsoft.azure.*" before "pkg:maven/com.microsoft.*"
+        purl_globs.sort(key=lambda item: -len(item[0]))
+        purl_patterns = [(re.compile(fnmatch.translate(glob)), vendor) for glob, vendor in purl_globs]
         return cls(vendors, product_aliases, vendor_aliases, ami_owners, product_patterns,
-                   vendor_patterns, prefixes, image_patterns=_image_patterns(data))
+                   vendor_patterns, prefixes, purl_patterns=purl_patterns,
+                   image_patterns=_image_patterns(data))
 
 
 def load_catalogue_data(path: Path | None = None) -> dict[str, Any]:
@@ -238,6 +256,8 @@ class Attributor:
         cat = self.catalogue
         if origin == CONTAINER_IMAGE_ORIGIN:
             return match_container_image(cat, raw)
+        if origin == PURL_ORIGIN:
+            return self._match_purl(norm)
         if origin == "ami-owner" and norm in cat.ami_owners:
             return cat.ami_owners[norm]
         exact = [cat.product_aliases, cat.vendor_aliases]
@@ -260,6 +280,13 @@ class Attributor:
                 if strip.startswith(alias) and (
                         len(strip) == len(alias) or _WORD_BOUNDARY_AFTER.match(strip[len(alias)])):
                     return vendor, None
+        return None
+
+    def _match_purl(self, norm: str) -> Match | None:
+        """A package URL (``pkg:type/namespace/name``) through the catalogue's ``purls:`` globs."""
+        for pattern, vendor in self.catalogue.purl_patterns:
+            if pattern.match(norm):
+                return vendor, None
         return None
 
     def product_within(self, vendor: str, name: str | None) -> str | None:

@@ -70,6 +70,10 @@ class ScopeBatch:
 
     ``complete`` is True only when the source answered for the *whole* scope;
     an incomplete batch is upserted but retires nothing.
+
+    ``retire`` is False for one page of a scope read page by page (Fleet's host list): the page
+    is complete for what it holds (its assets' software and dependencies are replaced), but the
+    scope's other assets are not gone; the scope's last batch, listing every asset, retires.
     """
 
     scope_key: str
@@ -78,6 +82,7 @@ class ScopeBatch:
     dependencies: list[DependencyRecord] = field(default_factory=list)
     complete: bool = True
     error: str | None = None
+    retire: bool = True
 
 
 class Collector(Protocol):

@@ -553,7 +553,7 @@ class _BatchApplier:
         self._check_references()
         self.may_remove = self.batch.complete and not self.outcome.errors
         self._apply_software()
-        if self.may_remove:
+        if self.may_remove and self.batch.retire:
             self._retire_missing()
         self._apply_dependencies()
         return self.outcome

@@ -37,6 +37,8 @@ SOURCES: dict[str, tuple[str, str]] = {
                  "Collect the machines of Microsoft Defender for Endpoint and their software inventory."),
     "sentinelone": ("collectors.sentinelone",
                     "Collect the agents of a SentinelOne management console and their versions."),
+    "fleet": ("collectors.fleet", "Collect hosts and their software from a Fleet server, one scope per team "
+                                  "(token: FLEET_API_TOKEN)."),
 }
 
 

@@ -288,6 +288,33 @@ def _external_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def is_loopback_host(host: str | None) -> bool:
+    """``localhost`` or a loopback IP address (``127.0.0.1``, ``::1``, ``[::1]``)."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def https_or_loopback_url(raw: str) -> str:
+    """An https URL, or plain http to a loopback address only (a token must not cross a network
+    in clear); the URL without a trailing slash.  ValueError saying what is wrong otherwise."""
+    from urllib.parse import urlparse
+
+    parts = urlparse(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{_shown(raw)} is not an http(s) URL")
+    if parts.scheme == "http":
+        if not is_loopback_host(parts.hostname):
+            raise ValueError(f"{_shown(raw)} would send the API token in clear: use https "
+                             "(plain http is accepted for loopback addresses only)")
+    return raw.rstrip("/")
+
+
 _SOURCE_NAME = re.compile(r"[a-z][a-z0-9_-]{0,49}|\*")
 
 
@@ -349,23 +376,6 @@ def _role_map(raw: str) -> dict[str, str]:
             raise ValueError(f"the group {group!r} is given twice")
         mapping[group] = role
     return mapping
-def _secret_url(raw: str) -> str:
-    """A URL a collector may send a credential to: https, or plain http to a loopback
-    address (a local stand-in).  The rule of ``collectors.consoles.check_base_url``."""
-    from urllib.parse import urlparse
-
-    parts = urlparse(raw)
-    host = (parts.hostname or "").lower()
-    loopback = host == "localhost"
-    try:
-        loopback = loopback or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        pass
-    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
-        raise ValueError(f"{_shown(raw)} is not an https URL")
-    return raw
-
-
 FALCON_CLOUDS = ("us-1", "us-2", "eu-1", "us-gov-1")
 
 
@@ -374,7 +384,14 @@ def _falcon_cloud(raw: str) -> str:
         return raw.lower()
     if "://" not in raw:
         raise ValueError(f"{_shown(raw)} is not a Falcon cloud name or URL")
-    return _secret_url(raw)
+    return https_or_loopback_url(raw)
+
+
+    if parts.scheme == "http":
+        if not is_loopback_host(parts.hostname):
+            raise ValueError(f"{_shown(raw)} would send the API token in clear: use https "
+                             "(plain http is accepted for loopback addresses only)")
+    return raw.rstrip("/")
 
 
 # ---------------------------------------------------------------- the settings
@@ -512,10 +529,17 @@ SETTINGS: dict[str, Setting] = {
     "COLLECT_DEFENDER_BASE_URL": Setting(
         None, "Defender for Endpoint API URL (default https://api.securitycenter.microsoft.com)",
         "an https URL such as https://api.securitycenter.microsoft.com or https://api-gcc.securitycenter.microsoft.us",
-        _secret_url),
+        https_or_loopback_url),
     "COLLECT_SENTINELONE_BASE_URL": Setting(
         None, "SentinelOne management console URL (enables the SentinelOne source)",
-        "an https URL such as https://usea1-acme.sentinelone.net", _secret_url),
+        "an https URL such as https://usea1-acme.sentinelone.net", https_or_loopback_url),
+    "COLLECT_FLEET_URL": Setting(None, "Fleet server `planb collect all` reads (the token in FLEET_API_TOKEN)",
+                                 "an https URL such as https://fleet.example.com (http only for 127.0.0.1)",
+                                 https_or_loopback_url),
+    "COLLECT_FLEET_PER_PAGE": Setting(None, "Fleet hosts per request, each with its software (default 100)",
+                                      "a whole number from 1 to 10000, e.g. 100", _integer(1, 10_000)),
+    "COLLECT_FLEET_SOFTWARE": Setting(None, "Whether to read each Fleet host's software (default true)",
+                                      BOOLEAN_SPELLINGS, _boolean),
 }
 
 

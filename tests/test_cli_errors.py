@@ -247,7 +247,7 @@ def test_runs_filtered_by_an_unknown_collector_say_so(env):
     engine.dispose()
     refused(run(env, "runs", "--collector", "nope"), 1,
             "no collection runs match collector 'nope'",
-            "known collectors: " + ", ".join(sorted(registry.SOURCES)))
+            f"known collectors: {', '.join(sorted(registry.SOURCES))}")
     result = run(env, "runs", "--collector", "aws")
     assert result.exit_code == 0 and "No collection runs match collector 'aws'." in result.output
     assert "this machine" in run(env, "runs", "--collector", "host").output

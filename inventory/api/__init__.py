@@ -244,7 +244,7 @@ class IdConverter(BoundedIntConverter):
 def register_blueprints(app: Flask) -> None:
     # Before the API's rules are added: they are compiled with the converters known then.
     app.url_map.converters["id"] = IdConverter
-    for module_name in ("core", "impact", "updates", "plans", "risk", "webhooks", "openapi"):
+    for module_name in ("core", "impact", "updates", "plans", "risk", "webhooks", "sbom", "openapi"):
         name = f"inventory.api.{module_name}"
         if importlib.util.find_spec(name) is None:
             continue

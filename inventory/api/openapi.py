@@ -17,7 +17,7 @@ from inventory import __version__
 
 bp = Blueprint("api_openapi", __name__, url_prefix="/api/v1")
 
-API_MODULES = ("core", "impact", "updates", "plans", "risk", "webhooks")
+API_MODULES = ("core", "impact", "updates", "plans", "risk", "webhooks", "sbom")
 
 _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 

@@ -39,8 +39,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "Export the inventory as an estate file (the format 'planb import' reads)."),
     "impact": ("inventory.cli.impact:impact", "Which assets a vendor outage hits, how badly, why, and what the "
                                              "plan is."),
-    "import": ("inventory.cli.estate:import_cmd",
-               "Import an estate FILE (YAML or JSON; '-' reads standard input)."),
+    "import": ("inventory.cli.imports:import_group",
+               "Import an estate FILE (YAML or JSON; '-' reads standard input), an SBOM or a CMDB export."),
     "incidents": ("inventory.cli.impact:incidents",
                   "Declared incidents: blast-radius snapshots and recovery progress."),
     "plans": ("inventory.cli.plans:plans",

@@ -151,6 +151,9 @@ def version_unknown_reason(version: str | None, source: str | None,
                 "not the product's")
     if version is None and facts.get("image_version"):
         return f"only the image the machine was built from ({facts['image_version']}) is known{by}"
+    if version is None and isinstance(facts.get("versions"), list) and facts["versions"]:
+        listed = ", ".join(map(str, facts["versions"][:5])) + (" …" if len(facts["versions"]) > 5 else "")
+        return f"several versions ({listed}) are recorded{by}: check which ones are in use"
     if version is None:
         return f"no version recorded{by}"
     return f"version {version!r}{by} has no number to compare"
