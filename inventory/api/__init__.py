@@ -8,8 +8,8 @@ description.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
+import pkgutil
 from collections.abc import Iterable
 from typing import Any
 
@@ -132,7 +132,7 @@ def read_json(*, check_text: bool = True) -> Any:
     caller that reports it itself -- text no database can store (NUL, lone
     surrogates), naming its JSON path."""
     if not request.is_json:
-        raise ApiError(400, "send a JSON body with Content-Type: application/json")
+        raise ApiError(415, "send a JSON body with Content-Type: application/json")
     data = body_bytes()
     try:
         document = json.loads(data, object_pairs_hook=_object_without_duplicates)
@@ -241,17 +241,30 @@ class IdConverter(BoundedIntConverter):
     regex = _digits_up_to(MAX_ID)
 
 
-def register_blueprints(app: Flask) -> None:
+def api_blueprints() -> list[Blueprint]:
+    """The blueprint (``bp``) of every module of this package, by module name."""
+    blueprints = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if isinstance(getattr(module, "bp", None), Blueprint):
+            blueprints.append(module.bp)
+    return blueprints
+
+
+def register_routes(app: Flask) -> None:
+    """The API's URL rules and views, without the request hooks (``build_spec`` reads them)."""
     # Before the API's rules are added: they are compiled with the converters known then.
     app.url_map.converters["id"] = IdConverter
-    for module_name in ("core", "impact", "updates", "plans", "risk", "openapi"):
-        name = f"inventory.api.{module_name}"
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        bp: Blueprint = module.bp
-        csrf.exempt(bp)
+    for bp in api_blueprints():
         app.register_blueprint(bp)
+
+
+def register_blueprints(app: Flask) -> None:
+    for bp in api_blueprints():
+        csrf.exempt(bp)  # bearer tokens only: no cookie to forge
+    register_routes(app)
     _check_query_parameters_against_the_description(app)
 
     @app.errorhandler(ApiError)
@@ -282,7 +295,7 @@ def _documented_parameters(app: Flask) -> dict[tuple[str, str], dict[str, bool]]
     """(endpoint, METHOD) -> {query parameter: may it repeat} from the OpenAPI description."""
     from inventory.api.openapi import build_spec, openapi_path
 
-    paths = build_spec()["paths"]
+    paths = build_spec(app)["paths"]
     documented: dict[tuple[str, str], dict[str, bool]] = {}
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
