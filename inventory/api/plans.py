@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import error_response, path_id
+from inventory.api.openapi import http_url, query, rule, text, whole_number
 from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
@@ -118,17 +119,22 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_NAMES = {"type": ["array", "null"], "items": text()}
 _PLAN_INPUT_PROPS = {
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-    "owner": {"type": ["string", "null"], "maxLength": 200},
-    "rto_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": svc.MAX_RTO_MINUTES},
-    "steps": {"type": ["string", "null"]}, "manual_fallback": {"type": ["string", "null"]},
-    "runbook_url": {"type": ["string", "null"], "description": "http(s) URL only"},
-    "review_interval_days": {"type": ["integer", "null"], "minimum": 1, "maximum": svc.MAX_INTERVAL_DAYS},
-    "covers": {"type": "object", "additionalProperties": False, "properties": {
-        "assets": {"type": "array", "items": {"type": "string"}, "description": "asset natural keys"},
-        "products": {"type": "array", "items": {"type": "string"}, "description": "'Vendor/Product'"},
-        "vendors": {"type": "array", "items": {"type": "string"}}}},
+    "name": rule(text(200, required=True, one_line=True), "unique among plans, ignoring case (409)"),
+    "owner": text(200),
+    "rto_minutes": whole_number(1, svc.MAX_RTO_MINUTES, nullable=True),
+    "steps": text(50_000), "manual_fallback": text(50_000),
+    "runbook_url": http_url(),
+    "review_interval_days": {**whole_number(1, svc.MAX_INTERVAL_DAYS, nullable=True),
+                             "description": "default 180"},
+    "covers": {"type": ["object", "null"], "additionalProperties": False,
+               "description": "What the plan covers; on a change it replaces the links (null: none)",
+               "properties": {
+                   "assets": rule({**_NAMES, "description": "asset natural keys"}, "each names an existing asset"),
+                   "products": rule({**_NAMES, "description": "'Vendor/Product'"},
+                                    "each names an existing product"),
+                   "vendors": rule(_NAMES, "each names an existing vendor")}},
 }
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
@@ -146,18 +152,27 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
     "NewPlan": {"type": "object", "required": ["name"], "additionalProperties": False,
                 "properties": _PLAN_INPUT_PROPS},
     "PlanChanges": {"type": "object", "additionalProperties": False, "properties": _PLAN_INPUT_PROPS},
-    "NewPlanEvent": {"type": "object", "required": ["kind"], "additionalProperties": False, "properties": {
-        "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
-        "outcome": {"type": "string", "enum": list(PLAN_OUTCOMES), "description": "required for an exercise"},
-        "notes": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
-        "by": {"type": "string"}}},
+    "NewPlanEvent": {
+        "type": "object", "required": ["kind"], "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
+            "outcome": {"type": ["string", "null"], "enum": [*PLAN_OUTCOMES, None],
+                        "description": "required for an exercise"},
+            "notes": text(20_000),
+            "at": rule({"type": ["string", "null"], "format": "date-time", "description": "default now"},
+                       "not in the future, not more than ten years ago"),
+            "by": text(200)},
+        # An exercise needs its outcome.
+        "if": {"properties": {"kind": {"const": "exercise"}}},
+        "then": {"required": ["outcome"], "properties": {"outcome": {"type": "string"}}}},
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/plans": {
         "get": {"summary": "Contingency plans with review/exercise status", "operationId": "listPlans",
                 "tags": ["plans"],
-                "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}}],
+                "parameters": [query("status", "Only plans in this state",
+                                     {"type": "string", "enum": list(STATUSES)}, empty=True)],
                 "responses": {"200": _ok({"type": "object", "properties": {
                     "plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}},
                     "count": {"type": "integer"}}}), "400": _ERR}},
@@ -185,8 +200,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/plans/coverage": {
         "get": {"summary": "Plan coverage of critical services and assets", "operationId": "planCoverage",
                 "tags": ["plans"],
-                "parameters": [{"name": "criticality", "in": "query",
-                                "schema": {"type": "string", "enum": list(CRITICALITIES)}}],
+                "parameters": [query("criticality", "Of which criticality (default critical)",
+                                     {"type": "string", "enum": list(CRITICALITIES)}, empty=True)],
                 "responses": {"200": _ok({"type": "object"}), "400": _ERR}}},
     "/api/v1/plans/stale": {
         "get": {"summary": "Plans with overdue reviews, and plans never exercised", "operationId": "stalePlans",

@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import bounded_int, error_response, json_object, path_id
+from inventory.api.openapi import http_url, query, rule, text
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
@@ -39,6 +40,8 @@ def check_json_types(body: dict[str, Any], *, ints: tuple[str, ...] = (), bools:
     """Fields of ``body`` that, when present and not null, must be JSON integers / booleans."""
     for name in ints:
         value = body.get(name)
+        if isinstance(value, float) and value.is_integer():
+            body[name] = value = int(value)  # 5.0 is a whole number in JSON (and JSON Schema)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise svc.ValidationError(prefix + name, f"{prefix + name} must be a whole number (a JSON number)")
     for name in bools:
@@ -204,21 +207,25 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "installed": {"type": "object"}}},
     "NewVendorUpdate": {"type": "object", "required": ["product", "version"], "additionalProperties": False,
                         "properties": {
-                            "product": {"oneOf": [{"type": "string", "description": "'Vendor/Product'"},
-                                                  {"type": "integer"}]},
-                            "version": {"type": "string", "minLength": 1, "maxLength": 100},
-                            "released_on": {"type": "string", "format": "date"},
-                            "kind": {"type": "string", "enum": list(UPDATE_KINDS)},
-                            "vendor_pushed": {"type": "boolean"}, "notes": {"type": "string"}}},
+                            "product": rule({"oneOf": [{**text(required=True), "description": "'Vendor/Product'"},
+                                                       {"type": "integer"}]},
+                                            "names an existing product (id, 'Vendor/Product' or a unique "
+                                            "product name)"),
+                            "version": text(100, required=True),
+                            "released_on": {"type": ["string", "null"], "format": "date"},
+                            "kind": {"type": ["string", "null"], "enum": [*UPDATE_KINDS, None],
+                                     "description": "default patch"},
+                            "vendor_pushed": {"type": ["boolean", "null"]}, "notes": text(10_000)}},
     "NewUpdateTest": {"type": "object", "required": ["ring", "status"], "additionalProperties": False,
                       "properties": {
                           "ring": {"type": "string", "enum": list(RINGS)},
                           "status": {"type": "string", "enum": list(TEST_STATUSES)},
-                          "tested_by": {"type": "string", "maxLength": 200},
-                          "tested_at": {"type": "string", "format": "date-time",
-                                        "description": "ISO 8601, not in the future; default now"},
-                          "evidence_url": {"type": "string", "description": "http(s) URL only"},
-                          "notes": {"type": "string"}}},
+                          "tested_by": text(200),
+                          "tested_at": rule({"type": ["string", "null"], "format": "date-time",
+                                             "description": "ISO 8601; default now (none for pending)"},
+                                            "not in the future"),
+                          "evidence_url": http_url(),
+                          "notes": text(10_000)}},
     "UntestedExposure": {"type": "object", "properties": {
         "asset_id": {"type": "integer"}, "asset_name": {"type": "string"}, "natural_key": {"type": "string"},
         "criticality": {"type": "string"}, "product_id": {"type": "integer"}, "product": {"type": "string"},
@@ -231,9 +238,10 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {_JSON: {"schema": schema}}}
 
 
-_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}}
-_VENDOR = {"name": "vendor", "in": "query", "schema": {"type": "string"}}
-_PRODUCT = {"name": "product", "in": "query", "schema": {"type": "string"}, "description": "'Vendor/Product'"}
+_LIMIT = query("limit", "At most this many", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, empty=True)
+_VENDOR = query("vendor", "Vendor name or id (404 when there is none)", empty=True)
+_PRODUCT = query("product", "'Vendor/Product', a unique product name or an id (404 when there is none)",
+                 empty=True)
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/updates": {
@@ -272,8 +280,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/exposure/untested": {
         "get": {"summary": "Installations on versions without a passing pre-production test",
                 "operationId": "untestedExposure", "tags": ["updates"],
-                "parameters": [{"name": "criticality", "in": "query",
-                                "schema": {"type": "string", "enum": list(CRITICALITIES)}},
+                "parameters": [query("criticality", "Only assets of this criticality",
+                                     {"type": "string", "enum": list(CRITICALITIES)}, empty=True),
                                _VENDOR, _PRODUCT, _LIMIT],
                 "responses": {"200": _ok({"type": "object", "properties": {
                     "untested": {"type": "array", "items": {"$ref": "#/components/schemas/UntestedExposure"}},
