@@ -31,8 +31,8 @@ from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMIL
 from inventory.estate.exporter import export_estate
 from inventory.estate.importer import ENTITY_TYPES, EstateError, import_and_commit
 from inventory.estate.schema import ESTATE_SCHEMA
-from inventory.models import Asset, ContingencyPlan, PlanLink, Vendor
 from inventory.ids import MAX_ID
+from inventory.models import Asset, ContingencyPlan, PlanLink, Vendor
 from inventory.services import assets as asset_svc
 from inventory.services import vendor_summary
 from inventory.services import vendors as vendor_service

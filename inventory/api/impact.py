@@ -16,12 +16,12 @@ from inventory.api import bounded_int, error_response, json_object, path_id
 from inventory.api.openapi import any_case, query, rule, text
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
+from inventory.choices import OS_FAMILIES
 from inventory.db import read_session
 from inventory.impact import ScopeError, blast_radius
 from inventory.impact.engine import parse_as_of
 from inventory.impact.whatif import MAX_ITEMS as MAX_WHAT_IF_ITEMS
 from inventory.impact.whatif import MAX_MIN_UP, MAX_PLAN_NAME, MAX_REPLICAS
-from inventory.choices import OS_FAMILIES
 from inventory.services import incidents as svc
 
 bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")

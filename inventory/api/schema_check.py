@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
@@ -56,7 +56,7 @@ def is_date_time(value: object) -> bool:
     if text[-1] in "zZ":
         text = text[:-1] + "+00:00"
     try:
-        datetime.fromisoformat(text).astimezone(timezone.utc)
+        datetime.fromisoformat(text).astimezone(UTC)
     except (ValueError, OverflowError):
         return False
     return True
