@@ -2,17 +2,17 @@
 
 Swagger UI's files come from the ``swagger-ui-bundle-v2`` package (Apache-2.0, the
 upstream distribution files) and are served by the app itself: no CDN, works offline.
-The document is embedded in the page, so a dashboard session can read the reference
-without an API token; "Try it out" calls the API, which takes only a bearer token
+The page reads the document from ``/api/v1/docs/openapi.json`` (the same document as
+``/api/v1/openapi.json``), which a dashboard session may read too, so the reference
+needs no API token; "Try it out" calls the API, which takes only a bearer token
 (Swagger UI's "Authorize" button).  The page takes a dashboard session or a token;
 without either it redirects to the login form like any other page.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, render_template, send_from_directory
+from flask import Blueprint, Response, abort, jsonify, render_template, send_from_directory
 from swagger_ui_bundle import swagger_ui_path
 
 from inventory.api.openapi import build_spec
@@ -31,14 +31,18 @@ def swagger_ui_version() -> str:
 
 @bp.get("/docs")
 @session_or_token_page
-def docs() -> Response:
-    # "</" cannot end the <script> data block early: JSON allows "<\/" for "</".
-    spec_json = json.dumps(build_spec(), separators=(",", ":")).replace("</", "<\\/")
+def docs() -> str:
     # Served under the app's own Content-Security-Policy (inventory.security), unchanged:
     # Swagger UI's bundle and the starter script are files from 'self', its styles a
-    # stylesheet and CSSOM changes, the document a JSON data block (never executed).
-    return Response(render_template("api/docs.html", spec_json=spec_json,
-                                    swagger_ui_version=swagger_ui_version()))
+    # stylesheet and CSSOM changes.
+    return render_template("api/docs.html", swagger_ui_version=swagger_ui_version())
+
+
+@bp.get("/docs/openapi.json")
+@session_or_token_page
+def docs_document() -> Response:
+    """The OpenAPI document for the reference page (a dashboard session may read it here)."""
+    return jsonify(build_spec())
 
 
 @bp.get("/docs/assets/<name>")

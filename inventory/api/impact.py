@@ -399,6 +399,7 @@ _SCOPE_PROPERTIES: dict[str, Any] = {
     "regions": _REGIONS, "region": _REGIONS, "accounts": _ACCOUNTS, "account": _ACCOUNTS,
     "environments": _ENVIRONMENTS, "environment": _ENVIRONMENTS, "tags": _TAGS, "tag": _TAGS,
 }
+_NOT_NEXT_TO_SCOPE = {"not": {}, "description": "a scope field: give it inside scope, not next to it"}
 # The scope's fields, also accepted at the top level of POST /impact (every spelling).
 _SCOPE_FIELDS = frozenset(_SCOPE_PROPERTIES)
 _PAGE_PROPERTIES = {
@@ -441,12 +442,14 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
                     "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]}}}}}},
         "asset keys, vendors and products exist; set_min_up names groups; counts are JSON integers; "
         "a plan covers one of an asset, a vendor or a vendor's product"),
-    "ImpactRequest": {"description": "The scope in 'scope', or its fields at the top level (not both).",
-                      "oneOf": [
-                          {"type": "object", "required": ["scope"], "additionalProperties": False,
-                           "properties": {"scope": _ref("Scope"), **_PAGE_PROPERTIES}},
-                          {"type": "object", "required": ["vendor"], "additionalProperties": False,
-                           "properties": {"scope": {"type": "null"}, **_SCOPE_PROPERTIES, **_PAGE_PROPERTIES}}]},
+    "ImpactRequest": {
+        "type": "object", "additionalProperties": False,
+        "description": "The scope in 'scope', or its fields at the top level (not both).",
+        "properties": {"scope": {"oneOf": [_ref("Scope"), {"type": "null"}]}, **_SCOPE_PROPERTIES,
+                       **_PAGE_PROPERTIES},
+        "if": {"required": ["scope"], "properties": {"scope": {"type": "object"}}},
+        "then": {"properties": {name: _NOT_NEXT_TO_SCOPE for name in _SCOPE_PROPERTIES}},
+        "else": {"required": ["vendor"]}},
     "Hit": {"type": "object", "required": ["asset_id", "natural_key", "name", "kind", "status", "hops", "seed",
                                            "path", "plans", "gap", "services", "criticality"], "properties": {
         "asset_id": _INT, "natural_key": _STR, "name": _STR, "kind": _STR, "provider": _NSTR, "account": _NSTR,

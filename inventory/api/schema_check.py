@@ -82,8 +82,8 @@ def _message(error: SchemaError, field: str) -> str:
     text = error.message
     if error.validator == "additionalProperties":
         text = "unknown field (not in this operation's schema)"
-    elif error.validator == "false" or (error.validator == "not" and error.validator_value is False):
-        text = "not allowed here"
+    elif error.validator == "not":
+        text = (error.schema.get("description") if isinstance(error.schema, dict) else None) or "not allowed here"
     if len(text) > MAX_MESSAGE:
         text = text[:MAX_MESSAGE] + "…"
     return f"{field}: {text}" if field else text
@@ -120,17 +120,29 @@ def body_validators(spec: Mapping[str, Any],
     return checks
 
 
+def _deepest(errors: list[SchemaError]) -> SchemaError | None:
+    """The error to report: the one deepest in the document, and inside an anyOf/oneOf that
+    no branch matched, the deepest of its branches' errors (what the client should fix)."""
+    if not errors:
+        return None
+    error = max(errors, key=lambda e: len(e.absolute_path))
+    while error.context:
+        # Prefer a branch of the instance's own type (its problem is inside), then the deepest.
+        deeper = max(error.context, key=lambda e: (e.validator != "type", len(e.absolute_path)))
+        if len(deeper.absolute_path) <= len(error.absolute_path) and error.validator not in ("anyOf", "oneOf"):
+            break
+        error = deeper
+    return error
+
+
 def _make_check(validator: Draft202012Validator, required: bool) -> Callable[[], None]:
     def check() -> None:
         if not required and not body_bytes():
             return
         document = read_json(check_text=False)
-        errors = sorted(validator.iter_errors(document), key=lambda e: (len(e.absolute_path), str(e.path)))
-        if not errors:
+        error = _deepest(list(validator.iter_errors(document)))
+        if error is None:
             return
-        from jsonschema.exceptions import best_match
-
-        error = best_match(errors)
         field = _where(error)
         raise ApiError(400, _message(error, field), field or None)
 

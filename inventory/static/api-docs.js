@@ -1,9 +1,9 @@
-// Start Swagger UI on the OpenAPI document embedded in the page (no fetch, no external URL).
+// Start Swagger UI on the app's OpenAPI document (same origin; nothing from another site).
 "use strict";
 window.addEventListener("DOMContentLoaded", function () {
-  var spec = JSON.parse(document.getElementById("planb-openapi").textContent);
+  var root = document.getElementById("swagger-ui");
   window.ui = SwaggerUIBundle({
-    spec: spec,
+    url: root.dataset.openapiUrl,
     dom_id: "#swagger-ui",
     deepLinking: true,
     presets: [SwaggerUIBundle.presets.apis],
