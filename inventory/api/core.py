@@ -24,7 +24,7 @@ from inventory.api import (
     query_flag,
     read_json,
 )
-from inventory.api.openapi import http_url, query, rule, text
+from inventory.api.openapi import every_field, http_url, query, rule, text
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMILIES, PROVIDERS, VENDOR_TIERS
@@ -297,64 +297,87 @@ _SORTS = [s for key in asset_svc.SORTS for s in (key, f"-{key}")]
 _NULLABLE_STR = {"type": ["string", "null"]}
 _NULLABLE_INT = {"type": ["integer", "null"]}
 _NULLABLE_DT = {"type": ["string", "null"], "format": "date-time"}
-_ASSET_REF = {"type": "object", "required": ["id", "key", "name", "kind"], "properties": {
+_ASSET_REF = every_field({"type": "object", "properties": {
     "id": {"type": "integer"}, "key": {"type": "string"}, "name": {"type": "string"},
-    "kind": {"type": "string"}, "criticality": {"type": "string"}, "retired_at": _NULLABLE_DT}}
-_EDGE = {"type": "object", "properties": {"asset": _ASSET_REF, "kind": {"type": "string"},
-                                          "strength": {"type": "string", "enum": ["hard", "soft"]}}}
+    "kind": {"type": "string"}, "criticality": {"type": "string"}, "retired_at": _NULLABLE_DT}})
+_EDGE = every_field({"type": "object", "properties": {
+    "asset": _ASSET_REF, "kind": {"type": "string"}, "strength": {"type": "string", "enum": ["hard", "soft"]}}})
 _COUNTS = {"type": "object", "properties": {k: {"type": "integer"} for k in ("created", "updated", "unchanged")}}
 
+_VENDOR_FIELDS = {
+    "id": {"type": "integer"}, "name": {"type": "string"},
+    "tier": {"type": "string", "enum": list(VENDOR_TIERS)},
+    "website": _NULLABLE_STR, "description": _NULLABLE_STR, "cloud_provider": _NULLABLE_STR,
+    "has_alternative": {"type": "boolean"}, "alternative": _NULLABLE_STR,
+    "exit_plan_documented": {"type": "boolean"}, "exit_plan_url": _NULLABLE_STR}
+_REVIEW_STATE = {"type": "string", "enum": ["never", "overdue", "due", "scheduled", "unscheduled"]}
+_NAMED = every_field({"type": "object", "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}})
+
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Asset": {"type": "object", "required": ["id", "key", "name", "kind", "criticality"], "properties": {
+    "Asset": every_field({"type": "object", "properties": {
         "id": {"type": "integer"}, "key": {"type": "string", "description": "Natural key"},
         "name": {"type": "string"}, "kind": {"type": "string", "enum": list(ASSET_KINDS)},
         "provider": _NULLABLE_STR, "account": _NULLABLE_STR, "region": _NULLABLE_STR, "zone": _NULLABLE_STR,
         "hostname": _NULLABLE_STR, "cloud_instance_id": _NULLABLE_STR,
-        "os": {"type": "object", "properties": {"family": _NULLABLE_STR, "name": _NULLABLE_STR,
-                                                "version": _NULLABLE_STR}},
-        "environment": _NULLABLE_STR, "criticality": {"type": "string"}, "owner": _NULLABLE_STR,
-        "tags": {"type": "object"}, "min_up": _NULLABLE_INT, "update_ring": _NULLABLE_STR,
-        "source": {"type": "string"}, "source_scope": _NULLABLE_STR, "first_seen": _NULLABLE_DT,
-        "last_seen": _NULLABLE_DT, "retired_at": _NULLABLE_DT}},
-    "AssetPage": {"type": "object", "required": ["items", "next", "limit", "total"], "properties": {
+        "os": every_field({"type": "object", "properties": {
+            "family": _NULLABLE_STR, "name": _NULLABLE_STR, "version": _NULLABLE_STR}}),
+        "environment": _NULLABLE_STR, "criticality": {"type": "string", "enum": list(CRITICALITIES)},
+        "owner": _NULLABLE_STR, "tags": {"type": "object"}, "min_up": _NULLABLE_INT,
+        "update_ring": _NULLABLE_STR, "source": {"type": "string"}, "source_scope": _NULLABLE_STR,
+        "first_seen": _NULLABLE_DT, "last_seen": _NULLABLE_DT, "retired_at": _NULLABLE_DT}}),
+    "AssetPage": every_field({"type": "object", "properties": {
         "items": {"type": "array", "items": _ref("Asset")},
         "next": {"type": ["string", "null"], "description": "Pass as 'after' for the next page"},
         "next_url": _NULLABLE_STR, "limit": {"type": "integer"},
         "total": {"type": "integer", "description": "Matching assets, counted up to 10,000"},
-        "total_capped": {"type": "boolean"}}},
-    "AssetDetail": {"allOf": [_ref("Asset"), {"type": "object", "properties": {
+        "total_capped": {"type": "boolean"}}}),
+    "AssetDetail": {"allOf": [_ref("Asset"), every_field({"type": "object", "properties": {
         "description": _NULLABLE_STR, "attributes": {"type": "object"},
-        "installations": {"type": "array", "items": {"type": "object", "properties": {
-            "vendor": {"type": "object"}, "product": {"type": "object"}, "version": _NULLABLE_STR,
-            "source": {"type": "string"}}}},
+        "created_at": _NULLABLE_DT, "updated_at": _NULLABLE_DT,
+        "installations": {"type": "array", "items": every_field({"type": "object", "properties": {
+            "vendor": _NAMED,
+            "product": every_field({"type": "object", "properties": {
+                "id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"type": "string"}}}),
+            "version": _NULLABLE_STR, "source": {"type": "string"},
+            "first_seen": _NULLABLE_DT, "last_seen": _NULLABLE_DT}})},
         "dependencies": {"type": "array", "items": _EDGE, "description": "What this asset depends on"},
         "dependencies_total": {"type": "integer"},
         "dependents": {"type": "array", "items": _EDGE, "description": "What depends on this asset"},
         "dependents_total": {"type": "integer"},
-        "hosting_vendor": {"type": ["object", "null"]},
-        "plans": {"type": "array", "items": {"type": "object", "properties": {
+        "hosting_vendor": {"oneOf": [_NAMED, {"type": "null"}]},
+        "plans": {"type": "array", "items": every_field({"type": "object", "properties": {
             "id": {"type": "integer"}, "name": {"type": "string"},
             "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]},
             "via": {"type": "string"}, "owner": _NULLABLE_STR, "rto_minutes": _NULLABLE_INT,
-            "review_due": _NULLABLE_DT}}}}}]},
-    "Vendor": {"type": "object", "required": ["id", "name", "tier"], "properties": {
-        "id": {"type": "integer"}, "name": {"type": "string"}, "tier": {"type": "string"},
-        "website": _NULLABLE_STR, "description": _NULLABLE_STR, "cloud_provider": _NULLABLE_STR,
-        "has_alternative": {"type": "boolean"}, "alternative": _NULLABLE_STR,
-        "exit_plan_documented": {"type": "boolean"}, "exit_plan_url": _NULLABLE_STR,
+            "review_due": _NULLABLE_DT}})}}})]},
+    "Vendor": every_field({"type": "object", "properties": {
+        **_VENDOR_FIELDS,
         "products": {"type": "integer"}, "assets": {"type": "integer"},
         "critical_assets": {"type": "integer"}, "share": {"type": ["number", "null"]},
-        "score": {"type": ["number", "null"]}, "review_due": _NULLABLE_STR,
-        "review_state": {"type": "string"}}},
-    "VendorDetail": {"type": "object", "required": ["id", "name", "products", "assessments"], "properties": {
-        "id": {"type": "integer"}, "name": {"type": "string"},
-        "products": {"type": "array", "items": {"type": "object"}},
-        "aliases": {"type": "array", "items": {"type": "object"}},
+        "score": {"type": ["number", "null"]}, "review_due": {"type": ["string", "null"], "format": "date"},
+        "review_state": _REVIEW_STATE}}),
+    "VendorDetail": every_field({"type": "object", "properties": {
+        **_VENDOR_FIELDS,
+        "products": {"type": "array", "items": every_field({"type": "object", "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"}, "kind": {"type": "string"},
+            "vendor_pushes_updates": {"type": "boolean"}, "installations": {"type": "integer"},
+            "versions": {"type": "array", "items": every_field({"type": "object", "properties": {
+                "version": _NULLABLE_STR, "count": {"type": "integer"}}})},
+            "more_versions": {"type": "integer"}}})},
+        "aliases": {"type": "array", "items": every_field({"type": "object", "properties": {
+            "alias": {"type": "string"}, "pattern": {"type": "boolean"}, "product": _NULLABLE_STR}})},
         "asset_count": {"type": "integer"}, "critical_asset_count": {"type": "integer"},
+        "concentration": every_field({"type": "object", "properties": {
+            "share": {"type": ["number", "null"]}, "critical_assets": {"type": ["integer", "null"]},
+            "source": {"type": ["string", "null"]}}}),
         "assessments": {"type": "array", "items": {"type": "object"}},
-        "plans": {"type": "array", "items": {"type": "object"}}}},
+        "review_due": {"type": ["string", "null"], "format": "date"}, "review_state": _REVIEW_STATE,
+        "plans": {"type": "array", "items": every_field({"type": "object", "properties": {
+            "id": {"type": "integer"}, "name": {"type": "string"},
+            "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]},
+            "owner": _NULLABLE_STR, "review_due": _NULLABLE_DT}})}}}),
     "EstateDocument": {k: v for k, v in ESTATE_SCHEMA.items() if k not in ("$schema", "$id")},
-    "ImportReport": {"type": "object", "required": ["counts", "totals"], "properties": {
+    "ImportReport": {"type": "object", "required": ["counts", "totals", "dry_run"], "properties": {
         "source": {"type": "string"}, "dry_run": {"type": "boolean"}, "totals": _COUNTS,
         "counts": {"type": "object", "properties": {e: _COUNTS for e in ENTITY_TYPES}}}},
     "EstateError": {"allOf": [_ref("Error"), {"type": "object", "properties": {
@@ -395,9 +418,9 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/vendors": {"get": {
         "summary": "List vendors with product/asset counts and review state", "operationId": "listVendors",
         "tags": ["inventory"],
-        "responses": {"200": _json({"type": "object", "required": ["items", "count"], "properties": {
+        "responses": {"200": _json(every_field({"type": "object", "properties": {
             "items": {"type": "array", "items": _ref("Vendor")}, "count": {"type": "integer"},
-            "concentration_source": {"type": "string"}}}, "All vendors, by name")}}},
+            "concentration_source": {"type": ["string", "null"]}}}), "All vendors, by name")}}},
     "/api/v1/vendors/{vendor_id}": {"get": {
         "summary": "One vendor: products and versions, aliases, assessments, plans",
         "operationId": "getVendor", "tags": ["inventory"], "parameters": [path_id("vendor_id")],
@@ -413,7 +436,10 @@ OPENAPI_PATHS: dict[str, Any] = {
                     "alternative": {**text(500), "description": "null or '' clears it"},
                     "exit_plan_documented": {"type": "boolean"},
                     "exit_plan_url": http_url(1000)}}}}},
-            "responses": {"200": _json({"type": "object"}, "The vendor's editable fields after the change"),
+            "responses": {"200": _json(every_field({"type": "object", "properties": {
+                "id": {"type": "integer"}, "name": {"type": "string"},
+                **{k: v for k, v in _VENDOR_FIELDS.items() if k in vendor_service.EDITABLE_FIELDS}}}),
+                "The vendor's editable fields after the change"),
                           "404": _json(_ref("Error"), "No such vendor"),
                           "422": _json(_ref("Error"), "A field is invalid (named in 'field')")}}},
     "/api/v1/estate": {

@@ -101,6 +101,11 @@ def any_case(words: tuple[str, ...] | list[str]) -> dict[str, Any]:
     return {"type": "string", "pattern": f"^[{WHITESPACE}]*(" + "|".join(spelled) + f")[{WHITESPACE}]*$"}
 
 
+def every_field(schema: dict[str, Any], *, except_: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A response object schema whose listed properties are always present (``required``)."""
+    return {**schema, "required": [name for name in schema["properties"] if name not in except_]}
+
+
 def query(name: str, description: str, schema: dict[str, Any] | None = None, *, empty: bool = False,
           array: bool = False, required: bool = False) -> dict[str, Any]:
     """A query parameter; ``empty``: may be sent empty, meaning "not given" (``allowEmptyValue``);

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import error_response, path_id
-from inventory.api.openapi import http_url, query, rule, text, whole_number
+from inventory.api.openapi import every_field, http_url, query, rule, text, whole_number
 from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
@@ -120,6 +120,14 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 _NAMES = {"type": ["array", "null"], "items": text()}
+_NAMED = {"type": "object", "required": ["id", "name"],
+          "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 _PLAN_INPUT_PROPS = {
     "name": rule(text(200, required=True, one_line=True), "unique among plans, ignoring case (409)"),
     "owner": text(200),
@@ -138,7 +146,7 @@ _PLAN_INPUT_PROPS = {
 }
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Plan": {"type": "object", "properties": {
+    "Plan": every_field({"type": "object", "properties": {
         "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": ["string", "null"]},
         "rto_minutes": {"type": ["integer", "null"]}, "steps": {"type": ["string", "null"]},
         "manual_fallback": {"type": ["string", "null"]}, "runbook_url": {"type": ["string", "null"]},
@@ -147,8 +155,19 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "last_exercised": {"type": ["string", "null"], "format": "date-time"},
         "review_due": {"type": ["string", "null"], "format": "date-time"},
         "review_overdue": {"type": "boolean"}, "never_exercised": {"type": "boolean"},
-        "status": {"type": "string", "enum": list(STATUSES)}, "covers": {"type": "object"},
-        "covers_summary": {"type": "string"}, "events": {"type": "array"}}},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "covers": every_field({"type": "object", "properties": {
+            kind: {"type": "array", "items": _NAMED} for kind in ("assets", "products", "vendors")}}),
+        "covers_summary": {"type": "string"},
+        "events": {"type": "array", "items": _ref("PlanEvent"), "description": "one plan's history (not in lists)"}},
+        "description": "steps, manual_fallback and events come with one plan, not in the list"},
+        except_=("steps", "manual_fallback", "events")),
+    "PlanEvent": every_field({"type": "object", "properties": {
+        "id": {"type": "integer"}, "plan_id": {"type": "integer"},
+        "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
+        "at": {"type": ["string", "null"], "format": "date-time"}, "by": {"type": ["string", "null"]},
+        "outcome": {"type": ["string", "null"], "enum": [*PLAN_OUTCOMES, None]},
+        "notes": {"type": ["string", "null"]}}}),
     "NewPlan": {"type": "object", "required": ["name"], "additionalProperties": False,
                 "properties": _PLAN_INPUT_PROPS},
     "PlanChanges": {"type": "object", "additionalProperties": False, "properties": _PLAN_INPUT_PROPS},
@@ -173,9 +192,9 @@ OPENAPI_PATHS: dict[str, Any] = {
                 "tags": ["plans"],
                 "parameters": [query("status", "Only plans in this state",
                                      {"type": "string", "enum": list(STATUSES)}, empty=True)],
-                "responses": {"200": _ok({"type": "object", "properties": {
+                "responses": {"200": _ok(every_field({"type": "object", "properties": {
                     "plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}},
-                    "count": {"type": "integer"}}}), "400": _ERR}},
+                    "count": {"type": "integer"}}})), "400": _ERR}},
         "post": {"summary": "Create a plan (write token)", "operationId": "createPlan", "tags": ["plans"],
                  "requestBody": {"required": True, "content": {"application/json": {
                      "schema": {"$ref": "#/components/schemas/NewPlan"}}}},
@@ -195,7 +214,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                  "operationId": "recordPlanEvent", "tags": ["plans"], "parameters": _ID,
                  "requestBody": {"required": True, "content": {"application/json": {
                      "schema": {"$ref": "#/components/schemas/NewPlanEvent"}}}},
-                 "responses": {"201": _ok({"type": "object"}, "Recorded"), "400": _ERR, "403": _ERR,
+                 "responses": {"201": _ok(every_field({"type": "object", "properties": {
+                     "event": _ref("PlanEvent"), "plan": _ref("Plan")}}), "Recorded"), "400": _ERR, "403": _ERR,
                                "404": _ERR, "422": _ERR}}},
     "/api/v1/plans/coverage": {
         "get": {"summary": "Plan coverage of critical services and assets", "operationId": "planCoverage",

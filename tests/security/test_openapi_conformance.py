@@ -189,7 +189,8 @@ def _run(base_url: str, token: str, spec: dict[str, Any], *, coverage: bool) -> 
             for check in checks:
                 if check.failure_info is not None:
                     failure = check.failure_info.failure
-                    problems.append(f"{failure.title} ({str(failure.message)[:300]}): {_describe(case_id, recorder)}")
+                    problems.append(f"{failure.title} ({str(failure.message).splitlines()[0][:200]}): "
+                                    f"{_describe(case_id, recorder)}")
         for case_id, interaction in recorder.interactions.items():
             response = interaction.response
             node = recorder.cases.get(case_id)
