@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
-from inventory.api.openapi import any_case
+from inventory.api.schema_parts import any_case
 from inventory.ids import MAX_ID
 from inventory.security import BoundedIntConverter, csrf
 from inventory.validation import MAX_JSON_DEPTH, text_problem

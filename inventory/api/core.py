@@ -24,7 +24,7 @@ from inventory.api import (
     query_flag,
     read_json,
 )
-from inventory.api.openapi import every_field, http_url, query, rule, text
+from inventory.api.schema_parts import every_field, http_url, query, rule, text
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMILIES, PROVIDERS, VENDOR_TIERS

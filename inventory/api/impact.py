@@ -13,7 +13,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import bounded_int, error_response, json_object, path_id
-from inventory.api.openapi import any_case, query, rule, text
+from inventory.api.schema_parts import any_case, query, rule, text
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
 from inventory.choices import OS_FAMILIES

@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import error_response, path_id
-from inventory.api.openapi import every_field, http_url, query, rule, text, whole_number
+from inventory.api.schema_parts import every_field, http_url, query, rule, text, whole_number
 from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor

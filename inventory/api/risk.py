@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from inventory.api import error_response
-from inventory.api.openapi import query, rule, text, whole_number
+from inventory.api.schema_parts import query, rule, text, whole_number
 from inventory.api.updates import check_json_types, invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor

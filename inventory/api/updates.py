@@ -6,7 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import bounded_int, error_response, json_object, path_id
-from inventory.api.openapi import every_field, http_url, query, rule, text
+from inventory.api.schema_parts import every_field, http_url, query, rule, text
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
