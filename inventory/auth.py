@@ -106,6 +106,14 @@ def require_role(role: str) -> Callable[[F], F]:
     return decorator
 
 
+def session_or_token_page(view: F) -> F:
+    """Mark a page served under /api/ (the interactive API reference) that a dashboard session
+    may open as well as a bearer token; without either it redirects to the login form like
+    any page, and it never answers JSON."""
+    view._planb_session_or_token = True  # type: ignore[attr-defined]
+    return view
+
+
 def required_role(view: Callable[..., Any] | None, method: str) -> str:
     """The least role ``_authorize`` demands for ``method`` on ``view`` (also used by tests)."""
     declared = getattr(view, "_planb_min_role", None)
@@ -351,8 +359,8 @@ def _is_api_request() -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
 
 
-def _unauthenticated():  # type: ignore[no-untyped-def]
-    if _is_api_request():
+def _unauthenticated(page: bool = False):  # type: ignore[no-untyped-def]
+    if _is_api_request() and not page:
         response = jsonify(error="unauthorized",
                            message="send an API token as 'Authorization: Bearer <token>'")
         response.headers["WWW-Authenticate"] = 'Bearer realm="planb"'
@@ -375,12 +383,13 @@ def _authorize():  # type: ignore[no-untyped-def]
     if endpoint in PUBLIC_ENDPOINTS:
         return None
     # Unknown URLs (endpoint None) are authenticated too, so 404s reveal nothing to strangers.
-    if _is_api_request():
+    page = getattr(current_app.view_functions.get(endpoint or ""), "_planb_session_or_token", False)
+    if _is_api_request() and not (page and "Authorization" not in request.headers):
         principal = _principal_from_bearer(request.headers.get("Authorization", ""))
     else:
         principal = _principal_from_session()
     if principal is None:
-        return _unauthenticated()
+        return _unauthenticated(page)
     g.principal = principal
     if endpoint is None:
         return None

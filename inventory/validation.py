@@ -78,7 +78,8 @@ def has_unwanted(value: str) -> bool:
 
 # One-line text (names, titles) people send: CR, LF and the other line breaks are refused.
 ONE_LINE_MESSAGE = "text must be on one line (no line breaks)"
-_LINE_BREAK = re.compile("[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
+LINE_BREAK_CHARS = "\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029"  # a regex character-class body
+_LINE_BREAK = re.compile(f"[{LINE_BREAK_CHARS}]")
 
 
 def has_line_break(text: str) -> bool:

@@ -8,8 +8,8 @@ description.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
+import pkgutil
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +17,7 @@ from flask import Blueprint, Flask, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.http import HTTP_STATUS_CODES
 
+from inventory.api.schema_parts import any_case
 from inventory.ids import MAX_ID
 from inventory.security import BoundedIntConverter, csrf
 from inventory.validation import MAX_JSON_DEPTH, text_problem
@@ -71,6 +72,8 @@ def bounded_int(text: str, low: int, high: int) -> int | None:
 
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
+# What query_flag reads, for the OpenAPI description: true/false, 1/0, yes/no in any case.
+FLAG_SCHEMA: dict[str, Any] = {**any_case((*_TRUE, *_FALSE)), "description": "true or false (also 1/0, yes/no)"}
 
 
 def query_flag(name: str, default: bool = False) -> bool:
@@ -132,7 +135,7 @@ def read_json(*, check_text: bool = True) -> Any:
     caller that reports it itself -- text no database can store (NUL, lone
     surrogates), naming its JSON path."""
     if not request.is_json:
-        raise ApiError(400, "send a JSON body with Content-Type: application/json")
+        raise ApiError(415, "send a JSON body with Content-Type: application/json")
     data = body_bytes()
     try:
         document = json.loads(data, object_pairs_hook=_object_without_duplicates)
@@ -241,17 +244,30 @@ class IdConverter(BoundedIntConverter):
     regex = _digits_up_to(MAX_ID)
 
 
-def register_blueprints(app: Flask) -> None:
+def api_blueprints() -> list[Blueprint]:
+    """The blueprint (``bp``) of every module of this package, by module name."""
+    blueprints = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if isinstance(getattr(module, "bp", None), Blueprint):
+            blueprints.append(module.bp)
+    return blueprints
+
+
+def register_routes(app: Flask) -> None:
+    """The API's URL rules and views, without the request hooks (``build_spec`` reads them)."""
     # Before the API's rules are added: they are compiled with the converters known then.
     app.url_map.converters["id"] = IdConverter
-    for module_name in ("core", "impact", "updates", "plans", "risk", "webhooks", "sbom", "openapi"):
-        name = f"inventory.api.{module_name}"
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        bp: Blueprint = module.bp
-        csrf.exempt(bp)
+    for bp in api_blueprints():
         app.register_blueprint(bp)
+
+
+def register_blueprints(app: Flask) -> None:
+    for bp in api_blueprints():
+        csrf.exempt(bp)  # bearer tokens only: no cookie to forge
+    register_routes(app)
     _check_query_parameters_against_the_description(app)
 
     @app.errorhandler(ApiError)
@@ -278,25 +294,32 @@ def register_blueprints(app: Flask) -> None:
         return error, 405
 
 
-def _documented_parameters(app: Flask) -> dict[tuple[str, str], dict[str, bool]]:
-    """(endpoint, METHOD) -> {query parameter: may it repeat} from the OpenAPI description."""
+def _operations(app: Flask) -> tuple[dict[str, Any], dict[tuple[str, str], dict[str, Any]]]:
+    """The OpenAPI document of ``app`` and (endpoint, METHOD) -> its operation (with the path
+    item's parameters merged in)."""
     from inventory.api.openapi import build_spec, openapi_path
 
-    paths = build_spec()["paths"]
-    documented: dict[tuple[str, str], dict[str, bool]] = {}
+    spec = build_spec(app)
+    operations: dict[tuple[str, str], dict[str, Any]] = {}
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/"):
             continue
-        path_item = paths.get(openapi_path(rule.rule), {})
+        path_item = spec["paths"].get(openapi_path(rule.rule), {})
         for method in rule.methods or ():
             operation = path_item.get(method.lower())
-            if not isinstance(operation, dict):
-                continue
-            params = [p for p in [*path_item.get("parameters", []), *operation.get("parameters", [])]
-                      if p.get("in") == "query"]
-            documented[(rule.endpoint, method)] = {
-                p["name"]: (p.get("schema") or {}).get("type") == "array" for p in params}
-    return documented
+            if isinstance(operation, dict):
+                operations[(rule.endpoint, method)] = {
+                    **operation, "parameters": [*path_item.get("parameters", []),
+                                                *operation.get("parameters", [])]}
+    return spec, operations
+
+
+def _documented_parameters(app: Flask) -> dict[tuple[str, str], dict[str, bool]]:
+    """(endpoint, METHOD) -> {query parameter: may it repeat} from the OpenAPI description."""
+    _spec, operations = _operations(app)
+    return {key: {p["name"]: (p.get("schema") or {}).get("type") == "array"
+                  for p in operation["parameters"] if p.get("in") == "query"}
+            for key, operation in operations.items()}
 
 
 def documented_query_parameters(app: Flask) -> dict[tuple[str, str], frozenset[str]]:
@@ -306,28 +329,39 @@ def documented_query_parameters(app: Flask) -> dict[tuple[str, str], frozenset[s
 
 def _check_query_parameters_against_the_description(app: Flask) -> None:
     """Unknown query parameters are reported, never silently ignored; so is a single-valued
-    parameter given twice with different values (the views read the first one).
+    parameter given twice with different values (the views read the first one).  A JSON
+    body is checked against the operation's documented schema before the view sees it.
 
-    The OpenAPI description is the list of what each route takes, so the
-    documentation and the behaviour cannot drift apart (a misspelt filter such
-    as ``?critcality=critical`` would otherwise quietly return everything).
+    The OpenAPI description is the list of what each route takes and the schema of
+    what it accepts, so the documentation and the behaviour cannot drift apart (a
+    misspelt filter such as ``?critcality=critical`` would otherwise quietly return
+    everything, and a body the description forbids can never be accepted).
     """
-    documented = _documented_parameters(app)
+    from inventory.api.schema_check import body_validators
+
+    spec, operations = _operations(app)
+    documented = {key: {p["name"]: (p.get("schema") or {}).get("type") == "array"
+                        for p in operation["parameters"] if p.get("in") == "query"}
+                  for key, operation in operations.items()}
+    bodies = body_validators(spec, operations)
 
     @app.before_request
     def _check_query_parameters():  # type: ignore[no-untyped-def]
-        if not request.path.startswith("/api/") or not request.args:
+        if not request.path.startswith("/api/"):
             return None
-        params = documented.get((request.endpoint or "", request.method))
-        if params is None:
-            return None
-        unknown = sorted(set(request.args) - set(params))
-        if unknown:
-            listed = ", ".join(sorted(params)) or "none"
-            return error_response(400, f"unknown query parameter {unknown[0]!r} (this route takes: {listed})",
-                                  unknown[0])
-        for name in sorted(request.args):
-            if not params[name] and len(set(request.args.getlist(name))) > 1:
-                return error_response(400, f"{name} is given more than once with different values; "
-                                      "give it once", name)
+        key = (request.endpoint or "", request.method)
+        params = documented.get(key)
+        if params is not None and request.args:
+            unknown = sorted(set(request.args) - set(params))
+            if unknown:
+                listed = ", ".join(sorted(params)) or "none"
+                return error_response(400, f"unknown query parameter {unknown[0]!r} (this route takes: "
+                                      f"{listed})", unknown[0])
+            for name in sorted(request.args):
+                if not params[name] and len(set(request.args.getlist(name))) > 1:
+                    return error_response(400, f"{name} is given more than once with different values; "
+                                          "give it once", name)
+        check = bodies.get(key)
+        if check is not None:
+            check()
         return None

@@ -13,8 +13,10 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import bounded_int, error_response, json_object, path_id
+from inventory.api.schema_parts import any_case, query, rule, text
 from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
+from inventory.choices import OS_FAMILIES
 from inventory.db import read_session
 from inventory.impact import ScopeError, blast_radius
 from inventory.impact.engine import parse_as_of
@@ -29,8 +31,6 @@ MAX_OFFSET = 10_000_000
 _LIST_PARAMS = {"product": "products", "os": "os", "region": "regions", "account": "accounts",
                 "environment": "environments", "tag": "tags"}
 _POST_FIELDS = {"scope", "as_of", "what_if", "limit", "offset"}
-# The scope's fields, also accepted at the top level of POST /impact.
-_SCOPE_FIELDS = {"vendor", "products", "product", "version", "os", "regions", "accounts", "environments", "tags"}
 
 
 class BadRequest(Exception):
@@ -61,6 +61,8 @@ def _body_int(value: Any, name: str, default: int | None, lo: int, hi: int) -> i
     """A number from a JSON body: a JSON integer (not "5", not true)."""
     if value is None:
         return default
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # 5.0 is a whole number in JSON (and JSON Schema)
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise BadRequest(_range_message(name, lo, hi) + " (a JSON number)", name)
     return value
@@ -352,78 +354,102 @@ def _ok(name: str, description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ref(name)}}}
 
 
-def _q(name: str, description: str, schema: dict[str, Any] | None = None, array: bool = False) -> dict[str, Any]:
-    sch = schema or _STR
-    return {"name": name, "in": "query", "required": False, "description": description,
-            "schema": {"type": "array", "items": sch} if array else sch,
-            **({"style": "form", "explode": True} if array else {})}
-
-
 def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 _ID = path_id("incident_id")
 _SID = path_id("scenario_id")
-_PAGE = [_q("limit", "Return at most this many hits (and seeds) / incident assets",
-            {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
-         _q("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET})]
-_AS_OF = _q("as_of", "Answer for a past moment (ISO 8601)", {"type": "string", "format": "date-time"})
-_STR_OR_STRS = {"oneOf": [_STR, _STRS]}
-_OS_FAMILY = {"type": "string", "enum": ["windows", "linux", "macos", "other"]}
+_PAGE = [query("limit", "Return at most this many hits (and seeds) / incident assets",
+               {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, empty=True),
+         query("offset", "Skip this many hits/assets", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+               empty=True)]
+_AS_OF_SCHEMA = {"anyOf": [{"type": "string", "format": "date-time"},
+                           {"type": "string", "format": "date", "description": "midnight UTC"}]}
+_AS_OF = query("as_of", "Answer for a past moment (ISO 8601)", _AS_OF_SCHEMA, empty=True)
+_OS_FAMILY = {**any_case(OS_FAMILIES), "description": "one of " + ", ".join(OS_FAMILIES) + " (any case)"}
+_NAME = text(required=True)
+
+
+def _one_or_many(item: dict[str, Any], description: str | None = None) -> dict[str, Any]:
+    """What the scope parser takes for a list field: one value, a list of them, or null/'' (none)."""
+    schema: dict[str, Any] = {"anyOf": [{"type": "null"}, {"const": ""}, item, {"type": "array", "items": item}]}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+_PRODUCTS = rule(_one_or_many(_NAME, "Narrow to these products"), "products of the vendor")
+_REGIONS = rule(_one_or_many(_NAME), "regions or locations some asset is in")
+_ACCOUNTS = rule(_one_or_many(_NAME), "accounts or subscriptions some asset is in")
+_ENVIRONMENTS = rule(_one_or_many(_NAME), "environments some asset is in")
+_OS = _one_or_many(_OS_FAMILY)
+_TAGS = rule({"anyOf": [
+    {"type": "null"}, {"const": ""}, _NAME, {"type": "array", "items": _NAME},
+    {"type": "object", "propertyNames": _NAME,
+     "additionalProperties": {"type": ["string", "number", "boolean"]}}],
+    "description": "{name: value}, or 'name:value' strings"}, "a 'name:value' (or 'name=value') string has a name")
+_SCOPE_PROPERTIES: dict[str, Any] = {
+    "vendor": rule({**_NAME, "description": "Vendor name or alias"}, "a vendor or alias in the inventory"),
+    "products": _PRODUCTS, "product": _PRODUCTS,
+    "version": rule({"type": ["string", "null"],
+                     "description": "PEP 440 specifiers, e.g. '>=7.11' or '>=7.11,<7.16'; a bare '7.11' "
+                                    "means '==7.11.*'"}, "PEP 440 version specifiers"),
+    "os": _OS, "os_family": _OS,
+    "regions": _REGIONS, "region": _REGIONS, "accounts": _ACCOUNTS, "account": _ACCOUNTS,
+    "environments": _ENVIRONMENTS, "environment": _ENVIRONMENTS, "tags": _TAGS, "tag": _TAGS,
+}
+_NOT_NEXT_TO_SCOPE = {"not": {}, "description": "a scope field: give it inside scope, not next to it"}
+# The scope's fields, also accepted at the top level of POST /impact (every spelling).
+_SCOPE_FIELDS = frozenset(_SCOPE_PROPERTIES)
+_PAGE_PROPERTIES = {
+    "as_of": {"anyOf": [*_AS_OF_SCHEMA["anyOf"], {"type": "null"}]},
+    "what_if": {"oneOf": [_ref("WhatIf"), {"type": "null"}]},
+    "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_LIMIT},
+    "offset": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_OFFSET},
+}
+_ASSET_KEY = rule(_NAME, "an asset's natural key in the inventory")
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
     "Scope": {"type": "object", "required": ["vendor"], "additionalProperties": False,
               "description": "An outage scope. The singular spellings product, region, account, environment, "
-                             "os_family and tag are accepted for products, regions, accounts, environments, os "
-                             "and tags (not both spellings of one field).",
-              "properties": {
-        "vendor": {"type": "string", "description": "Vendor name or alias"},
-        "products": {"type": "array", "items": _STR, "description": "Narrow to these products"},
-        "version": {"type": ["string", "null"],
-                    "description": "PEP 440 specifiers, e.g. '>=7.11' or '>=7.11,<7.16'; a bare '7.11' "
-                                   "means '==7.11.*'"},
-        "os": {"type": "array", "items": _OS_FAMILY},
-        "regions": _STRS, "accounts": _STRS, "environments": _STRS,
-        "tags": {"type": "object", "additionalProperties": _STR},
-        "product": _STR_OR_STRS, "region": _STR_OR_STRS, "account": _STR_OR_STRS, "environment": _STR_OR_STRS,
-        "os_family": {"oneOf": [_OS_FAMILY, {"type": "array", "items": _OS_FAMILY}]},
-        "tag": {"oneOf": [_STR, _STRS], "description": "key:value"}}},
-    "WhatIf": {"type": "object", "description": "Hypothetical changes, answered without writing.",
-               "additionalProperties": False,
-               "properties": {
-                   "remove_dependencies": {
-                       "type": "array", "maxItems": MAX_WHAT_IF_ITEMS,
-                       "items": {"oneOf": [
-                           {"type": "array", "items": _STR, "minItems": 2, "maxItems": 2},
-                           {"type": "object", "required": ["dependent", "dependency"], "additionalProperties": False,
-                            "properties": {"dependent": _STR, "dependency": _STR}}]},
-                       "description": "[dependent key, dependency key] pairs"},
-                   "add_replicas": {"type": "array", "maxItems": MAX_WHAT_IF_ITEMS, "items": {
-                       "type": "object", "required": ["asset"], "additionalProperties": False,
-                       "properties": {"asset": _STR, "count": {"type": "integer", "minimum": 1,
-                                                               "maximum": MAX_REPLICAS}}}},
-                   "set_min_up": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1,
-                                                                             "maximum": MAX_MIN_UP}},
-                   "add_plans": {"type": "array", "maxItems": MAX_WHAT_IF_ITEMS, "items": {
-                       "type": "object", "required": ["name"], "additionalProperties": False,
-                       "properties": {
-                           "name": {"type": "string", "minLength": 1, "maxLength": MAX_PLAN_NAME},
-                           "asset": _STR, "vendor": _STR, "product": _STR,
-                           "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]}}}}}},
-    "ImpactRequest": {"type": "object", "additionalProperties": False,
-                      "description": "The scope goes in 'scope'; or its fields at the top level, without "
-                                     "'scope' (vendor, products, product, version, os, regions, accounts, "
-                                     "environments, tags).",
-                      "properties": {
-        "scope": _ref("Scope"),
-        "as_of": {"type": ["string", "null"], "format": "date-time", "minLength": 1},
-        "what_if": {"oneOf": [_ref("WhatIf"), {"type": "null"}]},
-        "limit": {"type": ["integer", "null"], "minimum": 1, "maximum": MAX_LIMIT},
-        "offset": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_OFFSET},
-        "vendor": _STR, "products": _STRS, "product": _STR_OR_STRS, "version": _NSTR,
-        "os": {"type": "array", "items": _OS_FAMILY}, "regions": _STRS, "accounts": _STRS,
-        "environments": _STRS, "tags": {"type": "object", "additionalProperties": _STR}}},
+                             "os_family and tag are the same as products, regions, accounts, environments, os "
+                             "and tags (given both, the values are joined).",
+              "properties": _SCOPE_PROPERTIES},
+    "WhatIf": rule({
+        "type": "object", "description": "Hypothetical changes, answered without writing.",
+        "additionalProperties": False,
+        "properties": {
+            "remove_dependencies": {
+                "type": "array", "maxItems": MAX_WHAT_IF_ITEMS,
+                "items": {"oneOf": [
+                    {"type": "array", "prefixItems": [_ASSET_KEY, _ASSET_KEY], "minItems": 2, "maxItems": 2},
+                    {"type": "object", "required": ["dependent", "dependency"], "additionalProperties": False,
+                     "properties": {"dependent": _ASSET_KEY, "dependency": _ASSET_KEY}}]},
+                "description": "[dependent key, dependency key] pairs"},
+            "add_replicas": {"type": "array", "maxItems": MAX_WHAT_IF_ITEMS, "items": {"oneOf": [
+                _ASSET_KEY,
+                {"type": "object", "required": ["asset"], "additionalProperties": False,
+                 "properties": {"asset": _ASSET_KEY, "count": {"type": "integer", "minimum": 1,
+                                                               "maximum": MAX_REPLICAS}}}]}},
+            "set_min_up": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 1,
+                                                                      "maximum": MAX_MIN_UP}},
+            "add_plans": {"type": "array", "maxItems": MAX_WHAT_IF_ITEMS, "items": {
+                "type": "object", "required": ["name"], "additionalProperties": False,
+                "properties": {
+                    "name": text(MAX_PLAN_NAME, required=True),
+                    "asset": _STR, "vendor": _STR, "product": _STR,
+                    "status": {"type": "string", "enum": ["current", "stale", "never_exercised"]}}}}}},
+        "asset keys, vendors and products exist; set_min_up names groups; counts are JSON integers; "
+        "a plan covers one of an asset, a vendor or a vendor's product"),
+    "ImpactRequest": {
+        "type": "object", "additionalProperties": False,
+        "description": "The scope in 'scope', or its fields at the top level (not both).",
+        "properties": {"scope": {"oneOf": [_ref("Scope"), {"type": "null"}]}, **_SCOPE_PROPERTIES,
+                       **_PAGE_PROPERTIES},
+        "if": {"required": ["scope"], "properties": {"scope": {"type": "object"}}},
+        "then": {"properties": {name: _NOT_NEXT_TO_SCOPE for name in _SCOPE_PROPERTIES}},
+        "else": {"required": ["vendor"]}},
     "Hit": {"type": "object", "required": ["asset_id", "natural_key", "name", "kind", "status", "hops", "seed",
                                            "path", "plans", "gap", "services", "criticality"], "properties": {
         "asset_id": _INT, "natural_key": _STR, "name": _STR, "kind": _STR, "provider": _NSTR, "account": _NSTR,
@@ -512,41 +538,57 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "summary": {"type": "object", "description": "Totals, confidence and seeds at declaration"},
         "progress": _ref("IncidentProgress"),
         "assets": {"type": "array", "items": _ref("IncidentAsset")}}},
-    "IncidentRequest": {"type": "object", "required": ["title"], "additionalProperties": False, "properties": {
-        "title": {"type": "string", "minLength": 1, "maxLength": svc.MAX_TITLE}, "scope": _ref("Scope"),
-        "scenario": {"type": ["integer", "string"], "description": "A saved scenario instead of a scope"}}},
+    "IncidentRequest": {
+        "type": "object", "required": ["title"], "additionalProperties": False,
+        "description": "A scope, or a saved scenario (not both)",
+        "properties": {
+            "title": text(svc.MAX_TITLE, required=True), "scope": _ref("Scope"),
+            "scenario": rule({"oneOf": [{"type": "integer"}, _NAME], "description": "A saved scenario's id or name"},
+                             "names a saved scenario (404)")},
+        "oneOf": [{"required": ["scope"]}, {"required": ["scenario"]}]},
     "RecoveryRequest": {"type": "object", "required": ["asset_ids"], "additionalProperties": False, "properties": {
-        "asset_ids": {"type": "array", "minItems": 1, "items": {"type": ["integer", "string"]},
-                      "description": "Asset ids or natural keys"},
-        "note": {"type": ["string", "null"], "maxLength": svc.MAX_TEXT}}},
+        "asset_ids": rule({"type": "array", "minItems": 1, "items": {"oneOf": [{"type": "integer"}, {
+            "type": "string", "pattern": "^[^\\u0000]*$"}]}, "description": "Asset ids or natural keys"},
+            "each is one of the incident's assets"),
+        "note": text(svc.MAX_TEXT)}},
     "ResolveRequest": {"type": "object", "additionalProperties": False, "properties": {
-        "note": {"type": ["string", "null"], "maxLength": svc.MAX_TEXT}}},
+        "note": text(svc.MAX_TEXT)}},
     "Scenario": {"type": "object", "properties": {
         "id": _INT, "name": _STR, "description": _NSTR, "scope": _ref("Scope"), "created_by": _NSTR,
         "created_at": _DT}},
     "ScenarioRequest": {"type": "object", "required": ["name", "scope"], "additionalProperties": False,
                         "properties": {
-                            "name": {"type": "string", "minLength": 1, "maxLength": svc.MAX_NAME},
+                            "name": text(svc.MAX_NAME, required=True),
                             "scope": _ref("Scope"),
-                            "description": {"type": ["string", "null"], "maxLength": svc.MAX_TEXT}}},
+                            "description": text(svc.MAX_TEXT)}},
 }
 
 _SCOPE_PARAMS = [
-    _q("vendor", "Vendor name or alias (required)"),
-    _q("product", "Product of the vendor (repeatable)", array=True),
-    _q("version", "PEP 440 version range, e.g. >=7.11"),
-    _q("os", "OS family (repeatable)", {"type": "string", "enum": ["windows", "linux", "macos", "other"]}, True),
-    _q("region", "Provider region or location (repeatable)", array=True),
-    _q("account", "Account / subscription (repeatable)", array=True),
-    _q("environment", "Environment (repeatable)", array=True),
-    _q("tag", "Tag as key:value (repeatable)", array=True),
+    query("vendor", "Vendor name or alias", _SCOPE_PROPERTIES["vendor"], required=True),
+    query("product", "Product of the vendor (repeatable; also comma-separated)",
+          rule({"type": "string"}, "products of the vendor"), array=True, empty=True),
+    query("version", "PEP 440 version range, e.g. >=7.11", _SCOPE_PROPERTIES["version"], empty=True),
+    query("os", "OS family (repeatable; also comma-separated)", _OS_FAMILY, array=True, empty=True),
+    query("region", "Provider region or location (repeatable; also comma-separated)",
+          rule({"type": "string"}, "regions or locations some asset is in"), array=True, empty=True),
+    query("account", "Account / subscription (repeatable; also comma-separated)",
+          rule({"type": "string"}, "accounts or subscriptions some asset is in"), array=True, empty=True),
+    query("environment", "Environment (repeatable; also comma-separated)",
+          rule({"type": "string"}, "environments some asset is in"), array=True, empty=True),
+    query("tag", "Tag as key:value (repeatable)",
+          rule({"type": "string"}, "'name:value' (or 'name=value') with a name"), array=True, empty=True),
     _AS_OF,
     # The plural spellings of the JSON scope are accepted as well.
-    _q("products", "Same as product", array=True),
-    _q("regions", "Same as region", array=True),
-    _q("accounts", "Same as account", array=True),
-    _q("environments", "Same as environment", array=True),
-    _q("tags", "Same as tag", array=True),
+    query("products", "Same as product", rule({"type": "string"}, "products of the vendor"), array=True,
+          empty=True),
+    query("regions", "Same as region", rule({"type": "string"}, "regions or locations some asset is in"),
+          array=True, empty=True),
+    query("accounts", "Same as account", rule({"type": "string"}, "accounts or subscriptions some asset is in"),
+          array=True, empty=True),
+    query("environments", "Same as environment", rule({"type": "string"}, "environments some asset is in"),
+          array=True, empty=True),
+    query("tags", "Same as tag", rule({"type": "string"}, "'name:value' (or 'name=value') with a name"),
+          array=True, empty=True),
 ]
 
 OPENAPI_PATHS: dict[str, Any] = {
@@ -559,7 +601,8 @@ OPENAPI_PATHS: dict[str, Any] = {
                  "responses": {"200": _ok("ImpactResult"), "400": _ERR}}},
     "/api/v1/incidents": {
         "get": {"summary": "Incidents, newest first", "operationId": "listIncidents", "tags": ["incidents"],
-                "parameters": [_q("status", "open or resolved", {"type": "string", "enum": ["open", "resolved"]})],
+                "parameters": [query("status", "open or resolved", {"type": "string", "enum": ["open", "resolved"]},
+                                     empty=True)],
                 "responses": {"200": {"description": "Incidents", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": _ref("Incident")},
                                                      "count": _INT}}}}}, "400": _ERR}},

@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import error_response, path_id
+from inventory.api.schema_parts import every_field, http_url, query, rule, text, whole_number
 from inventory.api.updates import invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
@@ -118,21 +119,34 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+_NAMES = {"type": ["array", "null"], "items": text()}
+_NAMED = {"type": "object", "required": ["id", "name"],
+          "properties": {"id": {"type": "integer"}, "name": {"type": "string"}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
 _PLAN_INPUT_PROPS = {
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-    "owner": {"type": ["string", "null"], "maxLength": 200},
-    "rto_minutes": {"type": ["integer", "null"], "minimum": 1, "maximum": svc.MAX_RTO_MINUTES},
-    "steps": {"type": ["string", "null"]}, "manual_fallback": {"type": ["string", "null"]},
-    "runbook_url": {"type": ["string", "null"], "description": "http(s) URL only"},
-    "review_interval_days": {"type": ["integer", "null"], "minimum": 1, "maximum": svc.MAX_INTERVAL_DAYS},
-    "covers": {"type": "object", "additionalProperties": False, "properties": {
-        "assets": {"type": "array", "items": {"type": "string"}, "description": "asset natural keys"},
-        "products": {"type": "array", "items": {"type": "string"}, "description": "'Vendor/Product'"},
-        "vendors": {"type": "array", "items": {"type": "string"}}}},
+    "name": rule(text(200, required=True, one_line=True), "unique among plans, ignoring case (409)"),
+    "owner": text(200),
+    "rto_minutes": whole_number(1, svc.MAX_RTO_MINUTES, nullable=True),
+    "steps": text(50_000), "manual_fallback": text(50_000),
+    "runbook_url": http_url(),
+    "review_interval_days": {**whole_number(1, svc.MAX_INTERVAL_DAYS, nullable=True),
+                             "description": "default 180"},
+    "covers": {"type": ["object", "null"], "additionalProperties": False,
+               "description": "What the plan covers; on a change it replaces the links (null: none)",
+               "properties": {
+                   "assets": rule({**_NAMES, "description": "asset natural keys"}, "each names an existing asset"),
+                   "products": rule({**_NAMES, "description": "'Vendor/Product'"},
+                                    "each names an existing product"),
+                   "vendors": rule(_NAMES, "each names an existing vendor")}},
 }
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "Plan": {"type": "object", "properties": {
+    "Plan": every_field({"type": "object", "properties": {
         "id": {"type": "integer"}, "name": {"type": "string"}, "owner": {"type": ["string", "null"]},
         "rto_minutes": {"type": ["integer", "null"]}, "steps": {"type": ["string", "null"]},
         "manual_fallback": {"type": ["string", "null"]}, "runbook_url": {"type": ["string", "null"]},
@@ -141,26 +155,46 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "last_exercised": {"type": ["string", "null"], "format": "date-time"},
         "review_due": {"type": ["string", "null"], "format": "date-time"},
         "review_overdue": {"type": "boolean"}, "never_exercised": {"type": "boolean"},
-        "status": {"type": "string", "enum": list(STATUSES)}, "covers": {"type": "object"},
-        "covers_summary": {"type": "string"}, "events": {"type": "array"}}},
+        "status": {"type": "string", "enum": list(STATUSES)},
+        "covers": every_field({"type": "object", "properties": {
+            kind: {"type": "array", "items": _NAMED} for kind in ("assets", "products", "vendors")}}),
+        "covers_summary": {"type": "string"},
+        "events": {"type": "array", "items": _ref("PlanEvent"), "description": "one plan's history (not in lists)"}},
+        "description": "steps, manual_fallback and events come with one plan, not in the list"},
+        except_=("steps", "manual_fallback", "events")),
+    "PlanEvent": every_field({"type": "object", "properties": {
+        "id": {"type": "integer"}, "plan_id": {"type": "integer"},
+        "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
+        "at": {"type": ["string", "null"], "format": "date-time"}, "by": {"type": ["string", "null"]},
+        "outcome": {"type": ["string", "null"], "enum": [*PLAN_OUTCOMES, None]},
+        "notes": {"type": ["string", "null"]}}}),
     "NewPlan": {"type": "object", "required": ["name"], "additionalProperties": False,
                 "properties": _PLAN_INPUT_PROPS},
     "PlanChanges": {"type": "object", "additionalProperties": False, "properties": _PLAN_INPUT_PROPS},
-    "NewPlanEvent": {"type": "object", "required": ["kind"], "additionalProperties": False, "properties": {
-        "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
-        "outcome": {"type": "string", "enum": list(PLAN_OUTCOMES), "description": "required for an exercise"},
-        "notes": {"type": "string"}, "at": {"type": "string", "format": "date-time"},
-        "by": {"type": "string"}}},
+    "NewPlanEvent": {
+        "type": "object", "required": ["kind"], "additionalProperties": False,
+        "properties": {
+            "kind": {"type": "string", "enum": list(PLAN_EVENT_KINDS)},
+            "outcome": {"type": ["string", "null"], "enum": [*PLAN_OUTCOMES, None],
+                        "description": "required for an exercise"},
+            "notes": text(20_000),
+            "at": rule({"type": ["string", "null"], "format": "date-time", "description": "default now"},
+                       "not in the future, not more than ten years ago"),
+            "by": text(200)},
+        # An exercise needs its outcome.
+        "if": {"properties": {"kind": {"const": "exercise"}}},
+        "then": {"required": ["outcome"], "properties": {"outcome": {"type": "string"}}}},
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/plans": {
         "get": {"summary": "Contingency plans with review/exercise status", "operationId": "listPlans",
                 "tags": ["plans"],
-                "parameters": [{"name": "status", "in": "query", "schema": {"type": "string", "enum": list(STATUSES)}}],
-                "responses": {"200": _ok({"type": "object", "properties": {
+                "parameters": [query("status", "Only plans in this state",
+                                     {"type": "string", "enum": list(STATUSES)}, empty=True)],
+                "responses": {"200": _ok(every_field({"type": "object", "properties": {
                     "plans": {"type": "array", "items": {"$ref": "#/components/schemas/Plan"}},
-                    "count": {"type": "integer"}}}), "400": _ERR}},
+                    "count": {"type": "integer"}}})), "400": _ERR}},
         "post": {"summary": "Create a plan (write token)", "operationId": "createPlan", "tags": ["plans"],
                  "requestBody": {"required": True, "content": {"application/json": {
                      "schema": {"$ref": "#/components/schemas/NewPlan"}}}},
@@ -180,13 +214,14 @@ OPENAPI_PATHS: dict[str, Any] = {
                  "operationId": "recordPlanEvent", "tags": ["plans"], "parameters": _ID,
                  "requestBody": {"required": True, "content": {"application/json": {
                      "schema": {"$ref": "#/components/schemas/NewPlanEvent"}}}},
-                 "responses": {"201": _ok({"type": "object"}, "Recorded"), "400": _ERR, "403": _ERR,
+                 "responses": {"201": _ok(every_field({"type": "object", "properties": {
+                     "event": _ref("PlanEvent"), "plan": _ref("Plan")}}), "Recorded"), "400": _ERR, "403": _ERR,
                                "404": _ERR, "422": _ERR}}},
     "/api/v1/plans/coverage": {
         "get": {"summary": "Plan coverage of critical services and assets", "operationId": "planCoverage",
                 "tags": ["plans"],
-                "parameters": [{"name": "criticality", "in": "query",
-                                "schema": {"type": "string", "enum": list(CRITICALITIES)}}],
+                "parameters": [query("criticality", "Of which criticality (default critical)",
+                                     {"type": "string", "enum": list(CRITICALITIES)}, empty=True)],
                 "responses": {"200": _ok({"type": "object"}), "400": _ERR}}},
     "/api/v1/plans/stale": {
         "get": {"summary": "Plans with overdue reviews, and plans never exercised", "operationId": "stalePlans",

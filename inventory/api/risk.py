@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 from inventory.api import error_response
+from inventory.api.schema_parts import query, rule, text, whole_number
 from inventory.api.updates import check_json_types, invalid, json_body
 from inventory.app_db import get_session
 from inventory.auth import current_actor
@@ -141,24 +142,30 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "routes": {"type": "object", "additionalProperties": {"type": "integer"}},
         "routes_all_assets": {"type": "object", "additionalProperties": {"type": "integer"}}}},
     "NewAssessment": {"type": "object", "required": ["vendor"], "additionalProperties": False, "properties": {
-        "vendor": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-        "assessed_on": {"type": "string", "format": "date", "description": "default today; not in the future"},
-        "assessor": {"type": "string"},
-        "scores": {"type": "object", "additionalProperties": False,
-                   "properties": {d: {"type": "integer", "minimum": 0, "maximum": 5} for d in ASSESSMENT_DOMAINS}},
-        "staged_rollouts": {"type": "boolean"}, "customer_update_control": {"type": "boolean"},
-        "rollback_supported": {"type": "boolean"},
-        "certifications": {"type": "array", "items": {"type": "object", "required": ["name"],
-                                                      "additionalProperties": False, "properties": {
-            "name": {"type": "string"}, "expires": {"type": "string", "format": "date"}}}},
-        "findings": {"type": "array", "items": {"type": "object", "required": ["title"],
-                                                "additionalProperties": False, "properties": {
-            "title": {"type": "string"}, "severity": {"type": "string", "enum": list(FINDING_SEVERITIES)},
-            "status": {"type": "string", "enum": list(FINDING_STATUSES)}}}},
-        "next_review_due": {"type": "string", "format": "date", "description": "default assessed_on + 365 days"},
-        "notes": {"type": "string"},
-        **{f"score_{d}": {"type": ["integer", "null"], "minimum": 0, "maximum": 5,
-                          "description": f"same as scores.{d}"} for d in ASSESSMENT_DOMAINS}}},
+        "vendor": rule({"oneOf": [text(required=True), {"type": "integer"}]},
+                       "names an existing vendor (id or name)"),
+        "assessed_on": rule({"type": ["string", "null"], "format": "date", "description": "default today"},
+                            "not in the future; one assessment per vendor and day (409)"),
+        "assessor": text(200),
+        "scores": {"type": ["object", "null"], "additionalProperties": False,
+                   "properties": {d: whole_number(0, 5, nullable=True) for d in ASSESSMENT_DOMAINS}},
+        "staged_rollouts": {"type": ["boolean", "null"]}, "customer_update_control": {"type": ["boolean", "null"]},
+        "rollback_supported": {"type": ["boolean", "null"]},
+        "certifications": {"type": ["array", "null"], "items": {
+            "type": "object", "required": ["name"], "additionalProperties": False, "properties": {
+                "name": text(200, required=True), "expires": {"type": ["string", "null"], "format": "date"}}}},
+        "findings": {"type": ["array", "null"], "items": {
+            "type": "object", "required": ["title"], "additionalProperties": False, "properties": {
+                "title": text(500, required=True),
+                "severity": {"type": ["string", "null"], "enum": [*FINDING_SEVERITIES, None],
+                             "description": "default medium"},
+                "status": {"type": ["string", "null"], "enum": [*FINDING_STATUSES, None],
+                           "description": "default open"}}}},
+        "next_review_due": rule({"type": ["string", "null"], "format": "date",
+                                 "description": "default assessed_on + 365 days"}, "after assessed_on"),
+        "notes": text(20_000),
+        **{f"score_{d}": {**whole_number(0, 5, nullable=True), "description": f"same as scores.{d}"}
+           for d in ASSESSMENT_DOMAINS}}},
 }
 
 OPENAPI_PATHS: dict[str, Any] = {
@@ -182,15 +189,15 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/review/{vendor}": {"get": {
         "summary": "A vendor's review pack (JSON, or a Markdown/HTML download)", "operationId": "reviewPack",
         "tags": ["risk"],
-        "parameters": _VENDOR_PATH + [{"name": "format", "in": "query",
-                                       "schema": {"type": "string", "enum": ["json", "markdown", "html"]}}],
+        "parameters": _VENDOR_PATH + [query("format", "json (default), or a markdown or html download",
+                                            {"type": "string", "enum": ["json", "markdown", "html"]})],
         "responses": {"200": {"description": "The pack", "content": {
             "application/json": {"schema": {"type": "object"}},
             "text/markdown": {"schema": {"type": "string"}}, "text/html": {"schema": {"type": "string"}}}},
             "400": _ERR, "404": _ERR}}},
     "/api/v1/assessments": {
         "get": {"summary": "Vendor assessments, newest first", "operationId": "listAssessments", "tags": ["risk"],
-                "parameters": [{"name": "vendor", "in": "query", "schema": {"type": "string"}}],
+                "parameters": [query("vendor", "Vendor name or id (404 when there is none)", empty=True)],
                 "responses": {"200": _ok({"type": "object"}), "404": _ERR}},
         "post": {"summary": "Record a vendor assessment (write token)", "operationId": "createAssessment",
                  "tags": ["risk"],

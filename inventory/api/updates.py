@@ -6,6 +6,7 @@ from typing import Any
 from flask import Blueprint, jsonify, request
 
 from inventory.api import bounded_int, error_response, json_object, path_id
+from inventory.api.schema_parts import every_field, http_url, query, rule, text
 from inventory.app_db import get_session
 from inventory.auth import current_actor
 from inventory.choices import CRITICALITIES, RINGS, TEST_STATUSES, UPDATE_KINDS
@@ -39,6 +40,8 @@ def check_json_types(body: dict[str, Any], *, ints: tuple[str, ...] = (), bools:
     """Fields of ``body`` that, when present and not null, must be JSON integers / booleans."""
     for name in ints:
         value = body.get(name)
+        if isinstance(value, float) and value.is_integer():
+            body[name] = value = int(value)  # 5.0 is a whole number in JSON (and JSON Schema)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise svc.ValidationError(prefix + name, f"{prefix + name} must be a whole number (a JSON number)")
     for name in bools:
@@ -187,38 +190,45 @@ _ERR = {"description": "Error", "content": {"application/json": {"schema": {"$re
 _JSON = "application/json"
 
 OPENAPI_SCHEMAS: dict[str, Any] = {
-    "UpdateTest": {"type": "object", "properties": {
+    "UpdateTest": every_field({"type": "object", "properties": {
         "id": {"type": "integer"}, "update_id": {"type": "integer"},
         "ring": {"type": "string", "enum": list(RINGS)}, "status": {"type": "string", "enum": list(TEST_STATUSES)},
         "tested_by": {"type": ["string", "null"]}, "tested_at": {"type": ["string", "null"], "format": "date-time"},
-        "evidence_url": {"type": ["string", "null"]}, "notes": {"type": ["string", "null"]}}},
-    "VendorUpdate": {"type": "object", "properties": {
+        "evidence_url": {"type": ["string", "null"]}, "notes": {"type": ["string", "null"]}}}),
+    "VendorUpdate": every_field({"type": "object", "properties": {
         "id": {"type": "integer"}, "vendor": {"type": "string"}, "product_id": {"type": "integer"},
         "product": {"type": "string"}, "version": {"type": "string"}, "ref": {"type": "string"},
         "released_on": {"type": ["string", "null"], "format": "date"},
         "kind": {"type": "string", "enum": list(UPDATE_KINDS)}, "vendor_pushed": {"type": "boolean"},
         "notes": {"type": ["string", "null"]}, "tested": {"type": "boolean"},
-        "untested_reason": {"type": "string"},
+        "untested_reason": {"type": ["string", "null"]},
         "tests": {"type": "array", "items": {"$ref": "#/components/schemas/UpdateTest"}},
         "rings": {"type": "object", "additionalProperties": {"type": "string"}},
-        "installed": {"type": "object"}}},
+        "installed": {**every_field({"type": "object", "properties": {
+            "assets": {"type": "integer"}, "critical": {"type": "integer"}}}),
+            "description": "Assets on this version (in lists and on one update, not when created)"}}},
+        except_=("installed",)),
     "NewVendorUpdate": {"type": "object", "required": ["product", "version"], "additionalProperties": False,
                         "properties": {
-                            "product": {"oneOf": [{"type": "string", "description": "'Vendor/Product'"},
-                                                  {"type": "integer"}]},
-                            "version": {"type": "string", "minLength": 1, "maxLength": 100},
-                            "released_on": {"type": "string", "format": "date"},
-                            "kind": {"type": "string", "enum": list(UPDATE_KINDS)},
-                            "vendor_pushed": {"type": "boolean"}, "notes": {"type": "string"}}},
+                            "product": rule({"oneOf": [{**text(required=True), "description": "'Vendor/Product'"},
+                                                       {"type": "integer"}]},
+                                            "names an existing product (id, 'Vendor/Product' or a unique "
+                                            "product name)"),
+                            "version": text(100, required=True),
+                            "released_on": {"type": ["string", "null"], "format": "date"},
+                            "kind": {"type": ["string", "null"], "enum": [*UPDATE_KINDS, None],
+                                     "description": "default patch"},
+                            "vendor_pushed": {"type": ["boolean", "null"]}, "notes": text(10_000)}},
     "NewUpdateTest": {"type": "object", "required": ["ring", "status"], "additionalProperties": False,
                       "properties": {
                           "ring": {"type": "string", "enum": list(RINGS)},
                           "status": {"type": "string", "enum": list(TEST_STATUSES)},
-                          "tested_by": {"type": "string", "maxLength": 200},
-                          "tested_at": {"type": "string", "format": "date-time",
-                                        "description": "ISO 8601, not in the future; default now"},
-                          "evidence_url": {"type": "string", "description": "http(s) URL only"},
-                          "notes": {"type": "string"}}},
+                          "tested_by": text(200),
+                          "tested_at": rule({"type": ["string", "null"], "format": "date-time",
+                                             "description": "ISO 8601; default now (none for pending)"},
+                                            "not in the future"),
+                          "evidence_url": http_url(),
+                          "notes": text(10_000)}},
     "UntestedExposure": {"type": "object", "properties": {
         "asset_id": {"type": "integer"}, "asset_name": {"type": "string"}, "natural_key": {"type": "string"},
         "criticality": {"type": "string"}, "product_id": {"type": "integer"}, "product": {"type": "string"},
@@ -231,17 +241,20 @@ def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {_JSON: {"schema": schema}}}
 
 
-_LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}}
-_VENDOR = {"name": "vendor", "in": "query", "schema": {"type": "string"}}
-_PRODUCT = {"name": "product", "in": "query", "schema": {"type": "string"}, "description": "'Vendor/Product'"}
+_TEST_AND_UPDATE = every_field({"type": "object", "properties": {
+    "test": {"$ref": "#/components/schemas/UpdateTest"}, "update": {"$ref": "#/components/schemas/VendorUpdate"}}})
+_LIMIT = query("limit", "At most this many", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}, empty=True)
+_VENDOR = query("vendor", "Vendor name or id (404 when there is none)", empty=True)
+_PRODUCT = query("product", "'Vendor/Product', a unique product name or an id (404 when there is none)",
+                 empty=True)
 
 OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/updates": {
         "get": {"summary": "Vendor updates with test status per ring", "operationId": "listUpdates",
                 "tags": ["updates"], "parameters": [_VENDOR, _PRODUCT, _LIMIT],
-                "responses": {"200": _ok({"type": "object", "properties": {
+                "responses": {"200": _ok(every_field({"type": "object", "properties": {
                     "updates": {"type": "array", "items": {"$ref": "#/components/schemas/VendorUpdate"}},
-                    "count": {"type": "integer"}}}), "400": _ERR, "404": _ERR}},
+                    "count": {"type": "integer"}}})), "400": _ERR, "404": _ERR}},
         "post": {"summary": "Record a vendor update (write token)", "operationId": "createUpdate",
                  "tags": ["updates"],
                  "requestBody": {"required": True, "content": {_JSON: {
@@ -260,7 +273,7 @@ OPENAPI_PATHS: dict[str, Any] = {
                  "parameters": [path_id("update_id")],
                  "requestBody": {"required": True, "content": {_JSON: {
                      "schema": {"$ref": "#/components/schemas/NewUpdateTest"}}}},
-                 "responses": {"200": _ok({"type": "object"}, "Replaced"), "201": _ok({"type": "object"}, "Created"),
+                 "responses": {"200": _ok(_TEST_AND_UPDATE, "Replaced"), "201": _ok(_TEST_AND_UPDATE, "Created"),
                                "400": _ERR, "403": _ERR, "404": _ERR, "422": _ERR}}},
     "/api/v1/updates/rings": {
         "get": {"summary": "Assets per rollout ring", "operationId": "updateRings", "tags": ["updates"],
@@ -272,8 +285,8 @@ OPENAPI_PATHS: dict[str, Any] = {
     "/api/v1/exposure/untested": {
         "get": {"summary": "Installations on versions without a passing pre-production test",
                 "operationId": "untestedExposure", "tags": ["updates"],
-                "parameters": [{"name": "criticality", "in": "query",
-                                "schema": {"type": "string", "enum": list(CRITICALITIES)}},
+                "parameters": [query("criticality", "Only assets of this criticality",
+                                     {"type": "string", "enum": list(CRITICALITIES)}, empty=True),
                                _VENDOR, _PRODUCT, _LIMIT],
                 "responses": {"200": _ok({"type": "object", "properties": {
                     "untested": {"type": "array", "items": {"$ref": "#/components/schemas/UntestedExposure"}},

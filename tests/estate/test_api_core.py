@@ -237,7 +237,7 @@ def test_invalid_estate_is_422_with_the_field_and_changes_nothing(api_rw):
 def test_estate_body_must_be_json(api_rw):
     client, _read, write, _engine = api_rw
     response = client.post("/api/v1/estate", data="version: 1", headers={**write, "Content-Type": "text/yaml"})
-    assert response.status_code == 400
+    assert response.status_code == 415
     broken = client.post("/api/v1/estate", data="{", headers={**write, "Content-Type": "application/json"})
     assert broken.status_code == 400
     listed = client.post("/api/v1/estate", json=[1, 2], headers=write)

@@ -88,19 +88,22 @@ def test_post_test_creates_row_and_validates(app, client, write_token, read_toke
     created = client.post(url, headers=bearer(write_token), json={"ring": "canary", "status": "passed"})
     assert created.status_code == 201 and created.json["test"]["tested_by"].startswith("token:")
     before = _counts(sqlite_url)
+    # 400: the body does not match the OpenAPI document; 422: a rule it marks x-planb-rule.
     cases = [
-        ({"ring": "prod", "status": "passed"}, 422, "ring"),
-        ({"ring": "canary"}, 422, "status"),
-        ({"ring": "canary", "status": "passed", "evidence_url": "javascript:alert(1)"}, 422, "evidence_url"),
-        ({"ring": "canary", "status": "passed", "tested_at": "not a date"}, 422, "tested_at"),
-        ({"ring": "canary", "status": "passed", "colour": "red"}, 422, "colour"),
+        ({"ring": "prod", "status": "passed"}, 400, "ring"),
+        ({"ring": "canary"}, 400, "status"),
+        ({"ring": "canary", "status": "passed", "evidence_url": "javascript:alert(1)"}, 400, "evidence_url"),
+        ({"ring": "canary", "status": "passed", "tested_at": "not a date"}, 400, "tested_at"),
+        ({"ring": "canary", "status": "passed", "tested_at": "2999-01-01T00:00:00Z"}, 422, "tested_at"),
+        ({"ring": "canary", "status": "passed", "colour": "red"}, 400, "colour"),
     ]
     for body, status, field in cases:
         response = client.post(url, headers=bearer(write_token), json=body)
         assert response.status_code == status, (body, response.json)
-        assert response.json["field"] == field and response.json["error"] == "invalid"
+        assert response.json["field"] == field
+        assert response.json["error"] == ("bad_request" if status == 400 else "invalid")
     not_json = client.post(url, headers=bearer(write_token), data="ring=canary")
-    assert not_json.status_code == 400
+    assert not_json.status_code == 415
     array = client.post(url, headers=bearer(write_token), json=["canary"])
     assert array.status_code == 400
     missing = client.post("/api/v1/updates/999999/tests", headers=bearer(write_token),
@@ -121,9 +124,9 @@ def test_create_and_list_updates_api(app, client, write_token, read_token, sqlit
     dup = client.post("/api/v1/updates", headers=bearer(write_token), json=body)
     assert dup.status_code == 409 and dup.json["field"] == "version"
     bad = client.post("/api/v1/updates", headers=bearer(write_token), json={**body, "version": "8", "kind": "x"})
-    assert bad.status_code == 422 and bad.json["field"] == "kind"
+    assert bad.status_code == 400 and bad.json["field"] == "kind"
     bad = client.post("/api/v1/updates", headers=bearer(write_token), json={"version": "8"})
-    assert bad.status_code == 422 and bad.json["field"] == "product"
+    assert bad.status_code == 400 and bad.json["field"] == "product"
     listed = client.get("/api/v1/updates?vendor=CrowdStrike", headers=bearer(read_token)).json
     assert {u["version"] for u in listed["updates"]} == {"7.11.1", "7.10.0", "C-00000291", "7.12.0"}
     by_version = {u["version"]: u for u in listed["updates"]}

@@ -77,9 +77,9 @@ def test_api_patch(app, write_token, read_token):
                             headers=bearer(write_token))
     assert response.status_code == 200 and response.get_json()["has_alternative"] is True
     bad = client.patch(f"/api/v1/vendors/{vendor_id}", json={"tier": "enormous"}, headers=bearer(write_token))
-    assert bad.status_code == 422 and bad.get_json()["field"] == "tier"
+    assert bad.status_code == 400 and bad.get_json()["field"] == "tier"
     unknown = client.patch(f"/api/v1/vendors/{vendor_id}", json={"name": "Evil"}, headers=bearer(write_token))
-    assert unknown.status_code == 422 and unknown.get_json()["field"] == "name"
+    assert unknown.status_code == 400 and unknown.get_json()["field"] == "name"
     assert client.patch(f"/api/v1/vendors/{vendor_id}", json={"tier": "low"},
                         headers=bearer(read_token)).status_code == 403
     assert client.patch("/api/v1/vendors/999999", json={"tier": "low"}, headers=bearer(write_token)).status_code == 404

@@ -83,7 +83,12 @@ def _routes(app: Flask) -> list[tuple[Rule, str]]:
 
 def _expectation(app: Flask, rule: Rule, method: str, principal: str) -> str:
     """'login' (302 to /login), 'unauthorized' (401), 'forbidden' (403) or 'allowed'."""
-    is_api = rule.rule.startswith("/api/")
+    # A page about the API under /api/ (the reference, auth.session_or_token_page) takes
+    # a session like any page and a token like the API.
+    page = getattr(app.view_functions[rule.endpoint], "_planb_session_or_token", False)
+    is_api = rule.rule.startswith("/api/") and not page
+    if page and principal.startswith("token:"):
+        is_api = True
     if principal == "anonymous" or (principal.startswith("token:") and not is_api):
         if is_api:
             return "unauthorized"
