@@ -60,8 +60,11 @@ log = logging.getLogger("planb.auth")
 ROLE_RANK = {"viewer": 1, "editor": 2, "admin": 3}
 TOKEN_ROLE_TO_ROLE = {"read": "viewer", "write": "editor"}
 TOKEN_PREFIX = "planb_"
-# Endpoints anyone may reach: the login form, static files, the health probe.
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz"})
+# Endpoints anyone may reach: the login form, static files, the health probes.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz", "health.readyz"})
+# Paths outside /api/ that machines call with a token and admins may open logged in (the
+# Prometheus scrape): a Bearer token or the session, and JSON errors either way.
+TOKEN_OR_SESSION_PATHS = frozenset({"/metrics"})
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_PASSWORD_LENGTH = 10
 # Record a token's use at most this often, so read bursts do not become write bursts.
@@ -371,7 +374,8 @@ def _principal_from_session() -> Principal | None:
 
 
 def _is_api_request() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+    return request.path == "/api" or request.path.startswith("/api/") \
+        or request.path in TOKEN_OR_SESSION_PATHS
 
 
 def _unauthenticated():  # type: ignore[no-untyped-def]
@@ -398,7 +402,9 @@ def _authorize():  # type: ignore[no-untyped-def]
     if endpoint in PUBLIC_ENDPOINTS:
         return None
     # Unknown URLs (endpoint None) are authenticated too, so 404s reveal nothing to strangers.
-    if _is_api_request():
+    if request.path in TOKEN_OR_SESSION_PATHS and "Authorization" not in request.headers:
+        principal = _principal_from_session()
+    elif _is_api_request():
         principal = _principal_from_bearer(request.headers.get("Authorization", ""))
     else:
         principal = _principal_from_session()

@@ -1,9 +1,18 @@
 """``planb serve``: run the web app (gunicorn when available, else Flask's server)."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import click
 
 from inventory import config
+
+# prometheus-client's multiprocess folder (inventory.metrics): one per server start.
+METRICS_DIR_PREFIX = "planb-metrics-"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def register(main: click.Group) -> None:
@@ -29,12 +38,16 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
         create_app().run(host=host, port=port)
         return
 
+    metrics_dir = _fresh_metrics_dir()
+    os.environ[MULTIPROC_ENV] = str(metrics_dir)
+
     class _App(WSGIApplication):
         def __init__(self) -> None:
             # Threaded workers: a slow blast-radius request must not queue the asset list
             # behind it (measured in benchmarks/load_test.py).
             self._options = {"bind": address, "workers": workers, "worker_class": "gthread",
-                             "threads": 4, "accesslog": "-", "timeout": 120}
+                             "threads": 4, "accesslog": "-", "timeout": 120,
+                             "child_exit": _worker_exited}
             super().__init__()
 
         def load_config(self) -> None:
@@ -44,4 +57,37 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             return config.create_app_or_halt()
 
-    _App().run()
+    try:
+        _App().run()
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _fresh_metrics_dir() -> Path:
+    """An empty folder for this start's metric files (under TMPDIR, /tmp by default — an
+    emptyDir under Kubernetes), after removing the folders of servers that no longer run."""
+    base = Path(tempfile.gettempdir())
+    for old in base.glob(f"{METRICS_DIR_PREFIX}*"):
+        pid = old.name[len(METRICS_DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{METRICS_DIR_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # someone else's process
+        return True
+    return True
+
+
+def _worker_exited(_server, worker) -> None:  # type: ignore[no-untyped-def]
+    # In the gunicorn master: the worker's gauges stop counting ("live" modes); its counters
+    # and histograms keep adding up, as Prometheus expects of counters.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
