@@ -57,11 +57,14 @@ def serve_app(host: str, port: int, workers: int = 2) -> None:
         def load(self):  # type: ignore[no-untyped-def]
             return config.create_app_or_halt()
 
+    master = os.getpid()
     try:
         _App().run()
     finally:
-        os.environ.pop(MULTIPROC_ENV, None)
-        shutil.rmtree(metrics_dir, ignore_errors=True)
+        # Workers leave gunicorn's run() through here too (SystemExit): only the master cleans up.
+        if os.getpid() == master:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _fresh_metrics_dir() -> Path:
