@@ -62,9 +62,10 @@ TOKEN_ROLE_TO_ROLE = {"read": "viewer", "write": "editor"}
 TOKEN_PREFIX = "planb_"
 # Endpoints anyone may reach: the login form, static files, the health probes.
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz", "health.readyz"})
-# Paths outside /api/ that machines call with a token and admins may open logged in (the
-# Prometheus scrape): a Bearer token or the session, and JSON errors either way.
-TOKEN_OR_SESSION_PATHS = frozenset({"/metrics"})
+# Paths outside /api/ that machines call with a token and people may open logged in (the
+# Prometheus scrape), with JSON errors either way: path -> the least role of a logged-in user
+# (a token needs the view's role, as on the API).
+TOKEN_OR_SESSION_PATHS = {"/metrics": "admin"}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_PASSWORD_LENGTH = 10
 # Record a token's use at most this often, so read bursts do not become write bursts.
@@ -414,6 +415,8 @@ def _authorize():  # type: ignore[no-untyped-def]
     if endpoint is None:
         return None
     needed = required_role(current_app.view_functions.get(endpoint), request.method)
+    if principal.kind == "user" and request.path in TOKEN_OR_SESSION_PATHS:
+        needed = max(needed, TOKEN_OR_SESSION_PATHS[request.path], key=ROLE_RANK.__getitem__)
     if not principal.can(needed):
         log.info("forbidden", extra={"needed_role": needed, "endpoint": endpoint})
         return _forbidden(needed)
