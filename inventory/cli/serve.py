@@ -19,13 +19,14 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.option("--host", default=None, show_default="PLANB_HOST, else 127.0.0.1")
     @click.option("--port", type=click.IntRange(1, 65535), default=None, show_default="PLANB_PORT, else 8080")
-    @click.option("--workers", type=int, default=2, show_default=True, help="gunicorn worker processes.")
-    def serve(host: str | None, port: int | None, workers: int) -> None:
+    @click.option("--workers", type=click.IntRange(1, 64), default=None, show_default="PLANB_WORKERS, else 2",
+                  help="gunicorn worker processes.")
+    def serve(host: str | None, port: int | None, workers: int | None) -> None:
         """Serve the dashboard and API (migrations must be current: 'planb db upgrade')."""
         # Every PLANB_ setting is checked here, in the one process, before any worker
         # starts: a bad one stops 'planb serve' with its message (config.ConfigError).
         settings = config.load()
-        serve_app(host or settings["HOST"], port or settings["PORT"], workers)
+        serve_app(host or settings["HOST"], port or settings["PORT"], workers or settings["WORKERS"])
 
 
 def serve_app(host: str, port: int, workers: int = 2) -> None:
