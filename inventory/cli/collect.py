@@ -225,7 +225,7 @@ DURATION = Duration()
 
 
 def format_duration(seconds: float) -> str:
-    whole = int(round(seconds))
+    whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     shown = [f"{hours}h"] if hours else []

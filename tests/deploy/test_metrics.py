@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from inventory import metrics
 from inventory.choices import CRITICALITIES
 from inventory.cli import serve as serve_module
-from inventory.db import make_engine, write_session
+from inventory.db import write_session
 from inventory.models import Asset, CollectionRun, Incident
 from inventory.services import updates as update_service
 from tests.conftest import TEST_SECRET, bearer, create_api_token, create_user_and_login, make_test_app

@@ -41,7 +41,7 @@ def scrape(tmp_path_factory, _demo_template) -> dict[str, list[dict[str, str]]]:
     assert response.status_code == 200
     app.extensions["planb_engine"].dispose()
     names: dict[str, list[dict[str, str]]] = {}
-    for (name, labels), _value in samples(response.get_data(as_text=True)).items():
+    for name, labels in samples(response.get_data(as_text=True)):
         names.setdefault(name, []).append(dict(labels))
     return names
 
