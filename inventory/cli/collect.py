@@ -85,6 +85,7 @@ def register(main: click.Group) -> None:
 
         stop = threading.Event()
         running = threading.Event()
+        say = _progress(quiet=False)
 
         def request_stop(signum: int, _frame: object) -> None:
             name = signal.Signals(signum).name
@@ -98,7 +99,6 @@ def register(main: click.Group) -> None:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
 
         previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-        say = _progress(quiet=False)
         try:
             number = 0
             while not stop.is_set():
