@@ -55,28 +55,32 @@ class Collector:
 
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.process = subprocess.Popen([PLANB, "collect", "all", *args], env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True)
+                                        stderr=subprocess.PIPE)
         self.lines: list[str] = []
+        self._partial = b""
         self._selector = selectors.DefaultSelector()
         self._selector.register(self.process.stderr, selectors.EVENT_READ)
 
     def wait_for(self, fragment: str, timeout: float = 60) -> str:
+        # Raw reads of the pipe: a buffered readline() could keep lines in its buffer where the
+        # selector never sees them, while the process waits for the test to act on them.
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             for line in self.lines:
                 if fragment in line:
                     return line
             if self._selector.select(timeout=0.5):
-                line = self.process.stderr.readline()
-                if not line:
+                chunk = os.read(self.process.stderr.fileno(), 65536)
+                if not chunk:
                     break
-                self.lines.append(line.rstrip("\n"))
+                *complete, self._partial = (self._partial + chunk).split(b"\n")
+                self.lines += [line.decode() for line in complete]
         raise AssertionError(f"never printed {fragment!r}; stderr so far:\n" + "\n".join(self.lines))
 
     def finish(self, timeout: float = 60) -> tuple[int, str, str]:
         out, err = self.process.communicate(timeout=timeout)
-        self.lines += err.splitlines()
-        return self.process.returncode, out, "\n".join(self.lines)
+        self.lines += (self._partial + err).decode().splitlines()
+        return self.process.returncode, out.decode(), "\n".join(self.lines)
 
 
 def _env(database_url: str, osquery_path: Path, tmp_path: Path) -> dict[str, str]:
