@@ -146,26 +146,42 @@ def test_sigterm_between_runs_stops_at_once_and_exits_0(sqlite_url, tmp_path):
     assert _runs(sqlite_url) == [("osquery", "partial")]
 
 
+def _feed_until_exit(collector: Collector, fifo: Path, text: str, timeout: float = 60) -> None:
+    """Hand ``text`` to any run that opens the FIFO until the process has exited."""
+    end = time.monotonic() + timeout
+    while collector.process.poll() is None and time.monotonic() < end:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)   # ENXIO: no run is reading it
+        except OSError:
+            time.sleep(0.1)
+            continue
+        with os.fdopen(fd, "w") as pipe:
+            pipe.write(text)
+
+
 @pytest.mark.slow
 def test_a_failing_run_does_not_stop_the_schedule(sqlite_url, tmp_path):
-    # An osquery file that disappears after the first run: the next runs fail, and say so.
-    results = tmp_path / "results.log"
-    results.write_text(FIXTURE.read_text())
-    engine_url = sqlite_url
-    collector = Collector(_env(engine_url, results, tmp_path), "--every", "1s")
+    # Run 1 reads the results file; run 2 finds it unreadable, says so, and the schedule goes on.
+    fifo = tmp_path / "results.fifo"
+    os.mkfifo(fifo)
+    collector = Collector(_env(sqlite_url, fifo, tmp_path), "--every", "1s")
     try:
+        with open(fifo, "w") as pipe:
+            pipe.write(FIXTURE.read_text())
         collector.wait_for("collect all: run 1 done")
-        results.write_text("not json\n")
+        with open(fifo, "w") as pipe:
+            pipe.write("not json\n")
         collector.wait_for("collect all: run 2 done")
         collector.process.send_signal(signal.SIGINT)
+        _feed_until_exit(collector, fifo, FIXTURE.read_text())   # should run 3 have started
         code, _out, err = collector.finish()
     finally:
         if collector.process.poll() is None:
             collector.process.kill()
     assert code == 0, err
-    assert "Error:" in err
-    assert _runs(engine_url) == [("osquery", "partial")]   # run 2 could not read its file
-    assert "osquery: " in err and "invalid JSON" in err
+    assert "Error: osquery: " in err and "invalid JSON" in err
+    runs = _runs(sqlite_url)   # run 2 never got as far as recording a run
+    assert runs[0] == ("osquery", "partial") and set(runs) == {("osquery", "partial")}
 
 
 def test_nothing_configured_is_an_error_not_a_schedule(sqlite_url, tmp_path, monkeypatch):
