@@ -43,12 +43,16 @@ def wait_until_up(base: str, process: subprocess.Popen, path: str = "/healthz", 
         if process.poll() is not None:
             raise AssertionError(f"the server exited with {process.returncode}")
         try:
+            # A generous timeout: a connection accepted into the socket's backlog before the
+            # workers are up is answered (and counted by the app) once they are.
+            status, _body = get(base + path, timeout=deadline)
             polls += 1
-            status, _body = get(base + path, timeout=5)
             if status == 200:
                 return polls
-        except OSError:
-            polls -= 1   # refused before the socket listened: nothing reached the app
+        except urllib.error.URLError as exc:
+            if not isinstance(exc.reason, ConnectionRefusedError):
+                raise
+            # Nothing listens yet: nothing reached the app.
         time.sleep(0.2)
     raise AssertionError(f"{base}{path} never answered 200")
 
