@@ -121,6 +121,7 @@ step_all() {  # [WORKDIR]
     here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     local src=${here%/deploy}
     local wheels=${work}/wheels venv=${work}/venv cache=${work}/numba-cache data=${work}/data
+    unset PIP_NO_CACHE_DIR   # not an image layer: pip's cache may speed up the wheels step
     step_wheels "${src}" "${wheels}"
     step_install "${wheels}" "${venv}"
     step_warm_up "${venv}" "${cache}"
@@ -184,4 +185,4 @@ main() {
     esac
 }
 
-main "$@"
+main "$@"; exit  # one line: bash has read it all before the script could change under it
