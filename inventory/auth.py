@@ -60,9 +60,14 @@ log = logging.getLogger("planb.auth")
 
 TOKEN_ROLE_TO_ROLE = {"read": "viewer", "write": "editor"}
 TOKEN_PREFIX = "planb_"
-# Endpoints anyone may reach: the login form, static files, the health probe, and the two
+# Endpoints anyone may reach: the login form, static files, the health probes, and the two
 # legs of single sign-on (inventory.oidc: the redirect to the provider and its way back).
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz", "oidc.start", "oidc.callback"})
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "static", "health.healthz", "health.readyz",
+                              "oidc.start", "oidc.callback"})
+# Paths outside /api/ that machines call with a token and people may open logged in (the
+# Prometheus scrape), with JSON errors either way: path -> the least role of a logged-in user
+# (a token needs the view's role, as on the API).
+TOKEN_OR_SESSION_PATHS = {"/metrics": "admin"}
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 MIN_PASSWORD_LENGTH = 10
 # Record a token's use at most this often, so read bursts do not become write bursts.
@@ -356,7 +361,8 @@ def _principal_from_session() -> Principal | None:
 
 
 def _is_api_request() -> bool:
-    return request.path == "/api" or request.path.startswith("/api/")
+    return request.path == "/api" or request.path.startswith("/api/") \
+        or request.path in TOKEN_OR_SESSION_PATHS
 
 
 def _unauthenticated(page: bool = False):  # type: ignore[no-untyped-def]
@@ -383,8 +389,12 @@ def _authorize():  # type: ignore[no-untyped-def]
     if endpoint in PUBLIC_ENDPOINTS:
         return None
     # Unknown URLs (endpoint None) are authenticated too, so 404s reveal nothing to strangers.
+    # A page about the API (the interactive reference: auth.session_or_token_page) takes a
+    # session like any page and a token like the API; /metrics takes either, with JSON errors.
     page = getattr(current_app.view_functions.get(endpoint or ""), "_planb_session_or_token", False)
-    if _is_api_request() and not (page and "Authorization" not in request.headers):
+    if request.path in TOKEN_OR_SESSION_PATHS and "Authorization" not in request.headers:
+        principal = _principal_from_session()
+    elif _is_api_request() and not (page and "Authorization" not in request.headers):
         principal = _principal_from_bearer(request.headers.get("Authorization", ""))
     else:
         principal = _principal_from_session()
@@ -394,6 +404,8 @@ def _authorize():  # type: ignore[no-untyped-def]
     if endpoint is None:
         return None
     needed = required_role(current_app.view_functions.get(endpoint), request.method)
+    if principal.kind == "user" and request.path in TOKEN_OR_SESSION_PATHS:
+        needed = max(needed, TOKEN_OR_SESSION_PATHS[request.path], key=ROLE_RANK.__getitem__)
     if not principal.can(needed):
         log.info("forbidden", extra={"needed_role": needed, "endpoint": endpoint})
         return _forbidden(needed)

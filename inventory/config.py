@@ -444,6 +444,8 @@ SETTINGS: dict[str, Setting] = {
                     "an IP address or host name without scheme or port, e.g. 127.0.0.1 or 0.0.0.0", _host),
     "PORT": Setting("8080", "Port `planb demo` / `planb serve` listens on",
                     "a port number from 1 to 65535, e.g. 8080", _integer(1, 65535)),
+    "WORKERS": Setting("2", "gunicorn worker processes of `planb serve` (each with 4 threads)",
+                       "a whole number of processes from 1 to 64, e.g. 4", _integer(1, 64)),
     # What `planb collect all` collects (read by the collectors' from_config()).
     "COLLECT_AWS_REGIONS": Setting(
         None, "AWS regions to collect, comma-separated ('all': every enabled region)",

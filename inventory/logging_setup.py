@@ -72,6 +72,8 @@ def configure(level: str = "INFO", fmt: str = "json", stream: IO[str] | None = N
 
 
 _request_log = logging.getLogger("planb.request")
+# Probes and scrapes: logged at DEBUG.
+QUIET_ENDPOINTS = frozenset({"health.healthz", "health.readyz", "metrics.metrics_view", "static"})
 
 
 def init_app(app: Flask) -> None:
@@ -85,8 +87,8 @@ def init_app(app: Flask) -> None:
     def _log_request(response: Response) -> Response:
         started = g.get("_planb_started")
         duration_ms = round((time.perf_counter() - started) * 1000, 1) if started else None
-        # Health probes every few seconds would drown the log: DEBUG for them.
-        level = logging.DEBUG if request.endpoint in ("health.healthz", "static") else logging.INFO
+        # Probes and scrapes every few seconds would drown the log: DEBUG for them.
+        level = logging.DEBUG if request.endpoint in QUIET_ENDPOINTS else logging.INFO
         _request_log.log(level, "request", extra={"status": response.status_code,
                                                   "duration_ms": duration_ms,
                                                   "remote_addr": request.remote_addr})

@@ -10,6 +10,7 @@ non-zero unless the run succeeded — 1 for a failed run, 3 for a partial one.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,22 +47,147 @@ def collect(ctx: click.Context, quiet: bool) -> None:
     ctx.find_root().meta["planb.collect.quiet"] = quiet
 
 
+class _NothingConfigured(CLIError):
+    pass
+
+
+def _progress(quiet: bool):  # type: ignore[no-untyped-def]
+    ctx = click.get_current_context(silent=True)
+    return _progress_printer(quiet or bool(ctx and ctx.find_root().meta.get("planb.collect.quiet")))
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+class Duration(click.ParamType):
+    """A duration such as 90s, 15m, 1h, 1h30m or 2d (a bare number is seconds), in seconds."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        text = str(value).strip().lower()
+        seconds: float | None = None
+        try:
+            seconds = float(text)
+        except ValueError:
+            parts = _DURATION_PART.findall(text)
+            if parts and "".join(number + unit for number, unit in parts) == text.replace(" ", ""):
+                seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+        if seconds is None or not 0 <= seconds <= 366 * 86400:
+            self.fail(f"{value!r} is not a duration such as 90s, 15m, 1h or 1h30m (at most 366d)", param, ctx)
+        if param is not None and param.name == "every" and seconds < 1:
+            self.fail(f"{value!r} is shorter than one second", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+
+
+def format_duration(seconds: float) -> str:
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    shown = [f"{hours}h"] if hours else []
+    shown += [f"{minutes}m"] if minutes else []
+    return " ".join(shown + [f"{secs}s"] if secs or not shown else shown)
+
+
 @collect.command("all")
-def collect_all() -> None:
-    """Run every configured source (cloud APIs first, then host-side sources)."""
+@click.option("--every", type=DURATION, default=None, metavar="DURATION",
+              help="Keep running: start a collection every DURATION (e.g. 1h, 30m, 1h30m, 900s) "
+                   "until SIGTERM or Ctrl-C, then exit 0.")
+@click.option("--jitter", type=DURATION, default=0.0, metavar="DURATION",
+              help="With --every: wait up to this much longer (random) before each next run, so "
+                   "several collectors do not start together.")
+def collect_all(every: float | None, jitter: float) -> None:
+    """Run every configured source (cloud APIs first, then host-side sources).
+
+    With --every, run on a schedule instead: each run's outcome is printed and recorded
+    (a failed run does not stop the schedule); SIGTERM or Ctrl-C between runs stops at
+    once, during a run after that run has finished (a second one stops at once)."""
+    if every is None:
+        if jitter:
+            raise click.UsageError("--jitter needs --every")
+        _collect_all_once(_configured_collectors())
+        return
+    _collect_all_every(every, jitter)
+
+
+def _configured_collectors() -> list:  # type: ignore[type-arg]
     collectors = []
     for name, module in registry.available().items():
-        collector = module.from_config()
+        try:
+            collector = module.from_config()
+        except Exception as exc:  # noqa: BLE001 - e.g. an osquery results file that is not JSON
+            raise CLIError(f"{name}: {exc}") from exc
         if collector is None:
             click.echo(f"{name}: not configured, skipped", err=True)
             continue
         collectors.append(collector)
     if not collectors:
-        raise CLIError("no collector is configured (see the README: PLANB_COLLECT_* variables)")
+        raise _NothingConfigured("no collector is configured (see the README: PLANB_COLLECT_* variables)")
+    return collectors
+
+
+def _collect_all_once(collectors: list) -> None:  # type: ignore[type-arg]
     runs = run_collectors(collectors)
     for run in runs:
         print_summary(run)
     exit_for(runs)
+
+
+def _collect_all_every(every: float, jitter: float) -> None:
+    import random
+    import signal
+    import threading
+    import time
+
+    stop = threading.Event()
+    running = threading.Event()
+    say = _progress(quiet=False)
+
+    def request_stop(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if running.is_set():
+            say(f"collect all: {name} received, stopping after the current run "
+                "(send it again to stop at once)")
+        stop.set()
+        # A second signal takes the default action: the process ends at once.  The scopes
+        # applied so far stay; the next run takes over the interrupted run's locks.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            started = time.monotonic()
+            running.set()
+            try:
+                collectors = _configured_collectors()
+                say(f"collect all: run {number} starting")
+                _collect_all_once(collectors)
+            except _NothingConfigured:
+                raise   # an error, not a schedule
+            except CLIError as exc:   # a failed run (recorded), an unreadable file: try next time
+                click.echo(f"Error: {exc}", err=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database restarting: try next time
+                click.echo(f"Error: run {number} did not complete: {type(exc).__name__}: {exc}", err=True)
+            finally:
+                running.clear()
+            if stop.is_set():
+                break
+            wait = max(0.0, started + every - time.monotonic()) + random.uniform(0, jitter)
+            say(f"collect all: run {number} done; next run in {format_duration(wait)}")
+            stop.wait(wait)
+        say("collect all: stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @click.command("runs")
@@ -114,6 +240,7 @@ def runs(limit: int, collector_name: str | None, status: str | None, run_id: int
         click.echo("")
         emit([{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in found[0].scope_results],
              SUMMARY_COLUMNS, fmt, SUMMARY_HEADERS, empty="No scopes.")
+
 
 
 def _run_dict(run, scopes: bool) -> dict:  # type: ignore[no-untyped-def]

@@ -33,6 +33,7 @@ Semantics (DESIGN.md, "Blast radius semantics"):
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
@@ -43,7 +44,8 @@ import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
-from inventory.impact.graph import Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
+from inventory.impact.graph import (Graph, GraphLag, View, connection_factory, get_graph_state, notify,
+                                    to_micros)
 from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
 from inventory.impact.scope import (Scope, ScopeError, parse_scope_and_graph, version_matches,
@@ -642,6 +644,15 @@ def blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: dateti
     ``as_of`` answers for a past moment; ``what_if`` (see ``inventory.impact.whatif``)
     answers for a modified inventory without writing anything.  Reads committed
     data only, on a connection of its own."""
+    started = time.perf_counter()
+    try:
+        return _blast_radius(db, scope, as_of, what_if, now)
+    finally:
+        notify("query", time.perf_counter() - started)
+
+
+def _blast_radius(db: so.Session, scope: Scope | Mapping[str, Any], as_of: datetime | str | None,
+                  what_if: Mapping[str, Any] | None, now: datetime | None) -> ImpactResult:
     from inventory.impact.confidence import confidence_report
     from inventory.impact.whatif import apply_what_if, compare, parse_what_if
 

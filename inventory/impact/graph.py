@@ -687,6 +687,19 @@ _cache: "OrderedDict[str, Graph]" = OrderedDict()
 _cache_lock = threading.Lock()
 _build_locks: dict[str, threading.Lock] = {}
 
+# Observers of the cache (``inventory.metrics`` adds them; the engine never imports a monitoring
+# library): "rebuild" gets the seconds a load took, "answer" how far behind the inventory the
+# graph handed out is (0.0 when current), "query" the seconds a blast radius took.
+OBSERVERS: dict[str, list[Callable[[float], None]]] = {"rebuild": [], "answer": [], "query": []}
+
+
+def notify(event: str, value: float) -> None:
+    for observer in OBSERVERS[event]:
+        try:
+            observer(value)
+        except Exception:  # noqa: BLE001 - monitoring must never fail a query
+            log.warning("observer of %s failed", event, exc_info=True)
+
 
 def _reader(engine: Engine) -> Engine:
     """The engine for the engine's own reads (one per underlying engine, kept on it)."""
@@ -758,18 +771,19 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
         if cached is not None and version is not None and cached.version == version:
             _cache.move_to_end(key)
             cached.confirmed_at = time.monotonic()
+            notify("answer", 0.0)
             return cached, stamp, None
     # How far behind the inventory the cached graph may be (not how long ago it was loaded:
     # a graph loaded an hour ago and current until a second ago is a second behind).
     age = time.monotonic() - cached.confirmed_at if cached is not None else 0.0
     if cached is None or version is None or age >= max_stale:
-        return (*_build(engine, key, build_lock), None)
+        return _answer(_build(engine, key, build_lock), None)
     lag = GraphLag(cached.version, version, round(age, 3))
     if build_lock.locked():
         # Someone is rebuilding right now: answer from the previous graph (young enough).
-        return cached, stamp, lag
+        return _answer((cached, stamp), lag)
     if _in_memory(engine):
-        return (*_build(engine, key, build_lock), None)   # one shared connection: no second thread
+        return _answer(_build(engine, key, build_lock), None)   # one shared connection: no second thread
     # Rebuild in a thread of its own and wait for it a bounded time: on a quiet machine the
     # answer is fresh; while collectors keep changing the inventory and the cores busy, the
     # request answers from the previous graph rather than queue behind rebuild after rebuild.
@@ -786,9 +800,23 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
 
     threading.Thread(target=run, name="planb-graph-rebuild", daemon=True).start()
     try:
-        return (*rebuild.result(timeout=REBUILD_WAIT_SECONDS), None)
+        return _answer(rebuild.result(timeout=REBUILD_WAIT_SECONDS), None)
     except FutureTimeout:
-        return cached, stamp, lag
+        return _answer((cached, stamp), lag)
+
+
+def _answer(built: tuple[Graph, tuple[Any, ...] | None], lag: GraphLag | None
+            ) -> tuple[Graph, tuple[Any, ...] | None, GraphLag | None]:
+    notify("answer", 0.0 if lag is None else lag.age_seconds)
+    return (*built, lag)
+
+
+def peek(db: so.Session | Engine) -> Graph | None:
+    """The graph this process holds for ``db``'s database (whatever its version), without
+    touching the database; None before the first load."""
+    key = engine_of(db).url.render_as_string(hide_password=False)
+    with _cache_lock:
+        return _cache.get(key)
 
 
 def _in_memory(engine: Engine) -> bool:
@@ -808,6 +836,7 @@ def _build(engine: Engine, key: str, build_lock: threading.Lock) -> tuple[Graph,
         started = time.monotonic()
         graph = Graph.load_from(engine, previous=cached)
         graph.confirmed_at = started
+        notify("rebuild", time.monotonic() - started)
         if graph.version is not None:
             with _cache_lock:
                 _cache[key] = graph

@@ -23,15 +23,57 @@ What keeps it fast (the walk is bound by memory, not arithmetic):
 * each CSR's edges are packed as (target, edge id) pairs and its row pointers
   are int32 (``pack_csr``): one stream of memory per edge, half the pointer bytes.
 
-``cache=True`` keeps the machine code in ``__pycache__`` so that only the first
-process on a machine pays for compiling (a few seconds); ``warm_up`` lets the
-graph loader pay it rather than the first query.
+``cache=True`` keeps the machine code in ``__pycache__`` (or ``NUMBA_CACHE_DIR``) so
+that only the first process on a machine pays for compiling (a few seconds);
+``warm_up`` lets the graph loader pay it rather than the first query.  The container
+image compiles it while it is built (see ``use_prebuilt_cache``).
 """
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from numba import njit
+from numba.core import config as numba_config
 from numba.cpython.unsafe.numbers import trailing_zeros
+
+
+def use_prebuilt_cache() -> str | None:
+    """Make a read-only ``NUMBA_CACHE_DIR`` usable; returns the folder Numba will use.
+
+    Numba only uses a cache folder it can write to (it checks by creating a file), even
+    to read from it.  The container image fills ``NUMBA_CACHE_DIR`` while it is built and
+    runs as a user who cannot write there, often on a read-only root filesystem: without
+    this, every process would compile the kernel again.  So a read-only folder is copied
+    once per machine (or container) into the temporary folder — a few hundred kilobytes —
+    and Numba is pointed at the copy.  Must run before the kernel functions are defined.
+    """
+    source = numba_config.CACHE_DIR
+    if not source or not os.path.isdir(source) or os.access(source, os.W_OK):
+        return source or None
+    target = Path(tempfile.gettempdir()) / f"planb-numba-cache-{os.getuid()}"
+    try:
+        if not target.is_dir():
+            staging = tempfile.mkdtemp(prefix=f"{target.name}.", dir=target.parent)
+            shutil.copytree(source, staging, dirs_exist_ok=True)
+            try:
+                os.rename(staging, target)
+            except OSError:   # another process got there first: use its copy
+                shutil.rmtree(staging, ignore_errors=True)
+    except OSError as exc:
+        # No writable temporary folder either: Numba says what it cannot do next.
+        logging.getLogger("planb.impact").warning("cannot copy the Numba cache %s to %s: %s",
+                                                  source, target, exc)
+        return source
+    numba_config.CACHE_DIR = str(target)
+    return str(target)
+
+
+use_prebuilt_cache()
 
 UP, DEGRADED, DOWN = 0, 1, 2
 CLAIMED = 3          # claimed within the level being built (by a hard edge, or in sweep 2)

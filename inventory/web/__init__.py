@@ -17,7 +17,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(overview.bp)
     # Areas added by later modules register here (one blueprint each).
     for module_name in ("assets", "vendors", "impact", "incidents", "plans", "updates", "runs",
-                        "risk", "admin"):
+                        "risk", "admin", "metrics"):
         module = _optional(f"inventory.web.{module_name}")
         if module is not None:
             _add_error_pages(module.bp)

@@ -8,6 +8,8 @@ viewer for reads and editor for writes), and its kind (page or API) from its pat
   with 401; the API answers 401 (JSON) to everything.
 * a session cookie on the API: 401 — the token API never accepts a cookie alone.
 * a bearer token on a page: treated as anonymous.
+* a path that takes a token or a session (``auth.TOKEN_OR_SESSION_PATHS``, the metrics
+  scrape): 401 (JSON) to anonymous, a token as on the API, a session user needs the role listed.
 * an authenticated principal below the least role: 403.
 * at or above it: anything but 401/403 and not a bounce to /login (404 and 400 are
   fine: the route gets made-up ids and empty bodies).
@@ -24,7 +26,8 @@ from flask import Flask
 from werkzeug.routing import Rule
 from werkzeug.routing.converters import FloatConverter, NumberConverter, UUIDConverter
 
-from inventory.auth import PUBLIC_ENDPOINTS, ROLE_RANK, TOKEN_ROLE_TO_ROLE, required_role
+from inventory.auth import (PUBLIC_ENDPOINTS, ROLE_RANK, TOKEN_OR_SESSION_PATHS, TOKEN_ROLE_TO_ROLE,
+                            required_role)
 from tests.conftest import bearer, create_api_token, create_user_and_login, make_test_app
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -84,20 +87,23 @@ def _routes(app: Flask) -> list[tuple[Rule, str]]:
 def _expectation(app: Flask, rule: Rule, method: str, principal: str) -> str:
     """'login' (302 to /login), 'unauthorized' (401), 'forbidden' (403) or 'allowed'."""
     # A page about the API under /api/ (the reference, auth.session_or_token_page) takes
-    # a session like any page and a token like the API.
+    # a session like any page and a token like the API; /metrics takes either, JSON errors.
     page = getattr(app.view_functions[rule.endpoint], "_planb_session_or_token", False)
-    is_api = rule.rule.startswith("/api/") and not page
+    token_or_session = rule.rule in TOKEN_OR_SESSION_PATHS
+    is_api = (rule.rule.startswith("/api/") and not page) or token_or_session
     if page and principal.startswith("token:"):
         is_api = True
     if principal == "anonymous" or (principal.startswith("token:") and not is_api):
         if is_api:
             return "unauthorized"
         return "login" if method == "GET" else "unauthorized"
-    if principal.startswith("session:") and is_api:
+    if principal.startswith("session:") and is_api and not token_or_session:
         return "unauthorized"
     role = principal.split(":")[1]
     role = TOKEN_ROLE_TO_ROLE.get(role, role)
     needed = required_role(app.view_functions[rule.endpoint], method)
+    if principal.startswith("session:") and token_or_session:
+        needed = max(needed, TOKEN_OR_SESSION_PATHS[rule.rule], key=ROLE_RANK.__getitem__)
     return "allowed" if ROLE_RANK[role] >= ROLE_RANK[needed] else "forbidden"
 
 
