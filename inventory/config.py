@@ -349,6 +349,12 @@ SETTINGS: dict[str, Setting] = {
     "COLLECT_HOST_NAME": Setting(None, "Name this machine is recorded under (default: its host name)"),
     "COLLECT_OSQUERY_PATHS": Setting(None, "osquery result files or globs, separated by commas or the OS "
                                            "path separator"),
+    "RUN_RETENTION_DAYS": Setting("90", "Days of collection-run history kept (each scope's latest state "
+                                        "is always kept)",
+                                  "a whole number of days from 1 to 36500, e.g. 90", _integer(1, 36500)),
+    "RUN_LEASE_SECONDS": Setting("300", "Seconds a collection run's lease lasts without a heartbeat; a run "
+                                        "whose process died is marked failed after it",
+                                 "a number of seconds from 1 to 86400, e.g. 300", _number(1, 86400)),
 }
 
 

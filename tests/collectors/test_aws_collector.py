@@ -215,7 +215,7 @@ def test_a_denied_region_makes_the_run_partial_and_retires_nothing_there(aws_env
     run = run_collection(engine, collector([US, EU], deny_eu), now=T0 + timedelta(hours=1))
 
     assert run.status == "partial"
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert scopes[scope(US)].status == "succeeded" and scopes[scope(US)].marked_stale == 1
     assert scopes[scope(EU)].status == "failed" and "UnauthorizedOperation" in scopes[scope(EU)].error
     assert denied.sent == 1  # AccessDenied-type errors are not retried
@@ -364,7 +364,7 @@ def test_target_groups_become_groups_with_member_edges(aws_env: str, engine: sa.
         (tg_key(ACCOUNT, US, "web-tg"), ec2_key(ACCOUNT, US, ids[0]), "member-of", "hard"),
         (tg_key(ACCOUNT, US, "web-tg"), ec2_key(ACCOUNT, US, ids[1]), "member-of", "hard"),
     }
-    assert {s.scope_key: s.status for s in run.scope_results} == {scope(US): "succeeded",
+    assert {s.scope_key: s.status for s in run.outcomes} == {scope(US): "succeeded",
                                                                    scope(US, "elbv2"): "succeeded"}
 
 

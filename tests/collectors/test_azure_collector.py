@@ -221,7 +221,7 @@ def test_a_scope_held_by_another_run_is_refused_and_the_other_applied(engine: sa
     run = run_collection(engine, collector_for(transport), now=T0)
 
     assert run.status == "partial"
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert scopes[VM_SCOPE].status == "failed" and "being collected" in scopes[VM_SCOPE].error
     assets = assets_by_key(engine)
     assert WEB_WIN not in assets and {WEB_VMSS, VMSS_0, VMSS_1} <= set(assets)
@@ -257,7 +257,7 @@ def test_500_mid_pagination_leaves_scope_incomplete_and_retires_nothing(engine: 
     run = run_collection(engine, collector_for(transport), now=T0 + timedelta(hours=1))
 
     assert run.status == "partial"
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert scopes[VMSS_SCOPE].status == "succeeded"  # the other scope was applied
     assert scopes[VM_SCOPE].status != "succeeded"
     assert "500" in scopes[VM_SCOPE].error and "InternalServerError" in scopes[VM_SCOPE].error

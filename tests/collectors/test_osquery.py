@@ -45,7 +45,7 @@ def installed(engine: sa.Engine, natural_key: str) -> dict[str, tuple[str, str, 
 
 def test_import_fleet_of_windows_ubuntu_and_macos_hosts(engine):
     run = run_collection(engine, osquery.OsqueryCollector(ALL))
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert set(scopes) == {"osquery:WIN-PAY-01", "osquery:ubuntu-web-01", "osquery:ubuntu-batch-02",
                            "osquery:mac-design-07.local"}
     # the host whose log starts mid-stream is partial; the others succeeded
