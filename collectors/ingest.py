@@ -864,8 +864,9 @@ def apply_batches(db: so.Session, batches: list[ScopeBatch], source: str, *, now
     # A batch of 100k assets reads and builds millions of small objects; the cyclic
     # collector walking them all, again and again, cost a warm re-run 10-20%.
     with paused_gc():
-        for batch in batches:
-            clean_batch(batch)
+        if len(batches) == 1 or _batch_may_need_cleaning(_joined(batches)):
+            for batch in batches:
+                clean_batch(batch)
         applier = _BatchApplier(db, batches, source, now or utcnow(), attributor or Attributor(db),
                                 granularity)
         return applier.run()
@@ -902,6 +903,13 @@ def _batch_may_need_cleaning(batch: ScopeBatch) -> bool:
         return True
     return tree_may_have_unwanted([(a.tags, a.attributes) for a in batch.assets]
                                   + [s.attributes for s in batch.software if s.attributes])
+
+
+def _joined(batches: list[ScopeBatch]) -> ScopeBatch:
+    """The records of several batches as one (for one search over all of their text)."""
+    return ScopeBatch("", assets=[a for b in batches for a in b.assets],
+                      software=[s for b in batches for s in b.software],
+                      dependencies=[d for b in batches for d in b.dependencies])
 
 
 def clean_batch(batch: ScopeBatch) -> None:
@@ -1475,7 +1483,8 @@ class BulkWriter:
         for row in rows:
             values = [row[c] for c in columns]
             for i in special:
-                values[i] = convert(values[i])
+                if values[i] is not None:
+                    values[i] = convert(values[i])
             params.append(tuple(values))
         if self.postgres and len(params) >= self.COPY_MIN_ROWS:
             self._copy(table, columns, params)
