@@ -10,6 +10,8 @@ Collectors never import Flask and never commit.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
@@ -116,3 +118,21 @@ class Collector(Protocol):
     # The scope keys this run will yield, when known before reading the source.
     # ``collectors.ingest.run_collection`` locks them up front, so a run that
     # overlaps another refuses to start instead of reading the source first.
+
+
+def collect_concurrently(tasks: Sequence[Callable[[], ScopeBatch]], concurrency: int,
+                         name: str = "planb-scope") -> Iterator[ScopeBatch]:
+    """Run independent scope tasks ``concurrency`` at a time and yield their batches in the
+    order of ``tasks`` (so a scope that references another's assets still comes after it).
+    Each task keeps its own deadline; the batches still go one at a time to the writer."""
+    if concurrency <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield task()
+        return
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+    try:
+        futures: list[Future[ScopeBatch]] = [executor.submit(task) for task in tasks]
+        for future in futures:
+            yield future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)

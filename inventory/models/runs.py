@@ -81,6 +81,10 @@ class ScopeResult(Base):
     run: so.Mapped[CollectionRun] = so.relationship(back_populates="scope_results")
 
 
+_NEXT_REVISION = sa.select(sa.func.coalesce(sa.func.max(sa.column("revision")), 0) + 1).select_from(
+    sa.table("collection_scopes")).scalar_subquery()
+
+
 class ScopeState(Base):
     """The latest state of one collection scope: what the confidence report, the runs page
     and ``planb runs`` read.  One row per scope, updated in place by every run over it.
@@ -106,7 +110,10 @@ class ScopeState(Base):
     unchanged: so.Mapped[int] = so.mapped_column(default=0)
     marked_stale: so.Mapped[int] = so.mapped_column(default=0)
     software_unread: so.Mapped[Optional[list[str]]] = so.mapped_column(sa.JSON)
-    revision: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0, index=True)
+    # Ingest passes the next revision itself; a row added or changed any other way (the ORM)
+    # takes the next one too.
+    revision: so.Mapped[int] = so.mapped_column(sa.BigInteger, index=True, default=_NEXT_REVISION,
+                                                onupdate=_NEXT_REVISION)
 
 
 class CollectionLock(Base):
