@@ -55,8 +55,11 @@ single asset.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
+import marshal
 import os
 import queue
 import re
@@ -216,6 +219,11 @@ class BatchOutcome:
     retired: bool = False
     # Natural keys of the scope's assets whose software this run could not read.
     unread: list[str] = field(default_factory=list)
+    # For a self-contained scope that succeeded: see ``ScopeState.fingerprint``.
+    fingerprint: str | None = None
+    signature: list[int] | None = None
+    verified_at: datetime | None = None
+    skipped: bool = False
 
 
 @dataclass(slots=True)
@@ -231,6 +239,9 @@ class ScopeOutcome:
     error: str | None = None
     finished_at: datetime | None = None
     software_unread: list[str] = field(default_factory=list)
+    fingerprint: str | None = None
+    signature: list[int] | None = None
+    verified_at: datetime | None = None
 
 
 def on_run_finished(run: CollectionRun) -> None:
@@ -420,6 +431,7 @@ class _Run:
         if self._attributor is None:
             with read_session(self.engine) as db:
                 self._attributor = Attributor(db)
+                self._attributor.fingerprint_salt = _attribution_salt(db)  # type: ignore[attr-defined]
         return self._attributor
 
     def _apply_group(self, batches: list[ScopeBatch]) -> None:
@@ -535,6 +547,7 @@ class _Run:
                  "last_success_at": o.finished_at if o.status == "succeeded" else None,
                  "created": o.created, "updated": o.updated, "unchanged": o.unchanged,
                  "marked_stale": o.marked_stale, "software_unread": o.software_unread or None,
+                 "fingerprint": o.fingerprint, "signature": o.signature, "verified_at": o.verified_at,
                  "revision": revision} for o in outcomes],
                 key=("scope_key",), keep_when_null=("last_success_at",))
         by_status = Counter(o.status for o in outcomes)
@@ -578,6 +591,15 @@ class _Run:
             self.errors.append({"scope": scope_key, "error": message})
 
 
+def _as_aware(value: Any) -> datetime | None:
+    """A timestamp from an aggregate (SQLite hands back text there) as an aware UTC datetime."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)  # type: ignore[no-any-return]
+
+
 def _batch_rows(batch: ScopeBatch) -> int:
     return len(batch.assets) + len(batch.software) + len(batch.dependencies) + 1
 
@@ -596,8 +618,10 @@ def _scope_outcome(batch: ScopeBatch, outcome: BatchOutcome, now: datetime) -> S
     if outcome.unread and not batch.error:
         messages.append(f"software of {len(outcome.unread)} asset(s) not read: left as it was")
     c = outcome.counts
+    fingerprint = outcome.fingerprint if status == "succeeded" else None
     return ScopeOutcome(batch.scope_key[:300], status, c.created, c.updated, c.unchanged, c.marked_stale,
-                        "; ".join(messages) or None, now, sorted(outcome.unread))
+                        "; ".join(messages) or None, now, sorted(outcome.unread), fingerprint,
+                        outcome.signature if fingerprint else None, outcome.verified_at if fingerprint else None)
 
 
 class _Feed:
@@ -847,6 +871,40 @@ def where_in(conn: sa.Connection, column: sa.ColumnElement[Any], values: list[An
 
 # -- applying batches -----------------------------------------------------------------------------
 
+def _attribution_salt(db: so.Session) -> bytes:
+    """What attribution depends on besides a batch (the shipped catalogue and the estate's
+    aliases): part of every scope fingerprint, so a new alias makes every scope compare again."""
+    from inventory.models import VendorAlias
+    digest = hashlib.blake2b(_catalogue_bytes(), digest_size=16)
+    for row in db.execute(sa.select(VendorAlias.id, VendorAlias.alias, VendorAlias.is_pattern,
+                                    VendorAlias.vendor_id, VendorAlias.product_id).order_by(VendorAlias.id)):
+        digest.update(repr(tuple(row)).encode())
+    return digest.digest()
+
+
+@functools.lru_cache(maxsize=1)
+def _catalogue_bytes() -> bytes:
+    from importlib import resources
+    return resources.files("collectors.data").joinpath("catalogue.yaml").read_bytes()
+
+
+_ASSET_PRINT = attrgetter("natural_key", *RECORD_COLUMNS, "tags", "attributes")
+_SOFTWARE_PRINT = attrgetter("asset_key", "name", "publisher", "version", "origin", "attributes")
+_DEPENDENCY_PRINT = attrgetter("dependent_key", "dependency_key", "kind", "strength")
+
+
+def scope_fingerprint(batch: ScopeBatch, source: str, salt: bytes) -> str | None:
+    """A hash of everything in ``batch`` that ingest writes (and of the attribution rules),
+    or None when a record holds a value that cannot be hashed this way."""
+    try:
+        data = marshal.dumps((source, batch.scope_key, list(map(_ASSET_PRINT, batch.assets)),
+                              list(map(_SOFTWARE_PRINT, batch.software)),
+                              list(map(_DEPENDENCY_PRINT, batch.dependencies))))
+    except ValueError:
+        return None
+    return hashlib.blake2b(data, key=salt[:64], digest_size=16).hexdigest()
+
+
 def apply_batch(db: so.Session, batch: ScopeBatch, source: str, *, now: datetime | None = None,
                 attributor: Attributor | None = None,
                 granularity: timedelta = LAST_SEEN_GRANULARITY) -> BatchOutcome:
@@ -864,9 +922,6 @@ def apply_batches(db: so.Session, batches: list[ScopeBatch], source: str, *, now
     # A batch of 100k assets reads and builds millions of small objects; the cyclic
     # collector walking them all, again and again, cost a warm re-run 10-20%.
     with paused_gc():
-        if len(batches) == 1 or _batch_may_need_cleaning(_joined(batches)):
-            for batch in batches:
-                clean_batch(batch)
         applier = _BatchApplier(db, batches, source, now or utcnow(), attributor or Attributor(db),
                                 granularity)
         return applier.run()
@@ -963,6 +1018,8 @@ class _BatchApplier:
         self.frozen_groups: set[int] = set()
         self.writer = BulkWriter(self.conn)
         self.may_remove: dict[str, bool] = {}
+        # scopes that touch an asset of another scope (merged machines...): never skipped
+        self.foreign: set[str] = set()
 
     def counts(self, scope: str) -> Counts:
         return self.outcomes[scope].counts
@@ -976,6 +1033,12 @@ class _BatchApplier:
         return (table.c.last_seen < self.stale_before).label("stale")
 
     def run(self) -> dict[str, BatchOutcome]:
+        self._skip_unchanged()   # (fingerprints are of the batches as collected, before cleaning)
+        if not self.batches:
+            return self.outcomes
+        if len(self.batches) == 1 or _batch_may_need_cleaning(_joined(self.batches)):
+            for batch in self.batches:
+                clean_batch(batch)
         records = self._valid_records()
         self._upsert_assets(records)
         # Every reference must resolve before anything is removed: a scope with a dangling
@@ -991,7 +1054,100 @@ class _BatchApplier:
         self._apply_software()
         self._retire_missing()
         self._apply_dependencies()
+        self._sign()
         return self.outcomes
+
+    # unchanged scopes -------------------------------------------------------------------------
+
+    def _skip_unchanged(self) -> None:
+        """Set aside the scopes whose batch is the one last applied in full (same fingerprint)
+        over rows nobody has touched since: counted unchanged, nothing read or written."""
+        salt = getattr(self.attributor, "fingerprint_salt", None)
+        if salt is None:
+            return
+        prints = {}
+        for batch in self.batches:
+            if batch.complete and not batch.software_unread and not batch.members_unread:
+                fingerprint = scope_fingerprint(batch, self.source, salt)
+                if fingerprint is not None:
+                    prints[batch.scope_key] = fingerprint
+                    self.outcomes[batch.scope_key].fingerprint = fingerprint
+        if not prints:
+            return
+        t = ScopeState.__table__
+        stored: dict[str, tuple[Any, ...]] = {}
+        for clause in self.where_in(t.c.scope_key, sorted(prints)):
+            for key, fingerprint, signature, verified in self.conn.execute(
+                    sa.select(t.c.scope_key, t.c.fingerprint, t.c.signature, t.c.verified_at).where(
+                        clause, t.c.fingerprint.is_not(None), t.c.status == "succeeded")):
+                verified = _as_aware(verified)
+                if fingerprint == prints[key] and signature and verified and verified >= self.stale_before:
+                    stored[key] = (list(signature), verified)
+        if not stored:
+            return
+        current = self._signatures(sorted(stored))
+        skip = set()
+        for key, (signature, verified) in stored.items():
+            counts, newest, oldest = current.get(key, ([0, 0, 0, 0], None, None))
+            if counts == signature and (newest is None or newest <= verified) \
+                    and (oldest is None or oldest >= self.stale_before):
+                skip.add(key)
+        kept = []
+        for batch in self.batches:
+            if batch.scope_key not in skip:
+                kept.append(batch)
+                continue
+            outcome = self.outcomes[batch.scope_key]
+            outcome.skipped = True
+            outcome.signature, outcome.verified_at = stored[batch.scope_key]
+            outcome.counts.unchanged = len(batch.assets) + len(batch.software) + len(batch.dependencies)
+        self.batches = kept
+        self.scopes = [b.scope_key for b in kept]
+
+    def _signatures(self, scopes: list[str]) -> dict[str, tuple[list[int], datetime | None, datetime | None]]:
+        """Per scope: row counts (assets, installations, unattributed software, edges of its
+        assets), the newest change (assets' ``updated_at``, the others' ``last_seen``) and the
+        oldest ``last_seen`` — one grouped read per table, in the database."""
+        a = Asset.__table__
+        found: dict[str, tuple[list[int], datetime | None, datetime | None]] = {}
+        parts = [(a, a.c.updated_at, None)] + [(model.__table__, model.__table__.c.last_seen, column)
+                                               for model, column in ((Installation, "asset_id"),
+                                                                     (UnattributedSoftware, "asset_id"),
+                                                                     (Dependency, "dependent_id"))]
+        for index, (table, newest_column, link) in enumerate(parts):
+            source = a if link is None else table.join(a, a.c.id == table.c[link])
+            for clause in self.where_in(a.c.source_scope, scopes):
+                for scope, n, newest, oldest in self.conn.execute(
+                        sa.select(a.c.source_scope, sa.func.count(), sa.func.max(newest_column),
+                                  sa.func.min(table.c.last_seen)).select_from(source).where(clause)
+                        .group_by(a.c.source_scope)):
+                    counts, top, bottom = found.setdefault(scope, ([0, 0, 0, 0], None, None))
+                    counts[index] = n
+                    newest, oldest = _as_aware(newest), _as_aware(oldest)
+                    top = newest if top is None or (newest is not None and newest > top) else top
+                    bottom = oldest if bottom is None or (oldest is not None and oldest < bottom) else bottom
+                    found[scope] = (counts, top, bottom)
+        return found
+
+    def _sign(self) -> None:
+        """Record what this full comparison left, for the scopes that may be skipped next
+        time: complete, usable, every record on an asset of the scope itself."""
+        own: dict[str, set[int]] = {}
+        for asset_id, scope in self.seen.items():
+            own.setdefault(scope, set()).add(asset_id)
+        signed = [b.scope_key for b in self.batches
+                  if self.outcomes[b.scope_key].fingerprint and self.may_remove.get(b.scope_key)
+                  and not self.outcomes[b.scope_key].unread and b.scope_key not in self.foreign]
+        for scope in self.scopes:
+            if scope not in signed:
+                self.outcomes[scope].fingerprint = None
+        if not signed:
+            return
+        current = self._signatures(signed)
+        for scope in signed:
+            counts, _newest, _oldest = current.get(scope, ([0, 0, 0, 0], None, None))
+            outcome = self.outcomes[scope]
+            outcome.signature, outcome.verified_at = counts, self.now
 
     def _check_references(self) -> None:
         for batch in self.batches:
@@ -1096,6 +1252,9 @@ class _BatchApplier:
             current = working.setdefault(asset_id, dict(target))
             changes = merge_record(current, record, self.source, scope, self.now_iso,
                                    machine_unread=record.natural_key in unread_keys)
+            if changes.get("source_scope", current["source_scope"]) != scope \
+                    or changes.get("natural_key", current["natural_key"]) != record.natural_key:
+                self.foreign.add(scope)
             self.key_to_id[record.natural_key] = asset_id
             if changes:
                 current.update(changes)
@@ -1244,7 +1403,9 @@ class _BatchApplier:
                     attributed.setdefault((asset_id, pair), record)
         for asset_id, scope in reported.items():
             owner = self.seen.get(asset_id)
-            if owner is not None and owner != scope:
+            if owner is None:
+                self.foreign.add(scope)
+            elif owner != scope:
                 raise _GroupConflict(f"scope {scope} reports software of an asset of scope {owner}")
         product_ids = self.attributor.ensure_products(self.db, pairs)
         # Software a complete scope no longer reports is removed (uninstalled); never on an
@@ -1381,6 +1542,8 @@ class _BatchApplier:
                 if a == b:
                     continue  # merged into one machine: an edge to itself means nothing
                 self._claim(a, scope, dependents)
+                if a not in self.seen:
+                    self.foreign.add(scope)
                 desired.setdefault((a, b, dep.kind[:20]), (scope, dep))
         if not active:
             return

@@ -150,11 +150,13 @@ def table_from_columns(rows: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
+_TEXT_ONLY = frozenset({str})
+
+
 def _str_row(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise OsqueryFormatError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
-    values = row.values()
-    if all(type(v) is str for v in values):
+    if set(map(type, row.values())) <= _TEXT_ONLY:
         return row  # the usual case: osquery logs every column as text (keys are text in JSON)
     return {str(k): ("" if v is None else v if isinstance(v, str) else str(v) if not isinstance(v, (dict, list))
                      else json.dumps(v, sort_keys=True)) for k, v in row.items()}

@@ -110,6 +110,15 @@ class ScopeState(Base):
     unchanged: so.Mapped[int] = so.mapped_column(default=0)
     marked_stale: so.Mapped[int] = so.mapped_column(default=0)
     software_unread: so.Mapped[Optional[list[str]]] = so.mapped_column(sa.JSON)
+    # What the last full comparison of a self-contained, succeeded scope applied: a hash of
+    # its records and of the attribution rules (``fingerprint``), the row counts it left
+    # (``signature``: assets, installations, unattributed software, edges) and when
+    # (``verified_at``).  A run whose batch has the same fingerprint, over rows nobody has
+    # changed since (same counts, nothing newer than ``verified_at``, no heartbeat due),
+    # skips the scope: unchanged, nothing read or written but its state.
+    fingerprint: so.Mapped[Optional[str]] = so.mapped_column(sa.String(32))
+    signature: so.Mapped[Optional[list[int]]] = so.mapped_column(sa.JSON)
+    verified_at: so.Mapped[Optional[datetime]] = so.mapped_column()
     # Ingest passes the next revision itself; a row added or changed any other way (the ORM)
     # takes the next one too.
     revision: so.Mapped[int] = so.mapped_column(sa.BigInteger, index=True, default=_NEXT_REVISION,

@@ -9,7 +9,9 @@ per run (100,000 rows per pass of a 100,000-host fleet), each scope keeps its la
 state in ``collection_scopes`` and a run keeps only the scopes that did not succeed,
 with per-status counts and a compact summary on ``collection_runs``. A run also holds
 a lease (``holder``, ``heartbeat_at``, ``lease_expires_at``) it renews while it works, so
-a run whose process died is found and closed.
+a run whose process died is found and closed.  A scope state also keeps the fingerprint
+of what its last full comparison applied, so an unchanged scope is recognised without
+reading its rows (``fingerprint``, ``signature``, ``verified_at``).
 
 Upgrade fills ``collection_scopes`` from the history already recorded (the latest result
 of each scope, and its last success). Downgrade writes each scope's latest state back as
@@ -46,6 +48,9 @@ def upgrade() -> None:
         sa.Column("unchanged", sa.Integer(), nullable=False),
         sa.Column("marked_stale", sa.Integer(), nullable=False),
         sa.Column("software_unread", sa.JSON(), nullable=True),
+        sa.Column("fingerprint", sa.String(length=32), nullable=True),
+        sa.Column("signature", sa.JSON(), nullable=True),
+        sa.Column("verified_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("revision", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["run_id"], ["collection_runs.id"],
                                 name=op.f("fk_collection_scopes_run_id_collection_runs"), ondelete="SET NULL"),

@@ -312,3 +312,46 @@ def test_on_run_finished_is_called_with_every_run(engine, monkeypatch):
                                                name="osquery"), now=T0)
     assert seen == [(run.id, "failed")]
     assert ingest.on_run_finished is not None
+
+
+# -- unchanged scopes are recognised without reading their rows -----------------------------------
+
+class Reads:
+    """Counts statements that read a table (``FROM <table>``)."""
+
+    def __init__(self, engine: sa.Engine, table: str) -> None:
+        self.engine, self.table, self.n = engine, table, 0
+        sa.event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, conn, cursor, statement, *rest):  # type: ignore[no-untyped-def]
+        if f"FROM {self.table}" in statement and not statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+            self.n += 1
+
+    def close(self) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._on)
+
+
+def test_an_unchanged_scope_is_skipped_until_someone_else_touches_its_rows(engine):
+    n = 40
+    run_collection(engine, FakeCollector(fleet(n), name="osquery"), now=T0)
+    reads = Reads(engine, "installations")
+    try:
+        same = run_collection(engine, FakeCollector(fleet(n), name="osquery"), now=T0 + timedelta(hours=1))
+    finally:
+        reads.close()
+    assert same.status == "succeeded" and (same.created, same.updated, same.unchanged) == (0, 0, n * 4)
+    # the only reads of installations are the grouped counts, not the rows
+    assert reads.n <= 2
+    assert {s.fingerprint is not None for s in states(engine).values()} == {True}
+
+    # another writer changes a host's software: that scope is compared in full again and restored
+    with write_session(engine) as db:
+        asset_id = db.scalar(sa.select(Asset.id).where(Asset.natural_key == "host:h0003"))
+        deleted = db.execute(sa.delete(Installation).where(Installation.asset_id == asset_id)).rowcount
+    again = run_collection(engine, FakeCollector(fleet(n), name="osquery"), now=T0 + timedelta(hours=2))
+    assert deleted and (again.created, again.updated) == (deleted, 0)
+    # a day later every scope is compared in full (and its rows' last_seen refreshed)
+    later = run_collection(engine, FakeCollector(fleet(n), name="osquery"), now=T0 + timedelta(days=2))
+    with read_session(engine) as db:
+        assert set(db.scalars(sa.select(Installation.last_seen))) == {T0 + timedelta(days=2)}
+    assert later.unchanged == n * 4
