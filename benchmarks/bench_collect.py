@@ -239,6 +239,10 @@ def raw_executemany(url: str, rows: dict[str, list[tuple[Any, ...]]], upsert: bo
     engine = make_engine(url)
     pg = engine.dialect.name == "postgresql"
     mark = "%s" if pg else "?"
+    if pg:  # JSON columns come back as dicts: hand them over as JSON again
+        from psycopg.types.json import Json
+        rows = {table: [tuple(Json(v) if isinstance(v, (dict, list)) else v for v in row) for row in table_rows]
+                for table, table_rows in rows.items()}
     try:
         raw = engine.raw_connection()
         try:

@@ -212,7 +212,8 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
 
 
 def run_collectors(collectors: Sequence[Collector], *, quiet: bool | None = None) -> list[CollectionRun]:
-    """Run each collector in turn inside the app (its database); returns the finished runs."""
+    """Run each collector in turn against the configured database (the app's, inside an app
+    context); returns the finished runs."""
     from flask import current_app, has_app_context
 
     from collectors.ingest import run_collection
@@ -227,13 +228,21 @@ def run_collectors(collectors: Sequence[Collector], *, quiet: bool | None = None
 
     if has_app_context():
         return _run(current_app.extensions["planb_engine"])
-    from inventory import create_app
-    app = create_app()
-    with app.app_context():
-        try:
-            return _run(app.extensions["planb_engine"])
-        finally:
-            app.extensions["planb_engine"].dispose()
+    # No web app needed (and not built: its start-up costs a small import more than the
+    # import itself): the same checked settings, logging and engine create_app would give.
+    from inventory import config, logging_setup
+    from inventory.db import make_engine
+
+    settings = config.load()
+    instance = config.default_instance_path()
+    config.ensure_instance_path(instance)
+    values = config.from_environment_without_secret(instance, settings)
+    logging_setup.configure(values["LOG_LEVEL"], values["LOG_FORMAT"])
+    engine = make_engine(values["DATABASE_URL"])
+    try:
+        return _run(engine)
+    finally:
+        engine.dispose()
 
 
 def print_summary(run: CollectionRun) -> None:
