@@ -29,6 +29,10 @@ system_info + os_version + packages), its CPU time (user + system) and peak memo
 * **CloudQuery's 5,800 resources/s** into PostgreSQL (its published figure): "vs CQ" is
   Plan B's rows/s ÷ 5,800 (goal ≥ 5×).
 
+After the largest log on SQLite, the runs pages, a blast radius page and the JSON API
+(whose confidence report reads the latest state of every scope) are timed on the collected
+fleet — 100,000 scopes — through the Flask test client (budget 200 ms, like bench_pages).
+
 Goals (issue 13): 4,000 hosts cold ≤ 3 s on SQLite, ≤ 5 s on PostgreSQL, unchanged ≤ 1.5 s;
 100,000 hosts cold ≤ 60 s, unchanged ≤ 20 s, peak memory ≤ 1 GiB. This machine is shared:
 compare figures only with the load average beside them.
@@ -278,7 +282,52 @@ def raw_executemany(url: str, rows: dict[str, list[tuple[Any, ...]]], upsert: bo
 
 # -- the benchmark ----------------------------------------------------------------------------------
 
-def bench(backend: Backend, log: Path, info: dict[str, int], say: Callable[[str], None]) -> list[dict[str, Any]]:
+def time_pages(url: str, say: Callable[[str], None], repeat: int = 10) -> list[dict[str, Any]]:
+    """Server time of the runs pages, a blast radius (its confidence report reads every scope's
+    latest state) and the JSON API on the collected fleet (Flask test client, as bench_pages)."""
+    import statistics
+
+    from benchmarks.bench_pages import BENCH_PASSWORD, BENCH_USER, drop_caches, make_app, p95
+    from inventory.app_db import get_session
+    from inventory.auth import create_token, create_user
+    from inventory.models import CollectionRun, ScopeState
+
+    app = make_app(url)
+    with app.app_context():
+        db = get_session()
+        create_user(db, BENCH_USER, "editor", BENCH_PASSWORD)
+        _token, plaintext = create_token(db, "bench", "read")
+        db.commit()
+        run_id = db.scalar(sa.select(sa.func.max(CollectionRun.id)))
+        n_states = db.scalar(sa.select(sa.func.count()).select_from(ScopeState))
+    client = app.test_client()
+    client.post("/login", data={"username": BENCH_USER, "password": BENCH_PASSWORD})
+    bearer = {"Authorization": f"Bearer {plaintext}"}
+    timed = []
+    for name, path, headers in (("collection runs", "/runs/", {}),
+                                ("collection run detail", f"/runs/{run_id}", {}),
+                                ("blast radius page: CrowdStrike", "/impact/?vendor=CrowdStrike", {}),
+                                ("API: impact CrowdStrike (confidence)", "/api/v1/impact?vendor=CrowdStrike", bearer)):
+        app.config["BLAST_PAGE_CACHE"] = False
+        drop_caches()
+        started = time.perf_counter()
+        response = client.get(path, headers=headers)
+        cold = (time.perf_counter() - started) * 1000
+        client.get(path, headers=headers)
+        samples = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            response = client.get(path, headers=headers)
+            samples.append((time.perf_counter() - started) * 1000)
+        timed.append({"page": name, "status": response.status_code, "scopes": n_states, "cold_ms": cold,
+                      "median_ms": statistics.median(samples), "p95_ms": p95(samples)})
+        say(f"  {name}: HTTP {response.status_code}, median {timed[-1]['median_ms']:.0f} ms")
+    app.extensions["planb_engine"].dispose()
+    return timed
+
+
+def bench(backend: Backend, log: Path, info: dict[str, int], say: Callable[[str], None],
+          pages: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     instance = tempfile.mkdtemp(prefix="planb-bench-instance-")
     planb_url, raw_url = backend.make(), backend.make()
     results = []
@@ -295,11 +344,23 @@ def bench(backend: Backend, log: Path, info: dict[str, int], say: Callable[[str]
                             "rows_per_s": info["rows"] / measured["wall_s"],
                             "goal_s": GOALS.get((info["hosts"], backend.name, phase))})
             say(f"  {measured['wall_s']:.2f} s ({measured['summary']}); raw executemany {raw_s:.2f} s")
+        if pages is not None:
+            pages.extend(time_pages(planb_url, say))
     finally:
         backend.drop(planb_url)
         backend.drop(raw_url)
         shutil.rmtree(instance, ignore_errors=True)
     return results
+
+
+def print_pages(pages: list[dict[str, Any]]) -> None:
+    if not pages:
+        return
+    print(f"\npages and API on the collected fleet ({pages[0]['scopes']:,} scope states; budget 200 ms; "
+          f"load {os.getloadavg()[0]:.1f})")
+    print(f"{'page':42} {'status':>6} {'cold ms':>8} {'median ms':>10} {'p95 ms':>8}")
+    for p in pages:
+        print(f"{p['page']:42} {p['status']:>6} {p['cold_ms']:>8.0f} {p['median_ms']:>10.0f} {p['p95_ms']:>8.0f}")
 
 
 def print_table(results: list[dict[str, Any]], logs: dict[int, dict[str, int]]) -> None:
@@ -331,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default=PG_URL)
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
+    parser.add_argument("--no-pages", action="store_true",
+                        help="skip timing the runs pages, a blast radius and the API on the largest fleet")
     args = parser.parse_args(argv)
 
     def say(message: str) -> None:
@@ -342,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = [SIZES["4k"]] + ([] if args.quick else [SIZES["100k"]])
     workdir = tempfile.mkdtemp(prefix="planb-bench-collect-")
     results: list[dict[str, Any]] = []
+    pages: list[dict[str, Any]] = []
     logs: dict[int, dict[str, int]] = {}
     say(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on "
         f"{os.cpu_count()} cores")
@@ -352,13 +416,16 @@ def main(argv: list[str] | None = None) -> int:
             logs[hosts] = write_results_log(log, hosts, low, high)
             say(f"generated {log.name}: {logs[hosts]['rows']:,} rows in {time.perf_counter() - started:.1f} s")
             for backend in backends(args.backends.split(","), workdir, args.pg_url):
-                results.extend(bench(backend, log, logs[hosts], say))
+                timed_pages = pages if (backend.name == "sqlite" and hosts == max(h for h, _l, _h in sizes)
+                                        and not args.no_pages) else None
+                results.extend(bench(backend, log, logs[hosts], say, timed_pages))
             log.unlink()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_table(results, logs)
+    print_pages(pages)
     if args.json:
-        print(json.dumps(results, indent=2, default=str))
+        print(json.dumps({"phases": results, "pages": pages}, indent=2, default=str))
     return 0
 
 

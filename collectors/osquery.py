@@ -54,9 +54,7 @@ import weakref
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
 
 from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
 

@@ -95,7 +95,6 @@ def runs(ctx: click.Context, limit: int, collector_name: str | None, status: str
 def _list_runs(limit: int, collector_name: str | None, status: str | None, run_id: int | None,
                fmt: str) -> None:
     import sqlalchemy as sa
-
     from flask import current_app
 
     from inventory.app_db import get_session

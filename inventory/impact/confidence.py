@@ -16,11 +16,10 @@ again (a fleet of 100,000 one-host scopes is not re-read after every collection 
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
-
-import threading
 
 import numpy as np
 import sqlalchemy as sa

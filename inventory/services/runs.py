@@ -37,10 +37,10 @@ run_finished_listeners: list[Callable[[CollectionRun], None]] = []
 
 
 def notify_run_finished(run: CollectionRun) -> None:
-    for listener in list(run_finished_listeners):
+    for listener in tuple(run_finished_listeners):
         try:
             listener(run)
-        except Exception:  # noqa: BLE001 - a listener must never fail a run
+        except Exception:  # a listener must never fail a run
             log.exception("run-finished listener %r failed for run %s", listener, run.id)
 
 

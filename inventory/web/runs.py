@@ -20,7 +20,7 @@ from inventory.web.ui import refuse_bad_query
 bp = Blueprint("runs", __name__, url_prefix="/runs")
 
 PAGE_SIZE = 50
-SCOPES_SHOWN = 500
+SCOPES_SHOWN = 200
 # Newest first; ids grow with start time, and the primary key is the index.
 NEWEST_FIRST = [Segment(None, (CollectionRun.id,), descending=True)]
 

@@ -191,7 +191,7 @@ def json_error(code: str, message: str, status: int) -> AWSResponse:
                         "x-amzn-RequestId": "c0ffee00-0000-4000-8000-000000000000"}, _Raw(body))
 
 
-def failing_ssm(region: str, response: Callable[[], AWSResponse], max_attempts: int = 3) -> tuple[Any, "Injector"]:
+def failing_ssm(region: str, response: Callable[[], AWSResponse], max_attempts: int = 3) -> tuple[Any, Injector]:
     """An SSM client whose every call is answered by ``response`` through botocore's
     ``before-send`` hook: botocore still parses it and runs its standard-mode retries."""
     client = boto3.client("ssm", region_name=region, config=botocore_config(max_attempts))

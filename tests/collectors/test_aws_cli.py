@@ -188,7 +188,7 @@ class _Ssm500(BaseHTTPRequestHandler):
 
     calls = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         type(self).calls += 1
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = json.dumps({"__type": "InternalServerError", "message": "We encountered an internal error."}).encode()
