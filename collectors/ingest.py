@@ -478,10 +478,12 @@ class _Run:
 
     def _apply_in_one_transaction(self, group: list[ScopeBatch]) -> None:
         now = self.clock()
-        if len(group) <= 3 or sum(_batch_rows(b) for b in group) >= GROUP_MIN_ROWS:
+        if len(group) <= 3:
             for batch in group:
                 self.say(f"{batch.scope_key}: applying {len(batch.assets)} assets, {len(batch.software)} software, "
                          f"{len(batch.dependencies)} dependencies")
+        else:
+            self.say(f"{self.source}: applying {len(group)} scopes ({sum(map(_batch_rows, group))} records)")
         with write_session(self.engine) as db:
             _check_still_running(db, self.run_id)
             applied = apply_batches(db, group, self.source, now=now, attributor=self.attributor(),
