@@ -334,11 +334,13 @@ def bench(backend: Backend, log: Path, info: dict[str, int], say: Callable[[str]
     try:
         for phase in ("cold", "unchanged"):
             say(f"{backend.name}, {info['hosts']:,} hosts: {phase} ...")
+            # The child first, while this process holds nothing large: a forked child's peak
+            # memory starts from its parent's.
             measured = run_child(planb_url, log, instance)
-            if phase == "cold":
-                rows = stored_rows(planb_url)
+            rows = stored_rows(planb_url)
             raw_s = raw_executemany(raw_url, rows, upsert=phase == "unchanged")
             written = sum(len(rows[t]) for t in _TABLES)
+            del rows
             results.append({"backend": backend.name, "hosts": info["hosts"], "phase": phase, "rows": info["rows"],
                             "stored_rows": written, "raw_s": raw_s, **measured,
                             "rows_per_s": info["rows"] / measured["wall_s"],
