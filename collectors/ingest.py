@@ -1102,7 +1102,7 @@ class _BatchApplier:
             outcome = self.outcomes[batch.scope_key]
             outcome.skipped = True
             outcome.signature, outcome.verified_at = stored[batch.scope_key]
-            outcome.counts.unchanged = len(batch.assets) + len(batch.software) + len(batch.dependencies)
+            outcome.counts.unchanged = sum(outcome.signature)   # the scope's rows, as a full comparison counts them
         self.batches = kept
         self.scopes = [b.scope_key for b in kept]
 
