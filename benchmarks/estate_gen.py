@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 # Bump when the generated estate changes, so cached estates are rebuilt.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 SIZES = {"S": 10_000, "M": 100_000}
 SYSTEM_SIZE = 500
 # Per system: (kind, count).  Sums to SYSTEM_SIZE.
@@ -420,6 +420,7 @@ def _build(rng: np.random.Generator, n_systems: int) -> dict[str, Any]:
     # ------------------------------------------------------------ collection runs for confidence
     run_rows: list[tuple[Any, ...]] = []
     scope_rows: list[tuple[Any, ...]] = []
+    state_rows: list[tuple[Any, ...]] = []
     for i, scope in enumerate(scopes):
         for r in range(2):
             rid = len(run_rows) + 1
@@ -429,6 +430,11 @@ def _build(rng: np.random.Generator, n_systems: int) -> dict[str, Any]:
                              status, 0, 0, 0, 0, "[]"))
             scope_rows.append((len(scope_rows) + 1, rid, scope, status, 0, 0, 0, 0,
                                None if status == "succeeded" else "timeout", _ts(finished)))
+        # the scope's latest state (what the confidence report reads): its second, newer run
+        (_i, run_id, key, status, *_counts, error, finished) = scope_rows[-1]
+        successes = [r[-1] for r in scope_rows[-2:] if r[3] == "succeeded"]
+        state_rows.append((key, key.split(":")[0], run_id, status, error, finished, max(successes, default=None),
+                           0, 0, 0, 0, i + 1))
 
     tables = [
         ("vendors", ("id", "name", "cloud_provider", "tier", "has_alternative", "exit_plan_documented",
@@ -449,6 +455,9 @@ def _build(rng: np.random.Generator, n_systems: int) -> dict[str, Any]:
                              "updated", "unchanged", "marked_stale", "errors"), run_rows),
         ("scope_results", ("id", "run_id", "scope_key", "status", "created", "updated", "unchanged",
                            "marked_stale", "error", "finished_at"), scope_rows),
+        ("collection_scopes", ("scope_key", "collector", "run_id", "status", "error", "finished_at",
+                               "last_success_at", "created", "updated", "unchanged", "marked_stale", "revision"),
+         state_rows),
     ]
     # Vendors ranked by how many hosts install them: the benchmark's top and median vendor.
     vendor_of_product = np.array([0] + [vid for _pid, vid, _n, _k in products])

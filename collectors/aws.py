@@ -10,7 +10,13 @@ Each scope is collected on its own: an error (AccessDenied, a region that is
 not enabled, throttling that outlasted the retries, an endpoint failure, the
 scope's deadline, a record without its identity field) makes *that* batch
 incomplete (``complete=False`` + the error text) so ingest retires nothing in
-it, and the other scopes go on.
+it, and the other scopes go on.  SSM inventory failing (an HTTP error after the retries,
+throttling past them, AccessDenied) is a failure *below* the scope: the instances were
+listed in full, so they are applied and retired as usual, and only their software is
+left as it was (``ScopeBatch.software_unread``; the scope is reported partial).
+
+Scopes are independent, so up to ``concurrency`` of them are read at once (the batches
+still reach ingest one at a time, in scope order).
 
 Shape of the module (after Cartography): ``get_*`` call the API only (always
 through boto3 paginators where AWS pages), ``transform_*`` are pure and turn
@@ -24,6 +30,7 @@ keep working because no ``endpoint_url`` is passed unless one is asked for.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +39,14 @@ from typing import Any, TypedDict
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from collectors.base import AssetRecord, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
+from collectors.base import (
+    AssetRecord,
+    DependencyRecord,
+    ProgressFn,
+    ScopeBatch,
+    SoftwareRecord,
+    collect_concurrently,
+)
 from inventory import config
 from inventory.choices import AWS_RESOURCE_TYPES
 
@@ -46,6 +60,7 @@ RDS_GONE_STATES = frozenset({"deleting"})
 MIN_UP_TAG = "planb:min_up"
 DEFAULT_DEADLINE_SECONDS = 900.0
 DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_CONCURRENCY = 4
 ROLE_SESSION_NAME = "planb-collector"
 # Smallest page AWS accepts per operation (a test page size below it is raised to it).
 _MIN_PAGE_SIZE = {"describe_instances": 5, "describe_images": 5, "describe_db_instances": 20,
@@ -63,10 +78,6 @@ class ScopeDeadlineExceeded(Exception):
 
 class MissingIdentity(Exception):
     """A record came back without the field that identifies it."""
-
-
-class SsmDenied(Exception):
-    """SSM inventory was refused: the EC2 scope cannot be complete without it."""
 
 
 @dataclass
@@ -125,8 +136,6 @@ def describe_error(exc: BaseException) -> str:
         code = err.get("Code") or "ClientError"
         message = err.get("Message") or str(exc)
         return f"{code} calling {op}: {message}" if op else f"{code}: {message}"
-    if isinstance(exc, SsmDenied):
-        return f"SSM inventory: {exc}"
     if isinstance(exc, (BotoCoreError, ScopeDeadlineExceeded, MissingIdentity)):
         return f"{type(exc).__name__}: {exc}"
     return f"unexpected {type(exc).__name__}: {exc}"
@@ -300,6 +309,11 @@ def get_ssm_applications(ssm: Any, instance_id: str, deadline: Deadline,
         if not token:
             return entries
         kwargs["NextToken"] = token
+
+
+def _denied(exc: BaseException) -> bool:
+    code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+    return "AccessDenied" in code or "Unauthorized" in code
 
 
 def os_from_platform(instance: dict[str, Any]) -> tuple[str | None, str | None]:
@@ -545,6 +559,7 @@ class AwsCollector:
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS,
                  endpoint_url: str | None = None,
                  collect_ssm: bool = True,
+                 concurrency: int = DEFAULT_CONCURRENCY,
                  clock: Callable[[], float] = time.monotonic) -> None:
         unknown = sorted(set(resource_types) - set(RESOURCE_TYPES))
         if unknown:
@@ -563,8 +578,11 @@ class AwsCollector:
         self.collect_ssm = collect_ssm
         self.config = botocore_config(max_attempts)
         self._clock = clock
+        self.concurrency = concurrency
         self._factory = client_factory or self.default_client
         self._clients: dict[tuple[str, str, str], Any] = {}
+        # boto3 sessions are not thread-safe: clients are made one at a time (then shared).
+        self._clients_lock = threading.Lock()
 
     # -- clients
     def default_client(self, service: str, region: str, account: AwsAccount) -> Any:
@@ -572,9 +590,10 @@ class AwsCollector:
 
     def client(self, service: str, region: str, account: AwsAccount) -> Any:
         key = (account.label, service, region)
-        if key not in self._clients:
-            self._clients[key] = self._factory(service, region, account)
-        return self._clients[key]
+        with self._clients_lock:
+            if key not in self._clients:
+                self._clients[key] = self._factory(service, region, account)
+            return self._clients[key]
 
     # -- Collector protocol
     def describe_scope(self) -> str:
@@ -592,6 +611,7 @@ class AwsCollector:
                 for t in self.resource_types]
 
     def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
+        tasks: list[Callable[[], ScopeBatch]] = []
         for account in self.accounts:
             home = account.home_region or (self.regions[0] if self.regions else None) \
                 or getattr(account.session, "region_name", None) or "us-east-1"
@@ -612,7 +632,11 @@ class AwsCollector:
                 continue
             for region in regions:
                 for resource_type in self.resource_types:
-                    yield self._collect_scope(account, account_id, region, resource_type, progress)
+                    tasks.append(lambda a=account, i=account_id, r=region, t=resource_type:
+                                 self._collect_scope(a, i, r, t, progress))
+        # Independent scopes, read concurrently; yielded in this order (a region's target
+        # groups after its instances, which they name).
+        yield from collect_concurrently(tasks, self.concurrency, name="planb-aws")
 
     # -- discovery
     def _account_id(self, account: AwsAccount, region: str) -> str:
@@ -643,15 +667,17 @@ class AwsCollector:
             progress(f"{key}: INCOMPLETE after {len(ctx.batch.assets)} assets: {ctx.batch.error}")
         else:
             progress(f"{key}: {len(ctx.batch.assets)} assets, {len(ctx.batch.software)} software, "
-                     f"{len(ctx.batch.dependencies)} dependencies in {time.monotonic() - started:.1f}s")
+                     f"{len(ctx.batch.dependencies)} dependencies in {time.monotonic() - started:.1f}s"
+                     + (f"; PARTIAL: {ctx.batch.error}" if ctx.batch.software_unread else ""))
         return ctx.batch
 
     def collect_ec2(self, ctx: _ScopeContext) -> None:
-        """Instances, their AMI owners and SSM inventory — all or nothing.
+        """Instances, their AMI owners and SSM inventory.
 
-        An instance record is only complete once enriched, and ingest treats
-        attributes a source stops reporting as removed; so when any step fails
-        the batch carries no records at all (earlier data stays as it was).
+        The instance listing and AMIs are all or nothing: an instance record is only
+        complete once enriched, and ingest treats attributes a source stops reporting as
+        removed, so when one of them fails the batch carries no records at all (earlier
+        data stays as it was).  SSM failing is isolated below the scope: see ``_ssm_software``.
         """
         ec2 = ctx.client("ec2")
         instances: list[dict[str, Any]] = []
@@ -671,27 +697,53 @@ class AwsCollector:
                 software.extend(result[1])
                 by_id[result[0].cloud_instance_id or ""] = result[0]
         if self.collect_ssm and by_id:
-            try:
-                software.extend(self._ssm_software(ctx, by_id))
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if "AccessDenied" in code or "Unauthorized" in code:
-                    raise SsmDenied(f"{describe_error(exc)} (grant ssm:GetInventory and "
-                                    "ssm:ListInventoryEntries, or collect with --no-ssm)") from exc
-                raise
+            software.extend(self._ssm_software(ctx, by_id))
         ctx.batch.assets.extend(assets)
         ctx.batch.software.extend(software)
 
     def _ssm_software(self, ctx: _ScopeContext, by_id: dict[str, AssetRecord]) -> list[SoftwareRecord]:
+        """Installed software (and OS details) from SSM inventory.
+
+        A failure here (an HTTP error after botocore's retries, throttling past them,
+        AccessDenied) leaves the instances whose software could not be read in
+        ``software_unread`` with the reason in the batch's error: ingest applies and
+        retires the instances as usual and leaves their software as it was.  After a
+        denial the remaining instances are not asked for (they would be denied too)."""
         ssm = ctx.client("ssm")
-        info = get_ssm_instance_information(ssm, ctx.deadline, self.page_size)
+        try:
+            info = get_ssm_instance_information(ssm, ctx.deadline, self.page_size)
+        except (ClientError, BotoCoreError) as exc:
+            self._ssm_unread(ctx, list(by_id.values()), len(by_id), exc)
+            return []
         software: list[SoftwareRecord] = []
+        unread: list[AssetRecord] = []
+        failure: BaseException | None = None
         for instance_id, asset in by_id.items():
             if instance_id not in info:
                 continue  # not managed by SSM: nothing more to learn
-            apps = get_ssm_applications(ssm, instance_id, ctx.deadline, self.page_size)
+            if failure is not None and _denied(failure):
+                unread.append(asset)
+                continue
+            try:
+                apps = get_ssm_applications(ssm, instance_id, ctx.deadline, self.page_size)
+            except (ClientError, BotoCoreError) as exc:
+                failure = failure or exc
+                apply_ssm(asset, info[instance_id], [])  # the OS details did come through
+                unread.append(asset)
+                continue
             software.extend(apply_ssm(asset, info[instance_id], apps))
+        if failure is not None:
+            self._ssm_unread(ctx, unread, len(by_id), failure)
         return software
+
+    @staticmethod
+    def _ssm_unread(ctx: _ScopeContext, unread: list[AssetRecord], total: int, exc: BaseException) -> None:
+        ctx.batch.software_unread.extend(a.natural_key for a in unread)
+        hint = " (grant ssm:GetInventory and ssm:ListInventoryEntries, or collect with --no-ssm)" \
+            if _denied(exc) else ""
+        ctx.batch.error = (f"SSM inventory: {describe_error(exc)}{hint}: software of {len(unread)} of {total} "
+                           "instance(s) not read, left as it was")
+        ctx.progress(f"{ctx.batch.scope_key}: {ctx.batch.error}")
 
     def collect_elbv2(self, ctx: _ScopeContext) -> None:
         elbv2 = ctx.client("elbv2")

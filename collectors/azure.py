@@ -13,7 +13,15 @@ a failure any more local.  A failure anywhere in a scope (an HTTP error after
 azure-core's retries, a page that fails mid-pagination, the scope deadline, a
 record without its identity field) makes that scope's batch incomplete: its
 records are upserted but nothing in it is retired; the other scope and the
-other subscriptions go on.
+other subscriptions go on.  Failures *below* the scope are isolated: when listing one
+VM's extensions fails (after the retries, or refused), the VM is applied as usual and
+only its software is left as it was (``ScopeBatch.software_unread``); when listing a scale
+set's instances fails, the scale set is applied and its stored instances are kept as they
+were (``ScopeBatch.members_unread``).  Either way the scope is reported partial.
+
+Subscriptions × resource types are independent scopes, read up to ``concurrency`` at
+once (yielded in order: a subscription's VMs before its scale sets, whose Flexible
+members they are).
 
 Records are read as the REST JSON (``model.as_dict()`` on current SDKs,
 ``serialize()`` on msrest-era ones) so the pure ``transform_*`` functions see
@@ -26,6 +34,7 @@ scope follows it — plus ``AZURE_AUTHORITY_HOST`` for the login endpoint.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -39,13 +48,21 @@ from collectors.aws import (
     facts_from_tags,
     min_up_from_tags,
 )
-from collectors.base import AssetRecord, DependencyRecord, ProgressFn, ScopeBatch, SoftwareRecord
+from collectors.base import (
+    AssetRecord,
+    DependencyRecord,
+    ProgressFn,
+    ScopeBatch,
+    SoftwareRecord,
+    collect_concurrently,
+)
 from inventory import config
 
 PROVIDER = "azure"
 DEFAULT_DEADLINE_SECONDS = 900.0
 DEFAULT_RETRY_TOTAL = 6
 DEFAULT_BASE_URL = "https://management.azure.com"
+DEFAULT_CONCURRENCY = 4
 
 #: ``(subscription_id, base_url) -> ComputeManagementClient``.  Tests (and unusual set-ups,
 #: e.g. a custom transport or credential) set this; ``planb collect azure`` uses it when set.
@@ -312,6 +329,7 @@ class AzureCollector:
     def __init__(self, subscriptions: Sequence[str], *, client_factory: Callable[[str], Any] | None = None,
                  base_url: str | None = None, resource_types: Sequence[str] = RESOURCE_TYPES,
                  deadline_seconds: float = DEFAULT_DEADLINE_SECONDS, retry_total: int = DEFAULT_RETRY_TOTAL,
+                 concurrency: int = DEFAULT_CONCURRENCY,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if not subscriptions:
             raise ValueError("at least one Azure subscription id is required")
@@ -326,11 +344,14 @@ class AzureCollector:
         self._factory = client_factory or default_client_factory(base_url, retry_total=retry_total,
                                                                  timeout=deadline_seconds)
         self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+        self.concurrency = concurrency
 
     def client(self, subscription: str) -> Any:
-        if subscription not in self._clients:
-            self._clients[subscription] = self._factory(subscription)
-        return self._clients[subscription]
+        with self._clients_lock:
+            if subscription not in self._clients:
+                self._clients[subscription] = self._factory(subscription)
+            return self._clients[subscription]
 
     def describe_scope(self) -> str:
         text = f"azure subscriptions={','.join(self.subscriptions)} types={','.join(self.resource_types)}"
@@ -344,9 +365,10 @@ class AzureCollector:
         return [scope_key(s, t) for s in self.subscriptions for t in self.resource_types]
 
     def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
-        for subscription in self.subscriptions:
-            for resource_type in self.resource_types:
-                yield self._collect_scope(subscription, resource_type, progress)
+        tasks: list[Callable[[], ScopeBatch]] = [
+            lambda s=subscription, t=resource_type: self._collect_scope(s, t, progress)
+            for subscription in self.subscriptions for resource_type in self.resource_types]
+        yield from collect_concurrently(tasks, self.concurrency, name="planb-azure")
 
     def _collect_scope(self, subscription: str, resource_type: str, progress: ProgressFn) -> ScopeBatch:
         batch = ScopeBatch(scope_key=scope_key(subscription, resource_type))
@@ -363,8 +385,10 @@ class AzureCollector:
             batch.error = describe_error(exc)
             progress(f"{batch.scope_key}: INCOMPLETE after {len(batch.assets)} assets: {batch.error}")
         else:
+            partial = batch.software_unread or batch.members_unread
             progress(f"{batch.scope_key}: {len(batch.assets)} assets, {len(batch.software)} software, "
-                     f"{len(batch.dependencies)} dependencies in {time.monotonic() - started:.1f}s")
+                     f"{len(batch.dependencies)} dependencies in {time.monotonic() - started:.1f}s"
+                     + (f"; PARTIAL: {batch.error}" if partial else ""))
         return batch
 
     @staticmethod
@@ -397,53 +421,83 @@ class AzureCollector:
 
     def collect_vms(self, client: Any, subscription: str, batch: ScopeBatch, deadline: Deadline,
                     progress: ProgressFn) -> None:
-        from azure.core.exceptions import ResourceNotFoundError
+        from azure.core.exceptions import AzureError, ResourceNotFoundError
 
         vms = list(self._pages(client.virtual_machines.list_all(), deadline, "listing virtual machines"))
         states = self._power_states(client, deadline, progress, subscription) if vms else {}
+        failure: AzureError | None = None
         for vm in vms:
             if not vm.get("id") or not vm.get("name"):
                 raise MissingIdentity(f"virtual machine without id/name: {vm.get('id') or vm.get('name')!r}")
             deadline.check(f"listing extensions of {vm['name']}")
-            try:
-                result = client.virtual_machine_extensions.list(resource_group_of(vm["id"]), vm["name"])
-                extensions = [rest_dict(e) for e in (rest_dict(result).get("value") or [])]
-            except ResourceNotFoundError:
-                extensions = []  # deleted since the listing: the next run retires it
+            extensions: list[dict[str, Any]] = []
+            unread = failure is not None and _refused(failure)   # denied once: the rest would be too
+            if not unread:
+                try:
+                    result = client.virtual_machine_extensions.list(resource_group_of(vm["id"]), vm["name"])
+                    extensions = [rest_dict(e) for e in (rest_dict(result).get("value") or [])]
+                except ResourceNotFoundError:
+                    pass  # deleted since the listing: the next run retires it
+                except AzureError as exc:  # after azure-core's retries: below the scope
+                    failure = failure or exc
+                    unread = True
             asset, software = transform_vm(vm, subscription, extensions, states.get(vm["id"].lower()))
             batch.assets.append(asset)
             batch.software.extend(software)
+            if unread:
+                batch.software_unread.append(asset.natural_key)
+        if failure is not None:
+            batch.error = (f"VM extensions: {describe_error(failure)}: software of {len(batch.software_unread)} of "
+                           f"{len(vms)} VM(s) not read, left as it was")
 
     def collect_scale_sets(self, client: Any, subscription: str, batch: ScopeBatch, deadline: Deadline) -> None:
+        from azure.core.exceptions import AzureError
+
+        failures: list[str] = []
         for vmss in self._pages(client.virtual_machine_scale_sets.list_all(), deadline, "listing scale sets"):
             group = transform_scale_set(vmss, subscription)
             batch.assets.append(group)
-            flexible = (_get(vmss, "properties", "orchestrationMode") or "").lower() == "flexible"
-            if flexible:
-                # Flexible members are ordinary VMs (collected by the vm scope); only the edges live here.
-                members = self._pages(
-                    client.virtual_machines.list_all(filter=f"'virtualMachineScaleSet/id' eq '{vmss['id']}'"),
-                    deadline, f"listing members of {vmss.get('name')}")
-                for vm in members:
-                    vm_id = _get(vm, "properties", "vmId")
-                    if not vm_id:
-                        raise MissingIdentity(f"member of {vmss.get('name')!r} without vmId")
-                    batch.dependencies.append(DependencyRecord(dependent_key=group.natural_key,
-                                                               dependency_key=vm_key(subscription, vm_id),
-                                                               kind="member-of", strength="hard"))
-                continue
-            instances = self._pages(
-                client.virtual_machine_scale_set_vms.list(resource_group_of(vmss["id"]), vmss["name"],
-                                                          expand="instanceView"),
-                deadline, f"listing instances of {vmss.get('name')}")
-            for instance in instances:
-                asset, software = transform_scale_set_vm(instance, vmss, subscription)
-                batch.assets.append(asset)
-                batch.software.extend(software)
-                batch.dependencies.append(DependencyRecord(dependent_key=group.natural_key,
-                                                           dependency_key=asset.natural_key,
-                                                           kind="member-of", strength="hard"))
+            try:
+                self._scale_set_members(client, subscription, vmss, group, batch, deadline)
+            except AzureError as exc:  # after azure-core's retries: only this scale set's members are unknown
+                batch.members_unread.append(group.natural_key)
+                failures.append(f"{vmss.get('name')}: {describe_error(exc)}")
+        if failures:
+            batch.error = (f"instances of {len(failures)} scale set(s) not listed, kept as they were: "
+                           + "; ".join(failures[:3]) + (" …" if len(failures) > 3 else ""))
 
+    def _scale_set_members(self, client: Any, subscription: str, vmss: dict[str, Any], group: AssetRecord,
+                           batch: ScopeBatch, deadline: Deadline) -> None:
+        flexible = (_get(vmss, "properties", "orchestrationMode") or "").lower() == "flexible"
+        if flexible:
+            # Flexible members are ordinary VMs (collected by the vm scope); only the edges live here.
+            members = self._pages(
+                client.virtual_machines.list_all(filter=f"'virtualMachineScaleSet/id' eq '{vmss['id']}'"),
+                deadline, f"listing members of {vmss.get('name')}")
+            for vm in members:
+                vm_id = _get(vm, "properties", "vmId")
+                if not vm_id:
+                    raise MissingIdentity(f"member of {vmss.get('name')!r} without vmId")
+                batch.dependencies.append(DependencyRecord(dependent_key=group.natural_key,
+                                                           dependency_key=vm_key(subscription, vm_id),
+                                                           kind="member-of", strength="hard"))
+            return
+        instances = self._pages(
+            client.virtual_machine_scale_set_vms.list(resource_group_of(vmss["id"]), vmss["name"],
+                                                      expand="instanceView"),
+            deadline, f"listing instances of {vmss.get('name')}")
+        for instance in instances:
+            asset, software = transform_scale_set_vm(instance, vmss, subscription)
+            batch.assets.append(asset)
+            batch.software.extend(software)
+            batch.dependencies.append(DependencyRecord(dependent_key=group.natural_key,
+                                                       dependency_key=asset.natural_key,
+                                                       kind="member-of", strength="hard"))
+
+
+def _refused(exc: BaseException) -> bool:
+    """An authorisation failure (it will not get better for the next VM)."""
+    return getattr(exc, "status_code", None) in (401, 403)
 
 
 def client_factory_for(base_url: str | None) -> Callable[[str], Any] | None:

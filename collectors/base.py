@@ -2,13 +2,16 @@
 
 A collector only *reads* its source and yields one ``ScopeBatch`` per
 fine-grained scope (provider/account/region/resource type, a subscription, a
-host, an osquery file).  ``collectors.ingest`` writes each batch in one
-transaction: upserts keyed on natural keys, and — only when the batch is
-``complete`` — retirement of the assets of that scope it did not contain.
+host, an osquery host).  ``collectors.ingest`` writes the batches in groups of
+many scopes per transaction: upserts keyed on natural keys, and — only for a
+batch that is ``complete`` — retirement of the assets of that scope it did not
+contain.
 Collectors never import Flask and never commit.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Protocol
 
@@ -74,6 +77,19 @@ class ScopeBatch:
     ``retire`` is False for one page of a scope read page by page (Fleet's host list): the page
     is complete for what it holds (its assets' software and dependencies are replaced), but the
     scope's other assets are not gone; the scope's last batch, listing every asset, retires.
+
+    A failure *below* the scope keeps the batch complete (its assets were all listed, so
+    they are applied and retired as usual) and names what could not be read, with the
+    reason in ``error``; ingest then reports the scope as partial:
+
+    * ``software_unread``: natural keys of assets whose installed software could not be
+      read (SSM inventory or VM extensions failing).  Their stored software is left
+      exactly as it was (records the batch does carry for them are upserted, nothing is
+      removed), and what the source reads from inside the machine (OS facts, hostname)
+      only fills empty values.
+    * ``members_unread``: natural keys of group assets whose member listing failed (a
+      scale set's instances).  Their stored members are kept as they were: not retired,
+      their software and member edges untouched.
     """
 
     scope_key: str
@@ -83,6 +99,8 @@ class ScopeBatch:
     complete: bool = True
     error: str | None = None
     retire: bool = True
+    software_unread: list[str] = field(default_factory=list)
+    members_unread: list[str] = field(default_factory=list)
 
 
 class Collector(Protocol):
@@ -98,7 +116,28 @@ class Collector(Protocol):
         """Yield one batch per fine-grained scope; never raise for one scope's failure."""
 
     # Optional (looked up with getattr, so not part of the protocol):
+    #   concurrency: int
+    # How many scopes it may read at once (``--concurrency``); collected concurrently, the
+    # batches are still yielded one at a time, in scope order, to the one writer.
     #   def planned_scopes(self) -> list[str] | None
     # The scope keys this run will yield, when known before reading the source.
     # ``collectors.ingest.run_collection`` locks them up front, so a run that
     # overlaps another refuses to start instead of reading the source first.
+
+
+def collect_concurrently(tasks: Sequence[Callable[[], ScopeBatch]], concurrency: int,
+                         name: str = "planb-scope") -> Iterator[ScopeBatch]:
+    """Run independent scope tasks ``concurrency`` at a time and yield their batches in the
+    order of ``tasks`` (so a scope that references another's assets still comes after it).
+    Each task keeps its own deadline; the batches still go one at a time to the writer."""
+    if concurrency <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield task()
+        return
+    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix=name)
+    try:
+        futures: list[Future[ScopeBatch]] = [executor.submit(task) for task in tasks]
+        for future in futures:
+            yield future.result()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)

@@ -28,6 +28,11 @@ asset: one machine, one asset).  Scheduled query names are matched to tables by
 name ("pack_inventory_deb_packages" → deb_packages), else by their columns; other
 queries in the log are ignored.
 
+Files are parsed once, all of them, before anything is written; a results log is read
+line by line and its events are spooled per host (in memory, then in a temporary folder
+past 64 MB), then replayed a bucket of hosts at a time: memory stays bounded whatever the
+size of the log.
+
 One scope per host: ``osquery:<hostIdentifier>``.  It is complete when the host's
 ``system_info``, ``os_version`` and its platform's package table are present and
 complete; otherwise it is applied but retires and removes nothing.
@@ -38,14 +43,19 @@ are not objects) rejects the whole import with ``file:line`` and nothing is writ
 from __future__ import annotations
 
 import glob
+import itertools
 import json
+import marshal
 import os
 import re
+import shutil
+import struct
+import tempfile
+import weakref
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
 
 from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
 
@@ -139,9 +149,14 @@ def table_from_columns(rows: Sequence[dict[str, Any]]) -> str | None:
     return None
 
 
+_TEXT_ONLY = frozenset({str})
+
+
 def _str_row(row: Any, where: str) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise OsqueryFormatError(f"{where}: a row must be a JSON object, got {type(row).__name__}")
+    if set(map(type, row.values())) <= _TEXT_ONLY:
+        return row  # the usual case: osquery logs every column as text (keys are text in JSON)
     return {str(k): ("" if v is None else v if isinstance(v, str) else str(v) if not isinstance(v, (dict, list))
                      else json.dumps(v, sort_keys=True)) for k, v in row.items()}
 
@@ -163,54 +178,65 @@ def _as_int(value: Any) -> int:
 
 
 def parse_results_log(path: str, text: str, file_index: int) -> tuple[list[_Event], int]:
-    """Events of one results log; returns (events, number of lines of queries not used)."""
+    """Events of one results log given as text; returns (events, number of lines of queries not used)."""
     events: list[_Event] = []
     ignored = 0
     for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
+        found, skipped = parse_result_line(path, lineno, line, file_index)
+        events.extend(found)
+        ignored += skipped
+    return events, ignored
+
+
+def parse_result_line(path: str, lineno: int, line: str, file_index: int) -> tuple[list[_Event], int]:
+    """The events of one line of a results log (none for a blank line); (events, lines of
+    queries not used).  Raises ``OsqueryFormatError`` naming ``path:lineno``."""
+    if not line.strip():
+        return [], 0
+    where = f"{path}:{lineno}"
+    try:
+        event = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise OsqueryFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    if not isinstance(event, dict):
+        raise OsqueryFormatError(f"{where}: expected a JSON object (one osquery result per line)")
+    name = event.get("name")
+    if not isinstance(name, str) or not name:
+        raise OsqueryFormatError(f"{where}: result without the scheduled query's \"name\"")
+    host = _host_of(event)
+    if host is None:
+        raise OsqueryFormatError(f"{where}: result without \"hostIdentifier\"")
+    decorations = event.get("decorations") if isinstance(event.get("decorations"), dict) else {}
+    counter = None if event.get("counter") is None else str(event.get("counter"))
+    epoch = None if event.get("epoch") is None else str(event.get("epoch"))
+    time = _as_int(event.get("unixTime", event.get("unix_time")))
+    action = event.get("action")
+    batches: list[tuple[str, list[Any]]] = []
+    if "snapshot" in event:
+        if not isinstance(event["snapshot"], list):
+            raise OsqueryFormatError(f"{where}: \"snapshot\" must be a list of rows")
+        batches.append(("snapshot", event["snapshot"]))
+    elif "columns" in event:
+        if action not in ("added", "removed"):
+            raise OsqueryFormatError(f"{where}: \"action\" must be \"added\" or \"removed\", got {action!r}")
+        batches.append((action, [event["columns"]]))
+    elif "diffResults" in event:
+        diff = event["diffResults"]
+        if not isinstance(diff, dict) or not all(isinstance(diff.get(k, []), list) for k in ("added", "removed")):
+            raise OsqueryFormatError(f"{where}: \"diffResults\" must hold \"added\"/\"removed\" lists")
+        batches.append(("removed", diff.get("removed") or []))
+        batches.append(("added", diff.get("added") or []))
+    else:
+        raise OsqueryFormatError(f"{where}: result without \"columns\", \"snapshot\" or \"diffResults\"")
+    events = []
+    ignored = 0
+    for kind, raw_rows in batches:
+        rows = [_str_row(r, where) for r in raw_rows]
+        table = table_for_query(name, rows)
+        if table is None:
+            ignored += 1
             continue
-        where = f"{path}:{lineno}"
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise OsqueryFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
-        if not isinstance(event, dict):
-            raise OsqueryFormatError(f"{where}: expected a JSON object (one osquery result per line)")
-        name = event.get("name")
-        if not isinstance(name, str) or not name:
-            raise OsqueryFormatError(f"{where}: result without the scheduled query's \"name\"")
-        host = _host_of(event)
-        if host is None:
-            raise OsqueryFormatError(f"{where}: result without \"hostIdentifier\"")
-        decorations = event.get("decorations") if isinstance(event.get("decorations"), dict) else {}
-        counter = None if event.get("counter") is None else str(event.get("counter"))
-        epoch = None if event.get("epoch") is None else str(event.get("epoch"))
-        time = _as_int(event.get("unixTime", event.get("unix_time")))
-        action = event.get("action")
-        batches: list[tuple[str, list[Any]]] = []
-        if "snapshot" in event:
-            if not isinstance(event["snapshot"], list):
-                raise OsqueryFormatError(f"{where}: \"snapshot\" must be a list of rows")
-            batches.append(("snapshot", event["snapshot"]))
-        elif "columns" in event:
-            if action not in ("added", "removed"):
-                raise OsqueryFormatError(f"{where}: \"action\" must be \"added\" or \"removed\", got {action!r}")
-            batches.append((action, [event["columns"]]))
-        elif "diffResults" in event:
-            diff = event["diffResults"]
-            if not isinstance(diff, dict) or not all(isinstance(diff.get(k, []), list) for k in ("added", "removed")):
-                raise OsqueryFormatError(f"{where}: \"diffResults\" must hold \"added\"/\"removed\" lists")
-            batches.append(("removed", diff.get("removed") or []))
-            batches.append(("added", diff.get("added") or []))
-        else:
-            raise OsqueryFormatError(f"{where}: result without \"columns\", \"snapshot\" or \"diffResults\"")
-        for kind, raw_rows in batches:
-            rows = [_str_row(r, where) for r in raw_rows]
-            table = table_for_query(name, rows)
-            if table is None:
-                ignored += 1
-                continue
-            events.append(_Event(time, (file_index, lineno), host, table, kind, rows, counter, epoch, decorations))
+        events.append(_Event(time, (file_index, lineno), host, table, kind, rows, counter, epoch, decorations))
     return events, ignored
 
 
@@ -269,37 +295,109 @@ def _adopt_hosts(events: list[_Event]) -> None:
         event.host = name
 
 
-def load_files(paths: Sequence[str], host: str | None = None, table: str | None = None
-               ) -> tuple[dict[str, HostData], int]:
-    """Parse every file (all or nothing) and replay the events into per-host table states."""
-    events: list[_Event] = []
-    ignored = 0
-    for index, path in enumerate(paths):
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise OsqueryFormatError(f"{path}: cannot read: {exc}") from exc
-        stripped = text.lstrip()
-        if not stripped:
-            raise OsqueryFormatError(f"{path}:1: empty file")
-        whole: Any = None
-        if stripped[0] == "[" or (stripped[0] == "{" and '"tables"' in stripped[:2000]):
-            try:
-                whole = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if stripped[0] == "[":
-                    raise OsqueryFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
-        if whole is not None and (isinstance(whole, list) or "tables" in whole):
-            events.extend(parse_json_output(path, whole, index, host, table))
-        else:
-            file_events, file_ignored = parse_results_log(path, text, index)
-            events.extend(file_events)
-            ignored += file_ignored
-    _adopt_hosts(events)
-    hosts: dict[str, HostData] = {}
+class _Spool:
+    """Parsed events kept per bucket of hosts, so the hosts can be replayed bucket by bucket
+    with bounded memory.  Events are marshalled; they stay in memory until ``MEMORY_LIMIT``
+    bytes are buffered, then go to files in a temporary folder (removed with the collector)."""
+
+    BUCKETS = 256
+    MEMORY_LIMIT = 64 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self.buffers: list[list[bytes]] = [[] for _ in range(self.BUCKETS)]
+        self.buffered = 0
+        self.folder: str | None = None
+        self.hosts: set[str] = set()
+
+    @classmethod
+    def bucket_of(cls, host: str) -> int:
+        return zlib.crc32(host.encode("utf-8", "surrogatepass")) % cls.BUCKETS
+
+    def add(self, event: _Event) -> None:
+        data = marshal.dumps((event.time, event.order, event.host, event.table, event.kind, event.rows,
+                              event.counter, event.epoch, event.decorations))
+        self.buffers[self.bucket_of(event.host)].append(data)
+        self.hosts.add(event.host)
+        self.buffered += len(data)
+        if self.buffered > self.MEMORY_LIMIT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.folder is None:
+            self.folder = tempfile.mkdtemp(prefix="planb-osquery-")
+        for index, buffer in enumerate(self.buffers):
+            if buffer:
+                with open(os.path.join(self.folder, f"{index:03d}"), "ab") as fh:
+                    for data in buffer:
+                        fh.write(struct.pack("<I", len(data)))
+                        fh.write(data)
+                buffer.clear()
+        self.buffered = 0
+
+    def events(self, index: int) -> Iterator[_Event]:
+        def build(data: bytes) -> _Event:
+            time, order, host, table, kind, rows, counter, epoch, decorations = marshal.loads(data)
+            return _Event(time, tuple(order), host, table, kind, rows, counter, epoch, decorations)
+
+        if self.folder is not None:
+            path = os.path.join(self.folder, f"{index:03d}")
+            if os.path.exists(path):
+                with open(path, "rb") as fh:
+                    while header := fh.read(4):
+                        yield build(fh.read(struct.unpack("<I", header)[0]))
+        for data in self.buffers[index]:
+            yield build(data)
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def _read_file(path: str, index: int, host: str | None, table: str | None, spool: _Spool,
+               hostless: list[_Event]) -> int:
+    """Parse one file (all of it, so a bad line rejects the import before anything is
+    written) into ``spool``; a results log is streamed line by line.  Returns the lines of
+    queries not used."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            head = fh.read(2000)
+            stripped = head.lstrip()
+            if not stripped and not fh.read(1):
+                raise OsqueryFormatError(f"{path}:1: empty file")
+            if stripped[:1] == "[" or (stripped[:1] == "{" and '"tables"' in head):
+                text = head + fh.read()
+                whole: Any = None
+                try:
+                    whole = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    if stripped[0] == "[":
+                        raise OsqueryFormatError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from exc
+                if whole is not None and (isinstance(whole, list) or "tables" in whole):
+                    for event in parse_json_output(path, whole, index, host, table):
+                        (spool.add if event.host else hostless.append)(event)
+                    return 0
+                lines: Iterable[str] = text.splitlines()
+            else:
+                # Not seek(0): the file may be a pipe (`planb collect osquery <(zcat log.gz)`).
+                # The peeked text ends mid-line; finish that line, then stream the rest.
+                lines = itertools.chain((head + fh.readline()).splitlines(keepends=True), fh)
+            ignored = 0
+            for lineno, line in enumerate(lines, start=1):
+                events, skipped = parse_result_line(path, lineno, line, index)
+                ignored += skipped
+                for event in events:
+                    spool.add(event)
+            return ignored
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OsqueryFormatError(f"{path}: cannot read: {exc}") from exc
+
+
+def _replay(identifier: str, events: list[_Event]) -> HostData:
+    """A host's tables after its events, in ``unixTime`` order (file order breaks ties)."""
+    data = HostData(identifier=identifier)
     events.sort(key=lambda e: (e.time, e.order))
     for event in events:
-        data = hosts.setdefault(event.host, HostData(identifier=event.host))
         data.decorations.update({k: v for k, v in event.decorations.items() if not k.startswith("_")})
         state = data.tables.setdefault(event.table, TableState())
         if event.kind in ("snapshot", "full"):
@@ -318,7 +416,49 @@ def load_files(paths: Sequence[str], host: str | None = None, table: str | None 
                 if row in state.rows:
                     state.rows.remove(row)
         state.last_time = event.time
-    return hosts, ignored
+    return data
+
+
+class _Index:
+    """Every file parsed once (all or nothing), its events spooled by host."""
+
+    def __init__(self, paths: Sequence[str], host: str | None, table: str | None) -> None:
+        self.spool = _Spool()
+        hostless: list[_Event] = []
+        self.ignored = 0
+        try:
+            for index, path in enumerate(paths):
+                self.ignored += _read_file(path, index, host, table, self.spool, hostless)
+            _adopt_hosts(hostless)
+            for event in hostless:
+                self.spool.add(event)
+        except BaseException:
+            self.spool.close()
+            raise
+        self.hosts = sorted(self.spool.hosts)
+
+    def replayed(self) -> Iterator[HostData]:
+        """Every host's data, bucket by bucket (hosts sorted within a bucket)."""
+        for bucket in range(_Spool.BUCKETS):
+            per_host: dict[str, list[_Event]] = {}
+            for event in self.spool.events(bucket):
+                per_host.setdefault(event.host, []).append(event)
+            for identifier in sorted(per_host):
+                yield _replay(identifier, per_host.pop(identifier))
+
+    def close(self) -> None:
+        self.spool.close()
+
+
+def load_files(paths: Sequence[str], host: str | None = None, table: str | None = None
+               ) -> tuple[dict[str, HostData], int]:
+    """Parse every file (all or nothing) and replay the events into per-host table states
+    (all in memory: the collector streams instead)."""
+    index = _Index(paths, host, table)
+    try:
+        return {data.identifier: data for data in index.replayed()}, index.ignored
+    finally:
+        index.close()
 
 
 # -- transform ----------------------------------------------------------------------------------
@@ -437,15 +577,21 @@ def expand_paths(patterns: Iterable[str]) -> list[str]:
 
 class OsqueryCollector:
     """Imports osquery output files.  Files are parsed when the collector is built, so a
-    malformed file is rejected before anything is written (``OsqueryFormatError``)."""
+    malformed file is rejected before anything is written (``OsqueryFormatError``); the
+    parsed events are spooled per host (on disk past a limit), and ``collect`` replays the
+    hosts a bucket at a time, so memory stays bounded however large the log."""
 
     name = NAME
+    PROGRESS_EVERY = 10_000
 
     def __init__(self, paths: Sequence[str], *, host: str | None = None, table: str | None = None) -> None:
         if not paths:
             raise OsqueryFormatError("no osquery files given")
         self.paths = list(paths)
-        self.hosts, self.ignored = load_files(self.paths, host=host, table=table)
+        self._index = _Index(self.paths, host, table)
+        weakref.finalize(self, self._index.close)
+        self.hosts = self._index.hosts
+        self.ignored = self._index.ignored
         if not self.hosts:
             raise OsqueryFormatError(f"{', '.join(self.paths)}: no results for the tables Plan B reads "
                                      f"({', '.join(TABLES)})")
@@ -455,7 +601,7 @@ class OsqueryCollector:
         return f"osquery:{identifier}"
 
     def describe_scope(self) -> str:
-        names = ", ".join(sorted(self.hosts)[:5]) + (" …" if len(self.hosts) > 5 else "")
+        names = ", ".join(self.hosts[:5]) + (" …" if len(self.hosts) > 5 else "")
         return f"osquery {len(self.hosts)} host(s) from {len(self.paths)} file(s): {names}"
 
     def planned_scopes(self) -> list[str]:
@@ -464,10 +610,15 @@ class OsqueryCollector:
     def collect(self, progress: ProgressFn) -> Iterator[ScopeBatch]:
         if self.ignored:
             progress(f"osquery: {self.ignored} result line(s) of other queries ignored")
-        for identifier in sorted(self.hosts):
-            asset, software, missing = host_records(self.hosts[identifier])
-            progress(f"osquery: host {identifier}: {len(software)} software records"
-                     + (f" ({'; '.join(missing)})" if missing else ""))
+        few = len(self.hosts) <= 100
+        for n, data in enumerate(self._index.replayed(), start=1):
+            identifier = data.identifier
+            asset, software, missing = host_records(data)
+            if few or missing:
+                progress(f"osquery: host {identifier}: {len(software)} software records"
+                         + (f" ({'; '.join(missing)})" if missing else ""))
+            elif n % self.PROGRESS_EVERY == 0:
+                progress(f"osquery: {n} of {len(self.hosts)} hosts read")
             yield ScopeBatch(scope_key=self.scope_key(identifier), assets=[asset], software=software,
                              complete=not missing,
                              error=f"host {identifier}: {'; '.join(missing)}" if missing else None)

@@ -542,6 +542,12 @@ SETTINGS: dict[str, Setting] = {
                                       "a whole number from 1 to 10000, e.g. 100", _integer(1, 10_000)),
     "COLLECT_FLEET_SOFTWARE": Setting(None, "Whether to read each Fleet host's software (default true)",
                                       BOOLEAN_SPELLINGS, _boolean),
+    "RUN_RETENTION_DAYS": Setting("90", "Days of collection-run history kept (each scope's latest state "
+                                        "is always kept)",
+                                  "a whole number of days from 1 to 36500, e.g. 90", _integer(1, 36500)),
+    "RUN_LEASE_SECONDS": Setting("300", "Seconds a collection run's lease lasts without a heartbeat; a run "
+                                        "whose process died is marked failed after it",
+                                 "a number of seconds from 1 to 86400, e.g. 300", _number(1, 86400)),
 }
 
 

@@ -165,6 +165,11 @@ def _install_text_guard(engine: Engine) -> None:
         # set (a mapping on PostgreSQL, a tuple on SQLite): only a sequence of sets is "many".
         if executemany and isinstance(parameters, (list, tuple)) and \
                 isinstance(parameters[0], (dict, list, tuple)):
+            # One search over every text of the batch (bulk writes pass millions of values);
+            # row by row only when it finds something.
+            rows = [p.values() if isinstance(p, dict) else p for p in parameters]
+            if not _UNSTORABLE.search("".join([v for row in rows for v in row if type(v) is str])):
+                return statement, parameters
             return statement, [clean_parameters(p) for p in parameters]
         return statement, clean_parameters(parameters)
 

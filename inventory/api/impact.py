@@ -494,6 +494,12 @@ OPENAPI_SCHEMAS: dict[str, Any] = {
         "manual_assets": _INT, "manual_sample": _STRS, "unscoped_assets": _INT,
         "unversioned_installations": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
         "unconfirmed_at_as_of": {"type": "object", "properties": {"count": _INT, "sample": _STRS}},
+        "scopes_total": {"type": "integer", "description": "collection scopes of the hit assets (\"scopes\" "
+                                                           "lists those that did not succeed first, at most 500)"},
+        "software_unconfirmed": {
+            "type": "object", "description": "assets whose software the latest collection of their scope could "
+                                             "not read (SSM inventory or VM extensions failing): left as it was",
+            "properties": {"count": _INT, "sample": _STRS, "hits": _INT, "hit_sample": _STRS}},
         "graph_lag": {"type": ["object", "null"],
                       "description": "set when the answer came from the previous in-memory graph (at most "
                                      "30 s behind the inventory: age_seconds) while the newest "

@@ -1,4 +1,4 @@
-"""``planb collect SOURCE|all`` and ``planb runs``, and the glue every source's command shares.
+"""``planb collect SOURCE|all``, ``planb runs [prune]``, and the glue every source's command shares.
 
 Each source in ``collectors.registry.SOURCES`` has its ``planb collect <source>`` command
 in ``inventory/cli/collect_<source>.py`` (its options live with the CLI, not in the
@@ -33,6 +33,11 @@ RUN_HEADERS = ("id", "collector", "scope", "started", "finished", "status", "cre
 # source name -> ("inventory.cli.collect_<source>:command", its one-line help)
 SOURCE_COMMANDS = {name: (f"inventory.cli.collect_{name}:command", about)
                    for name, (_module, about) in registry.SOURCES.items()}
+
+
+CONCURRENCY_OPTION = click.option(
+    "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+    help="Scopes read at once (accounts × regions × resource types, subscriptions); writes stay serialised.")
 
 
 @click.group(cls=LazyGroup, lazy_commands=SOURCE_COMMANDS)
@@ -102,7 +107,8 @@ def format_duration(seconds: float) -> str:
 @click.option("--jitter", type=DURATION, default=0.0, metavar="DURATION",
               help="With --every: wait up to this much longer (random) before each next run, so "
                    "several collectors do not start together.")
-def collect_all(every: float | None, jitter: float) -> None:
+@CONCURRENCY_OPTION
+def collect_all(every: float | None, jitter: float, concurrency: int) -> None:
     """Run every configured source (cloud APIs first, then host-side sources).
 
     With --every, run on a schedule instead: each run's outcome is printed and recorded
@@ -111,12 +117,12 @@ def collect_all(every: float | None, jitter: float) -> None:
     if every is None:
         if jitter:
             raise click.UsageError("--jitter needs --every")
-        _collect_all_once(_configured_collectors())
+        _collect_all_once(_configured_collectors(concurrency))
         return
-    _collect_all_every(every, jitter)
+    _collect_all_every(every, jitter, concurrency)
 
 
-def _configured_collectors() -> list:  # type: ignore[type-arg]
+def _configured_collectors(concurrency: int) -> list:  # type: ignore[type-arg]
     collectors = []
     for name, module in registry.available().items():
         try:
@@ -126,6 +132,8 @@ def _configured_collectors() -> list:  # type: ignore[type-arg]
         if collector is None:
             click.echo(f"{name}: not configured, skipped", err=True)
             continue
+        if hasattr(collector, "concurrency"):
+            collector.concurrency = concurrency
         collectors.append(collector)
     if not collectors:
         raise _NothingConfigured("no collector is configured (see the README: PLANB_COLLECT_* variables)")
@@ -139,7 +147,7 @@ def _collect_all_once(collectors: list) -> None:  # type: ignore[type-arg]
     exit_for(runs)
 
 
-def _collect_all_every(every: float, jitter: float) -> None:
+def _collect_all_every(every: float, jitter: float, concurrency: int) -> None:
     import random
     import signal
     import threading
@@ -168,7 +176,7 @@ def _collect_all_every(every: float, jitter: float) -> None:
             started = time.monotonic()
             running.set()
             try:
-                collectors = _configured_collectors()
+                collectors = _configured_collectors(concurrency)
                 say(f"collect all: run {number} starting")
                 _collect_all_once(collectors)
             except _NothingConfigured:
@@ -190,7 +198,7 @@ def _collect_all_every(every: float, jitter: float) -> None:
             signal.signal(sig, handler)
 
 
-@click.command("runs")
+@click.group("runs", invoke_without_command=True)
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000),
               help="Most recent runs to list.")
 @click.option("--collector", "collector_name", help="Only runs of this collector.")
@@ -198,18 +206,30 @@ def _collect_all_every(every: float, jitter: float) -> None:
 @click.option("--id", "run_id", type=DbId("no collection run with id {}"),
               help="Show one run with its scopes.")
 @FORMAT_OPTION
-@with_app
-def runs(limit: int, collector_name: str | None, status: str | None, run_id: int | None,
+@click.pass_context
+def runs(ctx: click.Context, limit: int, collector_name: str | None, status: str | None, run_id: int | None,
          fmt: str) -> None:
-    """List collection runs: collector, scope, start/end, status, counts, errors."""
+    """List collection runs: collector, scope, start/end, status, counts, errors.
+
+    A run lists the scopes that did not succeed and those whose latest state is still
+    its own; the others are in its counts and summary.  'planb runs prune' drops old runs.
+    """
+    if ctx.invoked_subcommand is None:
+        with_app(_list_runs)(limit, collector_name, status, run_id, fmt)
+
+
+def _list_runs(limit: int, collector_name: str | None, status: str | None, run_id: int | None,
+               fmt: str) -> None:
     import sqlalchemy as sa
-    import sqlalchemy.orm as so
+    from flask import current_app
 
     from inventory.app_db import get_session
     from inventory.models import CollectionRun
+    from inventory.services.runs import expire_dead_runs
 
+    expire_dead_runs(current_app.extensions["planb_engine"])
     db = get_session()
-    stmt = (sa.select(CollectionRun).options(so.selectinload(CollectionRun.scope_results))
+    stmt = (sa.select(CollectionRun)
             .order_by(CollectionRun.started_at.desc(), CollectionRun.id.desc()).limit(limit))
     if collector_name:
         stmt = stmt.where(CollectionRun.collector == collector_name)
@@ -232,18 +252,49 @@ def runs(limit: int, collector_name: str | None, status: str | None, run_id: int
         filters += [f"status {status!r}"] if status else []
         empty = f"No collection runs match {' and '.join(filters)}."
     if fmt == "json":
-        click.echo(to_json([_run_dict(r, scopes=True) for r in found]))
+        click.echo(to_json([_run_dict(db, r, scopes=True) for r in found]))
         return
-    rows = [_run_dict(r, scopes=False) for r in found]
+    rows = [_run_dict(db, r, scopes=False) for r in found]
     emit(rows, RUN_COLUMNS, fmt, RUN_HEADERS, empty=empty)
     if run_id is not None and fmt == "table":
+        from inventory.services.runs import run_scopes
+        shown, total = run_scopes(db, found[0].id, limit=SCOPES_SHOWN)
         click.echo("")
-        emit([{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in found[0].scope_results],
+        emit([{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in shown],
              SUMMARY_COLUMNS, fmt, SUMMARY_HEADERS, empty="No scopes.")
+        if total > len(shown):
+            click.echo(f"... and {total - len(shown)} more scopes ('--format json' lists them all)")
+        _echo_scope_counts(found[0])
 
 
+@runs.command("prune")
+@click.option("--older-than", "days", type=click.IntRange(1, 36500), default=None,
+              help="Drop runs that finished more than DAYS days ago [default: PLANB_RUN_RETENTION_DAYS, 90].")
+@click.option("--dry-run", is_flag=True, help="Only say what would be dropped.")
+@with_app
+def prune(days: int | None, dry_run: bool) -> None:
+    """Drop collection runs older than the retention, with their per-scope results.
 
-def _run_dict(run, scopes: bool) -> dict:  # type: ignore[no-untyped-def]
+    The latest state of every scope (status, last success, counts) is always kept.
+    """
+    from flask import current_app
+
+    from inventory import config
+    from inventory.services.runs import prune_history
+
+    days = days or config.get("RUN_RETENTION_DAYS")
+    result = prune_history(current_app.extensions["planb_engine"], days, dry_run=dry_run)
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(f"{verb} {result.runs} run(s) finished before {result.cutoff.isoformat(timespec='seconds')} "
+               f"and their {result.scope_results} scope result(s); every scope's latest state is kept")
+
+
+def _echo_scope_counts(run) -> None:  # type: ignore[no-untyped-def]
+    click.echo(f"scopes: {run.scopes_succeeded} succeeded, {run.scopes_partial} partial, "
+               f"{run.scopes_failed} failed")
+
+
+def _run_dict(db, run, scopes: bool) -> dict:  # type: ignore[no-untyped-def]
     data = {
         "id": run.id, "collector": run.collector, "scope": run.scope,
         "started_at": run.started_at, "finished_at": run.finished_at, "status": run.status,
@@ -251,11 +302,16 @@ def _run_dict(run, scopes: bool) -> dict:  # type: ignore[no-untyped-def]
         "marked_stale": run.marked_stale,
     }
     if scopes:
+        from inventory.services.runs import run_scopes
         data["errors"] = list(run.errors or [])
+        data["scope_counts"] = {"succeeded": run.scopes_succeeded, "partial": run.scopes_partial,
+                                "failed": run.scopes_failed}
+        data["summary"] = run.summary
+        data["heartbeat_at"] = run.heartbeat_at
         data["scopes"] = [{"scope": s.scope_key, "status": s.status, "created": s.created,
                            "updated": s.updated, "unchanged": s.unchanged,
                            "marked_stale": s.marked_stale, "error": s.error,
-                           "finished_at": s.finished_at} for s in run.scope_results]
+                           "finished_at": s.finished_at} for s in run_scopes(db, run.id)[0]]
     else:
         errs = [f"{e.get('scope') or ''}: {e.get('error')}".lstrip(": ") for e in (run.errors or [])]
         data["errors"] = "; ".join(errs) if errs else None
@@ -268,6 +324,8 @@ EXIT_FAILED = 1
 EXIT_PARTIAL = 3
 
 SUMMARY_COLUMNS = ("scope_key", "status", "created", "updated", "unchanged", "marked_stale", "error")
+# Scopes listed after a run and by 'planb runs --id N' (a fleet run has 100,000).
+SCOPES_SHOWN = 50
 SUMMARY_HEADERS = ("scope", "status", "created", "updated", "unchanged", "stale", "error")
 
 
@@ -279,7 +337,8 @@ def _progress_printer(quiet: bool):  # type: ignore[no-untyped-def]
 
 
 def run_collectors(collectors: Sequence[Collector], *, quiet: bool | None = None) -> list[CollectionRun]:
-    """Run each collector in turn inside the app (its database); returns the finished runs."""
+    """Run each collector in turn against the configured database (the app's, inside an app
+    context); returns the finished runs."""
     from flask import current_app, has_app_context
 
     from collectors.ingest import run_collection
@@ -294,22 +353,38 @@ def run_collectors(collectors: Sequence[Collector], *, quiet: bool | None = None
 
     if has_app_context():
         return _run(current_app.extensions["planb_engine"])
-    from inventory import create_app
-    app = create_app()
-    with app.app_context():
-        try:
-            return _run(app.extensions["planb_engine"])
-        finally:
-            app.extensions["planb_engine"].dispose()
+    # No web app needed (and not built: its start-up costs a small import more than the
+    # import itself): the same checked settings, logging and engine create_app would give.
+    from inventory import config, logging_setup
+    from inventory.db import make_engine
+
+    settings = config.load()
+    instance = config.default_instance_path()
+    config.ensure_instance_path(instance)
+    values = config.from_environment_without_secret(instance, settings)
+    logging_setup.configure(values["LOG_LEVEL"], values["LOG_FORMAT"])
+    engine = make_engine(values["DATABASE_URL"])
+    try:
+        return _run(engine)
+    finally:
+        engine.dispose()
 
 
 def print_summary(run: CollectionRun) -> None:
+    """The run's line, a table of its scopes (every one that did not succeed, up to
+    ``SCOPES_SHOWN``, then succeeded ones up to the same limit) and its counts."""
     from inventory.cli.output import render_table
 
-    rows = [{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in run.scope_results]
+    outcomes = sorted(run.outcomes, key=lambda o: (o.status == "succeeded", o.scope_key))
+    shown = outcomes[:SCOPES_SHOWN]
+    rows = [{c: getattr(s, c) for c in SUMMARY_COLUMNS} for s in shown]
     click.echo(f"Run {run.id} ({run.collector}: {run.scope}) — {run.status}")
     if rows:
         click.echo(render_table(rows, SUMMARY_COLUMNS, SUMMARY_HEADERS, max_width=80))
+    if len(outcomes) > len(shown):
+        click.echo(f"... and {len(outcomes) - len(shown)} more scopes (planb runs --id {run.id} --format json)")
+    if len(outcomes) > 1:
+        _echo_scope_counts(run)
     click.echo(f"created {run.created}, updated {run.updated}, unchanged {run.unchanged}, "
                f"marked stale {run.marked_stale}")
 
@@ -332,7 +407,7 @@ def exit_for(runs: Sequence[CollectionRun]) -> None:
 def _reasons(run: CollectionRun) -> str:
     messages = [f"{e.get('scope') or run.collector}: {e.get('error')}" for e in (run.errors or [])]
     if not messages:
-        messages = [f"{s.scope_key}: {s.status}" for s in run.scope_results if s.status != "succeeded"]
+        messages = [f"{s.scope_key}: {s.status}" for s in run.outcomes if s.status != "succeeded"]
     shown = messages[:5] + ([f"... and {len(messages) - 5} more"] if len(messages) > 5 else [])
     return f"run {run.id} ({run.collector}) " + "; ".join(shown)
 

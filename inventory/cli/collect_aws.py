@@ -6,7 +6,7 @@ from botocore.exceptions import BotoCoreError
 
 from collectors import aws as source
 from inventory.cli import CLIError
-from inventory.cli.collect import execute
+from inventory.cli.collect import CONCURRENCY_OPTION, execute
 
 
 @click.command("aws")
@@ -26,13 +26,15 @@ from inventory.cli.collect import execute
 @click.option("--endpoint-url", default=None,
               help="Endpoint for every service (default: boto3's, incl. AWS_ENDPOINT_URL).")
 @click.option("--no-ssm", is_flag=True, help="Skip SSM inventory (installed software, OS details).")
+@CONCURRENCY_OPTION
 def command(regions: tuple[str, ...], profiles: tuple[str, ...], role_arns: tuple[str, ...],
             external_id: str | None, resource_types: tuple[str, ...], deadline: float,
-            max_attempts: int, endpoint_url: str | None, no_ssm: bool) -> None:
+            max_attempts: int, endpoint_url: str | None, no_ssm: bool, concurrency: int) -> None:
     """Collect EC2, ELBv2, RDS, EKS and Lambda from AWS accounts and regions.
 
     Exit status 0 when every scope succeeded, 3 when some did not (those
-    kept their earlier data and retired nothing), 1 when none did.
+    kept their earlier data and retired nothing; a scope whose SSM inventory failed
+    is applied but its instances' software is left as it was), 1 when none did.
     """
     try:
         accounts = source.build_accounts(profiles, role_arns, endpoint_url=endpoint_url,
@@ -43,5 +45,5 @@ def command(regions: tuple[str, ...], profiles: tuple[str, ...], role_arns: tupl
                                     resource_types=resource_types or source.RESOURCE_TYPES,
                                     client_factory=source.CLIENT_FACTORY, deadline_seconds=deadline,
                                     max_attempts=max_attempts, endpoint_url=endpoint_url,
-                                    collect_ssm=not no_ssm)
+                                    collect_ssm=not no_ssm, concurrency=concurrency)
     execute(collector)

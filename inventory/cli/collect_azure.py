@@ -5,7 +5,7 @@ import click
 
 from collectors import azure as source
 from inventory.cli import CLIError
-from inventory.cli.collect import execute
+from inventory.cli.collect import CONCURRENCY_OPTION, execute
 
 
 @click.command("azure")
@@ -19,8 +19,9 @@ from inventory.cli.collect import execute
               show_default=True, help="Seconds allowed per scope; a slower scope is incomplete.")
 @click.option("--retry-total", type=click.IntRange(0, 20), default=source.DEFAULT_RETRY_TOTAL, show_default=True,
               help="azure-core retries per request (429/5xx, honouring Retry-After).")
+@CONCURRENCY_OPTION
 def command(subscriptions: tuple[str, ...], base_url: str | None, resource_types: tuple[str, ...],
-            deadline: float, retry_total: int) -> None:
+            deadline: float, retry_total: int, concurrency: int) -> None:
     """Collect VMs (image, extensions, power state) and scale sets from Azure subscriptions.
 
     Exit status 0 when every scope succeeded, 3 when some did not (those
@@ -31,5 +32,6 @@ def command(subscriptions: tuple[str, ...], base_url: str | None, resource_types
     collector = source.AzureCollector(list(subscriptions), base_url=base_url,
                                       resource_types=resource_types or source.AzureCollector.RESOURCE_TYPES,
                                       deadline_seconds=deadline, retry_total=retry_total,
-                                      client_factory=source.client_factory_for(base_url))
+                                      client_factory=source.client_factory_for(base_url),
+                                      concurrency=concurrency)
     execute(collector)

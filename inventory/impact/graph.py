@@ -732,7 +732,7 @@ def get_graph(db: so.Session | Engine) -> Graph:
 
 
 def get_graph_and_stamp(db: so.Session | Engine) -> tuple[Graph, tuple[Any, ...] | None]:
-    """The graph, and a stamp of the collection results (count, max id) read in the
+    """The graph, and a stamp of the collection results (the newest scope-state revision) read in the
     same round trip, which the confidence report uses to reuse its own cache."""
     graph, stamp, _lag = get_graph_state(db)
     return graph, stamp
@@ -846,7 +846,8 @@ def _build(engine: Engine, key: str, build_lock: threading.Lock) -> tuple[Graph,
         return graph, stamp
 
 
-_PROBE_SQL = ("SELECT version, (SELECT count(*) FROM scope_results), (SELECT max(id) FROM scope_results) "
+# The collection-state stamp: the newest scope-state revision (the confidence report's cache key).
+_PROBE_SQL = ("SELECT version, (SELECT coalesce(max(revision), 0) FROM collection_scopes), 0 "
               "FROM inventory_version WHERE id = 1")
 
 

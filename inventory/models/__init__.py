@@ -5,7 +5,7 @@ from inventory.models.assets import Asset, Dependency, Installation, InventoryVe
 from inventory.models.plans import ContingencyPlan, PlanEvent, PlanLink
 from inventory.models.updates import UpdateTest, VendorUpdate
 from inventory.models.risk import VendorAssessment
-from inventory.models.runs import CollectionLock, CollectionRun, ScopeResult
+from inventory.models.runs import CollectionLock, CollectionRun, ScopeResult, ScopeState
 from inventory.models.incidents import Incident, IncidentAsset, Scenario
 from inventory.models.auth import ApiToken, AuditEvent, User
 from inventory.models.identities import ExternalIdentity
@@ -14,7 +14,7 @@ from inventory.models.notifications import NotificationState, Webhook, WebhookDe
 __all__ = [
     "Base", "Vendor", "VendorAlias", "Product", "UnattributedSoftware", "Asset", "Installation",
     "Dependency", "ContingencyPlan", "PlanLink", "PlanEvent", "VendorUpdate", "UpdateTest",
-    "VendorAssessment", "CollectionRun", "ScopeResult", "CollectionLock", "Scenario", "Incident",
+    "VendorAssessment", "CollectionRun", "ScopeResult", "ScopeState", "CollectionLock", "Scenario", "Incident",
     "IncidentAsset", "User", "ApiToken", "AuditEvent", "InventoryVersion", "ExternalIdentity",
     "Webhook", "WebhookDelivery", "NotificationState",
 ]

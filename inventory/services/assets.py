@@ -17,7 +17,7 @@ import sqlalchemy.orm as so
 from inventory.choices import (ASSET_KINDS, CRITICALITIES, ENVIRONMENTS, OS_FAMILIES, PROVIDERS,
                                SERVICE_KIND)
 from inventory.models import (Asset, AuditEvent, ContingencyPlan, Dependency, Installation,
-                              PlanLink, Product, ScopeResult, UnattributedSoftware, Vendor)
+                              PlanLink, Product, ScopeResult, ScopeState, UnattributedSoftware, Vendor)
 from inventory.services.keyset import Page, Segment, paginate
 from inventory.models.plan_status import plan_status, review_due
 
@@ -380,6 +380,8 @@ def asset_detail(db: so.Session, asset_id: int) -> dict[str, Any] | None:
     plans = plans_for_asset(db, asset, [p.id for _i, p, _v in installations], vendor_ids)
 
     history: list[ScopeResult] = []
+    # The scope's latest state; ``history`` holds the runs over it that did not succeed.
+    scope_state = db.get(ScopeState, asset.source_scope) if asset.source_scope else None
     if asset.source_scope:
         history = list(db.scalars(
             sa.select(ScopeResult).where(ScopeResult.scope_key == asset.source_scope)
@@ -403,6 +405,7 @@ def asset_detail(db: so.Session, asset_id: int) -> dict[str, Any] | None:
         "hosting_vendor": hosting_vendor,
         "plans": plans,
         "history": history,
+        "scope_state": scope_state,
         "unattributed": unattributed,
         "audit_events": audit_events,
         "provenance": provenance,

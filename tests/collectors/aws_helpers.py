@@ -183,6 +183,30 @@ def query_error(code: str, message: str, status: int) -> AWSResponse:
                        _Raw(body))
 
 
+def json_error(code: str, message: str, status: int) -> AWSResponse:
+    """The error shape of JSON-protocol services (SSM, EKS): ``{"__type", "message"}``."""
+    body = json.dumps({"__type": code, "message": message}).encode()
+    return AWSResponse("https://ssm.us-east-1.amazonaws.com/", status,
+                       {"Content-Type": "application/x-amz-json-1.1",
+                        "x-amzn-RequestId": "c0ffee00-0000-4000-8000-000000000000"}, _Raw(body))
+
+
+def failing_ssm(region: str, response: Callable[[], AWSResponse], max_attempts: int = 3) -> tuple[Any, Injector]:
+    """An SSM client whose every call is answered by ``response`` through botocore's
+    ``before-send`` hook: botocore still parses it and runs its standard-mode retries."""
+    client = boto3.client("ssm", region_name=region, config=botocore_config(max_attempts))
+    injector = Injector(response)
+    client.meta.events.register("before-send.ssm", injector)
+    return client, injector
+
+
+def ec2_empty_reservations() -> AWSResponse:
+    body = (b'<DescribeInstancesResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            b"<requestId>c0ffee00-0000-4000-8000-000000000000</requestId><reservationSet/>"
+            b"</DescribeInstancesResponse>")
+    return AWSResponse("https://ec2.amazonaws.com/", 200, {"Content-Type": "text/xml"}, _Raw(body))
+
+
 @dataclass
 class Injector:
     """Answers ``operation`` with ``response`` the first ``times`` times (forever when None)."""

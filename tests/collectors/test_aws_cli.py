@@ -2,6 +2,10 @@
 (real HTTP, ``AWS_ENDPOINT_URL`` from the environment) → ingest → the database."""
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +32,14 @@ from tests.collectors.aws_helpers import (
     instance_information,
     moto_server,
     network,
+    no_backoff,
     queue_applications,
     run_instances,
     stubbed_ssm,
     web_tier,
 )
 
-__all__ = ["aws_env", "moto_server"]  # fixtures imported for pytest
+__all__ = ["aws_env", "moto_server", "no_backoff"]  # fixtures imported for pytest
 
 US, EU = "us-east-1", "eu-west-1"
 COMMAND = ["collect", "aws", "--region", US, "--region", EU]
@@ -176,6 +181,58 @@ def test_collect_aws_partial_exits_3_and_applies_the_healthy_region(
     assert db["runs"][-1].status == "partial"
     assert not any(k.startswith(f"aws:ec2:{ACCOUNT}:{EU}:") for k in db["assets"])
     assert all(ec2_key(ACCOUNT, US, i) in db["assets"] for i in estate["us"])
+
+
+class _Ssm500(BaseHTTPRequestHandler):
+    """An SSM endpoint that answers every call with HTTP 500 InternalServerError."""
+
+    calls = 0
+
+    def do_POST(self) -> None:
+        type(self).calls += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"__type": "InternalServerError", "message": "We encountered an internal error."}).encode()
+        self.send_response(500)
+        self.send_header("Content-Type", "application/x-amz-json-1.1")
+        self.send_header("x-amzn-RequestId", "c0ffee00-0000-4000-8000-000000000000")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def ssm_answering_500() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Ssm500)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Ssm500.calls = 0
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_collect_aws_whose_ssm_answers_500_records_every_instance_and_exits_3(
+        cli_env: str, estate: dict[str, Any], ssm_answering_500: str, no_backoff: None,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No hook: EC2 and the rest from moto (AWS_ENDPOINT_URL), SSM from an endpoint that answers
+    500 (AWS_ENDPOINT_URL_SSM), through the real clients and their retries."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", ssm_answering_500)
+
+    result = CliRunner().invoke(main, [*COMMAND, "--resource-type", "ec2", "--max-attempts", "2"])
+
+    assert result.exit_code == 3, result.output + result.stderr
+    assert "InternalServerError" in result.stderr and "left as it was" in result.stderr
+    assert _Ssm500.calls == 2 * 2   # two regions, each GetInventory tried twice
+    db = stored(cli_env)
+    assert {ec2_key(ACCOUNT, US, i) for i in estate["us"]} | {ec2_key(ACCOUNT, EU, i) for i in estate["eu"]} \
+        <= {k for k, a in db["assets"].items() if a.retired_at is None}
+    assert db["runs"][-1].status == "partial"
+    assert (db["runs"][-1].scopes_partial, db["runs"][-1].scopes_failed) == (2, 0)
 
 
 def test_collect_aws_unknown_profile_is_a_clean_error(cli_env: str, aws_env: str) -> None:

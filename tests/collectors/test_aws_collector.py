@@ -3,6 +3,7 @@ Stubber for SSM inventory (which moto lacks) and ``before-send`` fault injection
 from __future__ import annotations
 
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,12 +32,14 @@ from collectors.aws import (
 )
 from collectors.base import ScopeBatch
 from collectors.ingest import run_collection
+from inventory.impact import blast_radius
 from inventory.models import (
     Asset,
     CollectionRun,
     Dependency,
     Installation,
     Product,
+    ScopeState,
     UnattributedSoftware,
     Vendor,
 )
@@ -50,10 +53,13 @@ from tests.collectors.aws_helpers import (
     counting,
     data_and_platform,
     default_account,
+    ec2_empty_reservations,
     ec2_error,
     factory_with,
+    failing_ssm,
     inject,
     instance_information,
+    json_error,
     moto_server,
     network,
     no_backoff,
@@ -215,7 +221,7 @@ def test_a_denied_region_makes_the_run_partial_and_retires_nothing_there(aws_env
     run = run_collection(engine, collector([US, EU], deny_eu), now=T0 + timedelta(hours=1))
 
     assert run.status == "partial"
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert scopes[scope(US)].status == "succeeded" and scopes[scope(US)].marked_stale == 1
     assert scopes[scope(EU)].status == "failed" and "UnauthorizedOperation" in scopes[scope(EU)].error
     assert denied.sent == 1  # AccessDenied-type errors are not retried
@@ -325,21 +331,109 @@ def test_ssm_inventory_over_several_pages(aws_env: str) -> None:
     assert {(s.name, s.publisher) for s in batch.software if s.origin == "package"} == {("falcon-sensor", "CrowdStrike")}
 
 
-def test_ssm_access_denied_makes_the_ec2_scope_incomplete(aws_env: str) -> None:
-    run_instances(network(US), 1)
-    client = boto3.client("ssm", region_name=US)
-    stubber = Stubber(client)
-    stubber.add_client_error("get_inventory", service_error_code="AccessDeniedException",
-                             service_message="User is not authorized to perform: ssm:GetInventory",
-                             http_status_code=400)
+@pytest.mark.parametrize("code, status, attempts", [
+    ("AccessDeniedException", 400, 1),    # refused: not retried
+    ("InternalServerError", 500, 3),      # an HTTP error after botocore's retries
+    ("ThrottlingException", 400, 3),      # throttled past the retries
+])
+def test_ssm_failing_applies_the_instances_and_leaves_their_software_as_it_was(
+        aws_env: str, engine: sa.Engine, no_backoff: None, code: str, status: int, attempts: int) -> None:
+    us = network(US)
+    managed, other = run_instances(us, 2, image=WINDOWS_AMI)
+    apps = [application("CrowdStrike Windows Sensor", "CrowdStrike, Inc.", "7.11.18110.0")]
+    info = instance_information(managed, computer="POS-WIN-01", platform_type="Windows",
+                                name="Microsoft Windows Server 2022 Datacenter", version="10.0.20348")
+    client, stubber = stubbed_ssm(US, {managed: (info, apps)})
+    queue_applications(stubber, managed, apps)
+    stubber.activate()
+    assert run_collection(engine, collector([US], ssm=lambda region: client), now=T0).status == "succeeded"
+    key = ec2_key(ACCOUNT, US, managed)
+    before = installed(engine, key)
+    assert ("CrowdStrike", "Falcon Sensor", "7.11.18110.0") in before
+    terminate(US, other)
+
+    failing, injector = failing_ssm(US, lambda: json_error(code, "User is not authorized to perform: "
+                                                                  "ssm:GetInventory" if status == 400 and attempts == 1
+                                                                  else "Service unavailable", status))
+    run = run_collection(engine, collector([US], ssm=lambda region: failing, max_attempts=3),
+                         now=T0 + timedelta(hours=1))
+
+    assert run.status == "partial"
+    [outcome] = run.outcomes
+    assert outcome.status == "partial"
+    assert code in outcome.error and "GetInventory" in outcome.error and "left as it was" in outcome.error
+    assert ("--no-ssm" in outcome.error) == (code == "AccessDeniedException")
+    assert outcome.software_unread == [key] and outcome.marked_stale == 1
+    assert injector.sent == attempts
+    assets = stored_assets(engine)
+    assert assets[key].retired_at is None                                    # applied as usual
+    assert assets[ec2_key(ACCOUNT, US, other)].retired_at is not None        # and retired as usual
+    assert installed(engine, key) == before                                  # software as it was
+    assert assets[key].os_name == "Microsoft Windows Server 2022 Datacenter"  # what SSM said stands
+    assert assets[key].hostname == "POS-WIN-01" and "ssm_agent_version" in assets[key].attributes
+    with so.Session(engine) as db:
+        state = db.get(ScopeState, scope(US))
+        assert state is not None and state.status == "partial" and state.software_unread == [key]
+        # the blast radius names the instance whose software is unconfirmed
+        confidence = blast_radius(db, {"vendor": "CrowdStrike"}).confidence
+    assert confidence["software_unconfirmed"]["sample"] == [key]
+    assert confidence["software_unconfirmed"]["hits"] == 1
+    assert any("software left unconfirmed" in n and key in n for n in confidence["notes"])
+
+
+def test_ssm_entries_failing_for_one_instance_leave_only_its_software_unread(aws_env: str) -> None:
+    ids = run_instances(network(US), 3)
+    inventory = {i: (instance_information(i, computer=f"host-{n}", platform_type="Linux", name="Ubuntu",
+                                          version="22.04"), [application("falcon-sensor", "CrowdStrike", "7.14.0")])
+                 for n, i in enumerate(ids)}
+    client, stubber = stubbed_ssm(US, inventory)
+    broken = ids[1]
+    for i in ids:   # ListInventoryEntries is asked in the order DescribeInstances listed the instances
+        if i == broken:
+            stubber.add_client_error("list_inventory_entries", service_error_code="InternalServerError",
+                                     service_message="Internal error", http_status_code=500)
+        else:
+            queue_applications(stubber, i, inventory[i][1])
     stubber.activate()
 
     batch = batches(collector([US], ssm=lambda region: client))[scope(US)]
 
-    assert not batch.complete
-    assert "AccessDeniedException" in batch.error and "GetInventory" in batch.error
-    assert "--no-ssm" in batch.error
-    assert batch.assets == []  # an EC2 scope is all or nothing: earlier data stays as it was
+    stubber.assert_no_pending_responses()
+    assert batch.complete
+    assert batch.software_unread == [ec2_key(ACCOUNT, US, broken)]
+    assert "InternalServerError" in batch.error and "1 of 3" in batch.error
+    read = {s.asset_key for s in batch.software if s.origin == "package"}
+    assert read == {ec2_key(ACCOUNT, US, i) for i in ids if i != broken}
+    assert {a.hostname for a in batch.assets} == {"host-0", "host-1", "host-2"}  # its OS details did come through
+
+
+def test_regions_are_collected_concurrently(aws_env: str) -> None:
+    """A slow DescribeInstances (a stubbed endpoint taking 0.5 s): four regions with
+    --concurrency 4 take about the time of one, not four (generous margin: < 2.5x)."""
+    regions = [US, EU, "us-west-2", "ap-southeast-2"]
+
+    def slow_ec2(service: str, region: str, client: Any) -> None:
+        def answer(request: Any, **kwargs: Any) -> Any:
+            time.sleep(0.5)
+            return ec2_empty_reservations()
+        client.meta.events.register("before-send.ec2.DescribeInstances", answer)
+
+    clients = {region: factory_with(slow_ec2)("ec2", region, default_account()) for region in regions}
+    account = AwsAccount(label="default", session=boto3.Session(), account_id=ACCOUNT)
+
+    def timed(wanted: list[str]) -> float:
+        collector = AwsCollector([account], wanted, resource_types=["ec2"], collect_ssm=False, concurrency=4,
+                                 client_factory=lambda service, region, _account: clients[region])
+        started = time.perf_counter()
+        result = batches(collector)
+        elapsed = time.perf_counter() - started
+        assert all(b.complete for b in result.values()) and len(result) == len(wanted)
+        return elapsed
+
+    one = timed([US])
+    four = timed(regions)
+
+    assert four < 2.5 * one, (one, four)
 
 
 # -- ELBv2, RDS, EKS, Lambda ---------------------------------------------------------------------
@@ -364,7 +458,7 @@ def test_target_groups_become_groups_with_member_edges(aws_env: str, engine: sa.
         (tg_key(ACCOUNT, US, "web-tg"), ec2_key(ACCOUNT, US, ids[0]), "member-of", "hard"),
         (tg_key(ACCOUNT, US, "web-tg"), ec2_key(ACCOUNT, US, ids[1]), "member-of", "hard"),
     }
-    assert {s.scope_key: s.status for s in run.scope_results} == {scope(US): "succeeded",
+    assert {s.scope_key: s.status for s in run.outcomes} == {scope(US): "succeeded",
                                                                    scope(US, "elbv2"): "succeeded"}
 
 

@@ -26,7 +26,7 @@ from collectors.azure import (
 from collectors.base import ScopeBatch
 from collectors.ingest import run_collection
 from inventory.db import make_engine
-from inventory.models import Asset, CollectionLock, Dependency, Installation, Product, Vendor
+from inventory.models import Asset, CollectionLock, Dependency, Installation, Product, ScopeState, Vendor
 from tests.collectors.azure_payloads import (
     BASE_URL,
     SUBSCRIPTION,
@@ -39,6 +39,7 @@ from tests.collectors.azure_payloads import (
     load,
     vm_list_route,
     vmss_list_route,
+    vmss_vms_route,
 )
 
 WEB_WIN = vm_key(SUBSCRIPTION, "3f1a8e2c-5b7d-4e9a-8c21-0d4f6a7b9e10")
@@ -221,13 +222,76 @@ def test_a_scope_held_by_another_run_is_refused_and_the_other_applied(engine: sa
     run = run_collection(engine, collector_for(transport), now=T0)
 
     assert run.status == "partial"
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert scopes[VM_SCOPE].status == "failed" and "being collected" in scopes[VM_SCOPE].error
     assets = assets_by_key(engine)
     assert WEB_WIN not in assets and {WEB_VMSS, VMSS_0, VMSS_1} <= set(assets)
     # the Flexible member belongs to the refused vm scope: its edge cannot resolve yet, so the
     # vmss scope is applied but partial (it retires nothing) until the vm scope has run
     assert scopes[VMSS_SCOPE].status == "partial" and "unknown asset" in scopes[VMSS_SCOPE].error
+
+
+# -- failures below the scope ----------------------------------------------------------------------
+
+def scope_state(engine: sa.Engine, scope_key: str) -> ScopeState:
+    with so.Session(engine) as db:
+        state = db.get(ScopeState, scope_key)
+        assert state is not None
+        db.expunge(state)
+        return state
+
+
+@pytest.mark.parametrize("status, payload", [(500, "error_InternalServerError.json"),
+                                             (429, "error_TooManyRequests.json"),
+                                             (403, "error_AuthorizationFailed.json")])
+def test_failing_vm_extensions_leave_the_software_as_it_was(engine: sa.Engine, status: int, payload: str) -> None:
+    """Extensions of one VM cannot be read (after azure-core's retries, or refused): the VMs are
+    applied and retired as usual, that VM's software stays as it was, the scope is partial."""
+    assert run_collection(engine, collector_for(RecordedArm(estate_routes())), now=T0).status == "succeeded"
+    before = installed(engine, WEB_WIN)
+    assert ("CrowdStrike", "Falcon Sensor", None) in before
+
+    routes = estate_routes()
+    page1 = load("virtualMachines_listAll_page1.json")
+    page1["value"] = [vm for vm in page1["value"] if vm["name"] != "db-linux-01"]   # deleted since
+    routes[vm_list_route()] = [Reply(200, page1)]
+    routes[extensions_route("rg-web", "web-win-01")] = [Reply(status, load(payload))]
+    transport = RecordedArm(routes)
+    run = run_collection(engine, collector_for(transport), now=T0 + timedelta(hours=1))
+
+    assert run.status == "partial"
+    outcome = {o.scope_key: o for o in run.outcomes}[VM_SCOPE]
+    assert outcome.status == "partial" and "VM extensions" in outcome.error and str(status) in outcome.error
+    # refused: the VMs after it are not asked (they would be refused too) and are unread as well
+    unread = sorted([WEB_WIN] + ([FLEX_VM] if status == 403 else []))
+    assert outcome.software_unread == unread
+    assets = assets_by_key(engine)
+    assert assets[WEB_WIN].retired_at is None                 # applied
+    assert assets[DB_LINUX].retired_at is not None            # and the scope still retires what is gone
+    assert installed(engine, WEB_WIN) == before               # its software as it was
+    assert scope_state(engine, VM_SCOPE).software_unread == unread
+    if status == 403:
+        assert transport.requests.count(extensions_route("rg-batch", "batch-flex_4b1c2d3e").lower()) == 0
+    else:               # retried by azure-core, then given up on that VM only
+        assert transport.requests.count(extensions_route("rg-web", "web-win-01").lower()) == 4
+
+
+def test_failing_scale_set_instance_listing_keeps_its_members(engine: sa.Engine) -> None:
+    assert run_collection(engine, collector_for(RecordedArm(estate_routes())), now=T0).status == "succeeded"
+    routes = estate_routes()
+    routes[vmss_vms_route("rg-web", "web-vmss", **{"$expand": "instanceView"})] = [
+        Reply(500, load("error_InternalServerError.json"))]
+    run = run_collection(engine, collector_for(RecordedArm(routes)), now=T0 + timedelta(hours=1))
+
+    assert run.status == "partial"
+    outcome = {o.scope_key: o for o in run.outcomes}[VMSS_SCOPE]
+    assert outcome.status == "partial" and "web-vmss" in outcome.error and outcome.marked_stale == 0
+    assert sorted(outcome.software_unread) == sorted([VMSS_0, VMSS_1])
+    assets = assets_by_key(engine)
+    assert assets[VMSS_0].retired_at is None and assets[VMSS_1].retired_at is None   # kept as they were
+    assert {(WEB_VMSS, VMSS_0, "member-of", "hard"), (WEB_VMSS, VMSS_1, "member-of", "hard")} <= edges(engine)
+    assert ("CrowdStrike", "Falcon Sensor", None) in installed(engine, VMSS_0)
+    assert assets[WEB_VMSS].retired_at is None and assets[FLEX_VMSS].retired_at is None
 
 
 def test_throttled_429_is_retried_honouring_retry_after() -> None:
@@ -257,7 +321,7 @@ def test_500_mid_pagination_leaves_scope_incomplete_and_retires_nothing(engine: 
     run = run_collection(engine, collector_for(transport), now=T0 + timedelta(hours=1))
 
     assert run.status == "partial"
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert scopes[VMSS_SCOPE].status == "succeeded"  # the other scope was applied
     assert scopes[VM_SCOPE].status != "succeeded"
     assert "500" in scopes[VM_SCOPE].error and "InternalServerError" in scopes[VM_SCOPE].error
@@ -316,7 +380,9 @@ def test_power_states_unavailable_keep_the_scope_complete() -> None:
 
 def test_deadline_makes_the_scope_incomplete() -> None:
     ticks = iter(range(0, 10_000, 50))
-    collector = collector_for(RecordedArm(estate_routes()), deadline_seconds=60, clock=lambda: next(ticks))
+    # one scope at a time: the ticking clock is shared by the scopes
+    collector = collector_for(RecordedArm(estate_routes()), deadline_seconds=60, clock=lambda: next(ticks),
+                              concurrency=1)
 
     result = batches(collector)
 

@@ -56,7 +56,7 @@ def test_the_demo_reads_its_windows_fleet_through_the_falcon_collector(demo_url:
         run = load_falcon_console(engine)
 
         assert run.collector == "crowdstrike" and run.status == "succeeded" and run.created == 0
-        assert [s.scope_key for s in run.scope_results] == ["crowdstrike:5c7a1e2b9d4f4e0a8b3c6d2e1f0a9b8c"]
+        assert [o.scope_key for o in run.outcomes] == ["crowdstrike:5c7a1e2b9d4f4e0a8b3c6d2e1f0a9b8c"]
         with read_session(engine) as db:
             # the console agrees with the file: same assets, same facts, same July 2024 answer
             assert _answer(db) == before_answer

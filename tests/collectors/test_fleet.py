@@ -103,7 +103,7 @@ def test_hosts_and_software_of_every_team_over_several_pages(engine, httpserver,
     run = run_collection(engine, collector(httpserver, per_page=2))
     assert run.status == "succeeded", run.errors
     # one batch per page of 2 hosts, then each team's roster (which may retire)
-    scopes = [s.scope_key for s in run.scope_results]
+    scopes = [s.scope_key for s in run.outcomes]
     assert scopes.count("fleet:Workstations") == 3 + 1 and scopes.count("fleet:Servers") == 2 + 1
     assert scopes.count("fleet:no-team") == 1 + 1
     pages = [(p.get("team_id"), p["page"], p["per_page"], p.get("populate_software"), p.get("order_key"))
@@ -146,7 +146,7 @@ def test_fleet_free_has_no_teams_and_one_scope(engine, httpserver, standin):
     standin.premium = False
     run = run_collection(engine, collector(httpserver, per_page=100))
     assert run.status == "succeeded", run.errors
-    assert {s.scope_key for s in run.scope_results} == {"fleet:no-team"}
+    assert {s.scope_key for s in run.outcomes} == {"fleet:no-team"}
     assert not any("team_id" in p for path, p in standin.requests if path == "/api/v1/fleet/hosts")
     assert len(assets_by_key(engine)) == 10
 
@@ -182,10 +182,10 @@ def test_a_5xx_mid_paging_leaves_that_team_partial_and_retires_nothing(engine, h
     standin.fault("/api/v1/fleet/hosts", {"team_id": 2, "page": 1}, [(502, {})], always=True)
     run = run_collection(engine, collector(httpserver, per_page=2, retries=1))
     assert run.status == "partial"
-    servers = [s for s in run.scope_results if s.scope_key == "fleet:Servers"]
+    servers = [s for s in run.outcomes if s.scope_key == "fleet:Servers"]
     assert servers[-1].status == "partial" and "nothing retired" in servers[-1].error
     assert "502" in servers[-1].error
-    assert {s.status for s in run.scope_results if s.scope_key != "fleet:Servers"} == {"succeeded"}
+    assert {s.status for s in run.outcomes if s.scope_key != "fleet:Servers"} == {"succeeded"}
     assets = assets_by_key(engine)
     assert assets["host:web-01"].retired_at is None      # not retired by an incomplete scope
     # once Fleet answers again, the host that left is retired

@@ -127,7 +127,7 @@ def test_missing_package_inventory_makes_scope_partial(engine):
                                    which=lambda name: "/usr/bin/" + name if name == "dpkg-query" else None)
     run = run_collection(engine, collector)
     assert run.status == "partial"
-    assert "database locked" in run.scope_results[0].error
+    assert "database locked" in run.outcomes[0].error
     with read_session(engine) as db:
         # the OS record still lands: Ubuntu is Canonical's
         assert db.execute(sa.select(Vendor.name, Product.name).join(Product.vendor)).all() == [

@@ -351,8 +351,8 @@ def test_incomplete_scope_upserts_but_retires_nothing(engine):
     run = run_collection(engine, FakeCollector([batch]), now=T0 + timedelta(hours=1))
     assert run.status == "partial"
     assert run.marked_stale == 0
-    assert [s.status for s in run.scope_results] == ["partial"]
-    assert "ThrottlingException" in run.scope_results[0].error
+    assert [s.status for s in run.outcomes] == ["partial"]
+    assert "ThrottlingException" in run.outcomes[0].error
     assets = assets_by_key(engine)
     assert all(a.retired_at is None for a in assets.values())
     with read_session(engine) as db:
@@ -380,7 +380,7 @@ def test_crash_while_applying_one_scope_keeps_its_old_data_and_applies_the_other
     original = ingest._BatchApplier._apply_dependencies
 
     def crash_in_first_scope(self):  # type: ignore[no-untyped-def]
-        if self.scope == SCOPE:
+        if SCOPE in self.scopes:
             raise RuntimeError("disk full")  # after this scope's assets were already written
         return original(self)
 
@@ -389,9 +389,9 @@ def test_crash_while_applying_one_scope_keeps_its_old_data_and_applies_the_other
     run = run_collection(engine, FakeCollector([estate_batch(skip={0, 1}, version="9.9"), other]),
                          now=T0 + timedelta(hours=1))
     assert run.status == "partial"
-    statuses = {s.scope_key: s.status for s in run.scope_results}
+    statuses = {s.scope_key: s.status for s in run.outcomes}
     assert statuses == {SCOPE: "failed", SCOPE_B: "succeeded"}
-    assert "disk full" in {s.scope_key: s.error for s in run.scope_results}[SCOPE]
+    assert "disk full" in {s.scope_key: s.error for s in run.outcomes}[SCOPE]
     after = snapshot(engine)
     # the failed scope's rows are exactly as before (its transaction rolled back) ...
     assert after["installations"] == before["installations"]
@@ -420,7 +420,7 @@ def test_record_missing_identity_makes_scope_partial(engine):
     run = run_collection(engine, FakeCollector([batch]), now=T0 + timedelta(hours=1))
     assert run.status == "partial"
     assert run.marked_stale == 0
-    assert "without its identity" in run.scope_results[0].error
+    assert "without its identity" in run.outcomes[0].error
     assets = assets_by_key(engine)
     assert assets[vm(4).natural_key].retired_at is None  # not retired by a partial scope
     assert not any(k.endswith(":") for k in assets)
@@ -431,7 +431,7 @@ def test_software_for_unknown_asset_makes_scope_partial(engine):
     batch.software.append(SoftwareRecord(asset_key="aws:ec2:111122223333:us-east-1:i-nope", name="x"))
     run = run_collection(engine, FakeCollector([batch]), now=T0)
     assert run.status == "partial"
-    assert "unknown asset" in run.scope_results[0].error
+    assert "unknown asset" in run.outcomes[0].error
 
 
 # -- installations, unattributed, dependencies -------------------------------------------------------
@@ -516,7 +516,7 @@ def test_second_run_over_a_locked_scope_refuses_it_and_says_why(engine):
     collector = FakeCollector([estate_batch(), ScopeBatch(SCOPE_B, [vm(100, "eu-west-1")])])
     run = run_collection(engine, collector, now=T0 + timedelta(minutes=5))
     assert run.status == "partial"
-    refused = {s.scope_key: s for s in run.scope_results}[SCOPE]
+    refused = {s.scope_key: s for s in run.outcomes}[SCOPE]
     assert refused.status == "failed"
     assert f"being collected by run {other}" in refused.error
     assert "collector-box-7:4242" in refused.error

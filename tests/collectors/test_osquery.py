@@ -3,6 +3,7 @@ several hosts per file, malformed files rejected with file:line and nothing writ
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def installed(engine: sa.Engine, natural_key: str) -> dict[str, tuple[str, str, 
 
 def test_import_fleet_of_windows_ubuntu_and_macos_hosts(engine):
     run = run_collection(engine, osquery.OsqueryCollector(ALL))
-    scopes = {s.scope_key: s for s in run.scope_results}
+    scopes = {s.scope_key: s for s in run.outcomes}
     assert set(scopes) == {"osquery:WIN-PAY-01", "osquery:ubuntu-web-01", "osquery:ubuntu-batch-02",
                            "osquery:mac-design-07.local"}
     # the host whose log starts mid-stream is partial; the others succeeded
@@ -258,3 +259,20 @@ def test_from_config_reads_globs(monkeypatch, tmp_path):
     collector = osquery.from_config()
     assert collector is not None
     assert sorted(collector.hosts) == ["WIN-PAY-01", "ubuntu-batch-02", "ubuntu-web-01"]
+
+
+def test_a_results_log_read_from_a_pipe(tmp_path):
+    """`planb collect osquery <(zcat osqueryd.results.log.gz)` hands in a pipe, which cannot seek."""
+    import threading
+
+    fifo = tmp_path / "results.fifo"
+    os.mkfifo(fifo)
+    text = Path(UBUNTU).read_text()
+    writer = threading.Thread(target=lambda: fifo.write_text(text))
+    writer.start()
+    try:
+        hosts, _ = osquery.load_files([str(fifo)])
+    finally:
+        writer.join(timeout=10)
+    from_file, _ = osquery.load_files([UBUNTU])
+    assert sorted(hosts) == sorted(from_file) != []

@@ -190,7 +190,7 @@ def test_as_of_uses_first_seen_and_retired_at(any_estate: Estate) -> None:
 
 
 def test_confidence_reports_collection_freshness(estate: Estate) -> None:
-    from inventory.models import CollectionRun, ScopeResult
+    from inventory.models import CollectionRun, ScopeResult, ScopeState
 
     estate.vendor("Acme")
     estate.asset("ok-1", source="aws", source_scope="aws:111:us-east-1")
@@ -208,6 +208,11 @@ def test_confidence_reports_collection_freshness(estate: Estate) -> None:
         ScopeResult(run=run, scope_key="aws:111:eu-west-1", status="succeeded", finished_at=old),
         ScopeResult(run=run, scope_key="aws:111:eu-west-1", status="failed", finished_at=recent,
                     error="AccessDenied"),
+        # the latest state of each scope, as ingest keeps it
+        ScopeState(scope_key="aws:111:us-east-1", collector="aws", status="succeeded",
+                   finished_at=recent, last_success_at=recent),
+        ScopeState(scope_key="aws:111:eu-west-1", collector="aws", status="failed", finished_at=recent,
+                   last_success_at=old, error="AccessDenied"),
     ])
     estate.commit()
     conf = blast_radius(estate.db, {"vendor": "Acme"}).confidence

@@ -26,6 +26,7 @@ from inventory.models import (
     Product,
     Scenario,
     ScopeResult,
+    ScopeState,
     UpdateTest,
     User,
     Vendor,
@@ -75,6 +76,8 @@ def populate(db: so.Session, tag: str = "a", assets: int = 6) -> None:
     db.add(run)
     db.flush()
     db.add(ScopeResult(run_id=run.id, scope_key=f"scope-{tag}", status="succeeded"))
+    db.add(ScopeState(scope_key=f"scope-{tag}", collector="test", run_id=run.id, status="succeeded",
+                      last_success_at=utcnow()))
     db.add(Scenario(name=f"Scenario {tag}", scope={"vendor": vendor.name}))
     incident = Incident(title=f"Incident {tag}", scope={"vendor": vendor.name}, summary={"down": 1})
     db.add(incident)

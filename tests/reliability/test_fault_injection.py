@@ -102,7 +102,7 @@ def test_collector_scope_failing_midway_writes_none_of_that_scope(world, monkeyp
     real = ingest._BatchApplier._apply_dependencies
 
     def failing_for_b(self):  # type: ignore[no-untyped-def]
-        if self.batch.scope_key == "faulty:b":
+        if "faulty:b" in self.scopes:
             raise Injected("injected failure")
         return real(self)
 

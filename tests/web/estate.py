@@ -14,7 +14,7 @@ import sqlalchemy.orm as so
 
 from inventory.db import utcnow
 from inventory.models import (Asset, CollectionRun, ContingencyPlan, Dependency, Installation,
-                              PlanLink, Product, ScopeResult, UpdateTest, Vendor, VendorAlias,
+                              PlanLink, Product, ScopeResult, ScopeState, UpdateTest, Vendor, VendorAlias,
                               VendorAssessment, VendorUpdate)
 
 XSS_NAME = "<script>alert(1)</script>"
@@ -104,7 +104,11 @@ def build_small_estate(db: so.Session) -> SmallEstate:
     db.flush()
     db.add_all([ScopeResult(run_id=run.id, scope_key="aws/111/eu-west-1/ec2", status="succeeded", created=2),
                 ScopeResult(run_id=run.id, scope_key="aws/111/eu-west-1/elb", status="failed",
-                            error="AccessDenied")])
+                            error="AccessDenied"),
+                ScopeState(scope_key="aws/111/eu-west-1/ec2", collector="aws", run_id=run.id, status="succeeded",
+                           created=2, finished_at=run.finished_at, last_success_at=run.finished_at),
+                ScopeState(scope_key="aws/111/eu-west-1/elb", collector="aws", run_id=run.id, status="failed",
+                           error="AccessDenied", finished_at=run.finished_at)])
     db.flush()
     estate = SmallEstate()
     for name, obj in {"checkin": checkin, "boarding": boarding, "pool": pool, "web1": web1, "web2": web2,

@@ -140,7 +140,7 @@ def test_repeated_views_still_see_new_data(viewer_client, estate, app):
     """The page reuses a result shown a moment ago, but never past a change to the inventory
     or a new collection run."""
     from inventory.app_db import get_session
-    from inventory.models import Asset, CollectionRun, Installation, ScopeResult
+    from inventory.models import Asset, CollectionRun, Installation, ScopeResult, ScopeState
 
     first = viewer_client.get(FALCON_711_WINDOWS).get_data(as_text=True)
     assert "late-windows-host" not in first
@@ -160,6 +160,8 @@ def test_repeated_views_still_see_new_data(viewer_client, estate, app):
         db.add(run)
         db.flush()
         db.add(ScopeResult(run_id=run.id, scope_key="aws/111/eu-west-1/ec2", status="failed", error="throttled"))
+        db.merge(ScopeState(scope_key="aws/111/eu-west-1/ec2", collector="aws", run_id=run.id, status="failed",
+                            error="throttled"))
         db.commit()
     third = viewer_client.get(FALCON_711_WINDOWS).get_data(as_text=True)
     confidence = third.split('class="warning confidence"', 1)[1].split("</div>\n</div>", 1)[0]

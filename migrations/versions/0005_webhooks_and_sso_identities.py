@@ -1,7 +1,7 @@
 """webhooks, their outbox (deliveries), watched-condition states, and SSO identities
 
-Revision ID: 0006
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-06 07:07:17
 
 New tables only (no existing table changes), so both directions are plain
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 import inventory.db
 
 
-revision: str = '0006'
-down_revision: Union[str, None] = '0003'
+revision: str = '0005'
+down_revision: Union[str, None] = '0004'
 branch_labels: Union[str, Sequence[str], None] = None
 depends_on: Union[str, Sequence[str], None] = None
 
