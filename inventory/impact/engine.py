@@ -22,7 +22,9 @@ Semantics (DESIGN.md, "Blast radius semantics"):
   closure (hard edges, group thresholds), then the *degraded* closure (every
   edge, from the soft/group boundary of the down set).  Each asset is expanded
   once per sweep, so cycles terminate and the cost is linear in the edges
-  reached.  The sweeps run compiled (``inventory.impact.kernel``, Numba).
+  reached.  The sweeps run compiled (``inventory.impact.kernel``, Numba) once the
+  kernel is loaded, and as NumPy array operations until then (``inventory.impact.backend``):
+  the same arrays either way.
 * **Hops** are breadth-first levels: the shortest chain of causing edges back
   to a seed (a group counts from the member that tipped it).  Each hit keeps
   one parent on such a chain, so its explaining path is a real chain of
@@ -44,7 +46,7 @@ import sqlalchemy.orm as so
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
 from inventory.impact.graph import Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
-from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
+from inventory.impact import backend
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
 from inventory.impact.scope import (Scope, ScopeError, parse_scope_and_graph, version_matches,
                                     version_unknown_reason)
@@ -67,14 +69,14 @@ class Propagation:
 
 def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation:
     """Statuses, hops and explaining parents for an outage starting at ``seeds``
-    (unique asset indices), by the compiled kernel (``inventory.impact.kernel``).
+    (unique asset indices), by the kernel (``inventory.impact.backend``).
 
     ``groups=False`` treats member-of edges as ordinary hard edges (for
     comparing the down set with plain reachability)."""
     seeds = np.ascontiguousarray(seeds, dtype=np.int64)
     if seeds.size > 1 and not (seeds[1:] > seeds[:-1]).all():
         seeds = np.unique(seeds)   # the kernel's tie rule walks levels in ascending order
-    status, dist, link = propagate_arrays(seeds, *view.kernel_inputs(), groups)
+    status, dist, link = backend.routines().propagate_arrays(seeds, *view.kernel_inputs(), groups)
     parent, pedge = link[:, 0], link[:, 1]
     return Propagation(status, dist, parent, pedge)
 
@@ -212,8 +214,8 @@ class ImpactResult:
         codes, self._offsets = graph.totals_codes()
         # The hits, their best plan levels and their counts by every totals coding, in one pass.
         best = levels["best"].astype(np.int8, copy=False)
-        self.hit_idx, self.best_level, self._counts = summarise_hits(prop.status, codes, self._offsets, best,
-                                                                     scope_level)
+        self.hit_idx, self.best_level, self._counts = backend.routines().summarise_hits(
+            prop.status, codes, self._offsets, best, scope_level)
         self.totals = self._totals()
         self._hits: list[Hit] | None = None
         self._seeds: list[dict[str, Any]] | None = None
@@ -262,10 +264,12 @@ class ImpactResult:
             svc_rows.append({"asset_id": asset_id, "natural_key": key, "name": name, "status": st,
                              "hops": hops, "criticality": crit})
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
+        # Sorted by name: the same answer whatever order the values were first seen in.
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
-                   for name, d, deg in split(cube.sum(axis=(0, 2)), g.kinds)}
+                   for name, d, deg in sorted(split(cube.sum(axis=(0, 2)), g.kinds), key=lambda r: str(r[0]))}
         by_os = {str(name): {"down": d, "degraded": deg, "total": d + deg}
-                 for name, d, deg in split(cube.sum(axis=(0, 1)), g.os_values) if name is not None}
+                 for name, d, deg in sorted(split(cube.sum(axis=(0, 1)), g.os_values), key=lambda r: str(r[0]))
+                 if name is not None}
         return {
             "hits": int(h.size),
             "seeds": int(self.seed_match.mask.sum()),
@@ -316,17 +320,21 @@ class ImpactResult:
         own_plans = self.plan_set.asset_plans
         # Each column once for all these hits (not a NumPy scalar per field per hit).
         crit_names = [*CRITICALITIES, "unknown"]
+        order = idx.tolist()
+        keys, names = g.natural_key.take(order), g.name.take(order)
         columns = zip(
-            idx.tolist(), g.ids[idx].tolist(), _labels(g.kinds, g.kind_code[idx]),
+            order, g.ids[idx].tolist(), keys, names, _labels(g.owner_values, g.owner_code[idx]),
+            _labels(g.kinds, g.kind_code[idx]),
             _labels(g.providers, g.provider_code[idx]), _labels(g.account_values, g.account_code[idx]),
             _labels(g.region_values, g.region_code[idx]), _labels(g.os_values, g.os_code[idx]),
             _labels(g.env_values, g.env_code[idx]),
             _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
             _labels([STATUS_NAMES.get(k) for k in range(3)], prop.status[idx]), prop.dist[idx].tolist(),
             self.seed_match.mask[idx].tolist())
-        paths = _PathBuilder(g, prop)
+        paths = _PathBuilder(g, prop, dict(zip(order, zip(keys, names))))
         out = []
-        for i, asset_id, kind, provider, account, region, os_family, env, crit, status, hops, seed in columns:
+        for i, asset_id, key_, name, owner, kind, provider, account, region, os_family, env, crit, status, hops, \
+                seed in columns:
             svc = services_of.get(i, ())
             products = planned_products.get(i, ())
             key = (i if i in own_plans else -1, products, svc)
@@ -335,9 +343,9 @@ class ImpactResult:
                 cached = memo[key] = self._plans_and_services(i, products, svc)
             entries, service_names = cached
             out.append(Hit(
-                asset_id=asset_id, natural_key=g.natural_key[i], name=g.name[i], kind=kind, provider=provider,
+                asset_id=asset_id, natural_key=key_, name=name, kind=kind, provider=provider,
                 account=account, region=region, os_family=os_family, environment=env, criticality=crit,
-                owner=g.owner[i], status=status, hops=hops, seed=seed, path=paths.of(i),
+                owner=owner, status=status, hops=hops, seed=seed, path=paths.of(i),
                 plans=list(entries), gap=not entries, services=list(service_names)))
         return out
 
@@ -389,14 +397,15 @@ class ImpactResult:
             return self._services_above(idx)
         wanted = np.zeros(g.n, dtype=np.bool_)
         wanted[idx] = True
-        node, owner = reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.dst, wanted)
+        node, owner = backend.routines().reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.pairs,
+                                                     wanted)
         return _group_by_key(node, owner, g.key_rank)
 
     def _services_above(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For a few hits: walk up from each to the services that depend on it."""
         g, view = self.graph, self.view
-        service, hit = reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr, view.every.dst,
-                                   g.is_service)
+        service, hit = backend.routines().reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr,
+                                                      view.every.pairs, g.is_service)
         return _group_by_key(hit, service, g.key_rank)
 
     def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
@@ -584,9 +593,12 @@ class _PathBuilder:
     its own step followed by its parent's path, so each step is built once and shared
     (the steps are read-only, like plan entries)."""
 
-    def __init__(self, graph: Graph, prop: Propagation) -> None:
+    def __init__(self, graph: Graph, prop: Propagation,
+                 labels: dict[int, tuple[str, str]] | None = None) -> None:
         self.graph = graph
         self.prop = prop
+        # (natural key, name) of assets already read from the graph's string columns.
+        self.labels = labels or {}
         self.paths: dict[int, list[dict[str, Any]]] = {}
         self.parent: list[int] | None = None
         self.pedge: list[int] = []
@@ -605,9 +617,11 @@ class _PathBuilder:
             if len(chain) > g.n:   # defensive: parents never cycle
                 raise RuntimeError("explaining path does not end at a seed")
         tail = paths.get(node, [])
+        labels = self.labels
         for node in reversed(chain):
             edge = self.pedge[node]
-            step = {"asset_id": int(g.ids[node]), "natural_key": g.natural_key[node], "name": g.name[node],
+            key, name = labels.get(node) or (g.natural_key[node], g.name[node])
+            step = {"asset_id": int(g.ids[node]), "natural_key": key, "name": name,
                     "edge_kind": g.edge_kind_name(edge) if edge >= 0 else None}
             tail = paths[node] = [step, *tail]
         return list(tail)

@@ -167,7 +167,7 @@ def service_levels(graph: Graph, view: View, own: np.ndarray) -> np.ndarray:
 
 def _forward_step(view: View, frontier: np.ndarray, assigned: np.ndarray) -> np.ndarray:
     """The not yet assigned dependencies of ``frontier``, each once, in index order."""
-    starts = view.fwd.indptr[frontier]
+    starts = view.fwd.indptr[frontier].astype(np.int64)
     counts = view.fwd.indptr[frontier + 1] - starts
     total = int(counts.sum())
     if total == 0:
