@@ -446,7 +446,6 @@ class _Patch:
         pad = after.size - before.size
         was_in_after = np.concatenate([was_in, np.zeros(pad, dtype=bool)])
         was_type_after = np.concatenate([was_type, np.full(pad, -1, dtype=np.int8)])
-        codes = g.edge_codes() if after.size else None
         csrs = {}
         changed_any = False
         for name, csr in view.csrs().items():
@@ -461,11 +460,9 @@ class _Patch:
                 csrs[name] = csr
                 continue
             changed_any |= bool(drop.size or add.size)
-            removed = np.zeros(e_new, dtype=bool)
-            removed[drop] = True
             src, dst = (g.e_dnt, g.e_dep) if name == "fwd" else (g.e_dep, g.e_dnt)
-            csrs[name] = csr.patched(n, removed, src[add].astype(np.int64), dst[add], add.astype(np.int32),
-                                     codes if codes is not None else g.edge_codes())
+            csrs[name] = csr.patched(n, src[drop].astype(np.int64), drop, src[add].astype(np.int64), dst[add],
+                                     add.astype(np.int32), g.e_kind, g.e_soft)
         member = csrs["member"]
         n_members = view.n_members if member is view.member and n == assets.n_old else \
             np.bincount(member.pairs[:, 0], minlength=n).astype(np.int32)

@@ -61,11 +61,15 @@ class StringColumn(Sequence[str]):
             yield self[i]
 
     def take(self, idx: Iterable[int]) -> list[str]:
-        """The strings at ``idx`` (a list or array of indices), in that order."""
-        get = self.__getitem__
-        if self._list is not None and not self._overlay:
-            return [self._list[i] for i in idx]
-        return [get(i) for i in idx]
+        """The strings at ``idx`` (a list of indices), in that order."""
+        if self._overlay:
+            get = self.__getitem__
+            return [get(i) for i in idx]
+        if self._list is not None:
+            values = self._list
+            return [values[i] for i in idx]
+        blob, offsets = self._blob, self._offsets
+        return [str(blob[offsets[i]:offsets[i + 1]], "utf-8") for i in idx]  # type: ignore[index]
 
     def tolist(self) -> list[str]:
         return self.take(range(self._n))

@@ -35,9 +35,11 @@ Semantics (DESIGN.md, "Blast radius semantics"):
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import sqlalchemy as sa
@@ -304,44 +306,18 @@ class ImpactResult:
             self._hits = self.build_hits(self.ordered_idx)
         return self._hits
 
-    def build_hits(self, idx: np.ndarray) -> list[Hit]:
-        """Hit objects for the asset indices ``idx`` (in that order)."""
+    def build_hits(self, idx: np.ndarray, context: Any = None) -> list[Hit]:
+        """Hit objects for the asset indices ``idx`` (in that order); ``context``: ``hit_context``
+        of a whole listing this is a chunk of."""
         with paused_gc():
-            return self._build_hits(idx)
+            return self._build_hits(idx, context)
 
-    def _build_hits(self, idx: np.ndarray) -> list[Hit]:
-        g, prop = self.graph, self.prop
-        idx = np.asarray(idx, dtype=np.int64)
-        services_of = self._services_of(idx)
-        planned_products = self._planned_products(idx)
-        # Hits with the same own plans, planned products and services share their plan
-        # list (an estate has many look-alike hosts): work each combination out once.
-        memo: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[str]]] = {}
-        own_plans = self.plan_set.asset_plans
-        # Each column once for all these hits (not a NumPy scalar per field per hit).
-        crit_names = [*CRITICALITIES, "unknown"]
-        order = idx.tolist()
-        keys, names = g.natural_key.take(order), g.name.take(order)
-        columns = zip(
-            order, g.ids[idx].tolist(), keys, names, _labels(g.owner_values, g.owner_code[idx]),
-            _labels(g.kinds, g.kind_code[idx]),
-            _labels(g.providers, g.provider_code[idx]), _labels(g.account_values, g.account_code[idx]),
-            _labels(g.region_values, g.region_code[idx]), _labels(g.os_values, g.os_code[idx]),
-            _labels(g.env_values, g.env_code[idx]),
-            _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
-            _labels([STATUS_NAMES.get(k) for k in range(3)], prop.status[idx]), prop.dist[idx].tolist(),
-            self.seed_match.mask[idx].tolist())
-        paths = _PathBuilder(g, prop, dict(zip(order, zip(keys, names))))
+    def _build_hits(self, idx: np.ndarray, context: Any = None) -> list[Hit]:
+        cols = self._hit_columns(idx, context)
+        paths = _PathBuilder(self.graph, self.prop, cols.labels)
         out = []
         for i, asset_id, key_, name, owner, kind, provider, account, region, os_family, env, crit, status, hops, \
-                seed in columns:
-            svc = services_of.get(i, ())
-            products = planned_products.get(i, ())
-            key = (i if i in own_plans else -1, products, svc)
-            cached = memo.get(key)
-            if cached is None:
-                cached = memo[key] = self._plans_and_services(i, products, svc)
-            entries, service_names = cached
+                seed, (entries, service_names) in zip(*cols.rows()):
             out.append(Hit(
                 asset_id=asset_id, natural_key=key_, name=name, kind=kind, provider=provider,
                 account=account, region=region, os_family=os_family, environment=env, criticality=crit,
@@ -349,37 +325,171 @@ class ImpactResult:
                 plans=list(entries), gap=not entries, services=list(service_names)))
         return out
 
-    def _plans_and_services(self, i: int, products: tuple[int, ...], svc: tuple[int, ...]
+    def hits_json(self, idx: np.ndarray, context: Any = None) -> list[str]:
+        """Each hit of ``idx`` as the JSON text of ``Hit.to_dict()`` (in that order), written
+        column by column from shared pieces — each value of a coded column, each explaining
+        path's tail, each combination of plans and services is encoded once — without
+        building the hits as Python objects.  ``context``: ``hit_context`` of a whole listing
+        this is a chunk of."""
+        with paused_gc():
+            text = _HitText(self, idx, context)
+            g, c = self.graph, text.columns
+            enc = [_json_coded(values, codes) for values, codes in (
+                (g.kinds, g.kind_code), (g.providers, g.provider_code), (g.account_values, g.account_code),
+                (g.region_values, g.region_code), (g.os_values, g.os_code), (g.env_values, g.env_code),
+                ([*CRITICALITIES, "unknown"], np.minimum(g.crit_code, len(CRITICALITIES))),
+                (g.owner_values, g.owner_code))]
+            coded = [e(text.idx) for e in enc]
+            status = _json_coded([STATUS_NAMES.get(k) for k in range(3)], self.prop.status)(text.idx)
+            seed = ["true" if s else "false" for s in self.seed_match.mask[text.idx].tolist()]
+            template = ('{"asset_id":%d,"natural_key":%s,"name":%s,"kind":%s,"provider":%s,"account":%s,'
+                        '"region":%s,"os_family":%s,"environment":%s,"criticality":%s,"owner":%s,"status":%s,'
+                        '"hops":%d,"seed":%s,"path":%s,"plans":%s,"gap":%s,"services":%s}')
+            return [template % row for row in zip(
+                c["ids"], c["keys_js"], c["names_js"], *coded, status, c["hops"], seed, text.paths(),
+                *text.combos())]
+
+    def incident_rows(self, idx: np.ndarray, context: Any = None) -> list[tuple[Any, ...]]:
+        """For an incident snapshot: (asset id, natural key, name, kind, status, hops, criticality,
+        the JSON text of the details) per hit of ``idx``; details as ``services.incidents`` stores
+        them (seed, path, plans, gap, services and the asset's facts), from shared pieces."""
+        with paused_gc():
+            text = _HitText(self, idx, context)
+            g, c, at = self.graph, text.columns, text.idx
+            facts = [_json_coded(values, codes)(at) for values, codes in (
+                (g.providers, g.provider_code), (g.account_values, g.account_code), (g.region_values, g.region_code),
+                (g.os_values, g.os_code), (g.env_values, g.env_code), (g.owner_values, g.owner_code))]
+            seed = ["true" if s else "false" for s in self.seed_match.mask[at].tolist()]
+            template = ('{"seed":%s,"path":%s,"plans":%s,"gap":%s,"services":%s,"provider":%s,"account":%s,'
+                        '"region":%s,"os_family":%s,"environment":%s,"owner":%s}')
+            details = [template % row for row in zip(seed, text.paths(), *text.combos(), *facts)]
+            crit_names = [*CRITICALITIES, "unknown"]
+            return list(zip(c["ids"], c["keys"], c["names"], _labels(g.kinds, g.kind_code[at]),
+                            _labels([STATUS_NAMES.get(k) for k in range(3)], self.prop.status[at]), c["hops"],
+                            _labels(crit_names, np.minimum(g.crit_code[at], len(CRITICALITIES))), details))
+
+    def hit_context(self, idx: np.ndarray) -> tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]:
+        """What the hits ``idx`` need from walks over the graph: the services above each and
+        its planned products.  Computed once for a whole listing that is then written in chunks."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return self._services_of(idx), self._planned_products(idx)
+
+    def _hit_columns(self, idx: np.ndarray, context: Any = None) -> "_HitColumns":
+        """The hits ``idx`` column by column (each column read once for all of them, not a
+        NumPy scalar per field per hit), with each hit's (plans, service names) combination."""
+        g, prop = self.graph, self.prop
+        idx = np.asarray(idx, dtype=np.int64)
+        services_of, planned_products = context if context is not None else self.hit_context(idx)
+        own_plans = self.plan_set.asset_plans
+        order = idx.tolist()
+        keys, names = g.natural_key.take(order), g.name.take(order)
+        combos = [self._plans_and_services(i if i in own_plans else -1, planned_products.get(i, ()),
+                                           services_of.get(i, ())) for i in order]
+        crit_names = [*CRITICALITIES, "unknown"]
+        columns = (
+            order, g.ids[idx].tolist(), keys, names, _labels(g.owner_values, g.owner_code[idx]),
+            _labels(g.kinds, g.kind_code[idx]),
+            _labels(g.providers, g.provider_code[idx]), _labels(g.account_values, g.account_code[idx]),
+            _labels(g.region_values, g.region_code[idx]), _labels(g.os_values, g.os_code[idx]),
+            _labels(g.env_values, g.env_code[idx]),
+            _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
+            _labels([STATUS_NAMES.get(k) for k in range(3)], prop.status[idx]), prop.dist[idx].tolist(),
+            self.seed_match.mask[idx].tolist(), combos)
+        return _HitColumns(columns, dict(zip(order, zip(keys, names))))
+
+    def _plans_and_services(self, own: int, products: tuple[int, ...], svc: tuple[int, ...]
                             ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The plans of hit ``i`` in precedence order (``plans.merge_routes``) and the names
-        of its services.  The product/vendor and service routes are worked out once per
-        combination of planned products and of services (``_route_memo``)."""
-        g, plans = self.graph, self.plan_set
+        """The plans of a hit in precedence order (``plans.merge_routes``) and the names of
+        its services: its own plans (``own``, the asset index, or -1 without), those of its
+        planned ``products`` and their vendors, and those of its services ``svc``.  Hits that
+        share these share the result (an estate has many look-alike hosts); the product and
+        vendor routes and the service route are each worked out once per combination."""
         memo = self.__dict__.setdefault("_route_memo", {})
-        by_products = memo.get(products)
-        if by_products is None:
+        found = memo.get((own, products, svc))
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        pv, pv_ids = self._product_route(products)
+        sv, names, sv_ids = self._service_route(svc)
+        if own < 0 and pv_ids.isdisjoint(sv_ids):
+            entries = [e for _pid, e in pv] + [e for _pid, e in sv]
+        else:
+            plans = self.plan_set
+            own_route = route_entries(plans, "asset", plans.asset_plans.get(own, [])) if own >= 0 else []
+            entries = merge_routes((own_route, pv, sv))
+        found = memo[(own, products, svc)] = (entries, names)
+        return found
+
+    def _product_route(self, products: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The plans of these products and of their vendors (and of the scope's), each once."""
+        memo = self.__dict__.setdefault("_route_memo", {})
+        found = memo.get(products)
+        if found is None:
+            g, plans = self.graph, self.plan_set
             product_ids = list(self.scope_plan_ids["product"])
             vendor_ids = list(self.scope_plan_ids["vendor"])
             for pid in products:
                 product_ids += plans.product_plans.get(pid, [])
                 vendor_ids += plans.vendor_plans.get(g.products[pid].vendor_id, [])
-            by_products = memo[products] = (route_entries(plans, "product", product_ids),
-                                            route_entries(plans, "vendor", vendor_ids))
-        by_services = memo.get(("svc", svc))
-        if by_services is None:
-            # Merged from each service's own route (worked out once per service).
+            routes = (route_entries(plans, "product", product_ids), route_entries(plans, "vendor", vendor_ids))
+            seen: set[int] = set()
+            merged = [(pid, e) for route in routes for pid, e in route if not (pid in seen or seen.add(pid))]
+            found = memo[products] = (merged, seen)
+        return found  # type: ignore[no-any-return]
+
+    def _service_route(self, svc: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], list[str], set[int]]:
+        """The plans of these services (merged from each service's own route) and their names."""
+        memo = self.__dict__.setdefault("_route_memo", {})
+        found = memo.get(("svc", svc))
+        if found is None:
+            plans = self.plan_set
             merged: dict[int, dict[str, Any]] = {}
+            names = []
             for service in svc:
                 one = memo.get(("one", service))
                 if one is None:
-                    one = memo[("one", service)] = route_entries(plans, "service",
-                                                                 plans.asset_plans.get(service, []))
-                merged.update(one)
+                    one = memo[("one", service)] = (route_entries(plans, "service", plans.asset_plans.get(service, [])),
+                                                    self.graph.name[service])
+                merged.update(one[0])
+                names.append(one[1])
             keys = plans.sort_keys()
-            by_services = memo[("svc", svc)] = (sorted(merged.items(), key=lambda item: keys[item[0]]),
-                                                sorted(g.name[s] for s in svc))
-        own = route_entries(plans, "asset", plans.asset_plans.get(i, []))
-        return merge_routes((own, *by_products, by_services[0])), by_services[1]
+            found = memo[("svc", svc)] = (sorted(merged.items(), key=lambda item: keys[item[0]]) if len(merged) > 1
+                                          else list(merged.items()), sorted(names), set(merged))
+        return found  # type: ignore[no-any-return]
+
+    def _combo_json(self, own: int, products: tuple[int, ...], svc: tuple[int, ...]) -> tuple[str, str, str]:
+        """``_plans_and_services`` as JSON text (plans, gap, services), from the JSON of the
+        product-and-vendor route and of the service route, each written once."""
+        memo = self.__dict__.setdefault("_json_memo", {})
+        key = (own, products, svc)
+        found = memo.get(key)
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        entry_js = memo.setdefault("entries", {})
+
+        def text(route: list[tuple[int, dict[str, Any]]]) -> str:
+            parts = []
+            for _pid, entry in route:
+                js = entry_js.get(id(entry))
+                if js is None:
+                    js = entry_js[id(entry)] = json.dumps(entry, separators=(",", ":"))
+                parts.append(js)
+            return ",".join(parts)
+
+        pv_js = memo.get(products)
+        if pv_js is None:
+            pv, pv_ids = self._product_route(products)
+            pv_js = memo[products] = (text(pv), pv_ids)
+        sv_js = memo.get(("svc", svc))
+        if sv_js is None:
+            sv, names, sv_ids = self._service_route(svc)
+            sv_js = memo[("svc", svc)] = (text(sv), sv_ids, json.dumps(names, separators=(",", ":")))
+        (pv_text, pv_ids), (sv_text, sv_ids, names_text) = pv_js, sv_js
+        if own < 0 and pv_ids.isdisjoint(sv_ids):
+            plans = "[" + (pv_text + "," + sv_text if pv_text and sv_text else pv_text or sv_text) + "]"
+        else:
+            plans = json.dumps(self._plans_and_services(own, products, svc)[0], separators=(",", ":"))
+        found = memo[key] = (plans, "true" if plans == "[]" else "false", names_text)
+        return found
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
         return _PathBuilder(self.graph, self.prop).of(i)
@@ -516,26 +626,37 @@ class ImpactResult:
                     out[(asset_id, product_id)] = (source, attributes)
         return out
 
-    def _build_seeds(self, idx: np.ndarray) -> list[dict[str, Any]]:
+    def _first_matches(self) -> np.ndarray:
+        """Per asset, the first installation group (in match order) that made it a seed, or -1."""
+        first = np.full(self.graph.n, -1, dtype=np.int32)
+        for k, (_pid, _version, installed) in enumerate(self.seed_match.via_install):
+            installed = installed[first[installed] < 0]
+            first[installed] = k
+        return first
+
+    def _build_seeds(self, idx: np.ndarray, first: np.ndarray | None = None) -> list[dict[str, Any]]:
         g, match = self.graph, self.seed_match
         # What matched each seed: the first installation group (in match order) holding it,
         # else its hosting provider and region.
-        first = np.full(g.n, -1, dtype=np.int32)
-        for k, (_pid, _version, installed) in enumerate(match.via_install):
-            installed = installed[first[installed] < 0]
-            first[installed] = k
+        if first is None:
+            first = self._first_matches()
         out = []
-        for i, k in zip(idx.tolist(), first[idx].tolist()):
+        order = idx.tolist()
+        shared: dict[int, dict[str, Any]] = {}
+        for i, k, asset_id, key, name in zip(order, first[idx].tolist(), g.ids[idx].tolist(),
+                                             g.natural_key.take(order), g.name.take(order)):
             if k >= 0:
-                pid, version, _installed = match.via_install[k]
-                how: dict[str, Any] = {"product": g.products[pid].name, "version": version}
+                how = shared.get(k)
+                if how is None:
+                    pid, version, _installed = match.via_install[k]
+                    how = shared[k] = {"product": g.products[pid].name, "version": version}
+                how = dict(how)
             elif match.hosted is not None and match.hosted[i]:
                 how = {"hosted_on": g.providers[g.provider_code[i]],
                        "region": g.region_values[g.region_code[i]]}
             else:
                 how = {}
-            out.append({"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
-                        "matched": how})
+            out.append({"asset_id": asset_id, "natural_key": key, "name": name, "matched": how})
         return out
 
     def to_dict(self, limit: int | None = None, offset: int = 0,
@@ -565,6 +686,40 @@ class ImpactResult:
         if self.what_if is not None:
             out["what_if"] = self.what_if
         return out
+
+
+    def iter_json(self, limit: int | None = None, offset: int = 0, seeds_limit: int | None = None,
+                  chunk: int = 2000) -> Iterator[str]:
+        """``to_dict(limit, offset, seeds_limit)`` as JSON text, in pieces (a streamed response,
+        a file): the hits and seeds are written ``chunk`` at a time, never all held as Python
+        objects.  ``json.loads("".join(...))`` equals ``to_dict(...)``.  What reads the database
+        (the version-unknown list) is read before this returns; the pieces are then written
+        from the graph in memory as they are consumed."""
+        page = self.ordered_idx[offset: None if limit is None else offset + limit]
+        seed_idx = self.seed_order[:seeds_limit]
+        unknown = self.version_unknown(seeds_limit)
+        head = {"scope": self.scope.to_dict(), "as_of": self.as_of.isoformat() if self.as_of else None,
+                "computed_at": self.computed_at.isoformat()}
+        tail = {"version_unknown": unknown, "totals": self.totals, "confidence": self.confidence,
+                "page": {"offset": offset, "limit": limit, "returned": int(page.size),
+                         "total": int(self.hit_idx.size), "seeds_returned": int(seed_idx.size),
+                         "seeds_total": int(self.seed_order.size), "version_unknown_returned": len(unknown),
+                         "version_unknown_total": int(self.version_unknown_order.size)}}
+        if self.what_if is not None:
+            tail["what_if"] = self.what_if
+
+        def pieces() -> Iterator[str]:
+            yield json.dumps(head)[:-1] + ', "seeds": ['
+            first = self._first_matches()
+            for start in range(0, seed_idx.size, chunk):
+                part = self._build_seeds(seed_idx[start:start + chunk], first)
+                yield ("," if start else "") + json.dumps(part)[1:-1]
+            yield '], "hits": ['
+            context = self.hit_context(page) if page.size else None
+            for start in range(0, page.size, chunk):
+                yield ("," if start else "") + ",".join(self.hits_json(page[start:start + chunk], context))
+            yield "], " + json.dumps(tail)[1:]
+        return pieces()
 
 
 CRIT_RANK = {c: i for i, c in enumerate(CRITICALITIES)}
@@ -625,6 +780,96 @@ class _PathBuilder:
                     "edge_kind": g.edge_kind_name(edge) if edge >= 0 else None}
             tail = paths[node] = [step, *tail]
         return list(tail)
+
+
+class _HitColumns:
+    """Per-hit columns (``rows()`` zips them) and the (key, name) of each hit asset."""
+
+    def __init__(self, columns: tuple[list[Any], ...], labels: dict[int, tuple[str, str]]) -> None:
+        self.columns = columns
+        self.labels = labels
+
+    def rows(self) -> tuple[list[Any], ...]:
+        return self.columns
+
+
+def _json_string(value: str) -> str:
+    return encode_basestring_ascii(value)
+
+
+def _json_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    return json.dumps(value)
+
+
+def _json_coded(values: list[Any], codes: np.ndarray) -> Any:
+    """A function giving the JSON text of a coded column at some indices (each value encoded once)."""
+    encoded = [_json_value(v) for v in values] + ["null"]
+
+    def at(idx: np.ndarray) -> list[str]:
+        return [encoded[k] for k in codes[idx].tolist()]
+    return at
+
+
+class _HitText:
+    """The JSON pieces of a listing of hits: per-hit columns, explaining paths (a hit's path
+    is its own step followed by its parent's path, so each tail is written once and shared)
+    and the plans and services of each (own plans, planned products, services) combination."""
+
+    def __init__(self, result: "ImpactResult", idx: np.ndarray, context: Any) -> None:
+        g, prop = result.graph, result.prop
+        self.result, self.graph = result, g
+        self.idx = idx = np.asarray(idx, dtype=np.int64)
+        self.context = context if context is not None else result.hit_context(idx)
+        order = idx.tolist()
+        keys, names = g.natural_key.take(order), g.name.take(order)
+        self.columns = {"order": order, "ids": g.ids[idx].tolist(), "keys": keys, "names": names,
+                        "keys_js": list(map(encode_basestring_ascii, keys)),
+                        "names_js": list(map(encode_basestring_ascii, names)), "hops": prop.dist[idx].tolist()}
+        self.parent = prop.parent
+        self.pedge = prop.pedge
+
+    def paths(self) -> list[str]:
+        g, c = self.graph, self.columns
+        edge_js = [_json_value(k) for k in g.edge_kinds]
+        pedge = self.pedge[self.idx]
+        kinds = np.where(pedge >= 0, g.e_kind[np.maximum(pedge, 0)], -1).tolist()
+        step = '{"asset_id":%d,"natural_key":%s,"name":%s,"edge_kind":%s}'
+        steps = {i: step % (asset_id, key, name, edge_js[k] if k >= 0 else "null")
+                 for i, asset_id, key, name, k in zip(c["order"], c["ids"], c["keys_js"], c["names_js"], kinds)}
+        parent = self.parent.tolist() if len(steps) * 4 > self.parent.size else None
+        tails: dict[int, str] = {}
+        out = []
+        for i in c["order"]:
+            chain = []
+            node = i
+            while node >= 0 and node not in tails:
+                chain.append(node)
+                node = parent[node] if parent is not None else int(self.parent[node])
+                if len(chain) > g.n:   # defensive: parents never cycle
+                    raise RuntimeError("explaining path does not end at a seed")
+            tail = tails.get(node, "")
+            for node in reversed(chain):
+                own = steps.get(node)
+                if own is None:    # a path through an asset outside this listing
+                    edge = int(self.pedge[node])
+                    own = step % (int(g.ids[node]), _json_string(g.natural_key[node]), _json_string(g.name[node]),
+                                  edge_js[int(g.e_kind[edge])] if edge >= 0 else "null")
+                tail = tails[node] = own + "," + tail if tail else own
+            out.append("[" + tail + "]")
+        return out
+
+    def combos(self) -> tuple[list[str], list[str], list[str]]:
+        """(plans, gap, services) as JSON text, per hit."""
+        result = self.result
+        services_of, planned = self.context
+        own_plans = result.plan_set.asset_plans
+        texts = [result._combo_json(i if i in own_plans else -1, planned.get(i, ()), services_of.get(i, ()))
+                 for i in self.columns["order"]]
+        return [t[0] for t in texts], [t[1] for t in texts], [t[2] for t in texts]
 
 
 # ---------------------------------------------------------------- entry point

@@ -242,25 +242,28 @@ class CSR:
         pairs[:, 1] = eid[order]
         return cls(indptr, pairs)
 
-    def patched(self, n: int, removed: np.ndarray, add_src: np.ndarray, add_dst: np.ndarray,
-                add_eid: np.ndarray, edge_code: np.ndarray) -> "CSR":
-        """A new CSR over ``n`` assets: without the entries of graph edges flagged in
-        ``removed`` (bool per edge), with the entries (``add_src`` -> ``add_dst`` over
-        ``add_eid``) each inserted at its canonical place in its row.  ``edge_code`` is
-        each graph edge's kind-and-strength code.  Costs a pass over this CSR's arrays,
-        not a sort: the rows keep their order."""
+    def patched(self, n: int, drop_src: np.ndarray, drop_eid: np.ndarray, add_src: np.ndarray,
+                add_dst: np.ndarray, add_eid: np.ndarray, e_kind: np.ndarray, e_soft: np.ndarray) -> "CSR":
+        """A new CSR over ``n`` assets without the entries of graph edges ``drop_eid`` (in rows
+        ``drop_src``) and with the entries ``add_src`` -> ``add_dst`` over ``add_eid``, each
+        at its canonical place in its row (``e_kind``/``e_soft`` rank edges between the same
+        two assets).  Only the rows touched are searched; the rest is copied as it is."""
         indptr, pairs = self.indptr.astype(np.int64), self.pairs
         old_n = indptr.size - 1
-        if removed.any() and pairs.size:
-            gone = removed[pairs[:, 1]]
-            if gone.any():
-                rows = np.searchsorted(indptr, np.flatnonzero(gone), side="right") - 1
-                pairs = pairs[~gone]
-                indptr = indptr - np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=old_n))))
+        if drop_eid.size:
+            positions = np.empty(drop_eid.size, dtype=np.int64)
+            for j, (row, eid) in enumerate(zip(drop_src.tolist(), drop_eid.tolist())):
+                lo, hi = int(indptr[row]), int(indptr[row + 1])
+                found = np.flatnonzero(pairs[lo:hi, 1] == eid)
+                if not found.size:
+                    raise LookupError(f"edge {eid} is not in row {row}")
+                positions[j] = lo + found[0]
+            pairs = np.delete(pairs, positions, axis=0)
+            indptr = indptr - np.concatenate(([0], np.cumsum(np.bincount(drop_src, minlength=old_n))))
         if n > old_n:
             indptr = np.concatenate((indptr, np.full(n - old_n, indptr[-1], dtype=np.int64)))
         if add_src.size:
-            keys = add_dst.astype(np.int64) * 32 + edge_code[add_eid]
+            keys = add_dst.astype(np.int64) * 32 + _codes(e_kind, e_soft, add_eid)
             order = np.lexsort((keys, add_src))
             add_src, add_dst, add_eid, keys = add_src[order], add_dst[order], add_eid[order], keys[order]
             positions = np.empty(add_src.size, dtype=np.int64)
@@ -269,7 +272,7 @@ class CSR:
             for row, a, b in zip(rows.tolist(), starts.tolist(), ends.tolist()):
                 lo, hi = int(indptr[row]), int(indptr[row + 1])
                 segment = pairs[lo:hi]
-                row_keys = segment[:, 0].astype(np.int64) * 32 + edge_code[segment[:, 1]]
+                row_keys = segment[:, 0].astype(np.int64) * 32 + _codes(e_kind, e_soft, segment[:, 1])
                 positions[a:b] = lo + np.searchsorted(row_keys, keys[a:b])
             added = np.empty((add_src.size, 2), dtype=np.int32)
             added[:, 0] = add_dst
@@ -279,6 +282,11 @@ class CSR:
         if indptr[-1] >= 2**31:
             raise OverflowError("more than 2**31 edges: the kernel's int32 pointers cannot hold them")
         return CSR(indptr.astype(np.int32), np.ascontiguousarray(pairs, dtype=np.int32))
+
+
+def _codes(e_kind: np.ndarray, e_soft: np.ndarray, eids: np.ndarray) -> np.ndarray:
+    """Kind-and-strength codes of some graph edges, as the canonical order ranks them."""
+    return np.minimum(e_kind[eids].astype(np.int64), OTHER_KIND) * 2 + e_soft[eids]  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -572,8 +580,8 @@ class Graph:
         self.environments = self._used(self.env_code, self.env_values)
 
     def _used(self, codes: np.ndarray, values: list[Any]) -> set[Any]:
-        used = codes if self.present.all() else codes[self.present]
-        return {values[c] for c in np.unique(used).tolist() if values[c]}
+        counts = np.bincount(codes, weights=self.present, minlength=len(values))
+        return {values[c] for c in np.flatnonzero(counts).tolist() if values[c]}
 
     def _to_idx(self, ids: np.ndarray) -> np.ndarray:
         """Asset ids to dense indices (-1 for an id this graph does not hold)."""
