@@ -94,20 +94,28 @@ def start_loading() -> bool:
 def _load_in_background() -> None:
     global _state
     try:
-        if not cache_looks_ready():
-            # Compile in a child: the compile runs for seconds in Python (type inference),
-            # which here would compete with requests for the GIL.
-            done = subprocess.run([sys.executable, "-m", "inventory.impact.kernel"], capture_output=True,
-                                  text=True, timeout=COMPILE_TIMEOUT_SECONDS, check=False)
-            if done.returncode != 0:
-                log.warning("compiling the impact kernel in a child process failed (%s): %s",
-                            done.returncode, done.stderr[-2000:])
+        # Compiled in a child when missing: the compile runs for seconds in Python (type
+        # inference), which here would compete with requests for the GIL.
+        compile_ahead()
         load_now()
         log.info("impact kernel: compiled kernel loaded")
     except Exception:  # noqa: BLE001 - queries go on with NumPy
         with _lock:
             _state = "failed"
         log.warning("loading the compiled impact kernel failed; answering with NumPy", exc_info=True)
+
+
+def compile_ahead() -> bool:
+    """Compile the kernel into Numba's cache now, in a child process (this one stays free of
+    Numba: ``planb demo`` forks its server after this), unless it is there already; True when
+    the cache holds it.  For ``planb db upgrade``, ``planb demo`` and the image build."""
+    if cache_looks_ready():
+        return True
+    done = subprocess.run([sys.executable, "-m", "inventory.impact.kernel"], capture_output=True, text=True,
+                          timeout=COMPILE_TIMEOUT_SECONDS, check=False)
+    if done.returncode != 0:
+        log.warning("compiling the impact kernel failed (%s): %s", done.returncode, done.stderr[-2000:])
+    return done.returncode == 0
 
 
 def cache_looks_ready() -> bool:
@@ -118,9 +126,9 @@ def cache_looks_ready() -> bool:
         stamp = source.stat().st_mtime
     except OSError:
         return False
-    places = [source.parent / "__pycache__"]
-    if os.environ.get("NUMBA_CACHE_DIR"):
-        places.append(Path(os.environ["NUMBA_CACHE_DIR"]))
+    # Numba looks in NUMBA_CACHE_DIR alone when it is set, else next to the source.
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    places = [Path(configured)] if configured else [source.parent / "__pycache__"]
     for place in places:
         try:
             for index in place.rglob("kernel.propagate_arrays-*.nbi"):
