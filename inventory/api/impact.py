@@ -7,6 +7,7 @@ naming the field, with close-name suggestions.
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -27,10 +28,15 @@ bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")
 
 @bp.record_once
 def _engine_settings(state):  # type: ignore[no-untyped-def]
-    """The impact graph's snapshots live under the app's instance folder (unless configured)."""
+    """The impact graph's snapshots live under the app's instance folder (unless configured).
+    A server (gunicorn) loads the compiled kernel as it starts when Numba's cache holds it: in
+    the master when the app is preloaded, so the workers share it, else in each worker before
+    it serves."""
     from inventory.impact import snapshot
 
     snapshot.use_instance_path(state.app.instance_path)
+    if "gunicorn.arbiter" in sys.modules:
+        backend.load_if_cached()
 
 
 @bp.before_app_request

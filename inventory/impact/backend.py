@@ -77,6 +77,22 @@ def load_now() -> ModuleType:
     return kernel
 
 
+def load_if_cached() -> bool:
+    """Load the compiled kernel now if Numba's cache holds it (a fraction of a second, no
+    compile); True when loaded.  For a server starting up: under gunicorn with a preloaded
+    app this runs in the master, so every worker it forks shares the loaded kernel."""
+    if _compiled is not None:
+        return True
+    if mode() == "numpy" or not cache_looks_ready():
+        return False
+    try:
+        load_now()
+    except Exception:  # noqa: BLE001 - the background load at the first request tries again
+        log.warning("loading the compiled impact kernel at start-up failed", exc_info=True)
+        return False
+    return True
+
+
 def start_loading() -> bool:
     """Load the compiled kernel in a background thread (once per process); True when a
     load was started now.  Does nothing with ``PLANB_IMPACT_KERNEL=numpy``."""

@@ -368,23 +368,65 @@ class ImpactResult:
                             _labels([STATUS_NAMES.get(k) for k in range(3)], self.prop.status[at]), c["hops"],
                             _labels(crit_names, np.minimum(g.crit_code[at], len(CRITICALITIES))), details))
 
-    def hit_context(self, idx: np.ndarray) -> tuple[dict[int, tuple[int, ...]], dict[int, tuple[int, ...]]]:
-        """What the hits ``idx`` need from walks over the graph: the services above each and
-        its planned products.  Computed once for a whole listing that is then written in chunks."""
+    def hit_context(self, idx: np.ndarray) -> "_HitContext":
+        """What the hits ``idx`` need from walks over the graph, as small integer codes per
+        asset: the set of services above each, and the set of its installed products and
+        vendors that carry plans.  Computed once for a whole listing written in chunks."""
+        g, plans = self.graph, self.plan_set
         idx = np.asarray(idx, dtype=np.int64)
-        return self._services_of(idx), self._planned_products(idx)
+        services_of = self._services_of(idx)
+        svc_code = np.zeros(g.n, dtype=np.int64)
+        table: dict[tuple[int, ...], int] = {(): 0}
+        if services_of:
+            nodes = np.fromiter(services_of.keys(), dtype=np.int64, count=len(services_of))
+            svc_code[nodes] = [table.setdefault(t, len(table)) for t in services_of.values()]
+        # Planned products and vendors as bits (a product with plans of its own, a vendor with
+        # plans): assets with the same bits have the same product and vendor routes.
+        parts = [(pid, [pid], True) for pid in sorted(plans.product_plans)] + \
+            [(vid, g.vendor_products.get(vid, []), False) for vid in sorted(plans.vendor_plans)]
+        words = max(1, -(-len(parts) // 63))
+        bits = np.zeros((g.n, words), dtype=np.int64)
+        for b, (_key, product_ids, _is_product) in enumerate(parts):
+            word, bit = divmod(b, 63)
+            for pid in product_ids:
+                for _version, installed in g.installs.get(pid, []):
+                    bits[installed, word] |= np.int64(1) << np.int64(bit)
+        rows, inverse = np.unique(bits[idx], axis=0, return_inverse=True)
+        pv_code = np.zeros(g.n, dtype=np.int64)
+        pv_code[idx] = inverse.reshape(-1)
+        pv_keys = []
+        for row in rows.tolist():
+            on = [b for b in range(len(parts)) if row[b // 63] >> (b % 63) & 1]
+            pv_keys.append((tuple(parts[b][0] for b in on if parts[b][2]),
+                            tuple(parts[b][0] for b in on if not parts[b][2])))
+        own = np.zeros(g.n, dtype=bool)
+        own[[i for i in plans.asset_plans if i < g.n]] = True
+        return _HitContext(svc_code, list(table), pv_code, pv_keys, own)
+
+    def _combinations(self, idx: np.ndarray, context: "_HitContext", build: Any) -> list[Any]:
+        """``build(own, product-and-vendor code, services code, context)`` per hit of ``idx``,
+        worked out once per distinct combination (an estate has many look-alike hosts)."""
+        own = np.where(context.own[idx], idx, -1)
+        # One integer per (own, products, services) combination: sortable without tuples.
+        p_n, v_n = len(context.pv_keys), len(context.svc_keys)
+        combined = ((own + 1) * p_n + context.pv_code[idx]) * v_n + context.svc_code[idx]
+        distinct, inverse = np.unique(combined, return_inverse=True)
+        values = []
+        for c in distinct.tolist():
+            rest, v = divmod(c, v_n)
+            o, p = divmod(rest, p_n)
+            values.append(build(o - 1, p, v, context))
+        return [values[k] for k in inverse.reshape(-1).tolist()]
 
     def _hit_columns(self, idx: np.ndarray, context: Any = None) -> "_HitColumns":
         """The hits ``idx`` column by column (each column read once for all of them, not a
         NumPy scalar per field per hit), with each hit's (plans, service names) combination."""
         g, prop = self.graph, self.prop
         idx = np.asarray(idx, dtype=np.int64)
-        services_of, planned_products = context if context is not None else self.hit_context(idx)
-        own_plans = self.plan_set.asset_plans
+        context = context if context is not None else self.hit_context(idx)
         order = idx.tolist()
         keys, names = g.natural_key.take(order), g.name.take(order)
-        combos = [self._plans_and_services(i if i in own_plans else -1, planned_products.get(i, ()),
-                                           services_of.get(i, ())) for i in order]
+        combos = self._combinations(idx, context, self._plans_and_services_coded) if idx.size else []
         crit_names = [*CRITICALITIES, "unknown"]
         columns = (
             order, g.ids[idx].tolist(), keys, names, _labels(g.owner_values, g.owner_code[idx]),
@@ -397,12 +439,12 @@ class ImpactResult:
             self.seed_match.mask[idx].tolist(), combos)
         return _HitColumns(columns, dict(zip(order, zip(keys, names))))
 
-    def _plans_and_services(self, own: int, products: tuple[int, ...], svc: tuple[int, ...]
-                            ) -> tuple[list[dict[str, Any]], list[str]]:
+    def _plans_and_services(self, own: int, products: tuple[tuple[int, ...], tuple[int, ...]],
+                            svc: tuple[int, ...]) -> tuple[list[dict[str, Any]], list[str]]:
         """The plans of a hit in precedence order (``plans.merge_routes``) and the names of
         its services: its own plans (``own``, the asset index, or -1 without), those of its
-        planned ``products`` and their vendors, and those of its services ``svc``.  Hits that
-        share these share the result (an estate has many look-alike hosts); the product and
+        ``products`` (the installed products with plans of their own, and the vendors with
+        plans of its installed products) and those of its services ``svc``.  The product and
         vendor routes and the service route are each worked out once per combination."""
         memo = self.__dict__.setdefault("_route_memo", {})
         found = memo.get((own, products, svc))
@@ -419,21 +461,36 @@ class ImpactResult:
         found = memo[(own, products, svc)] = (entries, names)
         return found
 
-    def _product_route(self, products: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
-        """The plans of these products and of their vendors (and of the scope's), each once."""
+    def _product_route(self, products: tuple[tuple[int, ...], tuple[int, ...]]
+                       ) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The plans of these products and of these vendors (and of the scope's), each once."""
         memo = self.__dict__.setdefault("_route_memo", {})
         found = memo.get(products)
         if found is None:
-            g, plans = self.graph, self.plan_set
-            product_ids = list(self.scope_plan_ids["product"])
-            vendor_ids = list(self.scope_plan_ids["vendor"])
-            for pid in products:
-                product_ids += plans.product_plans.get(pid, [])
-                vendor_ids += plans.vendor_plans.get(g.products[pid].vendor_id, [])
-            routes = (route_entries(plans, "product", product_ids), route_entries(plans, "vendor", vendor_ids))
-            seen: set[int] = set()
-            merged = [(pid, e) for route in routes for pid, e in route if not (pid in seen or seen.add(pid))]
-            found = memo[products] = (merged, seen)
+            (product_route, product_ids), (vendor_route, vendor_ids) = \
+                self._route_part("product", products[0]), self._route_part("vendor", products[1])
+            if product_ids.isdisjoint(vendor_ids):
+                found = (product_route + vendor_route, product_ids | vendor_ids)
+            else:   # a plan linked to a product and to a vendor: listed once, under the product
+                seen: set[int] = set()
+                merged = [(pid, e) for route in (product_route, vendor_route) for pid, e in route
+                          if not (pid in seen or seen.add(pid))]
+                found = (merged, seen)
+            memo[products] = found
+        return found  # type: ignore[no-any-return]
+
+    def _route_part(self, via: str, keys: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The plans of these products (``via="product"``) or vendors, with the scope's own."""
+        memo = self.__dict__.setdefault("_route_memo", {})
+        found = memo.get((via, keys))
+        if found is None:
+            plans = self.plan_set
+            linked = plans.product_plans if via == "product" else plans.vendor_plans
+            plan_ids = list(self.scope_plan_ids[via])
+            for key in keys:
+                plan_ids += linked.get(key, [])
+            route = route_entries(plans, via, plan_ids)
+            found = memo[(via, keys)] = (route, {pid for pid, _e in route})
         return found  # type: ignore[no-any-return]
 
     def _service_route(self, svc: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], list[str], set[int]]:
@@ -449,21 +506,37 @@ class ImpactResult:
                 if one is None:
                     one = memo[("one", service)] = (route_entries(plans, "service", plans.asset_plans.get(service, [])),
                                                     self.graph.name[service])
-                merged.update(one[0])
+                if one[0]:
+                    merged.update(one[0])
                 names.append(one[1])
-            keys = plans.sort_keys()
-            found = memo[("svc", svc)] = (sorted(merged.items(), key=lambda item: keys[item[0]]) if len(merged) > 1
-                                          else list(merged.items()), sorted(names), set(merged))
+            if len(merged) > 1:
+                keys = plans.sort_keys()
+                items = sorted(merged.items(), key=lambda item: keys[item[0]])
+            else:
+                items = list(merged.items())
+            found = memo[("svc", svc)] = (items, sorted(names), set(merged))
         return found  # type: ignore[no-any-return]
 
-    def _combo_json(self, own: int, products: tuple[int, ...], svc: tuple[int, ...]) -> tuple[str, str, str]:
+    def _plans_and_services_coded(self, own: int, p: int, v: int, context: "_HitContext"
+                                  ) -> tuple[list[dict[str, Any]], list[str]]:
+        found = context.memo.get(("dict", own, p, v))
+        if found is None:
+            found = context.memo[("dict", own, p, v)] = self._plans_and_services(own, context.pv_keys[p],
+                                                                                 context.svc_keys[v])
+        return found  # type: ignore[no-any-return]
+
+    def _combo_json_coded(self, own: int, p: int, v: int, context: "_HitContext") -> tuple[str, str, str]:
+        found = context.memo.get(("json", own, p, v))
+        if found is None:
+            found = context.memo[("json", own, p, v)] = self._combo_json(own, context.pv_keys[p],
+                                                                         context.svc_keys[v])
+        return found  # type: ignore[no-any-return]
+
+    def _combo_json(self, own: int, products: tuple[tuple[int, ...], tuple[int, ...]], svc: tuple[int, ...]
+                    ) -> tuple[str, str, str]:
         """``_plans_and_services`` as JSON text (plans, gap, services), from the JSON of the
         product-and-vendor route and of the service route, each written once."""
         memo = self.__dict__.setdefault("_json_memo", {})
-        key = (own, products, svc)
-        found = memo.get(key)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
         entry_js = memo.setdefault("entries", {})
 
         def text(route: list[tuple[int, dict[str, Any]]]) -> str:
@@ -488,8 +561,7 @@ class ImpactResult:
             plans = "[" + (pv_text + "," + sv_text if pv_text and sv_text else pv_text or sv_text) + "]"
         else:
             plans = json.dumps(self._plans_and_services(own, products, svc)[0], separators=(",", ":"))
-        found = memo[key] = (plans, "true" if plans == "[]" else "false", names_text)
-        return found
+        return plans, "true" if plans == "[]" else "false", names_text
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
         return _PathBuilder(self.graph, self.prop).of(i)
@@ -517,21 +589,6 @@ class ImpactResult:
         service, hit = backend.routines().reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr,
                                                       view.every.pairs, g.is_service)
         return _group_by_key(hit, service, g.key_rank)
-
-    def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
-        """For the hits ``idx``: installed products that carry plans (directly or via their vendor)."""
-        g, plans = self.graph, self.plan_set
-        pids = set(plans.product_plans)
-        for vid in plans.vendor_plans:
-            pids.update(g.vendor_products.get(vid, []))
-        wanted = np.zeros(g.n, dtype=bool)
-        wanted[idx] = True
-        out: dict[int, list[int]] = {}
-        for pid in sorted(pids):
-            for _version, installed in g.installs.get(pid, []):
-                for i in installed[wanted[installed]].tolist():
-                    out.setdefault(i, []).append(pid)
-        return {k: tuple(v) for k, v in out.items()}
 
     def seeds(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The seed assets (in natural-key order) and what matched each; the first
@@ -782,6 +839,19 @@ class _PathBuilder:
         return list(tail)
 
 
+@dataclass
+class _HitContext:
+    """Per asset (arrays of n): the code of its set of services above (``svc_keys[code]``),
+    of its planned products and vendors (``pv_keys[code]``), and whether it has own plans."""
+
+    svc_code: np.ndarray
+    svc_keys: list[tuple[int, ...]]
+    pv_code: np.ndarray
+    pv_keys: list[tuple[tuple[int, ...], tuple[int, ...]]]
+    own: np.ndarray
+    memo: dict[Any, Any] = field(default_factory=dict)   # per combination code, across chunks
+
+
 class _HitColumns:
     """Per-hit columns (``rows()`` zips them) and the (key, name) of each hit asset."""
 
@@ -864,11 +934,9 @@ class _HitText:
 
     def combos(self) -> tuple[list[str], list[str], list[str]]:
         """(plans, gap, services) as JSON text, per hit."""
-        result = self.result
-        services_of, planned = self.context
-        own_plans = result.plan_set.asset_plans
-        texts = [result._combo_json(i if i in own_plans else -1, planned.get(i, ()), services_of.get(i, ()))
-                 for i in self.columns["order"]]
+        if not self.idx.size:
+            return [], [], []
+        texts = self.result._combinations(self.idx, self.context, self.result._combo_json_coded)
         return [t[0] for t in texts], [t[1] for t in texts], [t[2] for t in texts]
 
 
