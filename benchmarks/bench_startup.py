@@ -49,6 +49,16 @@ print(f"{graph.origin} {(time.perf_counter() - started) * 1000:.1f}")
 """
 
 
+# Each Python child reports its own peak RSS (VmHWM) as it exits: the rusage of a child also
+# counts what it inherited at fork from this (large) process.
+PEAK = ("import atexit, sys\n"
+        "def _peak():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM'):\n"
+        "            print('PEAK_RSS_KB', line.split()[1], file=sys.stderr)\n"
+        "atexit.register(_peak)\n")
+
+
 def run(cmd: list[str], env: dict[str, str], repeat: int) -> dict[str, Any]:
     """Median wall time of ``repeat`` runs of ``cmd``, with the child's CPU time and peak RSS."""
     walls, cpus, rss, out = [], [], [], ""
@@ -61,14 +71,20 @@ def run(cmd: list[str], env: dict[str, str], repeat: int) -> dict[str, Any]:
         if done.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
         cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
-        rss.append(after.ru_maxrss / 1024)   # the largest child so far: a bound, not this one
+        peaks = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("PEAK_RSS_KB")]
+        rss.append(peaks[-1] / 1024 if peaks else float("nan"))
         out = done.stdout
     return {"ms": statistics.median(walls) * 1000, "cpu_ms": statistics.median(cpus) * 1000,
             "max_rss_mb": max(rss), "stdout_tail": out.strip().splitlines()[-1:] if out.strip() else []}
 
 
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", PEAK + code]
+
+
 def planb() -> list[str]:
-    return [sys.executable, "-m", "inventory.cli"]
+    """``planb`` as its console script runs it (``python -m inventory.cli``), reporting its peak RSS."""
+    return python("import sys\nsys.argv[0] = 'planb'\nfrom inventory.cli import main\nmain(prog_name='planb')\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, Any]] = {}
     load_start = os.getloadavg()[0]
     try:
-        rows["baseline: python -c pass"] = run([sys.executable, "-c", "pass"], env, args.repeat)
+        rows["baseline: python -c pass"] = run(python("pass"), env, args.repeat)
         rows["planb --help"] = run([*planb(), "--help"], env, args.repeat)
 
         demo_env = dict(env, PLANB_DATABASE_URL=f"sqlite:///{work / 'demo.sqlite3'}")
@@ -99,16 +115,16 @@ def main(argv: list[str] | None = None) -> int:
         big_env = dict(env, PLANB_DATABASE_URL=big_url)
         top = ["impact", "--vendor", summary["top_vendor"], "--limit", "10"]
         # The first run writes the snapshot (a process with no graph loads the database and writes it).
-        subprocess.run([sys.executable, "-c", LOAD_GRAPH, big_url], env=big_env, check=True, capture_output=True,
+        subprocess.run([*python(LOAD_GRAPH), big_url], env=big_env, check=True, capture_output=True,
                        cwd=str(ROOT.parent))
         rows[f"planb impact --limit 10 ({args.size}, snapshot)"] = run([*planb(), *top], big_env, args.repeat)
         no_snapshot = dict(big_env, PLANB_GRAPH_SNAPSHOT_DIR="off")
         rows[f"baseline: planb impact --limit 10 ({args.size}, snapshots off)"] = run(
             [*planb(), *top], no_snapshot, max(1, args.repeat // 2))
         rows[f"graph load in a fresh process ({args.size}, snapshot)"] = run(
-            [sys.executable, "-c", LOAD_GRAPH, big_url], big_env, args.repeat)
+            [*python(LOAD_GRAPH), big_url], big_env, args.repeat)
         rows[f"baseline: graph load in a fresh process ({args.size}, database)"] = run(
-            [sys.executable, "-c", LOAD_GRAPH, big_url], no_snapshot, max(1, args.repeat // 2))
+            [*python(LOAD_GRAPH), big_url], no_snapshot, max(1, args.repeat // 2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = {"size": args.size, "repeat": args.repeat, "cpus": os.cpu_count(), "load_average_start": load_start,

@@ -239,7 +239,11 @@ def write(graph: Any, engine: Engine) -> Path | None:
             pass
         raise
     _last_write[key] = time.monotonic()
-    for _version, _lineage, old in _files(folder, key)[KEEP:]:
+    # Keep the newest few of this database; drop those of a database this one replaced
+    # (another lineage: a recreated or restored database under the same URL).
+    mine = [path for _version, file_lineage, path in _files(folder, key) if file_lineage == lineage]
+    others = [path for _version, file_lineage, path in _files(folder, key) if file_lineage != lineage]
+    for old in mine[KEEP:] + others:
         try:
             old.unlink()
         except OSError:

@@ -76,9 +76,13 @@ def test_another_database_under_the_same_url_never_uses_the_old_snapshot(
         snap_engine: sa.Engine, snap_dir: Path) -> None:
     graph_of(snap_engine)
     with snap_engine.begin() as conn:     # what a recreated database looks like: another lineage
-        conn.execute(sa.text("UPDATE inventory_version SET version = version + 1000000007"))
+        conn.execute(sa.text("UPDATE inventory_version SET version = version / 2"))   # and older-looking
     clear_cache()
     assert check(snap_engine).origin == "database"
+    # Its file replaced the other database's: the next fresh process maps it.
+    assert len(files(snap_dir)) == 1
+    clear_cache()
+    assert check(snap_engine).origin == "snapshot"
 
 
 def test_unreadable_or_foreign_files_are_ignored(snap_engine: sa.Engine, snap_dir: Path) -> None:
