@@ -374,12 +374,7 @@ class ImpactResult:
         vendors that carry plans.  Computed once for a whole listing written in chunks."""
         g, plans = self.graph, self.plan_set
         idx = np.asarray(idx, dtype=np.int64)
-        services_of = self._services_of(idx)
-        svc_code = np.zeros(g.n, dtype=np.int64)
-        table: dict[tuple[int, ...], int] = {(): 0}
-        if services_of:
-            nodes = np.fromiter(services_of.keys(), dtype=np.int64, count=len(services_of))
-            svc_code[nodes] = [table.setdefault(t, len(table)) for t in services_of.values()]
+        svc_code, svc_keys = self._service_codes(idx)
         # Planned products and vendors as bits (a product with plans of its own, a vendor with
         # plans): assets with the same bits have the same product and vendor routes.
         parts = [(pid, [pid], True) for pid in sorted(plans.product_plans)] + \
@@ -401,7 +396,39 @@ class ImpactResult:
                             tuple(parts[b][0] for b in on if not parts[b][2])))
         own = np.zeros(g.n, dtype=bool)
         own[[i for i in plans.asset_plans if i < g.n]] = True
-        return _HitContext(svc_code, list(table), pv_code, pv_keys, own)
+        return _HitContext(svc_code, svc_keys, pv_code, pv_keys, own, listing=idx)
+
+    def _service_codes(self, idx: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """Per asset, a code for the set of business services above it (0: none), and each
+        code's services (ascending indices).  For many hits: one compiled walk down from each
+        hit service (``kernel.reach_pairs``), the (hit, service) pairs sorted once, and each
+        hit's set interned by its bytes (no tuple per hit)."""
+        g, view = self.graph, self.view
+        code = np.zeros(g.n, dtype=np.int64)
+        services = self.hit_idx[g.is_service[self.hit_idx]]
+        if not services.size or not idx.size:
+            return code, [()]
+        if idx.size < services.size:
+            table: dict[tuple[int, ...], int] = {(): 0}
+            for i, found in self._services_above(idx).items():
+                code[i] = table.setdefault(tuple(sorted(found)), len(table))
+            return code, list(table)
+        wanted = np.zeros(g.n, dtype=np.bool_)
+        wanted[idx] = True
+        node, owner = backend.routines().reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.pairs,
+                                                     wanted)
+        if not node.size:
+            return code, [()]
+        order = np.argsort(node * g.n + owner)
+        node, owner = node[order], owner[order].astype(np.int32)
+        cuts = np.flatnonzero(np.diff(node)) + 1
+        starts = np.concatenate([[0], cuts]) * 4
+        ends = np.concatenate([cuts, [node.size]]) * 4
+        raw = memoryview(np.ascontiguousarray(owner)).cast("B")
+        seen: dict[bytes, int] = {b"": 0}
+        code[node[starts // 4]] = [seen.setdefault(raw[a:b].tobytes(), len(seen))
+                                   for a, b in zip(starts.tolist(), ends.tolist())]
+        return code, [tuple(np.frombuffer(key, dtype=np.int32).tolist()) for key in seen]
 
     def _combinations(self, idx: np.ndarray, context: "_HitContext", build: Any) -> list[Any]:
         """``build(own, product-and-vendor code, services code, context)`` per hit of ``idx``,
@@ -500,15 +527,18 @@ class ImpactResult:
         if found is None:
             plans = self.plan_set
             merged: dict[int, dict[str, Any]] = {}
-            names = []
+            name_of = memo.get("service names")
+            if name_of is None:
+                services = self.graph.service_idx.tolist()
+                name_of = memo["service names"] = dict(zip(services, self.graph.name.take(services)))
+            own = plans.asset_plans
             for service in svc:
-                one = memo.get(("one", service))
-                if one is None:
-                    one = memo[("one", service)] = (route_entries(plans, "service", plans.asset_plans.get(service, [])),
-                                                    self.graph.name[service])
-                if one[0]:
-                    merged.update(one[0])
-                names.append(one[1])
+                if service in own:
+                    one = memo.get(("one", service))
+                    if one is None:
+                        one = memo[("one", service)] = route_entries(plans, "service", own[service])
+                    merged.update(one)
+            names = [name_of.get(service) or self.graph.name[service] for service in svc]
             if len(merged) > 1:
                 keys = plans.sort_keys()
                 items = sorted(merged.items(), key=lambda item: keys[item[0]])
@@ -526,16 +556,28 @@ class ImpactResult:
         return found  # type: ignore[no-any-return]
 
     def _combo_json_coded(self, own: int, p: int, v: int, context: "_HitContext") -> tuple[str, str, str]:
-        found = context.memo.get(("json", own, p, v))
-        if found is None:
-            found = context.memo[("json", own, p, v)] = self._combo_json(own, context.pv_keys[p],
-                                                                         context.svc_keys[v])
-        return found  # type: ignore[no-any-return]
+        memo = context.memo
+        found = memo.get(("json", own, p, v))
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        pv_js = memo.get(("pv", p))
+        if pv_js is None:
+            pv_js = memo[("pv", p)] = self._route_json(context.pv_keys[p])
+        sv_js = memo.get(("sv", v))
+        if sv_js is None:
+            sv_js = memo[("sv", v)] = self._route_json(None, context.svc_keys[v])
+        (pv_text, pv_ids, _none), (sv_text, sv_ids, names_text) = pv_js, sv_js
+        if own < 0 and pv_ids.isdisjoint(sv_ids):
+            plans = "[" + (pv_text + "," + sv_text if pv_text and sv_text else pv_text or sv_text) + "]"
+        else:
+            plans = json.dumps(self._plans_and_services(own, context.pv_keys[p], context.svc_keys[v])[0],
+                               separators=(",", ":"))
+        found = memo[("json", own, p, v)] = (plans, "true" if plans == "[]" else "false", names_text)
+        return found
 
-    def _combo_json(self, own: int, products: tuple[tuple[int, ...], tuple[int, ...]], svc: tuple[int, ...]
-                    ) -> tuple[str, str, str]:
-        """``_plans_and_services`` as JSON text (plans, gap, services), from the JSON of the
-        product-and-vendor route and of the service route, each written once."""
+    def _route_json(self, products: Any, svc: tuple[int, ...] | None = None) -> tuple[str, set[int], str]:
+        """A product-and-vendor route (or, with ``svc``, a service route) as JSON text: its
+        entries joined (each entry encoded once), its plan ids, and the services' names."""
         memo = self.__dict__.setdefault("_json_memo", {})
         entry_js = memo.setdefault("entries", {})
 
@@ -548,40 +590,24 @@ class ImpactResult:
                 parts.append(js)
             return ",".join(parts)
 
-        pv_js = memo.get(products)
-        if pv_js is None:
-            pv, pv_ids = self._product_route(products)
-            pv_js = memo[products] = (text(pv), pv_ids)
-        sv_js = memo.get(("svc", svc))
-        if sv_js is None:
-            sv, names, sv_ids = self._service_route(svc)
-            sv_js = memo[("svc", svc)] = (text(sv), sv_ids, json.dumps(names, separators=(",", ":")))
-        (pv_text, pv_ids), (sv_text, sv_ids, names_text) = pv_js, sv_js
-        if own < 0 and pv_ids.isdisjoint(sv_ids):
-            plans = "[" + (pv_text + "," + sv_text if pv_text and sv_text else pv_text or sv_text) + "]"
-        else:
-            plans = json.dumps(self._plans_and_services(own, products, svc)[0], separators=(",", ":"))
-        return plans, "true" if plans == "[]" else "false", names_text
+        if svc is not None:
+            route, names_list, ids = self._service_route(svc)
+            return text(route), ids, json.dumps(names_list, separators=(",", ":"))
+        halves = []
+        for via, keys in (("product", products[0]), ("vendor", products[1])):
+            half = memo.get((via, keys))
+            if half is None:
+                route, half_ids = self._route_part(via, keys)
+                half = memo[(via, keys)] = (text(route), half_ids)
+            halves.append(half)
+        (p_text, p_ids), (v_text, v_ids) = halves
+        if p_ids.isdisjoint(v_ids):    # the usual case: each half written once, joined
+            return ",".join(t for t in (p_text, v_text) if t), p_ids | v_ids, ""
+        route, ids = self._product_route(products)
+        return text(route), ids, ""
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
         return _PathBuilder(self.graph, self.prop).of(i)
-
-    def _services_of(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
-        """For the hits ``idx``: the business services that (transitively) depend on each.
-
-        One compiled breadth-first walk down from each hit service (``kernel.reach_pairs``),
-        keeping the hits it meets, grouped by hit at the end."""
-        g, view = self.graph, self.view
-        services = self.hit_idx[g.is_service[self.hit_idx]]
-        if not services.size or not idx.size:
-            return {}
-        if idx.size < services.size:
-            return self._services_above(idx)
-        wanted = np.zeros(g.n, dtype=np.bool_)
-        wanted[idx] = True
-        node, owner = backend.routines().reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.pairs,
-                                                     wanted)
-        return _group_by_key(node, owner, g.key_rank)
 
     def _services_above(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For a few hits: walk up from each to the services that depend on it."""
@@ -691,6 +717,32 @@ class ImpactResult:
             first[installed] = k
         return first
 
+    def _seeds_json(self, idx: np.ndarray, first: np.ndarray) -> list[str]:
+        """``_build_seeds`` as JSON text, one string per seed (what matched each written once)."""
+        g, match = self.graph, self.seed_match
+        order = idx.tolist()
+        matched: dict[Any, str] = {}
+        out = []
+        for i, k, asset_id, key, name in zip(order, first[idx].tolist(), g.ids[idx].tolist(),
+                                             g.natural_key.take(order), g.name.take(order)):
+            how_key: Any = k
+            if k < 0:
+                hosted = match.hosted is not None and bool(match.hosted[i])
+                how_key = ("hosted", int(g.provider_code[i]), int(g.region_code[i])) if hosted else None
+            how = matched.get(how_key)
+            if how is None:
+                if k >= 0:
+                    pid, version, _installed = match.via_install[k]
+                    value: dict[str, Any] = {"product": g.products[pid].name, "version": version}
+                elif how_key is not None:
+                    value = {"hosted_on": g.providers[how_key[1]], "region": g.region_values[how_key[2]]}
+                else:
+                    value = {}
+                how = matched[how_key] = json.dumps(value)
+            out.append('{"asset_id":%d,"natural_key":%s,"name":%s,"matched":%s}'
+                       % (asset_id, _json_string(key), _json_string(name), how))
+        return out
+
     def _build_seeds(self, idx: np.ndarray, first: np.ndarray | None = None) -> list[dict[str, Any]]:
         g, match = self.graph, self.seed_match
         # What matched each seed: the first installation group (in match order) holding it,
@@ -769,8 +821,7 @@ class ImpactResult:
             yield json.dumps(head)[:-1] + ', "seeds": ['
             first = self._first_matches()
             for start in range(0, seed_idx.size, chunk):
-                part = self._build_seeds(seed_idx[start:start + chunk], first)
-                yield ("," if start else "") + json.dumps(part)[1:-1]
+                yield ("," if start else "") + ",".join(self._seeds_json(seed_idx[start:start + chunk], first))
             yield '], "hits": ['
             context = self.hit_context(page) if page.size else None
             for start in range(0, page.size, chunk):
@@ -849,6 +900,7 @@ class _HitContext:
     pv_code: np.ndarray
     pv_keys: list[tuple[tuple[int, ...], tuple[int, ...]]]
     own: np.ndarray
+    listing: np.ndarray | None = None                     # the hits this context was made for
     memo: dict[Any, Any] = field(default_factory=dict)   # per combination code, across chunks
 
 
@@ -905,12 +957,22 @@ class _HitText:
     def paths(self) -> list[str]:
         g, c = self.graph, self.columns
         edge_js = [_json_value(k) for k in g.edge_kinds]
-        pedge = self.pedge[self.idx]
-        kinds = np.where(pedge >= 0, g.e_kind[np.maximum(pedge, 0)], -1).tolist()
         step = '{"asset_id":%d,"natural_key":%s,"name":%s,"edge_kind":%s}'
-        steps = {i: step % (asset_id, key, name, edge_js[k] if k >= 0 else "null")
-                 for i, asset_id, key, name, k in zip(c["order"], c["ids"], c["keys_js"], c["names_js"], kinds)}
-        parent = self.parent.tolist() if len(steps) * 4 > self.parent.size else None
+        # Each asset's step, for the whole listing this chunk belongs to (kept in the context,
+        # so a chunk's paths through assets of other chunks cost no string reads).
+        steps = self.context.memo.get("steps")
+        if steps is None:
+            listing = self.context.listing if self.context.listing is not None else self.idx
+            order = listing.tolist()
+            pedge = self.pedge[listing]
+            kinds = np.where(pedge >= 0, g.e_kind[np.maximum(pedge, 0)], -1).tolist()
+            steps = self.context.memo["steps"] = {
+                i: step % (asset_id, _json_string(key), _json_string(name), edge_js[k] if k >= 0 else "null")
+                for i, asset_id, key, name, k in zip(order, g.ids[listing].tolist(), g.natural_key.take(order),
+                                                     g.name.take(order), kinds)}
+        parent = self.context.memo.get("parents")
+        if parent is None and len(steps) * 4 > self.parent.size:
+            parent = self.context.memo["parents"] = self.parent.tolist()
         tails: dict[int, str] = {}
         out = []
         for i in c["order"]:

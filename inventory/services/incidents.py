@@ -180,9 +180,15 @@ def _insert_snapshot(db: so.Session, incident_id: int, result: ImpactResult) -> 
     sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})")
     idx = result.ordered_idx
     context = result.hit_context(idx) if idx.size else None
-    for start in range(0, idx.size, _INSERT_CHUNK):
-        rows = result.incident_rows(idx[start:start + _INSERT_CHUNK], context)
-        conn.exec_driver_sql(sql, [(incident_id, *row) for row in rows])
+    # Straight to the driver's cursor: every value was read from the inventory (whose writes
+    # passed the engine's text guard) or written by the engine as ASCII JSON.
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, idx.size, _INSERT_CHUNK):
+            rows = result.incident_rows(idx[start:start + _INSERT_CHUNK], context)
+            cursor.executemany(sql, [(incident_id, *row) for row in rows])
+    finally:
+        cursor.close()
 
 
 def list_incidents(db: so.Session, status: str | None = None) -> list[Incident]:
