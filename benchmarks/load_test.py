@@ -128,7 +128,11 @@ def start_server(url: str, port: int, workers: int, workdir: Path, threads: int 
     if threads:
         cmd[3:3] = ["--worker-class", "gthread", "--threads", str(threads)]
     if preload:
-        cmd[3:3] = ["--preload"]
+        # gc.freeze() before each fork: the collector never walks (and so never writes to) the
+        # objects the master loaded, which the workers then keep sharing (gunicorn's advice).
+        hooks = workdir / "gunicorn_preload.py"
+        hooks.write_text("import gc\n\ndef pre_fork(server, worker):\n    gc.freeze()\n")
+        cmd[3:3] = ["--preload", "--config", str(hooks)]
     server = subprocess.Popen(cmd, env=env, cwd=str(ROOT.parent), start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -193,6 +197,11 @@ def memory_phase(url: str, workdir: Path, paths: dict[str, str], token: str, arg
     """Start the server with 1 and then 4 workers, make every worker answer, read the memory."""
     blast = [p for label, p in paths.items() if "blast" in label]
     results: dict[str, Any] = {}
+    # The graph's snapshot first (as any earlier start leaves it), so both servers map it.
+    env = dict(os.environ, PLANB_INSTANCE_PATH=str(workdir / "instance"), PLANB_LOG_LEVEL="WARNING")
+    subprocess.run([sys.executable, "-c", "import sys, sqlalchemy.orm as so; from inventory.db import make_engine; "
+                    "from inventory.impact import get_graph; get_graph(so.Session(make_engine(sys.argv[1])))", url],
+                   env=env, check=True, cwd=str(ROOT.parent))
     for workers in (1, 4):
         port = free_port()
         server = start_server(url, port, workers, workdir, args.gthreads, preload=args.preload)
@@ -440,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="collector re-runs find no changes (the steady state) instead of renaming every VM")
     parser.add_argument("--only", help="comma-separated words: run only endpoints whose label contains one")
     parser.add_argument("--preload", action="store_true",
-                        help="gunicorn --preload: the app (and the compiled kernel) loaded in the master")
+                        help="gunicorn --preload (and gc.freeze() before each fork): the app, and the "
+                             "compiled kernel, loaded in the master and shared by the workers")
     parser.add_argument("--memory", action="store_true",
                         help="measure the memory of 1 and 4 workers instead of the load phases")
     parser.add_argument("--collector-only", nargs=2, metavar=("URL", "OUT"), help=argparse.SUPPRESS)
@@ -484,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         memory.update(size=args.size, preload=args.preload, threads_per_worker=args.gthreads or 1,
                       load_average=os.getloadavg()[0])
         RESULTS.mkdir(parents=True, exist_ok=True)
-        target = RESULTS / f"memory-{args.size}-{'postgresql' if args.postgres else 'sqlite'}.json"
+        target = RESULTS / (f"memory-{args.size}-{'postgresql' if args.postgres else 'sqlite'}"
+                            f"{'-preload' if args.preload else ''}.json")
         target.write_text(json.dumps(memory, indent=2))
         print(f"written to {target}")
         return 0
