@@ -61,7 +61,14 @@ from scipy.sparse.csgraph import breadth_first_order
 from benchmarks.estate_gen import GENERATOR_VERSION, generate_estate
 from inventory import migrate
 from inventory.db import make_engine
-from inventory.impact import backend, blast_radius, clear_cache, get_graph, kernel_numpy, parse_scope, snapshot
+from inventory.impact import (
+    backend,
+    blast_radius,
+    clear_cache,
+    get_graph,
+    parse_scope,
+    snapshot,
+)
 from inventory.impact import graph as graph_module
 from inventory.impact.engine import DOWN, propagate
 

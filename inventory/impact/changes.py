@@ -44,8 +44,20 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from inventory.choices import DEPENDENCY_KINDS
-from inventory.impact.graph import (ASSET_ARRAYS, CODED, NEVER, PARTS, Graph, View, _fetchall, asset_sql,
-                                    asset_times, criticality_code, min_up_value, version_order)
+from inventory.impact.graph import (
+    ASSET_ARRAYS,
+    CODED,
+    NEVER,
+    PARTS,
+    Graph,
+    View,
+    _fetchall,
+    asset_sql,
+    asset_times,
+    criticality_code,
+    min_up_value,
+    version_order,
+)
 
 log = logging.getLogger("planb.impact")
 

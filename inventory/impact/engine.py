@@ -47,11 +47,16 @@ import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
-from inventory.impact.graph import Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact import backend
+from inventory.impact.graph import Graph, GraphLag, View, connection_factory, get_graph_state, to_micros
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
-from inventory.impact.scope import (Scope, ScopeError, parse_scope_and_graph, version_matches,
-                                    version_unknown_reason)
+from inventory.impact.scope import (
+    Scope,
+    ScopeError,
+    parse_scope_and_graph,
+    version_matches,
+    version_unknown_reason,
+)
 from inventory.memory import paused_gc
 
 UP, DEGRADED, DOWN = 0, 1, 2

@@ -11,7 +11,6 @@ import json
 from typing import Any, Callable, Iterator
 
 import numpy as np
-
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 from flask import Blueprint, Response, current_app, render_template, request, url_for

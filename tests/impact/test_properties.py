@@ -204,7 +204,7 @@ def test_compiled_kernel_equals_the_oracle_on_large_random_graphs() -> None:
 def test_numpy_totals_and_reachability_equal_the_compiled_ones(case, data) -> None:  # type: ignore[no-untyped-def]
     """The other two routines: the hit list, best plan levels and counts per coding, and the
     (node, start) pairs of the services walk, whichever implementation runs."""
-    n, edges, min_up, seeds = case
+    n, edges, min_up, _seeds = case
     view = make_view(n, edges, min_up)
     status = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.int8)
     codes = np.array(data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=n,
