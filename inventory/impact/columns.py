@@ -61,10 +61,19 @@ class StringColumn(Sequence[str]):
             yield self[i]
 
     def take(self, idx: Iterable[int]) -> list[str]:
-        """The strings at ``idx`` (a list of indices), in that order."""
-        if self._overlay:
-            get = self.__getitem__
-            return [get(i) for i in idx]
+        """The strings at ``idx`` (a list of non-negative indices), in that order."""
+        overlay = self._overlay
+        if overlay:
+            idx = list(idx)
+            if max(idx, default=0) >= self._n:
+                raise IndexError(max(idx))
+            base_n = self._base_n
+            base = self._take_base([i if i < base_n else 0 for i in idx]) if base_n else [""] * len(idx)
+            get = overlay.get
+            return [get(i, value) for i, value in zip(idx, base)]   # appended ones are all in the overlay
+        return self._take_base(idx)
+
+    def _take_base(self, idx: Iterable[int]) -> list[str]:
         if self._list is not None:
             values = self._list
             return [values[i] for i in idx]

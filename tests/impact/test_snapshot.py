@@ -11,10 +11,13 @@ from typing import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import sqlalchemy.orm as so
 
 from inventory.db import make_engine
 from inventory.impact import clear_cache, get_graph, snapshot
+from inventory.impact.columns import StringColumn
 from inventory.impact import graph as graph_module
 from tests.impact.test_incremental import Write, Writer, answers, canonical, check, fresh_graph, reset
 
@@ -132,3 +135,23 @@ def test_processes_starting_together_load_the_database_once(snap_engine: sa.Engi
     origins = sorted(p.communicate(timeout=300)[0].strip() for p in procs)
     assert origins == ["database", "snapshot", "snapshot"]
     assert len(files(snap_dir)) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(values=st.lists(st.text(max_size=12), max_size=30), data=st.data())
+def test_string_columns_read_the_same_from_a_list_a_file_buffer_and_patches(values, data) -> None:  # type: ignore[no-untyped-def]
+    """Names and keys: a Python list (loaded from the database), a UTF-8 buffer with offsets (the
+    snapshot), and either with changed and appended strings on top (patches)."""
+    listed = StringColumn(list(values))
+    buffered = StringColumn.decoded(*listed.encoded())
+    n = len(values) + data.draw(st.integers(0, 3))
+    changes = data.draw(st.dictionaries(st.integers(0, n - 1), st.text(max_size=8))) if n else {}
+    changes.update({i: f"new{i}" for i in range(len(values), n)})
+    expected = [changes.get(i, values[i] if i < len(values) else None) for i in range(n)]
+    for column in (listed, buffered):
+        assert column.tolist() == values and list(column) == values
+        patched = column.patched(changes, n)
+        assert [patched[i] for i in range(n)] == patched.take(range(n)) == expected
+        assert StringColumn.decoded(*patched.encoded()).tolist() == expected
+        order = data.draw(st.lists(st.integers(0, n - 1), max_size=20)) if n else []
+        assert patched.take(order) == [expected[i] for i in order]
