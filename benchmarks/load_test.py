@@ -25,7 +25,17 @@ What it does, all on 127.0.0.1 and bounded in time:
    invalidated at every scope;
 5. prints requests/s, p50/p99 latency and errors (non-2xx, socket errors,
    timeouts) per endpoint and phase, and writes them to
-   ``benchmarks/results/load-<size>-<db>.json``.
+   ``benchmarks/results/load-<size>-<db>.json``.  The blast radius under churn has a
+   target: p99 <= 300 ms (the graph is patched from the change log at each scope a
+   collector commits: ``inventory.impact.changes``).
+
+``--memory`` measures instead what each gunicorn worker costs: the server is started
+with 1 and then 4 workers (``--preload`` loads the app, and with it the compiled kernel,
+in the master first), every worker answers blast radii, and the resident (RSS),
+proportional (PSS: shared pages split between the processes sharing them) and private
+(USS) memory of the master and workers is read from ``/proc/<pid>/smaps_rollup``.  The
+cost of an added worker is the growth of the total PSS from 1 to 4 workers, divided by 3
+(target <= 50 MB at M); the workers map the graph's snapshot, so its pages are shared.
 
 Not part of the unit suite: the figures depend on the machine and its load
 (the load average is printed with them).
@@ -109,13 +119,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(url: str, port: int, workers: int, workdir: Path, threads: int = 0) -> subprocess.Popen:
+def start_server(url: str, port: int, workers: int, workdir: Path, threads: int = 0,
+                 preload: bool = False) -> subprocess.Popen:
     env = dict(os.environ, PLANB_DATABASE_URL=url, PLANB_SECRET_KEY=SECRET,
                PLANB_INSTANCE_PATH=str(workdir / "instance"), PLANB_LOG_LEVEL="WARNING")
     cmd = [sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind", f"127.0.0.1:{port}",
            "--timeout", "120", "--log-level", "warning", "inventory:create_app()"]
     if threads:
         cmd[3:3] = ["--worker-class", "gthread", "--threads", str(threads)]
+    if preload:
+        # gc.freeze() before each fork: the collector never walks (and so never writes to) the
+        # objects the master loaded, which the workers then keep sharing (gunicorn's advice).
+        hooks = workdir / "gunicorn_preload.py"
+        hooks.write_text("import gc\n\ndef pre_fork(server, worker):\n    gc.freeze()\n")
+        cmd[3:3] = ["--preload", "--config", str(hooks)]
     server = subprocess.Popen(cmd, env=env, cwd=str(ROOT.parent), start_new_session=True)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -137,6 +154,88 @@ def stop_server(server: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+# ---------------------------------------------------------------- memory
+
+def _smaps(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private) of one process in MB, from /proc/<pid>/smaps_rollup."""
+    values: dict[str, float] = {}
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 3 and parts[0].endswith(":") and parts[2] == "kB":
+                values[parts[0][:-1]] = int(parts[1]) / 1024
+    return {"rss": values.get("Rss", 0.0), "pss": values.get("Pss", 0.0),
+            "uss": values.get("Private_Clean", 0.0) + values.get("Private_Dirty", 0.0)}
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry.name))
+    return sorted(out)
+
+
+def memory_of(server: subprocess.Popen) -> dict[str, Any]:
+    """The gunicorn master's and each worker's memory."""
+    master = _smaps(server.pid)
+    workers = [_smaps(pid) for pid in _children(server.pid)]
+    return {"master": master, "workers": workers,
+            "total_pss": master["pss"] + sum(w["pss"] for w in workers),
+            "workers_rss": sum(w["rss"] for w in workers), "workers_uss": sum(w["uss"] for w in workers)}
+
+
+def memory_phase(url: str, workdir: Path, paths: dict[str, str], token: str, args: argparse.Namespace
+                 ) -> dict[str, Any]:
+    """Start the server with 1 and then 4 workers, make every worker answer, read the memory."""
+    blast = [p for label, p in paths.items() if "blast" in label]
+    results: dict[str, Any] = {}
+    # The graph's snapshot first (as any earlier start leaves it), so both servers map it.
+    env = dict(os.environ, PLANB_INSTANCE_PATH=str(workdir / "instance"), PLANB_LOG_LEVEL="WARNING")
+    subprocess.run([sys.executable, "-c", "import sys, sqlalchemy.orm as so; from inventory.db import make_engine; "
+                    "from inventory.impact import get_graph; get_graph(so.Session(make_engine(sys.argv[1])))", url],
+                   env=env, check=True, cwd=str(ROOT.parent))
+    for workers in (1, 4):
+        port = free_port()
+        server = start_server(url, port, workers, workdir, args.gthreads, preload=args.preload)
+        try:
+            # Concurrent rounds of blast radii until every worker must have answered some.
+            for _round in range(workers * 6):
+                threads = [threading.Thread(target=_get, args=(port, token, path)) for path in blast
+                           for _ in range(workers * 2)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+            time.sleep(3)   # the background kernel load, if any, settles
+            results[str(workers)] = memory_of(server)
+        finally:
+            stop_server(server)
+        r = results[str(workers)]
+        print(f"  {workers} worker(s): total PSS {r['total_pss']:,.0f} MB (master {r['master']['pss']:,.0f}); "
+              f"workers RSS {r['workers_rss']:,.0f} MB, private (USS) {r['workers_uss']:,.0f} MB", flush=True)
+    added = (results["4"]["total_pss"] - results["1"]["total_pss"]) / 3
+    results["added_worker_pss_mb"] = added
+    results["added_worker_rss_mb"] = (results["4"]["workers_rss"] - results["1"]["workers_rss"]) / 3
+    print(f"  each added worker: {added:,.0f} MB (PSS; target <= 50 MB), "
+          f"{results['added_worker_rss_mb']:,.0f} MB RSS (counts shared pages in every worker)", flush=True)
+    return results
+
+
+def _get(port: int, token: str, path: str) -> None:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- load generators
@@ -349,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--unchanged", action="store_true",
                         help="collector re-runs find no changes (the steady state) instead of renaming every VM")
     parser.add_argument("--only", help="comma-separated words: run only endpoints whose label contains one")
+    parser.add_argument("--preload", action="store_true",
+                        help="gunicorn --preload (and gc.freeze() before each fork): the app, and the "
+                             "compiled kernel, loaded in the master and shared by the workers")
+    parser.add_argument("--memory", action="store_true",
+                        help="measure the memory of 1 and 4 workers instead of the load phases")
     parser.add_argument("--collector-only", nargs=2, metavar=("URL", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -377,10 +481,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         words = [w.strip() for w in args.only.split(",") if w.strip()]
         paths = {k: v for k, v in paths.items() if any(w in k for w in words)}
+    if args.memory:
+        print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; estate "
+              f"{summary.get('assets', '?'):,} assets; memory of 1 and 4 workers"
+              f"{' (--preload)' if args.preload else ''}", flush=True)
+        try:
+            memory = memory_phase(url, workdir, paths, token, args)
+        finally:
+            if args.postgres:
+                cleanup(url)
+            shutil.rmtree(workdir, ignore_errors=True)
+        memory.update(size=args.size, preload=args.preload, threads_per_worker=args.gthreads or 1,
+                      load_average=os.getloadavg()[0])
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        target = RESULTS / (f"memory-{args.size}-{'postgresql' if args.postgres else 'sqlite'}"
+                            f"{'-preload' if args.preload else ''}.json")
+        target.write_text(json.dumps(memory, indent=2))
+        print(f"written to {target}")
+        return 0
     port = free_port()
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
           f"estate {summary.get('assets', '?'):,} assets; gunicorn x{args.workers} on port {port}", flush=True)
-    server = start_server(url, port, args.workers, workdir, args.gthreads)
+    server = start_server(url, port, args.workers, workdir, args.gthreads, preload=args.preload)
     out: dict[str, Any] = {"size": args.size, "database": "postgresql" if args.postgres else "sqlite",
                            "workers": args.workers, "threads_per_worker": args.gthreads or 1,
                            "connections": args.connections, "duration_s": args.duration,

@@ -234,6 +234,13 @@ def _instance_path(raw: str) -> str:
     return raw
 
 
+def _snapshot_dir(raw: str) -> str:
+    """``off``, or a folder for the impact graph's snapshots."""
+    if raw.lower() == "off":
+        return "off"
+    return _instance_path(raw)
+
+
 def _listed(item: Callable[[str], Any] | None = None) -> Callable[[str], list[Any]]:
     """A comma-separated list (blanks dropped), each item checked by ``item``."""
     def parse(raw: str) -> list[Any]:
@@ -440,6 +447,15 @@ SETTINGS: dict[str, Setting] = {
         "2", "Seconds a blast-radius request waits for the graph rebuild it started after "
              "an inventory change before answering from the previous graph (marked so)",
         "a number of seconds from 0 to 999999, e.g. 2", _number(0, 999999)),
+    "GRAPH_SNAPSHOT_DIR": Setting(
+        None, "Folder for the impact graph's on-disk snapshots (memory-mapped by every process); "
+              "default <instance>/graph-snapshots; 'off' for none",
+        "a folder Plan B can create and write to (private to its user), e.g. /var/lib/planb/graph, "
+        "or off", _snapshot_dir),
+    "IMPACT_KERNEL": Setting(
+        "auto", "'auto': answer with NumPy while the compiled (Numba) kernel loads in the background; "
+                "'numpy': never load Numba; 'compiled': the first query loads it and waits",
+        "auto, numpy or compiled", _choice("auto", "numpy", "compiled")),
     "HOST": Setting("127.0.0.1", "Address `planb demo` / `planb serve` listens on",
                     "an IP address or host name without scheme or port, e.g. 127.0.0.1 or 0.0.0.0", _host),
     "PORT": Setting("8080", "Port `planb demo` / `planb serve` listens on",

@@ -7,10 +7,11 @@ naming the field, with close-name suggestions.
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from inventory.api import bounded_int, error_response, json_object, path_id
 from inventory.api.schema_parts import any_case, query, rule, text
@@ -18,7 +19,7 @@ from inventory.app_db import get_engine, get_session
 from inventory.auth import current_actor, require_role
 from inventory.choices import OS_FAMILIES
 from inventory.db import read_session
-from inventory.impact import ScopeError, blast_radius
+from inventory.impact import ScopeError, backend, blast_radius
 from inventory.impact.engine import parse_as_of
 from inventory.impact.whatif import MAX_ITEMS as MAX_WHAT_IF_ITEMS
 from inventory.impact.whatif import MAX_MIN_UP, MAX_PLAN_NAME, MAX_REPLICAS
@@ -26,7 +27,30 @@ from inventory.services import incidents as svc
 
 bp = Blueprint("api_impact", __name__, url_prefix="/api/v1")
 
+
+@bp.record_once
+def _engine_settings(state):  # type: ignore[no-untyped-def]
+    """The impact graph's snapshots live under the app's instance folder (unless configured).
+    A server (gunicorn) loads the compiled kernel as it starts when Numba's cache holds it: in
+    the master when the app is preloaded, so the workers share it, else in each worker before
+    it serves."""
+    from inventory.impact import snapshot
+
+    snapshot.use_instance_path(state.app.instance_path)
+    if "gunicorn.arbiter" in sys.modules:
+        backend.load_if_cached()
+
+
+@bp.before_app_request
+def _load_compiled_kernel() -> None:
+    """At a worker's first request (any page), start loading the compiled kernel in the
+    background; until it is ready blast radii are answered with NumPy (inventory.impact.backend).
+    Not at app creation: a gunicorn master that preloads the app must not start threads."""
+    backend.start_loading()
+
 MAX_LIMIT = 100_000
+# Pages of more hits than this (and the full list) are streamed (ImpactResult.iter_json).
+STREAM_FROM = 1000
 MAX_OFFSET = 10_000_000
 _LIST_PARAMS = {"product": "products", "os": "os", "region": "regions", "account": "accounts",
                 "environment": "environments", "tag": "tags"}
@@ -117,7 +141,12 @@ def _impact_response(scope: Any, as_of: datetime | None, what_if: Any, limit: in
     with read_session(get_engine()) as db:
         result = blast_radius(db, scope, as_of=as_of, what_if=what_if or None)
         # A page of hits comes with at most as many seeds (the totals count them all).
-        return jsonify(result.to_dict(limit=limit, offset=offset, seeds_limit=limit))
+        if limit is not None and limit <= STREAM_FROM:
+            return jsonify(result.to_dict(limit=limit, offset=offset, seeds_limit=limit))
+        # A long list (every hit of a top vendor: tens of thousands, with paths) is streamed:
+        # written a chunk at a time from the graph, never all built as Python objects.
+        return Response(result.iter_json(limit=limit, offset=offset, seeds_limit=limit),
+                        mimetype="application/json")
 
 
 def _query_page() -> tuple[int | None, int]:

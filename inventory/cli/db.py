@@ -19,6 +19,16 @@ def upgrade(revision: str) -> None:
     """Upgrade the schema to REVISION (default: head)."""
     _run(migrate.upgrade, revision)
     click.echo(f"Database at {_describe()} upgraded to {revision}.")
+    _compile_impact_kernel()
+
+
+def _compile_impact_kernel() -> None:
+    """Compile the impact engine's kernel now, so no server or command compiles it later."""
+    from inventory.impact import backend
+
+    if not backend.compile_ahead():
+        click.echo("Note: the impact kernel could not be compiled ahead; blast radii are answered with "
+                   "NumPy until a server compiles it in the background.", err=True)
 
 # '-1' (a relative revision, as the README documents) is an argument, not an unknown option.
 @db.command(context_settings={"ignore_unknown_options": True})

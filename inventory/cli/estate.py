@@ -99,6 +99,8 @@ def demo_cmd(no_serve: bool, host: str, port: int) -> None:
     database_url = current_app.config["DATABASE_URL"]
     get_engine().dispose()
     migrate.ensure_current(database_url)
+    from inventory.impact import backend
+    backend.compile_ahead()   # before the server starts, so no blast radius waits for a compile
     db = get_session()
     try:
         report = load_demo(db, actor=current_actor())

@@ -7,8 +7,12 @@
     result.totals, result.hits, result.to_dict()
 
 Modules: ``scope`` (validation, versions), ``graph`` (the in-memory graph and
-its cache), ``engine`` (seeds, propagation, results), ``plans`` (applicable
-plans), ``confidence`` (data freshness), ``whatif`` (hypothetical changes).
+its cache), ``changes`` (keeping it current from the change log), ``snapshot``
+(the graph on disk), ``engine`` (seeds, propagation, results), ``kernel`` /
+``kernel_numpy`` / ``backend`` (the compiled loops, their NumPy formulation, and
+which one answers), ``plans`` (applicable plans), ``confidence`` (data
+freshness), ``whatif`` (hypothetical changes).  Importing this package does not
+import Numba.
 """
 from inventory.impact.engine import Hit, ImpactResult, blast_radius, propagate
 from inventory.impact.graph import clear_cache, get_graph

@@ -22,7 +22,9 @@ Semantics (DESIGN.md, "Blast radius semantics"):
   closure (hard edges, group thresholds), then the *degraded* closure (every
   edge, from the soft/group boundary of the down set).  Each asset is expanded
   once per sweep, so cycles terminate and the cost is linear in the edges
-  reached.  The sweeps run compiled (``inventory.impact.kernel``, Numba).
+  reached.  The sweeps run compiled (``inventory.impact.kernel``, Numba) once the
+  kernel is loaded, and as NumPy array operations until then (``inventory.impact.backend``):
+  the same arrays either way.
 * **Hops** are breadth-first levels: the shortest chain of causing edges back
   to a seed (a group counts from the member that tipped it).  Each hit keeps
   one parent on such a chain, so its explaining path is a real chain of
@@ -33,10 +35,12 @@ Semantics (DESIGN.md, "Blast radius semantics"):
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import sqlalchemy as sa
@@ -44,12 +48,17 @@ import sqlalchemy.orm as so
 
 from inventory.choices import CRITICALITIES
 from inventory.db import utcnow
+from inventory.impact import backend
 from inventory.impact.graph import (Graph, GraphLag, View, connection_factory, get_graph_state, notify,
                                     to_micros)
-from inventory.impact.kernel import propagate_arrays, reach_pairs, summarise_hits
 from inventory.impact.plans import PlanSet, asset_levels, merge_routes, route_entries
-from inventory.impact.scope import (Scope, ScopeError, parse_scope_and_graph, version_matches,
-                                    version_unknown_reason)
+from inventory.impact.scope import (
+    Scope,
+    ScopeError,
+    parse_scope_and_graph,
+    version_matches,
+    version_unknown_reason,
+)
 from inventory.memory import paused_gc
 
 UP, DEGRADED, DOWN = 0, 1, 2
@@ -69,14 +78,14 @@ class Propagation:
 
 def propagate(view: View, seeds: np.ndarray, groups: bool = True) -> Propagation:
     """Statuses, hops and explaining parents for an outage starting at ``seeds``
-    (unique asset indices), by the compiled kernel (``inventory.impact.kernel``).
+    (unique asset indices), by the kernel (``inventory.impact.backend``).
 
     ``groups=False`` treats member-of edges as ordinary hard edges (for
     comparing the down set with plain reachability)."""
     seeds = np.ascontiguousarray(seeds, dtype=np.int64)
     if seeds.size > 1 and not (seeds[1:] > seeds[:-1]).all():
         seeds = np.unique(seeds)   # the kernel's tie rule walks levels in ascending order
-    status, dist, link = propagate_arrays(seeds, *view.kernel_inputs(), groups)
+    status, dist, link = backend.routines().propagate_arrays(seeds, *view.kernel_inputs(), groups)
     parent, pedge = link[:, 0], link[:, 1]
     return Propagation(status, dist, parent, pedge)
 
@@ -214,8 +223,8 @@ class ImpactResult:
         codes, self._offsets = graph.totals_codes()
         # The hits, their best plan levels and their counts by every totals coding, in one pass.
         best = levels["best"].astype(np.int8, copy=False)
-        self.hit_idx, self.best_level, self._counts = summarise_hits(prop.status, codes, self._offsets, best,
-                                                                     scope_level)
+        self.hit_idx, self.best_level, self._counts = backend.routines().summarise_hits(
+            prop.status, codes, self._offsets, best, scope_level)
         self.totals = self._totals()
         self._hits: list[Hit] | None = None
         self._seeds: list[dict[str, Any]] | None = None
@@ -264,10 +273,12 @@ class ImpactResult:
             svc_rows.append({"asset_id": asset_id, "natural_key": key, "name": name, "status": st,
                              "hops": hops, "criticality": crit})
         coverage = np.bincount(self.best_level, minlength=4) if h.size else np.zeros(4, dtype=np.int64)
+        # Sorted by name: the same answer whatever order the values were first seen in.
         by_kind = {name: {"down": d, "degraded": deg, "total": d + deg}
-                   for name, d, deg in split(cube.sum(axis=(0, 2)), g.kinds)}
+                   for name, d, deg in sorted(split(cube.sum(axis=(0, 2)), g.kinds), key=lambda r: str(r[0]))}
         by_os = {str(name): {"down": d, "degraded": deg, "total": d + deg}
-                 for name, d, deg in split(cube.sum(axis=(0, 1)), g.os_values) if name is not None}
+                 for name, d, deg in sorted(split(cube.sum(axis=(0, 1)), g.os_values), key=lambda r: str(r[0]))
+                 if name is not None}
         return {
             "hits": int(h.size),
             "seeds": int(self.seed_match.mask.sum()),
@@ -302,119 +313,315 @@ class ImpactResult:
             self._hits = self.build_hits(self.ordered_idx)
         return self._hits
 
-    def build_hits(self, idx: np.ndarray) -> list[Hit]:
-        """Hit objects for the asset indices ``idx`` (in that order)."""
+    def build_hits(self, idx: np.ndarray, context: Any = None) -> list[Hit]:
+        """Hit objects for the asset indices ``idx`` (in that order); ``context``: ``hit_context``
+        of a whole listing this is a chunk of."""
         with paused_gc():
-            return self._build_hits(idx)
+            return self._build_hits(idx, context)
 
-    def _build_hits(self, idx: np.ndarray) -> list[Hit]:
+    def _build_hits(self, idx: np.ndarray, context: Any = None) -> list[Hit]:
+        cols = self._hit_columns(idx, context)
+        paths = _PathBuilder(self.graph, self.prop, cols.labels)
+        out = []
+        for i, asset_id, key_, name, owner, kind, provider, account, region, os_family, env, crit, status, hops, \
+                seed, (entries, service_names) in zip(*cols.rows()):
+            out.append(Hit(
+                asset_id=asset_id, natural_key=key_, name=name, kind=kind, provider=provider,
+                account=account, region=region, os_family=os_family, environment=env, criticality=crit,
+                owner=owner, status=status, hops=hops, seed=seed, path=paths.of(i),
+                plans=list(entries), gap=not entries, services=list(service_names)))
+        return out
+
+    def hits_json(self, idx: np.ndarray, context: Any = None) -> list[str]:
+        """Each hit of ``idx`` as the JSON text of ``Hit.to_dict()`` (in that order), written
+        column by column from shared pieces — each value of a coded column, each explaining
+        path's tail, each combination of plans and services is encoded once — without
+        building the hits as Python objects.  ``context``: ``hit_context`` of a whole listing
+        this is a chunk of."""
+        with paused_gc():
+            text = _HitText(self, idx, context)
+            g, c = self.graph, text.columns
+            enc = [_json_coded(values, codes) for values, codes in (
+                (g.kinds, g.kind_code), (g.providers, g.provider_code), (g.account_values, g.account_code),
+                (g.region_values, g.region_code), (g.os_values, g.os_code), (g.env_values, g.env_code),
+                ([*CRITICALITIES, "unknown"], np.minimum(g.crit_code, len(CRITICALITIES))),
+                (g.owner_values, g.owner_code))]
+            coded = [e(text.idx) for e in enc]
+            status = _json_coded([STATUS_NAMES.get(k) for k in range(3)], self.prop.status)(text.idx)
+            seed = ["true" if s else "false" for s in self.seed_match.mask[text.idx].tolist()]
+            template = ('{"asset_id":%d,"natural_key":%s,"name":%s,"kind":%s,"provider":%s,"account":%s,'
+                        '"region":%s,"os_family":%s,"environment":%s,"criticality":%s,"owner":%s,"status":%s,'
+                        '"hops":%d,"seed":%s,"path":%s,"plans":%s,"gap":%s,"services":%s}')
+            return [template % row for row in zip(
+                c["ids"], c["keys_js"], c["names_js"], *coded, status, c["hops"], seed, text.paths(),
+                *text.combos())]
+
+    def incident_rows(self, idx: np.ndarray, context: Any = None) -> list[tuple[Any, ...]]:
+        """For an incident snapshot: (asset id, natural key, name, kind, status, hops, criticality,
+        the JSON text of the details) per hit of ``idx``; details as ``services.incidents`` stores
+        them (seed, path, plans, gap, services and the asset's facts), from shared pieces."""
+        with paused_gc():
+            text = _HitText(self, idx, context)
+            g, c, at = self.graph, text.columns, text.idx
+            facts = [_json_coded(values, codes)(at) for values, codes in (
+                (g.providers, g.provider_code), (g.account_values, g.account_code), (g.region_values, g.region_code),
+                (g.os_values, g.os_code), (g.env_values, g.env_code), (g.owner_values, g.owner_code))]
+            seed = ["true" if s else "false" for s in self.seed_match.mask[at].tolist()]
+            template = ('{"seed":%s,"path":%s,"plans":%s,"gap":%s,"services":%s,"provider":%s,"account":%s,'
+                        '"region":%s,"os_family":%s,"environment":%s,"owner":%s}')
+            details = [template % row for row in zip(seed, text.paths(), *text.combos(), *facts)]
+            crit_names = [*CRITICALITIES, "unknown"]
+            return list(zip(c["ids"], c["keys"], c["names"], _labels(g.kinds, g.kind_code[at]),
+                            _labels([STATUS_NAMES.get(k) for k in range(3)], self.prop.status[at]), c["hops"],
+                            _labels(crit_names, np.minimum(g.crit_code[at], len(CRITICALITIES))), details))
+
+    def hit_context(self, idx: np.ndarray) -> "_HitContext":
+        """What the hits ``idx`` need from walks over the graph, as small integer codes per
+        asset: the set of services above each, and the set of its installed products and
+        vendors that carry plans.  Computed once for a whole listing written in chunks."""
+        g, plans = self.graph, self.plan_set
+        idx = np.asarray(idx, dtype=np.int64)
+        svc_code, svc_keys = self._service_codes(idx)
+        # Planned products and vendors as bits (a product with plans of its own, a vendor with
+        # plans): assets with the same bits have the same product and vendor routes.
+        parts = [(pid, [pid], True) for pid in sorted(plans.product_plans)] + \
+            [(vid, g.vendor_products.get(vid, []), False) for vid in sorted(plans.vendor_plans)]
+        words = max(1, -(-len(parts) // 63))
+        bits = np.zeros((g.n, words), dtype=np.int64)
+        for b, (_key, product_ids, _is_product) in enumerate(parts):
+            word, bit = divmod(b, 63)
+            for pid in product_ids:
+                for _version, installed in g.installs.get(pid, []):
+                    bits[installed, word] |= np.int64(1) << np.int64(bit)
+        rows, inverse = np.unique(bits[idx], axis=0, return_inverse=True)
+        pv_code = np.zeros(g.n, dtype=np.int64)
+        pv_code[idx] = inverse.reshape(-1)
+        pv_keys = []
+        for row in rows.tolist():
+            on = [b for b in range(len(parts)) if row[b // 63] >> (b % 63) & 1]
+            pv_keys.append((tuple(parts[b][0] for b in on if parts[b][2]),
+                            tuple(parts[b][0] for b in on if not parts[b][2])))
+        own = np.zeros(g.n, dtype=bool)
+        own[[i for i in plans.asset_plans if i < g.n]] = True
+        return _HitContext(svc_code, svc_keys, pv_code, pv_keys, own, listing=idx)
+
+    def _service_codes(self, idx: np.ndarray) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """Per asset, a code for the set of business services above it (0: none), and each
+        code's services (ascending indices).  For many hits: one compiled walk down from each
+        hit service (``kernel.reach_pairs``), the (hit, service) pairs sorted once, and each
+        hit's set interned by its bytes (no tuple per hit)."""
+        g, view = self.graph, self.view
+        code = np.zeros(g.n, dtype=np.int64)
+        services = self.hit_idx[g.is_service[self.hit_idx]]
+        if not services.size or not idx.size:
+            return code, [()]
+        if idx.size < services.size:
+            table: dict[tuple[int, ...], int] = {(): 0}
+            for i, found in self._services_above(idx).items():
+                code[i] = table.setdefault(tuple(sorted(found)), len(table))
+            return code, list(table)
+        wanted = np.zeros(g.n, dtype=np.bool_)
+        wanted[idx] = True
+        node, owner = backend.routines().reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.pairs,
+                                                     wanted)
+        if not node.size:
+            return code, [()]
+        order = np.argsort(node * g.n + owner)
+        node, owner = node[order], owner[order].astype(np.int32)
+        cuts = np.flatnonzero(np.diff(node)) + 1
+        starts = np.concatenate([[0], cuts]) * 4
+        ends = np.concatenate([cuts, [node.size]]) * 4
+        raw = memoryview(np.ascontiguousarray(owner)).cast("B")
+        seen: dict[bytes, int] = {b"": 0}
+        code[node[starts // 4]] = [seen.setdefault(raw[a:b].tobytes(), len(seen))
+                                   for a, b in zip(starts.tolist(), ends.tolist())]
+        return code, [tuple(np.frombuffer(key, dtype=np.int32).tolist()) for key in seen]
+
+    def _combinations(self, idx: np.ndarray, context: "_HitContext", build: Any) -> list[Any]:
+        """``build(own, product-and-vendor code, services code, context)`` per hit of ``idx``,
+        worked out once per distinct combination (an estate has many look-alike hosts)."""
+        own = np.where(context.own[idx], idx, -1)
+        # One integer per (own, products, services) combination: sortable without tuples.
+        p_n, v_n = len(context.pv_keys), len(context.svc_keys)
+        combined = ((own + 1) * p_n + context.pv_code[idx]) * v_n + context.svc_code[idx]
+        distinct, inverse = np.unique(combined, return_inverse=True)
+        values = []
+        for c in distinct.tolist():
+            rest, v = divmod(c, v_n)
+            o, p = divmod(rest, p_n)
+            values.append(build(o - 1, p, v, context))
+        return [values[k] for k in inverse.reshape(-1).tolist()]
+
+    def _hit_columns(self, idx: np.ndarray, context: Any = None) -> "_HitColumns":
+        """The hits ``idx`` column by column (each column read once for all of them, not a
+        NumPy scalar per field per hit), with each hit's (plans, service names) combination."""
         g, prop = self.graph, self.prop
         idx = np.asarray(idx, dtype=np.int64)
-        services_of = self._services_of(idx)
-        planned_products = self._planned_products(idx)
-        # Hits with the same own plans, planned products and services share their plan
-        # list (an estate has many look-alike hosts): work each combination out once.
-        memo: dict[tuple[Any, ...], tuple[list[dict[str, Any]], list[str]]] = {}
-        own_plans = self.plan_set.asset_plans
-        # Each column once for all these hits (not a NumPy scalar per field per hit).
+        context = context if context is not None else self.hit_context(idx)
+        order = idx.tolist()
+        keys, names = g.natural_key.take(order), g.name.take(order)
+        combos = self._combinations(idx, context, self._plans_and_services_coded) if idx.size else []
         crit_names = [*CRITICALITIES, "unknown"]
-        columns = zip(
-            idx.tolist(), g.ids[idx].tolist(), _labels(g.kinds, g.kind_code[idx]),
+        columns = (
+            order, g.ids[idx].tolist(), keys, names, _labels(g.owner_values, g.owner_code[idx]),
+            _labels(g.kinds, g.kind_code[idx]),
             _labels(g.providers, g.provider_code[idx]), _labels(g.account_values, g.account_code[idx]),
             _labels(g.region_values, g.region_code[idx]), _labels(g.os_values, g.os_code[idx]),
             _labels(g.env_values, g.env_code[idx]),
             _labels(crit_names, np.minimum(g.crit_code[idx], len(CRITICALITIES))),
             _labels([STATUS_NAMES.get(k) for k in range(3)], prop.status[idx]), prop.dist[idx].tolist(),
-            self.seed_match.mask[idx].tolist())
-        paths = _PathBuilder(g, prop)
-        out = []
-        for i, asset_id, kind, provider, account, region, os_family, env, crit, status, hops, seed in columns:
-            svc = services_of.get(i, ())
-            products = planned_products.get(i, ())
-            key = (i if i in own_plans else -1, products, svc)
-            cached = memo.get(key)
-            if cached is None:
-                cached = memo[key] = self._plans_and_services(i, products, svc)
-            entries, service_names = cached
-            out.append(Hit(
-                asset_id=asset_id, natural_key=g.natural_key[i], name=g.name[i], kind=kind, provider=provider,
-                account=account, region=region, os_family=os_family, environment=env, criticality=crit,
-                owner=g.owner[i], status=status, hops=hops, seed=seed, path=paths.of(i),
-                plans=list(entries), gap=not entries, services=list(service_names)))
-        return out
+            self.seed_match.mask[idx].tolist(), combos)
+        return _HitColumns(columns, dict(zip(order, zip(keys, names))))
 
-    def _plans_and_services(self, i: int, products: tuple[int, ...], svc: tuple[int, ...]
-                            ) -> tuple[list[dict[str, Any]], list[str]]:
-        """The plans of hit ``i`` in precedence order (``plans.merge_routes``) and the names
-        of its services.  The product/vendor and service routes are worked out once per
-        combination of planned products and of services (``_route_memo``)."""
-        g, plans = self.graph, self.plan_set
+    def _plans_and_services(self, own: int, products: tuple[tuple[int, ...], tuple[int, ...]],
+                            svc: tuple[int, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+        """The plans of a hit in precedence order (``plans.merge_routes``) and the names of
+        its services: its own plans (``own``, the asset index, or -1 without), those of its
+        ``products`` (the installed products with plans of their own, and the vendors with
+        plans of its installed products) and those of its services ``svc``.  The product and
+        vendor routes and the service route are each worked out once per combination."""
         memo = self.__dict__.setdefault("_route_memo", {})
-        by_products = memo.get(products)
-        if by_products is None:
-            product_ids = list(self.scope_plan_ids["product"])
-            vendor_ids = list(self.scope_plan_ids["vendor"])
-            for pid in products:
-                product_ids += plans.product_plans.get(pid, [])
-                vendor_ids += plans.vendor_plans.get(g.products[pid].vendor_id, [])
-            by_products = memo[products] = (route_entries(plans, "product", product_ids),
-                                            route_entries(plans, "vendor", vendor_ids))
-        by_services = memo.get(("svc", svc))
-        if by_services is None:
-            # Merged from each service's own route (worked out once per service).
+        found = memo.get((own, products, svc))
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        pv, pv_ids = self._product_route(products)
+        sv, names, sv_ids = self._service_route(svc)
+        if own < 0 and pv_ids.isdisjoint(sv_ids):
+            entries = [e for _pid, e in pv] + [e for _pid, e in sv]
+        else:
+            plans = self.plan_set
+            own_route = route_entries(plans, "asset", plans.asset_plans.get(own, [])) if own >= 0 else []
+            entries = merge_routes((own_route, pv, sv))
+        found = memo[(own, products, svc)] = (entries, names)
+        return found
+
+    def _product_route(self, products: tuple[tuple[int, ...], tuple[int, ...]]
+                       ) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The plans of these products and of these vendors (and of the scope's), each once."""
+        memo = self.__dict__.setdefault("_route_memo", {})
+        found = memo.get(products)
+        if found is None:
+            (product_route, product_ids), (vendor_route, vendor_ids) = \
+                self._route_part("product", products[0]), self._route_part("vendor", products[1])
+            if product_ids.isdisjoint(vendor_ids):
+                found = (product_route + vendor_route, product_ids | vendor_ids)
+            else:   # a plan linked to a product and to a vendor: listed once, under the product
+                seen: set[int] = set()
+                merged = [(pid, e) for route in (product_route, vendor_route) for pid, e in route
+                          if not (pid in seen or seen.add(pid))]
+                found = (merged, seen)
+            memo[products] = found
+        return found  # type: ignore[no-any-return]
+
+    def _route_part(self, via: str, keys: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], set[int]]:
+        """The plans of these products (``via="product"``) or vendors, with the scope's own."""
+        memo = self.__dict__.setdefault("_route_memo", {})
+        found = memo.get((via, keys))
+        if found is None:
+            plans = self.plan_set
+            linked = plans.product_plans if via == "product" else plans.vendor_plans
+            plan_ids = list(self.scope_plan_ids[via])
+            for key in keys:
+                plan_ids += linked.get(key, [])
+            route = route_entries(plans, via, plan_ids)
+            found = memo[(via, keys)] = (route, {pid for pid, _e in route})
+        return found  # type: ignore[no-any-return]
+
+    def _service_route(self, svc: tuple[int, ...]) -> tuple[list[tuple[int, dict[str, Any]]], list[str], set[int]]:
+        """The plans of these services (merged from each service's own route) and their names."""
+        memo = self.__dict__.setdefault("_route_memo", {})
+        found = memo.get(("svc", svc))
+        if found is None:
+            plans = self.plan_set
             merged: dict[int, dict[str, Any]] = {}
+            name_of = memo.get("service names")
+            if name_of is None:
+                services = self.graph.service_idx.tolist()
+                name_of = memo["service names"] = dict(zip(services, self.graph.name.take(services)))
+            own = plans.asset_plans
             for service in svc:
-                one = memo.get(("one", service))
-                if one is None:
-                    one = memo[("one", service)] = route_entries(plans, "service",
-                                                                 plans.asset_plans.get(service, []))
-                merged.update(one)
-            keys = plans.sort_keys()
-            by_services = memo[("svc", svc)] = (sorted(merged.items(), key=lambda item: keys[item[0]]),
-                                                sorted(g.name[s] for s in svc))
-        own = route_entries(plans, "asset", plans.asset_plans.get(i, []))
-        return merge_routes((own, *by_products, by_services[0])), by_services[1]
+                if service in own:
+                    one = memo.get(("one", service))
+                    if one is None:
+                        one = memo[("one", service)] = route_entries(plans, "service", own[service])
+                    merged.update(one)
+            names = [name_of.get(service) or self.graph.name[service] for service in svc]
+            if len(merged) > 1:
+                keys = plans.sort_keys()
+                items = sorted(merged.items(), key=lambda item: keys[item[0]])
+            else:
+                items = list(merged.items())
+            found = memo[("svc", svc)] = (items, sorted(names), set(merged))
+        return found  # type: ignore[no-any-return]
+
+    def _plans_and_services_coded(self, own: int, p: int, v: int, context: "_HitContext"
+                                  ) -> tuple[list[dict[str, Any]], list[str]]:
+        found = context.memo.get(("dict", own, p, v))
+        if found is None:
+            found = context.memo[("dict", own, p, v)] = self._plans_and_services(own, context.pv_keys[p],
+                                                                                 context.svc_keys[v])
+        return found  # type: ignore[no-any-return]
+
+    def _combo_json_coded(self, own: int, p: int, v: int, context: "_HitContext") -> tuple[str, str, str]:
+        memo = context.memo
+        found = memo.get(("json", own, p, v))
+        if found is not None:
+            return found  # type: ignore[no-any-return]
+        pv_js = memo.get(("pv", p))
+        if pv_js is None:
+            pv_js = memo[("pv", p)] = self._route_json(context.pv_keys[p])
+        sv_js = memo.get(("sv", v))
+        if sv_js is None:
+            sv_js = memo[("sv", v)] = self._route_json(None, context.svc_keys[v])
+        (pv_text, pv_ids, _none), (sv_text, sv_ids, names_text) = pv_js, sv_js
+        if own < 0 and pv_ids.isdisjoint(sv_ids):
+            plans = "[" + (pv_text + "," + sv_text if pv_text and sv_text else pv_text or sv_text) + "]"
+        else:
+            plans = json.dumps(self._plans_and_services(own, context.pv_keys[p], context.svc_keys[v])[0],
+                               separators=(",", ":"))
+        found = memo[("json", own, p, v)] = (plans, "true" if plans == "[]" else "false", names_text)
+        return found
+
+    def _route_json(self, products: Any, svc: tuple[int, ...] | None = None) -> tuple[str, set[int], str]:
+        """A product-and-vendor route (or, with ``svc``, a service route) as JSON text: its
+        entries joined (each entry encoded once), its plan ids, and the services' names."""
+        memo = self.__dict__.setdefault("_json_memo", {})
+        entry_js = memo.setdefault("entries", {})
+
+        def text(route: list[tuple[int, dict[str, Any]]]) -> str:
+            parts = []
+            for _pid, entry in route:
+                js = entry_js.get(id(entry))
+                if js is None:
+                    js = entry_js[id(entry)] = json.dumps(entry, separators=(",", ":"))
+                parts.append(js)
+            return ",".join(parts)
+
+        if svc is not None:
+            route, names_list, ids = self._service_route(svc)
+            return text(route), ids, json.dumps(names_list, separators=(",", ":"))
+        halves = []
+        for via, keys in (("product", products[0]), ("vendor", products[1])):
+            half = memo.get((via, keys))
+            if half is None:
+                route, half_ids = self._route_part(via, keys)
+                half = memo[(via, keys)] = (text(route), half_ids)
+            halves.append(half)
+        (p_text, p_ids), (v_text, v_ids) = halves
+        if p_ids.isdisjoint(v_ids):    # the usual case: each half written once, joined
+            return ",".join(t for t in (p_text, v_text) if t), p_ids | v_ids, ""
+        route, ids = self._product_route(products)
+        return text(route), ids, ""
 
     def path_of(self, i: int) -> list[dict[str, Any]]:
         return _PathBuilder(self.graph, self.prop).of(i)
 
-    def _services_of(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
-        """For the hits ``idx``: the business services that (transitively) depend on each.
-
-        One compiled breadth-first walk down from each hit service (``kernel.reach_pairs``),
-        keeping the hits it meets, grouped by hit at the end."""
-        g, view = self.graph, self.view
-        services = self.hit_idx[g.is_service[self.hit_idx]]
-        if not services.size or not idx.size:
-            return {}
-        if idx.size < services.size:
-            return self._services_above(idx)
-        wanted = np.zeros(g.n, dtype=np.bool_)
-        wanted[idx] = True
-        node, owner = reach_pairs(services.astype(np.int64), view.fwd.indptr, view.fwd.dst, wanted)
-        return _group_by_key(node, owner, g.key_rank)
-
     def _services_above(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
         """For a few hits: walk up from each to the services that depend on it."""
         g, view = self.graph, self.view
-        service, hit = reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr, view.every.dst,
-                                   g.is_service)
+        service, hit = backend.routines().reach_pairs(np.asarray(idx, dtype=np.int64), view.every.indptr,
+                                                      view.every.pairs, g.is_service)
         return _group_by_key(hit, service, g.key_rank)
-
-    def _planned_products(self, idx: np.ndarray) -> dict[int, tuple[int, ...]]:
-        """For the hits ``idx``: installed products that carry plans (directly or via their vendor)."""
-        g, plans = self.graph, self.plan_set
-        pids = set(plans.product_plans)
-        for vid in plans.vendor_plans:
-            pids.update(g.vendor_products.get(vid, []))
-        wanted = np.zeros(g.n, dtype=bool)
-        wanted[idx] = True
-        out: dict[int, list[int]] = {}
-        for pid in sorted(pids):
-            for _version, installed in g.installs.get(pid, []):
-                for i in installed[wanted[installed]].tolist():
-                    out.setdefault(i, []).append(pid)
-        return {k: tuple(v) for k, v in out.items()}
 
     def seeds(self, limit: int | None = None) -> list[dict[str, Any]]:
         """The seed assets (in natural-key order) and what matched each; the first
@@ -509,26 +716,63 @@ class ImpactResult:
                     out[(asset_id, product_id)] = (source, attributes)
         return out
 
-    def _build_seeds(self, idx: np.ndarray) -> list[dict[str, Any]]:
+    def _first_matches(self) -> np.ndarray:
+        """Per asset, the first installation group (in match order) that made it a seed, or -1."""
+        first = np.full(self.graph.n, -1, dtype=np.int32)
+        for k, (_pid, _version, installed) in enumerate(self.seed_match.via_install):
+            installed = installed[first[installed] < 0]
+            first[installed] = k
+        return first
+
+    def _seeds_json(self, idx: np.ndarray, first: np.ndarray) -> list[str]:
+        """``_build_seeds`` as JSON text, one string per seed (what matched each written once)."""
+        g, match = self.graph, self.seed_match
+        order = idx.tolist()
+        matched: dict[Any, str] = {}
+        out = []
+        for i, k, asset_id, key, name in zip(order, first[idx].tolist(), g.ids[idx].tolist(),
+                                             g.natural_key.take(order), g.name.take(order)):
+            how_key: Any = k
+            if k < 0:
+                hosted = match.hosted is not None and bool(match.hosted[i])
+                how_key = ("hosted", int(g.provider_code[i]), int(g.region_code[i])) if hosted else None
+            how = matched.get(how_key)
+            if how is None:
+                if k >= 0:
+                    pid, version, _installed = match.via_install[k]
+                    value: dict[str, Any] = {"product": g.products[pid].name, "version": version}
+                elif how_key is not None:
+                    value = {"hosted_on": g.providers[how_key[1]], "region": g.region_values[how_key[2]]}
+                else:
+                    value = {}
+                how = matched[how_key] = json.dumps(value)
+            out.append('{"asset_id":%d,"natural_key":%s,"name":%s,"matched":%s}'
+                       % (asset_id, _json_string(key), _json_string(name), how))
+        return out
+
+    def _build_seeds(self, idx: np.ndarray, first: np.ndarray | None = None) -> list[dict[str, Any]]:
         g, match = self.graph, self.seed_match
         # What matched each seed: the first installation group (in match order) holding it,
         # else its hosting provider and region.
-        first = np.full(g.n, -1, dtype=np.int32)
-        for k, (_pid, _version, installed) in enumerate(match.via_install):
-            installed = installed[first[installed] < 0]
-            first[installed] = k
+        if first is None:
+            first = self._first_matches()
         out = []
-        for i, k in zip(idx.tolist(), first[idx].tolist()):
+        order = idx.tolist()
+        shared: dict[int, dict[str, Any]] = {}
+        for i, k, asset_id, key, name in zip(order, first[idx].tolist(), g.ids[idx].tolist(),
+                                             g.natural_key.take(order), g.name.take(order)):
             if k >= 0:
-                pid, version, _installed = match.via_install[k]
-                how: dict[str, Any] = {"product": g.products[pid].name, "version": version}
+                how = shared.get(k)
+                if how is None:
+                    pid, version, _installed = match.via_install[k]
+                    how = shared[k] = {"product": g.products[pid].name, "version": version}
+                how = dict(how)
             elif match.hosted is not None and match.hosted[i]:
                 how = {"hosted_on": g.providers[g.provider_code[i]],
                        "region": g.region_values[g.region_code[i]]}
             else:
                 how = {}
-            out.append({"asset_id": int(g.ids[i]), "natural_key": g.natural_key[i], "name": g.name[i],
-                        "matched": how})
+            out.append({"asset_id": asset_id, "natural_key": key, "name": name, "matched": how})
         return out
 
     def to_dict(self, limit: int | None = None, offset: int = 0,
@@ -560,6 +804,39 @@ class ImpactResult:
         return out
 
 
+    def iter_json(self, limit: int | None = None, offset: int = 0, seeds_limit: int | None = None,
+                  chunk: int = 2000) -> Iterator[str]:
+        """``to_dict(limit, offset, seeds_limit)`` as JSON text, in pieces (a streamed response,
+        a file): the hits and seeds are written ``chunk`` at a time, never all held as Python
+        objects.  ``json.loads("".join(...))`` equals ``to_dict(...)``.  What reads the database
+        (the version-unknown list) is read before this returns; the pieces are then written
+        from the graph in memory as they are consumed."""
+        page = self.ordered_idx[offset: None if limit is None else offset + limit]
+        seed_idx = self.seed_order[:seeds_limit]
+        unknown = self.version_unknown(seeds_limit)
+        head = {"scope": self.scope.to_dict(), "as_of": self.as_of.isoformat() if self.as_of else None,
+                "computed_at": self.computed_at.isoformat()}
+        tail = {"version_unknown": unknown, "totals": self.totals, "confidence": self.confidence,
+                "page": {"offset": offset, "limit": limit, "returned": int(page.size),
+                         "total": int(self.hit_idx.size), "seeds_returned": int(seed_idx.size),
+                         "seeds_total": int(self.seed_order.size), "version_unknown_returned": len(unknown),
+                         "version_unknown_total": int(self.version_unknown_order.size)}}
+        if self.what_if is not None:
+            tail["what_if"] = self.what_if
+
+        def pieces() -> Iterator[str]:
+            yield json.dumps(head)[:-1] + ', "seeds": ['
+            first = self._first_matches()
+            for start in range(0, seed_idx.size, chunk):
+                yield ("," if start else "") + ",".join(self._seeds_json(seed_idx[start:start + chunk], first))
+            yield '], "hits": ['
+            context = self.hit_context(page) if page.size else None
+            for start in range(0, page.size, chunk):
+                yield ("," if start else "") + ",".join(self.hits_json(page[start:start + chunk], context))
+            yield "], " + json.dumps(tail)[1:]
+        return pieces()
+
+
 CRIT_RANK = {c: i for i, c in enumerate(CRITICALITIES)}
 
 
@@ -586,9 +863,12 @@ class _PathBuilder:
     its own step followed by its parent's path, so each step is built once and shared
     (the steps are read-only, like plan entries)."""
 
-    def __init__(self, graph: Graph, prop: Propagation) -> None:
+    def __init__(self, graph: Graph, prop: Propagation,
+                 labels: dict[int, tuple[str, str]] | None = None) -> None:
         self.graph = graph
         self.prop = prop
+        # (natural key, name) of assets already read from the graph's string columns.
+        self.labels = labels or {}
         self.paths: dict[int, list[dict[str, Any]]] = {}
         self.parent: list[int] | None = None
         self.pedge: list[int] = []
@@ -607,12 +887,126 @@ class _PathBuilder:
             if len(chain) > g.n:   # defensive: parents never cycle
                 raise RuntimeError("explaining path does not end at a seed")
         tail = paths.get(node, [])
+        labels = self.labels
         for node in reversed(chain):
             edge = self.pedge[node]
-            step = {"asset_id": int(g.ids[node]), "natural_key": g.natural_key[node], "name": g.name[node],
+            key, name = labels.get(node) or (g.natural_key[node], g.name[node])
+            step = {"asset_id": int(g.ids[node]), "natural_key": key, "name": name,
                     "edge_kind": g.edge_kind_name(edge) if edge >= 0 else None}
             tail = paths[node] = [step, *tail]
         return list(tail)
+
+
+@dataclass
+class _HitContext:
+    """Per asset (arrays of n): the code of its set of services above (``svc_keys[code]``),
+    of its planned products and vendors (``pv_keys[code]``), and whether it has own plans."""
+
+    svc_code: np.ndarray
+    svc_keys: list[tuple[int, ...]]
+    pv_code: np.ndarray
+    pv_keys: list[tuple[tuple[int, ...], tuple[int, ...]]]
+    own: np.ndarray
+    listing: np.ndarray | None = None                     # the hits this context was made for
+    memo: dict[Any, Any] = field(default_factory=dict)   # per combination code, across chunks
+
+
+class _HitColumns:
+    """Per-hit columns (``rows()`` zips them) and the (key, name) of each hit asset."""
+
+    def __init__(self, columns: tuple[list[Any], ...], labels: dict[int, tuple[str, str]]) -> None:
+        self.columns = columns
+        self.labels = labels
+
+    def rows(self) -> tuple[list[Any], ...]:
+        return self.columns
+
+
+def _json_string(value: str) -> str:
+    return encode_basestring_ascii(value)
+
+
+def _json_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    return json.dumps(value)
+
+
+def _json_coded(values: list[Any], codes: np.ndarray) -> Any:
+    """A function giving the JSON text of a coded column at some indices (each value encoded once)."""
+    encoded = [_json_value(v) for v in values] + ["null"]
+
+    def at(idx: np.ndarray) -> list[str]:
+        return [encoded[k] for k in codes[idx].tolist()]
+    return at
+
+
+class _HitText:
+    """The JSON pieces of a listing of hits: per-hit columns, explaining paths (a hit's path
+    is its own step followed by its parent's path, so each tail is written once and shared)
+    and the plans and services of each (own plans, planned products, services) combination."""
+
+    def __init__(self, result: "ImpactResult", idx: np.ndarray, context: Any) -> None:
+        g, prop = result.graph, result.prop
+        self.result, self.graph = result, g
+        self.idx = idx = np.asarray(idx, dtype=np.int64)
+        self.context = context if context is not None else result.hit_context(idx)
+        order = idx.tolist()
+        keys, names = g.natural_key.take(order), g.name.take(order)
+        self.columns = {"order": order, "ids": g.ids[idx].tolist(), "keys": keys, "names": names,
+                        "keys_js": list(map(encode_basestring_ascii, keys)),
+                        "names_js": list(map(encode_basestring_ascii, names)), "hops": prop.dist[idx].tolist()}
+        self.parent = prop.parent
+        self.pedge = prop.pedge
+
+    def paths(self) -> list[str]:
+        g, c = self.graph, self.columns
+        edge_js = [_json_value(k) for k in g.edge_kinds]
+        step = '{"asset_id":%d,"natural_key":%s,"name":%s,"edge_kind":%s}'
+        # Each asset's step, for the whole listing this chunk belongs to (kept in the context,
+        # so a chunk's paths through assets of other chunks cost no string reads).
+        steps = self.context.memo.get("steps")
+        if steps is None:
+            listing = self.context.listing if self.context.listing is not None else self.idx
+            order = listing.tolist()
+            pedge = self.pedge[listing]
+            kinds = np.where(pedge >= 0, g.e_kind[np.maximum(pedge, 0)], -1).tolist()
+            steps = self.context.memo["steps"] = {
+                i: step % (asset_id, _json_string(key), _json_string(name), edge_js[k] if k >= 0 else "null")
+                for i, asset_id, key, name, k in zip(order, g.ids[listing].tolist(), g.natural_key.take(order),
+                                                     g.name.take(order), kinds)}
+        parent = self.context.memo.get("parents")
+        if parent is None and len(steps) * 4 > self.parent.size:
+            parent = self.context.memo["parents"] = self.parent.tolist()
+        tails: dict[int, str] = {}
+        out = []
+        for i in c["order"]:
+            chain = []
+            node = i
+            while node >= 0 and node not in tails:
+                chain.append(node)
+                node = parent[node] if parent is not None else int(self.parent[node])
+                if len(chain) > g.n:   # defensive: parents never cycle
+                    raise RuntimeError("explaining path does not end at a seed")
+            tail = tails.get(node, "")
+            for node in reversed(chain):
+                own = steps.get(node)
+                if own is None:    # a path through an asset outside this listing
+                    edge = int(self.pedge[node])
+                    own = step % (int(g.ids[node]), _json_string(g.natural_key[node]), _json_string(g.name[node]),
+                                  edge_js[int(g.e_kind[edge])] if edge >= 0 else "null")
+                tail = tails[node] = own + "," + tail if tail else own
+            out.append("[" + tail + "]")
+        return out
+
+    def combos(self) -> tuple[list[str], list[str], list[str]]:
+        """(plans, gap, services) as JSON text, per hit."""
+        if not self.idx.size:
+            return [], [], []
+        texts = self.result._combinations(self.idx, self.context, self.result._combo_json_coded)
+        return [t[0] for t in texts], [t[1] for t in texts], [t[2] for t in texts]
 
 
 # ---------------------------------------------------------------- entry point

@@ -2,25 +2,36 @@
 
 Loading 100k assets and ~1.5M installation and dependency rows costs about a
 second; a blast radius over the loaded arrays costs milliseconds.  So the graph
-is loaded once per database and reused while the inventory is unchanged:
+is loaded once and then kept current (``docs/explanation/engine.md``):
 
 * **Change detection.**  Database triggers (migration 0002) bump the single
   row ``inventory_version.id = 1`` on every write to the tables the engine
   reads, whichever process or code path makes it (collectors, imports, the
   API, the CLI, psql).  Each query reads that one row — a primary-key lookup
-  — and rebuilds only when it moved.  (A cheap aggregate such as
-  ``max(updated_at)`` would miss deletes and writes that do not touch
-  ``updated_at``.)  Without the row (an unmigrated database) nothing is cached.
+  — and does nothing more while it has not moved.  Without the row (an
+  unmigrated database) nothing is cached.
+* **Incremental maintenance.**  The same triggers record which rows changed
+  (migration 0005, ``inventory.impact.changes``); a graph that is behind reads
+  the changes since its version and patches a copy of itself: assets are
+  updated in place or appended, deleted rows become tombstones, and the CSR rows
+  of the assets whose edges changed are rebuilt.  When the log cannot say (too
+  many rows, a bulk insert that ran without its trigger, pruned history) only
+  the parts that changed are reloaded (``_refreshed``), and when the database is
+  another one, everything.  Either way the answers are those of a graph loaded
+  from scratch (``tests/impact/test_incremental.py``).
+* **Snapshots.**  A loaded graph is written to disk (``inventory.impact.snapshot``)
+  and a fresh process maps it instead of reading the database; patched forward
+  from the change log when it is behind.
 * **Committed state only.**  The graph is loaded, and the version read, on a
   connection of its own in one read transaction: never through the caller's
   session, whose uncommitted writes could otherwise leak into a cache other
   requests reuse.
-* **Layout.**  Assets are dense indices ``0..n-1`` with per-asset attribute
-  arrays (codes into small value lists); dependencies are kept as edge arrays
-  and, per *view* (the current inventory, a past moment, a what-if), as CSR
-  arrays of reverse edges (dependency -> dependents, the direction an outage
-  travels) and forward edges; installations are indexed by product and
-  version string, so a scope's seeds are a few array concatenations.
+* **Layout.**  Assets are dense indices ``0..n-1`` in id order with per-asset
+  attribute arrays (codes into small value lists); dependencies are kept as edge
+  arrays and, per *view* (the current inventory, a past moment, a what-if), as
+  CSR arrays of reverse edges (dependency -> dependent, the direction an outage
+  travels) and forward edges; installations are indexed by product and version
+  string, so a scope's seeds are a few array concatenations.
 """
 from __future__ import annotations
 
@@ -43,9 +54,9 @@ import sqlalchemy as sa
 import sqlalchemy.orm as so
 from sqlalchemy.engine import Connection, Engine
 
-from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
 from inventory import config
-from inventory.impact import kernel
+from inventory.choices import CRITICALITIES, DEPENDENCY_KINDS, MEMBER_OF
+from inventory.impact.columns import StringColumn
 
 log = logging.getLogger("planb.impact")
 
@@ -54,6 +65,22 @@ HARD, SOFT, MEMBER = 0, 1, 2
 PARTS = ("assets_v", "installs_v", "deps_v", "catalog_v", "plans_v")
 NEVER = np.iinfo(np.int64).max          # "not retired" as a timestamp
 CACHE_SIZE = 3                          # graphs kept (one per database URL)
+# An edge's kind in the canonical edge order: its index in DEPENDENCY_KINDS, or OTHER_KIND.
+OTHER_KIND = len(DEPENDENCY_KINDS)
+
+# The asset columns the graph keeps, in the order _asset_sql selects them.
+ASSET_FIELDS = ("id", "natural_key", "name", "kind", "provider", "account", "region", "os_family",
+                "environment", "criticality", "owner", "min_up", "source", "source_scope", "first_seen",
+                "retired_at", "tags")
+# Per-asset arrays (length n): what a patch copies and extends, and a snapshot stores.
+ASSET_ARRAYS = ("ids", "present", "kind_code", "provider_code", "account_code", "region_code", "os_code",
+                "env_code", "crit_code", "owner_code", "min_up", "is_manual", "scope_code", "first_seen",
+                "retired_at", "tags_code")
+# Factorised columns: code array -> its list of values.
+CODED = {"kind_code": "kinds", "provider_code": "providers", "account_code": "account_values",
+         "region_code": "region_values", "os_code": "os_values", "env_code": "env_values",
+         "owner_code": "owner_values", "scope_code": "scope_values", "tags_code": "tags_values"}
+EDGE_ARRAYS = ("e_dnt", "e_dep", "e_kind", "e_soft", "e_live")
 
 
 @dataclass(frozen=True)
@@ -96,12 +123,12 @@ def _factorize(values: Sequence[Any]) -> tuple[np.ndarray, list[Any]]:
     return np.fromiter(map(index.__getitem__, values), dtype=np.int32, count=len(values)), distinct
 
 
-def _fetchall(conn: Connection, sql: str) -> list[tuple[Any, ...]]:
+def _fetchall(conn: Connection, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
     """Rows as plain tuples from the DBAPI cursor, in ``conn``'s transaction
     (SQLAlchemy's row objects cost more than the query for 100k rows)."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql)
+        cursor.execute(sql, params) if params else cursor.execute(sql)
         return cursor.fetchall()
     finally:
         cursor.close()
@@ -114,12 +141,16 @@ def _ints(text: str | None) -> np.ndarray:
     return np.fromstring(text, dtype=np.int64, sep=",")
 
 
+def edge_kind_code(kind: str) -> int:
+    """A dependency kind's code in the canonical edge order."""
+    return DEPENDENCY_KINDS.index(kind) if kind in DEPENDENCY_KINDS else OTHER_KIND
+
+
 def _fetch_edges(conn: Connection) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
     """All dependencies in one scan, as (dependent id, dependency id, kind * 2 + soft) triples;
-    plus the rows whose kind is not one of DEPENDENCY_KINDS (coded ``len(DEPENDENCY_KINDS)``)."""
-    other = len(DEPENDENCY_KINDS)
+    plus the rows whose kind is not one of DEPENDENCY_KINDS (coded ``OTHER_KIND``)."""
     case = " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(DEPENDENCY_KINDS))
-    code = f"((CASE kind {case} ELSE {other} END) * 2 + (CASE strength WHEN 'soft' THEN 1 ELSE 0 END))"
+    code = f"((CASE kind {case} ELSE {OTHER_KIND} END) * 2 + (CASE strength WHEN 'soft' THEN 1 ELSE 0 END))"
     if conn.dialect.name == "sqlite":
         sql = f"SELECT group_concat(dependent_id || ',' || dependency_id || ',' || {code}) FROM dependencies"
     else:
@@ -127,7 +158,7 @@ def _fetch_edges(conn: Connection) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
                " ',') FROM dependencies")
     triples = _ints(_fetchall(conn, sql)[0][0]).reshape(-1, 3)
     other_rows: list[tuple[Any, ...]] = []
-    if (triples[:, 2] // 2 == other).any():
+    if (triples[:, 2] // 2 == OTHER_KIND).any():
         known = ", ".join(f"'{k}'" for k in DEPENDENCY_KINDS)
         other_rows = _fetchall(conn, "SELECT dependent_id, dependency_id, kind FROM dependencies "
                                      f"WHERE kind NOT IN ({known})")
@@ -145,23 +176,117 @@ def _fetch_installs(conn: Connection) -> list[tuple[int, str | None, np.ndarray]
     return [(product_id, version, _ints(ids)) for product_id, version, ids in _fetchall(conn, sql)]
 
 
-@dataclass(frozen=True)
-class CSR:
-    """Edges grouped by source: ``dst[indptr[i]:indptr[i+1]]`` are the edges leaving asset i;
-    ``eid`` maps each to the graph's edge arrays (for its kind)."""
+def asset_sql(dialect: str, where: str = "") -> str:
+    """SELECT of ``ASSET_FIELDS`` (times as micros on PostgreSQL, as stored text on SQLite)."""
+    if dialect == "sqlite":
+        times = "first_seen, retired_at, tags"
+    else:
+        times = ("(extract(epoch FROM first_seen) * 1000000)::bigint, "
+                 "(extract(epoch FROM retired_at) * 1000000)::bigint, tags::text")
+    return ("SELECT id, natural_key, name, kind, provider, account, region, os_family, environment, "
+            f"criticality, owner, min_up, source, source_scope, {times} FROM assets {where} ORDER BY id")
 
-    indptr: np.ndarray   # int64[n+1]
-    dst: np.ndarray      # int32
-    eid: np.ndarray      # int32
-    has_out: np.ndarray  # bool[n]: the row is not empty
+
+def asset_times(dialect: str, first: Sequence[Any], retired: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """``first_seen`` and ``retired_at`` as int64 micros (``NEVER`` for not retired)."""
+    if dialect == "sqlite":
+        first_us = np.array(first, dtype="datetime64[us]").astype(np.int64)
+        retired_dt = np.array(retired, dtype="datetime64[us]")
+        return first_us, np.where(np.isnat(retired_dt), NEVER, retired_dt.astype(np.int64))
+    return (np.array(first, dtype=np.int64),
+            np.fromiter((NEVER if r is None else r for r in retired), dtype=np.int64, count=len(retired)))
+
+
+def criticality_code(value: Any) -> int:
+    return CRITICALITIES.index(value) if value in CRITICALITIES else len(CRITICALITIES)
+
+
+def min_up_value(value: Any) -> int:
+    return -1 if value is None else int(value)
+
+
+class CSR:
+    """Edges grouped by source, packed as the kernel reads them: ``indptr`` (int32[n+1])
+    row pointers and ``pairs`` (int32[m, 2]) of (target, graph edge index), so the edges
+    leaving asset i are ``pairs[indptr[i]:indptr[i+1]]``.  Within a row, edges are in the
+    canonical order (target, then kind and strength), which the kernel's tie rule reads."""
+
+    __slots__ = ("indptr", "pairs")
+
+    def __init__(self, indptr: np.ndarray, pairs: np.ndarray) -> None:
+        self.indptr = indptr
+        self.pairs = pairs
+
+    @property
+    def dst(self) -> np.ndarray:
+        return self.pairs[:, 0]
+
+    @property
+    def eid(self) -> np.ndarray:
+        return self.pairs[:, 1]
+
+    @property
+    def has_out(self) -> np.ndarray:
+        return np.diff(self.indptr) > 0  # type: ignore[no-any-return]
 
     @classmethod
     def build(cls, n: int, src: np.ndarray, dst: np.ndarray, eid: np.ndarray) -> "CSR":
+        """From edges given in canonical order (stable by source keeps it within rows)."""
+        if src.size >= 2**31:
+            raise OverflowError("more than 2**31 edges: the kernel's int32 pointers cannot hold them")
         order = np.argsort(src, kind="stable")
-        indptr = np.zeros(n + 1, dtype=np.int64)
-        counts = np.bincount(src, minlength=n)
-        np.cumsum(counts, out=indptr[1:])
-        return cls(indptr, dst[order], eid[order], counts > 0)
+        indptr = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
+        pairs = np.empty((src.size, 2), dtype=np.int32)
+        pairs[:, 0] = dst[order]
+        pairs[:, 1] = eid[order]
+        return cls(indptr, pairs)
+
+    def patched(self, n: int, drop_src: np.ndarray, drop_eid: np.ndarray, add_src: np.ndarray,
+                add_dst: np.ndarray, add_eid: np.ndarray, e_kind: np.ndarray, e_soft: np.ndarray) -> "CSR":
+        """A new CSR over ``n`` assets without the entries of graph edges ``drop_eid`` (in rows
+        ``drop_src``) and with the entries ``add_src`` -> ``add_dst`` over ``add_eid``, each
+        at its canonical place in its row (``e_kind``/``e_soft`` rank edges between the same
+        two assets).  Only the rows touched are searched; the rest is copied as it is."""
+        indptr, pairs = self.indptr.astype(np.int64), self.pairs
+        old_n = indptr.size - 1
+        if drop_eid.size:
+            positions = np.empty(drop_eid.size, dtype=np.int64)
+            for j, (row, eid) in enumerate(zip(drop_src.tolist(), drop_eid.tolist())):
+                lo, hi = int(indptr[row]), int(indptr[row + 1])
+                found = np.flatnonzero(pairs[lo:hi, 1] == eid)
+                if not found.size:
+                    raise LookupError(f"edge {eid} is not in row {row}")
+                positions[j] = lo + found[0]
+            pairs = np.delete(pairs, positions, axis=0)
+            indptr = indptr - np.concatenate(([0], np.cumsum(np.bincount(drop_src, minlength=old_n))))
+        if n > old_n:
+            indptr = np.concatenate((indptr, np.full(n - old_n, indptr[-1], dtype=np.int64)))
+        if add_src.size:
+            keys = add_dst.astype(np.int64) * 32 + _codes(e_kind, e_soft, add_eid)
+            order = np.lexsort((keys, add_src))
+            add_src, add_dst, add_eid, keys = add_src[order], add_dst[order], add_eid[order], keys[order]
+            positions = np.empty(add_src.size, dtype=np.int64)
+            rows, starts = np.unique(add_src, return_index=True)
+            ends = np.append(starts[1:], add_src.size)
+            for row, a, b in zip(rows.tolist(), starts.tolist(), ends.tolist()):
+                lo, hi = int(indptr[row]), int(indptr[row + 1])
+                segment = pairs[lo:hi]
+                row_keys = segment[:, 0].astype(np.int64) * 32 + _codes(e_kind, e_soft, segment[:, 1])
+                positions[a:b] = lo + np.searchsorted(row_keys, keys[a:b])
+            added = np.empty((add_src.size, 2), dtype=np.int32)
+            added[:, 0] = add_dst
+            added[:, 1] = add_eid
+            pairs = np.insert(pairs, positions, added, axis=0)
+            indptr = indptr + np.concatenate(([0], np.cumsum(np.bincount(add_src, minlength=n))))
+        if indptr[-1] >= 2**31:
+            raise OverflowError("more than 2**31 edges: the kernel's int32 pointers cannot hold them")
+        return CSR(indptr.astype(np.int32), np.ascontiguousarray(pairs, dtype=np.int32))
+
+
+def _codes(e_kind: np.ndarray, e_soft: np.ndarray, eids: np.ndarray) -> np.ndarray:
+    """Kind-and-strength codes of some graph edges, as the canonical order ranks them."""
+    return np.minimum(e_kind[eids].astype(np.int64), OTHER_KIND) * 2 + e_soft[eids]  # type: ignore[no-any-return]
 
 
 @dataclass
@@ -185,29 +310,41 @@ class View:
     def reverse(self, etype: int) -> CSR:
         return (self.hard, self.soft, self.member)[etype]
 
+    def csrs(self) -> dict[str, CSR]:
+        return {"hard": self.hard, "soft": self.soft, "member": self.member, "every": self.every,
+                "fwd": self.fwd}
+
     def kernel_inputs(self) -> tuple[np.ndarray, ...]:
         """The view as ``kernel.propagate_arrays`` reads it after the seeds: the packed
         hard, member, soft and all-edges CSRs, then each group's spare members (a group
-        is down once more members are down than it can spare).  Built once per view."""
-        packed = self.cache.get("kernel")
-        if packed is None:
-            csrs = [kernel.pack_csr(c.indptr, c.dst, c.eid)
-                    for c in (self.hard, self.member, self.soft, self.every)]
-            spare = (self.n_members + self.extra_members - self.min_up).astype(np.int32)
-            packed = self.cache["kernel"] = (*(a for pair in csrs for a in pair), spare)
-        return packed  # type: ignore[no-any-return]
+        is down once more members are down than it can spare)."""
+        spare = self.cache.get("spare")
+        if spare is None:
+            spare = self.cache["spare"] = (self.n_members + self.extra_members - self.min_up).astype(np.int32)
+        return (self.hard.indptr, self.hard.pairs, self.member.indptr, self.member.pairs,
+                self.soft.indptr, self.soft.pairs, self.every.indptr, self.every.pairs, spare)
 
 
 class Graph:
-    """Everything the engine needs from the database, as arrays."""
+    """Everything the engine needs from the database, as arrays.
+
+    A graph is never modified once it is cached: a change makes a new graph that
+    shares this one's unchanged arrays (queries may be reading this one)."""
 
     def __init__(self) -> None:
         self.version: int | None = None
+        self.counters: dict[str, int] | None = None
         # When the inventory was last known to be exactly this graph (the start of its load,
         # then every probe that found the same version): it is at most now - this behind.
         self.confirmed_at = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # a lazy value may be built from another
         self._lazy: dict[str, Any] = {}
+        # How this graph was made: "database", "snapshot", "patch", "parts".
+        self.origin = "database"
+        self.refreshed_parts: list[str] = []
+        self.patch_stats: dict[str, int] = {}
+        # Whether the edge arrays are in canonical order (a patch appends edges at the end).
+        self.edges_canonical = True
 
     # ------------------------------------------------------------ loading
 
@@ -229,20 +366,43 @@ class Graph:
     def load_from(cls, engine: Engine, previous: "Graph | None" = None, attempts: int = 3) -> "Graph":
         """The graph of ``engine``'s database now.
 
-        With the ``previous`` graph of the same database, only the parts whose
-        counters moved are reloaded (a plan review reloads the plans, not 100k
-        assets).  A full load uses two connections at once: the dependency and
-        installation aggregates (mostly database time) run in a helper thread
-        while this one reads the assets (mostly Python time); both read the
-        counters first, and if they disagree a write slipped in between and the
-        load is redone."""
-        kernel.warm_up()   # compiled once per process: here, not in the first query
+        From the ``previous`` graph of the same database (or, without one, the newest
+        snapshot on disk): itself when it is current, else a copy patched from the
+        change log, or with the parts that changed reloaded (``_refreshed``).  A full
+        load uses two connections at once: the dependency and installation aggregates
+        (mostly database time) run in a helper thread while this one reads the assets
+        (mostly Python time); both read the counters first, and if they disagree a
+        write slipped in between and the load is redone."""
+        from inventory.impact import snapshot
+
+        if previous is not None or _in_memory(engine):
+            return cls._load_or_patch(engine, previous, attempts)
+        # No graph in this process: start from the newest snapshot; while loading from the
+        # database, hold the snapshot lock so processes starting together map this load's file.
+        with snapshot.exclusive(engine):
+            graph = cls._load_or_patch(engine, snapshot.open_latest(engine), attempts)
+            if graph.origin in ("database", "parts") and graph.n >= snapshot.MIN_ASSETS:
+                try:
+                    snapshot.write(graph, engine)
+                except OSError as exc:
+                    log.warning("cannot write the impact graph snapshot: %s", exc)
+            elif graph.origin == "patch":
+                snapshot.schedule(graph, engine)
+            return graph
+
+    @classmethod
+    def _load_or_patch(cls, engine: Engine, previous: "Graph | None", attempts: int) -> "Graph":
+        from inventory.impact import changes
+
         in_memory = _in_memory(engine)
         for _attempt in range(attempts):
             with engine.connect() as conn, conn.begin():
                 counters = _counters(conn)
                 if counters is not None and previous is not None and previous.same_lineage(counters):
-                    return previous._refreshed(conn, counters)
+                    if previous.counters == counters:
+                        return previous
+                    patched = changes.patch(previous, conn, counters)
+                    return patched if patched is not None else previous._refreshed(conn, counters)
                 if counters is None or in_memory:
                     # One snapshot on one connection (an in-memory SQLite database
                     # exists only on its own connection).
@@ -282,6 +442,11 @@ class Graph:
         self.counters = counters
         self.version = None if counters is None else counters["version"]
 
+    def lineage(self) -> int | None:
+        """``version - sum(parts)``: the random start the migration chose for this database."""
+        mine = self.counters
+        return None if mine is None else mine["version"] - sum(mine[p] for p in PARTS)
+
     def same_lineage(self, counters: dict[str, int]) -> bool:
         """Whether ``counters`` continue this graph's counters (same database, later state).
 
@@ -291,22 +456,32 @@ class Graph:
         mine = self.counters
         if mine is None:
             return False
-        lineage = mine["version"] - sum(mine[p] for p in PARTS)
-        return (counters["version"] - sum(counters[p] for p in PARTS) == lineage
+        return (counters["version"] - sum(counters[p] for p in PARTS) == self.lineage()
                 and all(counters[p] >= mine[p] for p in PARTS))
 
+    def successor(self, counters: dict[str, int]) -> "Graph":
+        """A new graph sharing this one's arrays, for ``counters`` (the caller replaces what changed)."""
+        g = copy.copy(self)
+        g._lock = threading.RLock()
+        g._set_counters(counters)
+        g._lazy = {}
+        g.confirmed_at = 0.0
+        g.patch_stats = {}
+        g.refreshed_parts = []
+        return g
+
     def _refreshed(self, conn: Connection, counters: dict[str, int]) -> "Graph":
-        """A new graph sharing this one's unchanged parts (nothing of this one is modified)."""
+        """A new graph with the parts whose counters moved reloaded from the database (the
+        rest re-indexed from this one's arrays; nothing of this one is modified)."""
         changed = {p for p in PARTS if counters[p] != self.counters[p]}   # type: ignore[index]
         assets = "assets_v" in changed
         edges = assets or "deps_v" in changed
         installs = assets or "installs_v" in changed
-        g = copy.copy(self)
-        g._lock = threading.Lock()
-        g._set_counters(counters)
+        g = self.successor(counters)
+        g.origin = "parts"
         keep: set[str] = set()
         if not assets:
-            keep |= {"key_rank", "key_index", "tags", "service_rows", "totals_codes"}
+            keep |= {"key_order", "key_rank", "tags", "service_rows", "totals_codes"}
         if not edges:
             keep.add("edge_first_seen")
         if not installs:
@@ -318,34 +493,39 @@ class Graph:
             g._load_vendors(conn)
         if assets:
             g._load_assets(conn)
-        if "deps_v" in changed:
-            g._edges_raw = _fetch_edges(conn)
-        if "installs_v" in changed:
-            g._installs_raw = _fetch_installs(conn)
         if edges:
-            g._build_edges(*g._edges_raw)
+            g._build_edges(*(_fetch_edges(conn) if "deps_v" in changed else self._edge_rows()))
         if installs:
-            g._build_installations(g._installs_raw)
+            g._build_installations(_fetch_installs(conn) if "installs_v" in changed else self._install_rows())
         if assets or "plans_v" in changed:
             g._load_plans(conn)
-        if edges:
-            g.current = g.make_view(g.alive_now, np.ones(g.e_dep.size, dtype=bool))
-            g.current.kernel_inputs()
+        if edges or assets:
+            g.current = g.make_view(g.alive_now, g.e_live)
         else:
-            # Same arrays, fresh per-view caches (plan levels depend on plans and installations);
-            # the kernel's packed edges depend on the arrays alone.
-            g.current = dataclasses.replace(self.current, cache={"kernel": self.current.kernel_inputs()})
+            # Same arrays, fresh per-view caches (plan levels depend on plans and installations).
+            g.current = dataclasses.replace(self.current, cache={})
         g.refreshed_parts = sorted(changed)
         return g
 
+    def _edge_rows(self) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+        """This graph's live edges as ``_fetch_edges`` returns them (ids, not indices)."""
+        live = np.flatnonzero(self.e_live)
+        kinds = self.e_kind[live].astype(np.int64)
+        code = np.minimum(kinds, OTHER_KIND) * 2 + self.e_soft[live]
+        triples = np.stack([self.ids[self.e_dnt[live]], self.ids[self.e_dep[live]], code], axis=1)
+        other = np.flatnonzero(kinds >= OTHER_KIND)
+        other_rows = [(int(triples[j, 0]), int(triples[j, 1]), self.edge_kinds[int(kinds[j])]) for j in other]
+        return triples.astype(np.int64), other_rows
+
+    def _install_rows(self) -> list[tuple[int, str | None, np.ndarray]]:
+        """This graph's installations as ``_fetch_installs`` returns them (ids, not indices)."""
+        return [(pid, version, self.ids[idx]) for pid, groups in self.installs.items() for version, idx in groups]
+
     def _finish(self, edges: tuple[np.ndarray, list[tuple[Any, ...]]],
                 installs: list[tuple[int, str | None, np.ndarray]]) -> None:
-        self._edges_raw = edges
-        self._installs_raw = installs
         self._build_edges(*edges)
         self._build_installations(installs)
-        self.current = self.make_view(self.alive_now, np.ones(self.e_dep.size, dtype=bool))
-        self.current.kernel_inputs()   # packed here, not in the first query
+        self.current = self.make_view(self.alive_now, self.e_live)
         self.refreshed_parts = sorted(PARTS)
 
     def _load_vendors(self, conn: Connection) -> None:
@@ -359,22 +539,16 @@ class Graph:
         self._vendor_by_lower = {v.name.lower(): v.id for v in self.vendors.values()}
 
     def _load_assets(self, conn: Connection) -> None:
-        if self.dialect == "sqlite":
-            times = "first_seen, retired_at, tags"
-        else:
-            times = ("(extract(epoch FROM first_seen) * 1000000)::bigint, "
-                     "(extract(epoch FROM retired_at) * 1000000)::bigint, tags::text")
-        rows = _fetchall(conn,
-            "SELECT id, natural_key, name, kind, provider, account, region, os_family, environment, "
-            f"criticality, owner, min_up, source, source_scope, {times} FROM assets ORDER BY id")
+        rows = _fetchall(conn, asset_sql(self.dialect))
         self.n = n = len(rows)
-        cols = list(zip(*rows)) if rows else [()] * 17
+        cols = list(zip(*rows)) if rows else [()] * len(ASSET_FIELDS)
         self.ids = np.array(cols[0], dtype=np.int64)
         self.id_to_idx = np.full(int(self.ids.max()) + 1 if n else 1, -1, dtype=np.int32)
         self.id_to_idx[self.ids] = np.arange(n, dtype=np.int32)
-        self.natural_key: list[str] = list(cols[1])
-        self.name: list[str] = list(cols[2])
-        self.owner: list[str | None] = list(cols[10])
+        self.present = np.ones(n, dtype=bool)
+        self.natural_key = StringColumn(list(cols[1]))
+        self.name = StringColumn(list(cols[2]))
+        self.owner_code, self.owner_values = _factorize(cols[10])
         self.kind_code, self.kinds = _factorize(cols[3])
         self.provider_code, self.providers = _factorize(cols[4])
         self.account_code, self.account_values = _factorize(cols[5])
@@ -382,41 +556,42 @@ class Graph:
         self.os_code, self.os_values = _factorize(cols[7])
         self.env_code, self.env_values = _factorize(cols[8])
         crit_codes, crit_values = _factorize(cols[9])
-        crit_table = np.array([CRITICALITIES.index(c) if c in CRITICALITIES else len(CRITICALITIES)
-                               for c in crit_values] + [0], dtype=np.int8)
+        crit_table = np.array([criticality_code(c) for c in crit_values] + [0], dtype=np.int8)
         self.crit_code = crit_table[crit_codes]
-        self.min_up = np.array(cols[11], dtype=object)
-        self.min_up = np.where(self.min_up == None, -1, self.min_up).astype(np.int32)  # noqa: E711
+        self.min_up = np.fromiter((min_up_value(v) for v in cols[11]), dtype=np.int32, count=n)
         source_codes, source_values = _factorize(cols[12])
         self.is_manual = np.array([v == "import" for v in source_values] + [False])[source_codes]
         self.scope_code, self.scope_values = _factorize(cols[13])
-        if self.dialect == "sqlite":
-            first = np.array(cols[14], dtype="datetime64[us]").astype(np.int64)
-            retired = np.array(cols[15], dtype="datetime64[us]")
-            self.retired_at = np.where(np.isnat(retired), NEVER, retired.astype(np.int64))
-        else:
-            first = np.array(cols[14], dtype=np.int64)
-            self.retired_at = np.fromiter((NEVER if r is None else r for r in cols[15]), dtype=np.int64,
-                                          count=n)
-        self.first_seen = first
-        self._tags_text: list[Any] = list(cols[16])
-        self.alive_now = self.retired_at == NEVER
-        self.is_service = self.kind_code == (self.kinds.index("service") if "service" in self.kinds else -2)
+        self.first_seen, self.retired_at = asset_times(self.dialect, cols[14], cols[15])
+        self.tags_code, self.tags_values = _factorize(cols[16])
+        self.derive_asset_sets()
+
+    def derive_asset_sets(self) -> None:
+        """What follows from the per-asset arrays: who is current, the services, and the
+        regions, accounts and environments a scope may name."""
+        self.alive_now = (self.retired_at == NEVER) & self.present
+        self.is_service = (self.kind_code == (self.kinds.index("service") if "service" in self.kinds else -2)) \
+            & self.present
         services = np.flatnonzero(self.is_service)
         # Business services in natural-key order (few; listed in every answer's totals).
         self.service_idx = np.array(sorted(services.tolist(), key=self.natural_key.__getitem__), dtype=np.int64)
-        self.regions = {r for r in self.region_values if r}
-        self.accounts = {a for a in self.account_values if a}
-        self.environments = {e for e in self.env_values if e}
+        self.regions = self._used(self.region_code, self.region_values)
+        self.accounts = self._used(self.account_code, self.account_values)
+        self.environments = self._used(self.env_code, self.env_values)
+
+    def _used(self, codes: np.ndarray, values: list[Any]) -> set[Any]:
+        counts = np.bincount(codes, weights=self.present, minlength=len(values))
+        return {values[c] for c in np.flatnonzero(counts).tolist() if values[c]}
 
     def _to_idx(self, ids: np.ndarray) -> np.ndarray:
-        """Asset ids to dense indices (-1 for an id this load does not know)."""
+        """Asset ids to dense indices (-1 for an id this graph does not hold)."""
+        ids = np.asarray(ids, dtype=np.int64)
         inside = (ids >= 0) & (ids < self.id_to_idx.size)
         return np.where(inside, self.id_to_idx[np.where(inside, ids, 0)], -1)
 
     def _build_edges(self, triples: np.ndarray, other_rows: list[tuple[Any, ...]]) -> None:
         self.edge_kinds: list[str] = list(DEPENDENCY_KINDS)
-        other = len(self.edge_kinds)
+        other = OTHER_KIND
         dnt = self._to_idx(triples[:, 0])
         dep = self._to_idx(triples[:, 1])
         known = np.flatnonzero((dnt >= 0) & (dep >= 0))
@@ -429,6 +604,8 @@ class Graph:
         self.e_dep = dep[order].astype(np.int32)       # the dependency (where it comes from)
         self.e_kind = (triples[order, 2] // 2).astype(np.int8)
         self.e_soft = (triples[order, 2] % 2).astype(bool)
+        self.e_live = np.ones(self.e_dep.size, dtype=bool)   # False: deleted since (a patch's tombstone)
+        self.edges_canonical = True
         if other_rows:
             # Kinds outside DEPENDENCY_KINDS (rare: imports and collectors validate them).
             self.edge_kinds.append("other")
@@ -442,14 +619,31 @@ class Graph:
                 self.e_kind[hit[:1]] = self.edge_kinds.index(kind)
         self.member_kind = self.edge_kinds.index(MEMBER_OF)
 
+    def edge_codes(self) -> np.ndarray:
+        """Each graph edge's kind and strength as the canonical order ranks them."""
+        return np.minimum(self.e_kind.astype(np.int64), OTHER_KIND) * 2 + self.e_soft  # type: ignore[no-any-return]
+
+    def edge_order(self) -> np.ndarray | None:
+        """The graph edges in canonical order (by dependency, dependent, kind and strength):
+        None when the arrays already are (a graph just loaded), else a permutation."""
+        if self.edges_canonical:
+            return None
+
+        def build() -> np.ndarray:
+            key = (self.e_dep.astype(np.int64) * (self.n + 1) + self.e_dnt) * 32 + self.edge_codes()
+            return np.argsort(key, kind="stable").astype(np.int64)
+        return self.lazy("edge_order", build)  # type: ignore[no-any-return]
+
     def _build_installations(self, rows: list[tuple[int, str | None, np.ndarray]]) -> None:
         # product id -> [(version string, asset indices)]
         self.installs: dict[int, list[tuple[str | None, np.ndarray]]] = {}
         for product_id, version, asset_ids in rows:
             idx = self._to_idx(asset_ids)
-            self.installs.setdefault(product_id, []).append((version, idx[idx >= 0].astype(np.int32)))
+            idx = idx[idx >= 0].astype(np.int32)
+            if idx.size:
+                self.installs.setdefault(product_id, []).append((version, idx))
         for groups in self.installs.values():
-            groups.sort(key=lambda g: (g[0] is None, g[0] or ""))
+            groups.sort(key=version_order)
 
     def _load_plans(self, conn: Connection) -> None:
         from inventory.models import ContingencyPlan, PlanLink
@@ -482,13 +676,14 @@ class Graph:
 
     def make_view(self, alive: np.ndarray, edge_mask: np.ndarray, min_up: np.ndarray | None = None,
                   types: np.ndarray | None = None, extra_members: np.ndarray | None = None) -> View:
-        """CSR arrays over the edges in ``edge_mask`` whose two ends are ``alive``.
+        """CSR arrays over the live edges in ``edge_mask`` whose two ends are ``alive``.
 
         ``types`` (per graph edge) overrides the edge types (what-if replicas)."""
         n = self.n
         min_up = self.min_up if min_up is None else min_up
-        keep = edge_mask & alive[self.e_dep] & alive[self.e_dnt]
-        sel = np.flatnonzero(keep).astype(np.int32)
+        keep = edge_mask & self.e_live & alive[self.e_dep] & alive[self.e_dnt]
+        order = self.edge_order()
+        sel = (np.flatnonzero(keep) if order is None else order[keep[order]]).astype(np.int32)
         src = self.e_dep[sel]
         dst = self.e_dnt[sel]
         etype = self.edge_types(min_up, sel) if types is None else types[sel]
@@ -504,9 +699,9 @@ class Graph:
 
     def view_at(self, conn_factory: Callable[[], Any], at_micros: int) -> View:
         """The graph as it stood at a past moment (from first_seen / retired_at)."""
-        alive = (self.first_seen <= at_micros) & (self.retired_at > at_micros)
+        alive = (self.first_seen <= at_micros) & (self.retired_at > at_micros) & self.present
         edge_first = self.lazy("edge_first_seen", lambda: self._edge_first_seen(conn_factory))
-        return self.make_view(alive, edge_first <= at_micros)
+        return self.make_view(alive, self.e_live & (edge_first <= at_micros))
 
     def _micros_sql(self, column: str) -> str:
         if self.dialect == "sqlite":
@@ -537,15 +732,18 @@ class Graph:
             if kind not in self.edge_kinds:
                 continue
             triples = _ints(text).reshape(-1, 3)
-            dnt = self.id_to_idx[np.clip(triples[:, 0], 0, self.id_to_idx.size - 1)].astype(np.int64)
-            dep = self.id_to_idx[np.clip(triples[:, 1], 0, self.id_to_idx.size - 1)].astype(np.int64)
-            keys.append((dnt * k + dep) * 64 + self.edge_kinds.index(kind))
-            stamps.append(triples[:, 2])
+            dnt = self._to_idx(triples[:, 0])
+            dep = self._to_idx(triples[:, 1])
+            ok = (dnt >= 0) & (dep >= 0)
+            keys.append((dnt[ok] * k + dep[ok]) * 64 + self.edge_kinds.index(kind))
+            stamps.append(triples[ok, 2])
         out = np.zeros(self.e_dep.size, dtype=np.int64)
         if not keys:
             return out
         key_all = np.concatenate(keys)
         stamp_all = np.concatenate(stamps)
+        if not key_all.size:
+            return out
         order = np.argsort(key_all)
         key_all, stamp_all = key_all[order], stamp_all[order]
         mine = (self.e_dnt.astype(np.int64) * k + self.e_dep) * 64 + self.e_kind
@@ -565,11 +763,13 @@ class Graph:
             out = {}
             for product_id, text in rows:
                 pairs = _ints(text).reshape(-1, 2)
-                idx = self.id_to_idx[np.clip(pairs[:, 0], 0, self.id_to_idx.size - 1)]
+                idx = self._to_idx(pairs[:, 0])
+                known = idx >= 0
+                idx, stamps = idx[known], pairs[known, 1]
                 order = np.argsort(idx)
-                out[product_id] = (idx[order], pairs[order, 1])
+                out[product_id] = (idx[order], stamps[order])
             return out
-        return self.lazy("install_first_seen", load)
+        return self.lazy("install_first_seen", load)  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------ lazily derived data
 
@@ -584,13 +784,19 @@ class Graph:
         return value
 
     @property
+    def key_order(self) -> np.ndarray:
+        """Asset indices in natural-key order."""
+        return self.lazy("key_order", lambda: np.array(
+            sorted(range(self.n), key=self.natural_key.__getitem__), dtype=np.int64))  # type: ignore[no-any-return]
+
+    @property
     def key_rank(self) -> np.ndarray:
         """Each asset's position in natural-key order (for deterministic listings)."""
         def build() -> np.ndarray:
             rank = np.empty(self.n, dtype=np.int64)
-            rank[sorted(range(self.n), key=self.natural_key.__getitem__)] = np.arange(self.n)
+            rank[self.key_order] = np.arange(self.n)
             return rank
-        return self.lazy("key_rank", build)
+        return self.lazy("key_rank", build)  # type: ignore[no-any-return]
 
     def service_rows(self) -> dict[int, tuple[int, str, str, str]]:
         """The fixed part of each business service's totals row: (asset id, key, name, criticality)."""
@@ -601,7 +807,7 @@ class Graph:
                 rows[i] = (int(self.ids[i]), self.natural_key[i], self.name[i],
                            CRITICALITIES[code] if code < len(CRITICALITIES) else "unknown")
             return rows
-        return self.lazy("service_rows", build)
+        return self.lazy("service_rows", build)  # type: ignore[no-any-return]
 
     def totals_codes(self) -> tuple[np.ndarray, np.ndarray]:
         """Four codes per asset for the totals, side by side (``int32[n, 4]``):
@@ -611,35 +817,44 @@ class Graph:
         ``kernel.summarise_hits``'s output (by status, so two slots per code)."""
         def build() -> tuple[np.ndarray, np.ndarray]:
             prov_n = len(self.providers)
-            profile = (self.crit_code.astype(np.int64) * len(self.kinds) + self.kind_code) \
-                * len(self.os_values) + self.os_code
-            account = self.account_code.astype(np.int64) * prov_n + self.provider_code
-            region = self.region_code.astype(np.int64) * prov_n + self.provider_code
             widths = [(len(CRITICALITIES) + 1) * len(self.kinds) * len(self.os_values),
                       len(self.account_values) * prov_n, len(self.region_values) * prov_n,
                       len(self.scope_values) + 1]
             if max(widths) >= 2**31:
                 raise OverflowError("a totals code does not fit in int32")
-            scope = np.where(self.is_manual, len(self.scope_values), self.scope_code)
-            codes = np.stack([profile, account, region, scope], axis=1).astype(np.int32)
-            return np.ascontiguousarray(codes), np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
-        return self.lazy("totals_codes", build)
+            codes = self.totals_rows(slice(None))
+            return codes, np.concatenate([[0], np.cumsum(widths) * 2]).astype(np.int64)
+        return self.lazy("totals_codes", build)  # type: ignore[no-any-return]
+
+    def totals_rows(self, idx: Any) -> np.ndarray:
+        """``totals_codes`` rows of the assets ``idx`` (an index array or a slice)."""
+        prov_n = len(self.providers)
+        profile = (self.crit_code[idx].astype(np.int64) * len(self.kinds) + self.kind_code[idx]) \
+            * len(self.os_values) + self.os_code[idx]
+        account = self.account_code[idx].astype(np.int64) * prov_n + self.provider_code[idx]
+        region = self.region_code[idx].astype(np.int64) * prov_n + self.provider_code[idx]
+        scope = np.where(self.is_manual[idx], len(self.scope_values), self.scope_code[idx])
+        return np.ascontiguousarray(np.stack([profile, account, region, scope], axis=1).astype(np.int32))
 
     def tag_index(self) -> dict[tuple[str, str], np.ndarray]:
+        """(tag key, value) -> indices of the assets carrying it (each distinct tags value parsed once)."""
         def build() -> dict[tuple[str, str], np.ndarray]:
-            index: dict[tuple[str, str], list[int]] = {}
-            for i, raw in enumerate(self._tags_text):
-                tags = json.loads(raw) if isinstance(raw, str) else (raw or {})
-                if isinstance(tags, dict):
-                    for key, value in tags.items():
-                        index.setdefault((str(key), str(value)), []).append(i)
-            return {k: np.array(v, dtype=np.int32) for k, v in index.items()}
-        return self.lazy("tags", build)
+            by_pair: dict[tuple[str, str], list[int]] = {}
+            for code, raw in enumerate(self.tags_values):
+                for key, value in _tags(raw).items():
+                    by_pair.setdefault((str(key), str(value)), []).append(code)
+            holders = np.flatnonzero(self.present)
+            holders = holders[np.argsort(self.tags_code[holders], kind="stable")]
+            bounds = np.searchsorted(self.tags_code[holders], np.arange(len(self.tags_values) + 1))
+            out = {}
+            for pair, codes in by_pair.items():
+                parts = [holders[bounds[c]:bounds[c + 1]] for c in codes]
+                out[pair] = np.sort(np.concatenate(parts)).astype(np.int32)
+            return out
+        return self.lazy("tags", build)  # type: ignore[no-any-return]
 
     def tags_of(self, idx: int) -> dict[str, Any]:
-        raw = self._tags_text[idx]
-        value = json.loads(raw) if isinstance(raw, str) else raw
-        return value if isinstance(value, dict) else {}
+        return _tags(self.tags_values[int(self.tags_code[idx])])
 
     # ------------------------------------------------------------ names
 
@@ -669,8 +884,33 @@ class Graph:
         return self.edge_kinds[int(self.e_kind[eid])]
 
     def index_of_key(self, natural_key: str) -> int | None:
-        index = self.lazy("key_index", lambda: {k: i for i, k in enumerate(self.natural_key)})
-        return index.get(natural_key)
+        """The asset with this natural key (a binary search in natural-key order)."""
+        order, keys = self.key_order, self.natural_key
+        lo, hi = 0, order.size
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if keys[int(order[mid])] < natural_key:
+                lo = mid + 1
+            else:
+                hi = mid
+        while lo < order.size:
+            i = int(order[lo])
+            if keys[i] != natural_key:
+                return None
+            if self.present[i]:
+                return i
+            lo += 1   # a deleted asset's tombstone: the live one with this key follows
+        return None
+
+
+def version_order(group: tuple[str | None, Any]) -> tuple[bool, str]:
+    """Installation groups of a product in version-string order, unknown versions last."""
+    return (group[0] is None, group[0] or "")
+
+
+def _tags(raw: Any) -> dict[str, Any]:
+    value = json.loads(raw) if isinstance(raw, str) else raw
+    return value if isinstance(value, dict) else {}
 
 
 # ---------------------------------------------------------------- the cache
@@ -837,6 +1077,9 @@ def _build(engine: Engine, key: str, build_lock: threading.Lock) -> tuple[Graph,
         graph = Graph.load_from(engine, previous=cached)
         graph.confirmed_at = started
         notify("rebuild", time.monotonic() - started)
+        if cached is not None and graph is not cached and graph.version is not None:
+            from inventory.impact import snapshot
+            snapshot.schedule(graph, engine)
         if graph.version is not None:
             with _cache_lock:
                 _cache[key] = graph

@@ -21,12 +21,16 @@ What keeps it fast (the walk is bound by memory, not arithmetic):
 * the targets claimed in a level are marked in a bitmap, which yields the next
   frontier already in ascending order (no sort, no scan of every asset);
 * each CSR's edges are packed as (target, edge id) pairs and its row pointers
-  are int32 (``pack_csr``): one stream of memory per edge, half the pointer bytes.
+  are int32 (``graph.CSR``): one stream of memory per edge, half the pointer bytes.
 
-``cache=True`` keeps the machine code in ``__pycache__`` (or ``NUMBA_CACHE_DIR``) so
-that only the first process on a machine pays for compiling (a few seconds);
-``warm_up`` lets the graph loader pay it rather than the first query.  The container
-image compiles it while it is built (see ``use_prebuilt_cache``).
+``cache=True`` keeps the machine code in ``__pycache__`` so that only the first
+process on a machine pays for compiling (a few seconds).  Nothing imports this
+module on a query's path: ``inventory.impact.backend`` loads it in the background
+and queries use the NumPy formulation (``kernel_numpy``) until it is ready;
+``warm_up`` compiles it ahead of time (``planb db upgrade``, ``planb demo``, the
+container image build).  The CSRs arrive packed (``inventory.impact.graph.CSR``):
+int32 row pointers and int32 (target, edge id) pairs, one stream of memory per edge.
+The container image compiles it while it is built (see ``use_prebuilt_cache``).
 """
 from __future__ import annotations
 
@@ -80,13 +84,6 @@ CLAIMED = 3          # claimed within the level being built (by a hard edge, or 
 CLAIMED_MEMBER = 4   # claimed within the level by a member edge: final in sweep 1
 
 
-def pack_csr(indptr: np.ndarray, dst: np.ndarray, eid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A CSR as the kernel reads it: int32 row pointers and int32 (target, edge id) pairs."""
-    if indptr[-1] >= 2**31:
-        raise OverflowError("more than 2**31 edges: the kernel's int32 pointers cannot hold them")
-    return indptr.astype(np.int32), np.ascontiguousarray(np.stack([dst, eid], axis=1).astype(np.int32))
-
-
 @njit(cache=True, nogil=True, inline="always")
 def _mark(bits, v):  # type: ignore[no-untyped-def]
     bits[v >> 6] |= np.uint64(1) << np.uint64(v & 63)
@@ -119,7 +116,7 @@ def propagate_arrays(seeds, hard_ptr, hard_e, mem_ptr, mem_e,  # type: ignore[no
     ``link[v]`` is (parent, edge id) of v's explaining edge, -1 for seeds and assets
     not hit.
 
-    CSRs are reverse edges (dependency -> dependent) as ``pack_csr`` gives them;
+    CSRs are reverse edges (dependency -> dependent), packed as ``graph.CSR`` keeps them;
     ``spare`` is how many members each group can lose and stay up; ``groups=False``
     treats member edges as hard ones."""
     n = spare.size
@@ -284,9 +281,10 @@ def summarise_hits(status, codes, offsets, plan_level, level_floor):  # type: ig
 
 
 @njit(cache=True, nogil=True)
-def reach_pairs(starts, indptr, dst, wanted):  # type: ignore[no-untyped-def]
-    """(node, start) for every ``wanted`` node reachable from each start along the CSR,
-    one breadth-first walk per start (the start itself is not paired with itself)."""
+def reach_pairs(starts, indptr, pairs, wanted):  # type: ignore[no-untyped-def]
+    """(node, start) for every ``wanted`` node reachable from each start along the packed
+    CSR (``pairs[p, 0]`` is an edge's target), one breadth-first walk per start (the
+    start itself is not paired with itself)."""
     n = wanted.size
     stamp = np.full(n, -1, np.int64)
     queue = np.empty(n, np.int64)
@@ -301,7 +299,7 @@ def reach_pairs(starts, indptr, dst, wanted):  # type: ignore[no-untyped-def]
             u = queue[head]
             head += 1
             for p in range(indptr[u], indptr[u + 1]):
-                w = dst[p]
+                w = pairs[p, 0]
                 if stamp[w] == s:
                     continue
                 stamp[w] = s
@@ -319,12 +317,17 @@ def reach_pairs(starts, indptr, dst, wanted):  # type: ignore[no-untyped-def]
 
 def warm_up() -> None:
     """Compile (or load from the on-disk cache) the kernel for the engine's array types,
-    on a two-asset graph, so the graph loader pays for it rather than the first query."""
+    on a two-asset graph: run ahead of time, so that no process compiles it on demand
+    (``python -m inventory.impact.kernel`` does the same)."""
     indptr = np.zeros(3, np.int32)
     none = np.empty((0, 2), np.int32)
     for groups in (True, False):
         propagate_arrays(np.zeros(1, np.int64), indptr, none, indptr, none, indptr, none, indptr, none,
                          np.zeros(2, np.int32), groups)
-    reach_pairs(np.zeros(1, np.int64), np.zeros(3, np.int64), np.empty(0, np.int32), np.zeros(2, np.bool_))
+    reach_pairs(np.zeros(1, np.int64), indptr, none, np.zeros(2, np.bool_))
     summarise_hits(np.zeros(2, np.int8), np.zeros((2, 1), np.int32), np.array([0, 2], np.int64),
                    np.zeros(2, np.int8), 0)
+
+
+if __name__ == "__main__":   # the background compile of inventory.impact.backend, and the image build
+    warm_up()

@@ -167,7 +167,7 @@ def service_levels(graph: Graph, view: View, own: np.ndarray) -> np.ndarray:
 
 def _forward_step(view: View, frontier: np.ndarray, assigned: np.ndarray) -> np.ndarray:
     """The not yet assigned dependencies of ``frontier``, each once, in index order."""
-    starts = view.fwd.indptr[frontier]
+    starts = view.fwd.indptr[frontier].astype(np.int64)
     counts = view.fwd.indptr[frontier + 1] - starts
     total = int(counts.sum())
     if total == 0:
@@ -182,8 +182,11 @@ def _forward_step(view: View, frontier: np.ndarray, assigned: np.ndarray) -> np.
 def route_entries(plans: PlanSet, via: str, plan_ids: Iterable[int]) -> list[tuple[int, dict[str, Any]]]:
     """One route's plans (``via`` one of VIA_ORDER), each once, in ``PlanSet.sort_keys``
     order, as (plan id, entry)."""
+    unique = dict.fromkeys(plan_ids)
+    if not unique:
+        return []
     keys = plans.sort_keys()
-    return [(pid, plans.entry(pid, via)) for pid in sorted(dict.fromkeys(plan_ids), key=keys.__getitem__)]
+    return [(pid, plans.entry(pid, via)) for pid in sorted(unique, key=keys.__getitem__)]
 
 
 def merge_routes(routes: Iterable[list[tuple[int, dict[str, Any]]]]) -> list[dict[str, Any]]:

@@ -70,7 +70,7 @@ def _key_index(graph: Graph, key: Any, where: str) -> int:
 
 def _is_group(graph: Graph, idx: int) -> bool:
     """Whether the asset has members (member-of dependencies, current or past)."""
-    return bool(np.any((graph.e_dnt == idx) & (graph.e_kind == graph.member_kind)))
+    return bool(np.any((graph.e_dnt == idx) & (graph.e_kind == graph.member_kind) & graph.e_live))
 
 
 def _refuse_unknown(item: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:

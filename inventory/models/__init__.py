@@ -1,7 +1,7 @@
 """Plan B's data model, split by concept and re-exported here."""
 from inventory.db import Base
 from inventory.models.vendors import Product, UnattributedSoftware, Vendor, VendorAlias
-from inventory.models.assets import Asset, Dependency, Installation, InventoryVersion
+from inventory.models.assets import Asset, Dependency, Installation, InventoryChange, InventoryVersion
 from inventory.models.plans import ContingencyPlan, PlanEvent, PlanLink
 from inventory.models.updates import UpdateTest, VendorUpdate
 from inventory.models.risk import VendorAssessment
@@ -15,6 +15,6 @@ __all__ = [
     "Base", "Vendor", "VendorAlias", "Product", "UnattributedSoftware", "Asset", "Installation",
     "Dependency", "ContingencyPlan", "PlanLink", "PlanEvent", "VendorUpdate", "UpdateTest",
     "VendorAssessment", "CollectionRun", "ScopeResult", "ScopeState", "CollectionLock", "Scenario", "Incident",
-    "IncidentAsset", "User", "ApiToken", "AuditEvent", "InventoryVersion", "ExternalIdentity",
+    "IncidentAsset", "User", "ApiToken", "AuditEvent", "InventoryVersion", "InventoryChange", "ExternalIdentity",
     "Webhook", "WebhookDelivery", "NotificationState",
 ]

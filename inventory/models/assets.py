@@ -169,3 +169,27 @@ class InventoryVersion(Base):
     deps_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
     catalog_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
     plans_v: so.Mapped[int] = so.mapped_column(sa.BigInteger, default=0)
+
+
+class InventoryChange(Base):
+    """One row the impact engine's in-memory graph must look at again.
+
+    Written by the same triggers that bump ``InventoryVersion`` (migration
+    ``0006_inventory_change_log``), tagged with the version that bump produced:
+    ``a_id``/``b_id``/``kind`` are the changed row's key (an asset's id; an
+    installation's asset and product; a dependency's dependent, dependency and
+    kind; the id of a vendor, product, plan or plan link), or ``a_id`` is NULL
+    for "too many rows of this table: reload it".  A running graph reads the
+    changes since its own version and patches itself (``inventory.impact.changes``).
+    Old rows are pruned by a trigger; never written by application code.
+    """
+
+    __tablename__ = "inventory_changes"
+
+    id: so.Mapped[int] = so.mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+                                          primary_key=True)
+    version: so.Mapped[int] = so.mapped_column(sa.BigInteger, index=True)
+    table_name: so.Mapped[str] = so.mapped_column(sa.String(30))
+    a_id: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
+    b_id: so.Mapped[Optional[int]] = so.mapped_column(sa.BigInteger)
+    kind: so.Mapped[Optional[str]] = so.mapped_column(sa.String(20))

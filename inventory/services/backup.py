@@ -49,8 +49,9 @@ FORMAT_NAME = "planb-backup"
 FORMAT_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BATCH = 1000
-# Bookkeeping rows the target keeps (migration-seeded, bumped after a restore), not data.
-MACHINERY_TABLES = frozenset({"inventory_version"})
+# Bookkeeping rows the target keeps (migration-seeded, bumped after a restore), not data; the
+# impact graph's change log (migration 0005) is rebuilt from nothing after a restore.
+MACHINERY_TABLES = frozenset({"inventory_version", "inventory_changes"})
 
 
 class BackupError(RuntimeError):

@@ -19,7 +19,6 @@ import sqlalchemy.orm as so
 from inventory.db import utcnow
 from inventory.ids import as_id
 from inventory.impact import ImpactResult, Scope, blast_radius, parse_scope
-from inventory.memory import paused_gc
 from inventory.models import Incident, IncidentAsset, Scenario
 from inventory.services import audit, notify
 from inventory.validation import text_problem
@@ -147,29 +146,18 @@ def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, titl
     scope = parse_scope(db, scope_dict)
     if result is None:
         result = blast_radius(db, scope)
-    seeds = [s["natural_key"] for s in result.seeds()]
+    seed_count = int(result.seed_order.size)
+    seeds = result.graph.natural_key.take(result.seed_order[:SEED_SAMPLE].tolist())
     incident = Incident(
         title=title, scope=scope.to_dict(), status="open", declared_at=utcnow(), declared_by=actor,
         summary={"computed_at": result.computed_at.isoformat(), "scope_text": scope.describe(),
                  "totals": result.totals, "confidence": result.confidence,
-                 "seed_count": len(seeds), "seeds": seeds[:SEED_SAMPLE],
+                 "seed_count": seed_count, "seeds": seeds,
                  # hosts responders must check by hand (their version cannot be placed)
                  "version_unknown": result.version_unknown(VERSION_UNKNOWN_SNAPSHOT)})
     db.add(incident)
     db.flush()
-    # Tens of thousands of nested rows, none in a reference cycle (see paused_gc).
-    with paused_gc():
-        rows = [{
-            "incident_id": incident.id, "asset_id": hit.asset_id, "natural_key": hit.natural_key,
-            "name": hit.name, "kind": hit.kind, "status": hit.status, "hops": hit.hops,
-            "criticality": hit.criticality,
-            "details": {"seed": hit.seed, "path": hit.path, "plans": hit.plans, "gap": hit.gap,
-                        "services": hit.services, "provider": hit.provider, "account": hit.account,
-                        "region": hit.region, "os_family": hit.os_family, "environment": hit.environment,
-                        "owner": hit.owner},
-        } for hit in result.hits]
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            db.execute(sa.insert(IncidentAsset), rows[start:start + _INSERT_CHUNK])
+    _insert_snapshot(db, incident.id, result)
     db.expire(incident, ["assets"])
     totals = result.totals
     audit.record(db, actor=actor, action="incident.declare", entity_type="incident", entity_id=incident.id,
@@ -179,6 +167,29 @@ def declare_incident(db: so.Session, scope_dict: Mapping[str, Any] | Scope, titl
                         "by_status": totals["by_status"]})
     notify.incident_declared(db, incident)  # queued in this transaction: sent only if it commits
     return incident
+
+
+def _insert_snapshot(db: so.Session, incident_id: int, result: ImpactResult) -> None:
+    """One ``IncidentAsset`` per hit, in listing order, a chunk at a time: each chunk's rows come
+    from the engine with their details already as JSON text (``ImpactResult.incident_rows``,
+    written from shared pieces) and go to the driver in one executemany, inside the caller's
+    transaction — tens of thousands of hits are never all built as nested Python objects."""
+    conn = db.connection()
+    mark = "%s" if conn.dialect.name == "postgresql" else "?"
+    table = IncidentAsset.__table__
+    columns = ("incident_id", "asset_id", "natural_key", "name", "kind", "status", "hops", "criticality", "details")
+    sql = (f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})")
+    idx = result.ordered_idx
+    context = result.hit_context(idx) if idx.size else None
+    # Straight to the driver's cursor: every value was read from the inventory (whose writes
+    # passed the engine's text guard) or written by the engine as ASCII JSON.
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for start in range(0, idx.size, _INSERT_CHUNK):
+            rows = result.incident_rows(idx[start:start + _INSERT_CHUNK], context)
+            cursor.executemany(sql, [(incident_id, *row) for row in rows])
+    finally:
+        cursor.close()
 
 
 def list_incidents(db: so.Session, status: str | None = None) -> list[Incident]:

@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from inventory.choices import DEPENDENCY_KINDS, MEMBER_OF
+from inventory.impact import kernel, kernel_numpy
 from inventory.impact.engine import DEGRADED, DOWN, UP, propagate
 from inventory.impact.graph import Graph
 from tests.impact.vectorised_propagation import propagate as vectorised_propagate
@@ -33,6 +34,8 @@ def make_view(n: int, edges: list[tuple[int, int, str]], min_up: dict[int, int])
     g.e_dep = np.array([e[1] for e in edges], dtype=np.int32)
     g.e_kind = np.array([MEMBER_KIND if e[2] == "member" else 0 for e in edges], dtype=np.int8)
     g.e_soft = np.array([e[2] == "soft" for e in edges], dtype=bool)
+    g.e_live = np.ones(len(edges), dtype=bool)
+    g.edges_canonical = False   # as given: make_view sorts them into the canonical order
     g.min_up = np.array([min_up.get(i, -1) for i in range(n)], dtype=np.int32)
     g.member_kind = MEMBER_KIND
     g.edge_kinds = list(DEPENDENCY_KINDS)
@@ -162,10 +165,11 @@ def test_without_groups_the_down_set_is_hard_reachability(case) -> None:  # type
 
 
 def assert_same_propagation(view, seeds: np.ndarray, groups: bool) -> None:  # type: ignore[no-untyped-def]
-    compiled = propagate(view, seeds, groups=groups)
+    status, dist, link = kernel.propagate_arrays(seeds, *view.kernel_inputs(), groups)
     vectorised = vectorised_propagate(view, seeds, groups=groups)
+    compiled = {"status": status, "dist": dist, "parent": link[:, 0], "pedge": link[:, 1]}
     for name in ("status", "dist", "parent", "pedge"):
-        assert getattr(compiled, name).tolist() == getattr(vectorised, name).tolist(), name
+        assert compiled[name].tolist() == getattr(vectorised, name).tolist(), name
 
 
 @settings(max_examples=200, deadline=None)
@@ -193,6 +197,30 @@ def test_compiled_kernel_equals_the_oracle_on_large_random_graphs() -> None:
             seeds = np.unique(rng.choice(n, size, replace=False)).astype(np.int64)
             for with_groups in (True, False):
                 assert_same_propagation(view, seeds, with_groups)
+
+
+@settings(max_examples=100, deadline=None)
+@given(graphs(soft=True, groups=True), st.data())
+def test_numpy_totals_and_reachability_equal_the_compiled_ones(case, data) -> None:  # type: ignore[no-untyped-def]
+    """The other two routines: the hit list, best plan levels and counts per coding, and the
+    (node, start) pairs of the services walk, whichever implementation runs."""
+    n, edges, min_up, _seeds = case
+    view = make_view(n, edges, min_up)
+    status = np.array(data.draw(st.lists(st.integers(0, 2), min_size=n, max_size=n)), dtype=np.int8)
+    codes = np.array(data.draw(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 2)), min_size=n,
+                                        max_size=n)), dtype=np.int32).reshape(n, 2)
+    offsets = np.array([0, 8, 14], dtype=np.int64)
+    levels = np.array(data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)), dtype=np.int8)
+    floor = data.draw(st.integers(0, 3))
+    for got, want in zip(kernel_numpy.summarise_hits(status, codes, offsets, levels, floor),
+                         kernel.summarise_hits(status, codes, offsets, levels, floor)):
+        assert got.tolist() == want.tolist()
+    wanted = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=np.bool_)
+    starts = np.array(sorted(data.draw(st.sets(st.integers(0, n - 1), max_size=4))), dtype=np.int64)
+    for csr in (view.fwd, view.every):
+        got = kernel_numpy.reach_pairs(starts, csr.indptr, csr.pairs, wanted)
+        want = kernel.reach_pairs(starts, csr.indptr, csr.pairs, wanted)
+        assert sorted(zip(*(a.tolist() for a in got))) == sorted(zip(*(a.tolist() for a in want)))
 
 
 def test_paused_gc_restores_the_collector_whoever_nests_it():

@@ -152,34 +152,48 @@ def test_every_watched_column_exists(table: str) -> None:
     assert set(triggers.WATCHED[table]) <= set(Base.metadata.tables[table].columns.keys())
 
 
-def test_a_rebuild_reloads_only_the_parts_that_changed(any_estate: Estate) -> None:
+def test_small_changes_patch_a_copy_of_the_graph_sharing_the_rest(any_estate: Estate) -> None:
     e = small(any_estate)
     g1 = get_graph(e.db)
     # A plan is written: only the plans are reloaded, the asset and edge arrays are shared.
     e.plan("Rebuild h1", asset="h1")
     e.commit()
     g2 = get_graph(e.db)
-    assert g2.refreshed_parts == ["plans_v"]
-    assert g2.ids is g1.ids and g2.e_dep is g1.e_dep and g2.current is not g1.current
+    assert g2.origin == "patch" and g2.refreshed_parts == ["plans_v"]
+    assert g2.ids is g1.ids and g2.e_dep is g1.e_dep and g2.current.hard is g1.current.hard
     hit = {h.natural_key: h for h in blast_radius(e.db, {"vendor": "Acme"}).hits}["h1"]
     assert [p["name"] for p in hit.plans] == ["Rebuild h1"]
-    # A dependency is added: the edges are reloaded, the assets are not.
+    # An asset is added: appended to the asset arrays, the edges are shared.
     e.asset("svc", kind="service", os=None)
     e.commit()
     g3 = get_graph(e.db)
-    assert g3.refreshed_parts == ["assets_v"]
+    assert g3.origin == "patch" and g3.patch_stats["assets_added"] == 1 and g3.n == g2.n + 1
+    assert g3.e_dep is g2.e_dep and g3.refreshed_parts == []
+    # A dependency is added: appended to the edges, the assets are shared.
     e.dep("svc", "app", strength="soft")
     e.commit()
     g4 = get_graph(e.db)
-    assert g4.refreshed_parts == ["deps_v"] and g4.ids is g3.ids
+    assert g4.patch_stats["edges_added"] == 1 and g4.ids is g3.ids
     assert {h.natural_key: h.status for h in blast_radius(e.db, {"vendor": "Acme"}).hits} == \
         {"h1": "down", "app": "down", "svc": "degraded"}
-    # An installation goes: the installation index is reloaded.
+    # An installation goes: the installation index changes, nothing else.
     with e.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM installations"))
     g5 = get_graph(e.db)
-    assert g5.refreshed_parts == ["installs_v"] and g5.e_dep is g4.e_dep
+    assert g5.patch_stats["installations"] == 1 and g5.e_dep is g4.e_dep and g5.current.hard is g4.current.hard
     assert blast_radius(e.db, {"vendor": "Acme"}).hits == []
+
+
+def test_a_bump_the_change_log_cannot_explain_reloads_the_parts_that_changed(any_estate: Estate) -> None:
+    """What a large SQLite insert without its row trigger, a restore or pruned history leave:
+    a counter bump with no change rows.  The graph then reloads that part instead of patching."""
+    e = small(any_estate)
+    g1 = get_graph(e.db)
+    with e.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE inventory_version SET version = version + 1, deps_v = deps_v + 1"))
+    g2 = get_graph(e.db)
+    assert g2.origin == "parts" and g2.refreshed_parts == ["deps_v"] and g2.ids is g1.ids
+    assert {h.natural_key for h in blast_radius(e.db, {"vendor": "Acme"}).hits} == {"h1", "app"}
 
 
 def test_a_recreated_database_is_never_mistaken_for_a_later_state(estate: Estate) -> None:
