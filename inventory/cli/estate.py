@@ -113,8 +113,9 @@ def demo_cmd(no_serve: bool, host: str, port: int) -> None:
     db.commit()
     db.close()
     g.pop("db_session", None)
-    from inventory.estate.demo import load_falcon_console
+    from inventory.estate.demo import PAYMENTS_SBOM_FILE_NAME, load_falcon_console, load_payments_sbom
     falcon_run = load_falcon_console(get_engine())  # the Windows fleet through a recorded Falcon console
+    sbom = load_payments_sbom(get_engine(), actor=current_actor())  # what the payments API is built from
     get_engine().dispose()  # no pooled connections may cross the fork into the server workers
 
     totals = report.totals()
@@ -123,6 +124,8 @@ def demo_cmd(no_serve: bool, host: str, port: int) -> None:
                f"{totals.unchanged} unchanged.")
     click.echo(f"Read the recorded Falcon console (run {falcon_run.id}, {falcon_run.status}): "
                f"{falcon_run.updated} updated, {falcon_run.unchanged} unchanged.")
+    click.echo(f"Imported {PAYMENTS_SBOM_FILE_NAME} into {sbom.asset_key} (run {sbom.run.id}, "
+               f"{sbom.run.status}): {len(sbom.document.components)} components.")
     if password is not None:
         rule = "=" * 64
         click.echo(f"\n{rule}\n  Log in as:  admin\n  Password:   {password}\n"

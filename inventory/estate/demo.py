@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 DEMO_FILE_NAME = "demo_estate.yaml"
 FALCON_CONSOLE_FILE_NAME = "demo_falcon_console.json"
+# The payments API's SBOM (CycloneDX 1.5, with log4j-core 2.14.1), imported by `planb demo`.
+PAYMENTS_SBOM_FILE_NAME = "demo_payments_api.cdx.json"
+PAYMENTS_APP = "app:payments-api"
 FALCON_CID = "5C7A1E2B9D4F4E0A8B3C6D2E1F0A9B8C"
 SEED = 20240719
 
@@ -442,18 +445,24 @@ def build_document() -> dict[str, Any]:
                      "members": nodes,
                      "software": [{"vendor": "Amazon Web Services", "product": "Amazon EKS",
                                    "version": "1.29"}]})
-    pay_lb_key = f"aws:elbv2:{AWS_PROD}:{us}:loadbalancer/app/payments-api-alb/{b.hexid()}"
-    pay_lb = b.add({"key": pay_lb_key, "name": "payments-api-alb", "kind": "load_balancer",
-                    "provider": "aws", "account": AWS_PROD, "region": us, "environment": "production",
-                    "criticality": "critical", "owner": owner,
-                    "software": [{"vendor": "Amazon Web Services", "product": "Elastic Load Balancing"}],
-                    "depends_on": [{"to": cluster, "kind": "behind"}]})
     pay_db = b.add({"key": f"aws:rds:{AWS_PROD}:{us}:payments-db", "name": "payments-db (Oracle on RDS)",
                     "kind": "database", "provider": "aws", "account": AWS_PROD, "region": us,
                     "zone": "us-east-1b", "environment": "production", "criticality": "critical",
                     "owner": owner,
                     "software": [{"vendor": "Amazon Web Services", "product": "Amazon RDS"},
                                  {"vendor": "Oracle", "product": "Oracle Database", "version": "19.23.0.0"}]})
+    # The application itself: what it is built from comes from its SBOM (PAYMENTS_SBOM), which
+    # `planb demo` imports after this file -- the Log4Shell question of December 2021.
+    pay_app = b.add({"key": PAYMENTS_APP, "name": "payments-api", "kind": "application",
+                     "environment": "production", "criticality": "critical", "owner": owner,
+                     "description": "The payments API (Java), deployed on the payments EKS cluster.",
+                     "depends_on": [{"to": cluster, "kind": "runs-on"}, {"to": pay_db, "kind": "stores-in"}]})
+    pay_lb_key = f"aws:elbv2:{AWS_PROD}:{us}:loadbalancer/app/payments-api-alb/{b.hexid()}"
+    pay_lb = b.add({"key": pay_lb_key, "name": "payments-api-alb", "kind": "load_balancer",
+                    "provider": "aws", "account": AWS_PROD, "region": us, "environment": "production",
+                    "criticality": "critical", "owner": owner,
+                    "software": [{"vendor": "Amazon Web Services", "product": "Elastic Load Balancing"}],
+                    "depends_on": [{"to": pay_app, "kind": "behind"}]})
 
     # ---- Crew scheduling: Windows-only Jeppesen servers in Azure eastus2 (fails; no plan)
     owner = "Crew Systems"
@@ -890,6 +899,19 @@ def load_falcon_console(engine: sa.Engine) -> CollectionRun:
     collector = CrowdStrikeCollector("recorded-demo-client", "recorded-demo-secret", base_url="us-1",
                                      session=recorded_console_session(console))
     return run_collection(engine, collector)
+
+
+def load_payments_sbom(engine: sa.Engine, *, actor: str) -> Any:
+    """Import the payments API's SBOM (after ``load_demo``) through the SBOM import every user
+    runs (``planb import sbom``): its components become the application's installations, so
+    ``planb impact --vendor "Apache Software Foundation" --version "<2.17"`` answers the
+    Log4Shell question.  Idempotent: a second import changes nothing."""
+    from collectors.sbom import parse
+    from inventory.services.source_imports import import_sbom
+
+    path = data_dir() / PAYMENTS_SBOM_FILE_NAME
+    document = parse(path.read_bytes(), str(path))
+    return import_sbom(engine, document, PAYMENTS_APP, actor=actor, source=PAYMENTS_SBOM_FILE_NAME)
 
 
 def main(argv: list[str] | None = None) -> int:
