@@ -5,7 +5,7 @@ measures in the same run (raw executemany and naive ORM for ingest; raw executem
 CloudQuery's 5,800 rows/s for fleet collection through 'planb collect osquery'; scipy and
 networkx for the impact engine; the page timings and the load test against
 their targets).  ``--quick`` uses the 10k-asset estate, the 4,000-host results log and fewer
-repetitions, for a smoke run; the README's figures come from the default (M, 100k assets).
+repetitions, for a smoke run; the figures in docs/explanation/benchmarks.md come from the default (M, 100k assets).
 """
 from __future__ import annotations
 

@@ -224,7 +224,7 @@ def pages(ids: dict[str, Any]) -> list[tuple[str, str, str]]:
         ("incident detail", f"/incidents/{ids['incident']}", "dashboard"),
         ("collection runs", "/runs/", "dashboard"),
         ("collection run detail", f"/runs/{ids['run']}", "dashboard"),
-        # Pages of the plans / update-testing / risk areas, timed the same way for the README.
+        # Pages of the plans / update-testing / risk areas, timed the same way for docs/explanation/benchmarks.md.
         ("plans", "/plans/", "plans, updates, risk"),
         ("plan detail", f"/plans/{ids['plan']}", "plans, updates, risk"),
         ("update testing", "/updates/", "plans, updates, risk"),

@@ -1,6 +1,6 @@
 """Configuration from environment variables prefixed ``PLANB_``.
 
-Every variable is documented in the README.  Defaults suit one machine: an
+Every variable is documented in docs/reference/configuration.md (generated from SETTINGS).  Defaults suit one machine: an
 embedded SQLite file under the instance folder and a secret key generated
 once and kept there (never a constant in code).
 
@@ -413,7 +413,7 @@ class Setting:
 
 _DEADLINE = dict(expected="a number of seconds of at least 1, e.g. 900", parse=_number(1, 10**7))
 
-# name (without the prefix) -> Setting; the README's configuration table mirrors this.
+# name (without the prefix) -> Setting; docs/reference/configuration.md is generated from this.
 SETTINGS: dict[str, Setting] = {
     "DATABASE_URL": Setting(
         None, "SQLAlchemy URL; default sqlite:///<instance>/planb.sqlite3",

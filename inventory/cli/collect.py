@@ -136,7 +136,7 @@ def _configured_collectors(concurrency: int) -> list:  # type: ignore[type-arg]
             collector.concurrency = concurrency
         collectors.append(collector)
     if not collectors:
-        raise _NothingConfigured("no collector is configured (see the README: PLANB_COLLECT_* variables)")
+        raise _NothingConfigured("no collector is configured (see docs/how-to/configure.md: PLANB_COLLECT_* variables)")
     return collectors
 
 

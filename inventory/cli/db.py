@@ -30,7 +30,7 @@ def _compile_impact_kernel() -> None:
         click.echo("Note: the impact kernel could not be compiled ahead; blast radii are answered with "
                    "NumPy until a server compiles it in the background.", err=True)
 
-# '-1' (a relative revision, as the README documents) is an argument, not an unknown option.
+# '-1' (a relative revision, as docs/cli-overview.md documents) is an argument, not an unknown option.
 @db.command(context_settings={"ignore_unknown_options": True})
 @click.argument("revision")
 @with_app

@@ -217,7 +217,7 @@ def _load_what_if(path: str | None) -> dict[str, Any] | None:
 @click.option("--as-of", "as_of", type=DATETIME,
               help="Answer for a past moment (ISO 8601, UTC if no offset).")
 @click.option("--what-if", "what_if", type=click.Path(dir_okay=False, allow_dash=True),
-              help="JSON file of hypothetical changes (see the README); nothing is written.")
+              help="JSON file of hypothetical changes (see docs/explanation/blast-radius.md); nothing is written.")
 @click.option("--limit", type=LIMIT, default=None,
               help="Rows to show (table default 50; 0 = all).")
 @FORMAT_OPTION

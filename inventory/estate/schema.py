@@ -6,7 +6,7 @@ test results and vendor assessments -- plus any assets you want to describe by
 hand.  The same document shape is read by ``planb import`` and
 ``POST /api/v1/estate`` and written by ``planb export`` / ``GET /api/v1/estate``.
 
-Design choices (documented in the README):
+Design choices (documented in docs/how-to/estate-file.md):
 
 * every object is closed (``additionalProperties: false``): a misspelt field is
   an error with its path, never silently ignored;

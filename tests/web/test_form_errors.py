@@ -1,6 +1,6 @@
 """Dashboard forms: bad input gets a clear error naming the field and writes nothing.
 
-Text no database can store (NUL) is refused, never silently altered (README "Bad input",
+Text no database can store (NUL) is refused, never silently altered (docs/explanation/security.md "Bad input",
 ``inventory.validation``); numbers, choices, dates and flags outside what the form offers
 are refused with a message, not a 500 and not a surprise.
 """
