@@ -8,7 +8,7 @@ tables by default and ``--format json`` for scripts.
 
 To add a command: define it at module level in ``inventory/cli/<area>.py`` (heavy
 imports inside the function), add a line to ``COMMANDS`` below with the first line
-of its help, and run ``tests/test_cli_lazy.py`` (it checks the table against the
+of its help, and run ``tests/test_architecture.py`` (it checks the table against the
 commands).
 """
 from __future__ import annotations
