@@ -122,14 +122,16 @@ def prepare_master(app) -> None:  # type: ignore[no-untyped-def]
     engine = _master_engine = app.extensions["planb_engine"]
     from inventory.impact import graph as impact_graph
 
-    # The master answers no request: its load and warm-up query are not the workers' rebuilds
-    # and queries that /metrics counts (nor does it leave metric files of its own).
-    observers = {event: list(hooks) for event, hooks in impact_graph.OBSERVERS.items()}
-    for hooks in impact_graph.OBSERVERS.values():
-        hooks.clear()
+    # The master answers no request: its warm-up query is not one that /metrics counts (its
+    # graph load is: a load, even if no worker has to do one after it).
+    observers = {event: list(hooks) for event, hooks in impact_graph.OBSERVERS.items() if event != "rebuild"}
+    for event in observers:
+        impact_graph.OBSERVERS[event].clear()
     try:
+        from inventory.impact import snapshot
+
         loaded = impact_graph.get_graph(engine)
-        if loaded.origin in ("database", "parts"):
+        if loaded.origin in ("database", "parts") and loaded.n >= snapshot.MIN_ASSETS and snapshot.directory():
             # The load wrote a snapshot: map that instead, so the master holds file pages
             # (shared with the page cache) rather than a private copy of every array.
             impact_graph.clear_cache()
