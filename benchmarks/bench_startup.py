@@ -17,6 +17,16 @@ baselines measured in the same run:
 * the graph alone in a fresh process at M: from the snapshot (target <= 300 ms) and from
   the database (target <= 2 s).
 
+``--serve`` measures instead what each ``planb serve`` worker costs at M (target <= 50 MB
+per added worker): ``planb serve --workers 1`` and then ``--workers 4`` on a copy of the
+estate (its graph snapshot on disk, as any earlier start leaves it), every worker made to
+answer blast radii (rounds of concurrent requests until each worker has spent CPU time on
+them), then the RSS, PSS (shared pages split between their sharers) and USS (private) of
+the master and of each worker from ``/proc/<pid>/smaps_rollup``.  The cost of an added
+worker is the growth of the total PSS from 1 to 4 workers, divided by 3.  Baseline, in the
+same run: gunicorn with the same worker class and no preload (each worker imports the app
+and maps the graph itself), what ``planb serve`` did before.
+
 The machine is often shared: read the ratios to the baselines, and the load average and
 CPU times printed with them.  Figures also go to ``benchmarks/results/startup-<size>.json``.
 """
@@ -31,7 +41,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +100,123 @@ def planb() -> list[str]:
     return python("import sys\nsys.argv[0] = 'planb'\nfrom inventory.cli import main\nmain(prog_name='planb')\n")
 
 
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])   # utime + stime
+
+
+def _serve_memory(url: str, work: Path, env: dict[str, str], workers: int, top: str, preload: bool
+                  ) -> dict[str, Any]:
+    from benchmarks import load_test
+
+    port = load_test.free_port()
+    if preload:
+        cmd = [*planb(), "serve", "--workers", str(workers), "--port", str(port), "--host", "127.0.0.1"]
+        server = subprocess.Popen(cmd, env=dict(env, PLANB_DATABASE_URL=url), cwd=str(ROOT.parent),
+                                  start_new_session=True, stdout=subprocess.DEVNULL)
+    else:
+        server = load_test.start_server(url, port, workers, work, threads=4, preload=False)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the server did not answer /healthz")
+                time.sleep(0.3)
+        pids = load_test._children(server.pid)
+        while len(pids) < workers:
+            time.sleep(0.2)
+            pids = load_test._children(server.pid)
+        before = {pid: _cpu_ticks(pid) for pid in pids}
+        # Rounds of concurrent blast radii until every worker has spent 0.3 s of CPU on them
+        # (gunicorn hands a connection to whichever worker accepts it first).
+        query = urllib.parse.urlencode({"vendor": top, "limit": 50})
+        for _round in range(200):
+            threads = [threading.Thread(target=load_test._get, args=(port, env["TOKEN"], f"/api/v1/impact?{query}"))
+                       for _ in range(workers * 2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            if all(_cpu_ticks(pid) - before[pid] >= 30 for pid in pids):
+                break
+        else:
+            raise RuntimeError("some worker never answered")
+        time.sleep(3)   # background work (kernel load, snapshot write) settles
+        master = load_test._smaps(server.pid)
+        each = [load_test._smaps(pid) for pid in pids]
+        return {"master": master, "workers": each, "total_pss": master["pss"] + sum(w["pss"] for w in each),
+                "total_rss": master["rss"] + sum(w["rss"] for w in each)}
+    finally:
+        load_test.stop_server(server)
+
+
+LABELS = (("planb serve", True), ("baseline: gunicorn gthread, no preload", False))
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    from benchmarks.bench_impact import sqlite_copy, sqlite_estate
+    from benchmarks.load_test import make_token
+
+    work = Path(tempfile.mkdtemp(prefix="planb-serve-memory-"))
+    env = dict(os.environ, PLANB_INSTANCE_PATH=str(work / "instance"), PLANB_LOG_LEVEL="WARNING",
+               PLANB_SECRET_KEY="load-test-secret-key")
+    env.pop("PLANB_GRAPH_SNAPSHOT_DIR", None)
+    load_start = os.getloadavg()[0]
+    results: dict[str, Any] = {}
+    try:
+        cached, summary = sqlite_estate(args.size, 42)
+        url = sqlite_copy(cached, work)
+        os.environ.update(PLANB_INSTANCE_PATH=env["PLANB_INSTANCE_PATH"])
+        env["TOKEN"] = make_token(url)
+        # The kernel compiled into Numba's cache, as 'planb db upgrade' and the image build leave
+        # it: the server loads it at start (in the master under planb serve).
+        subprocess.run([sys.executable, "-m", "inventory.impact.kernel"], env=env, check=True,
+                       capture_output=True, cwd=str(ROOT.parent))
+        subprocess.run([*python(LOAD_GRAPH), url], env=dict(env, PLANB_DATABASE_URL=url), check=True,
+                       capture_output=True, cwd=str(ROOT.parent))
+        for label, preload in LABELS[:1 if args.no_baseline else 2]:
+            for workers in (1, 4):
+                results[f"{label}, {workers} worker(s)"] = _serve_memory(
+                    url, work, env, workers, summary["top_vendor"], preload)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out = {"size": args.size, "load_average_start": load_start, "load_average_end": os.getloadavg()[0],
+           "rows": results}
+    for label, _preload in LABELS[:1 if args.no_baseline else 2]:
+        one, four = results[f"{label}, 1 worker(s)"], results[f"{label}, 4 worker(s)"]
+        out[f"{label}: added worker PSS MB"] = (four["total_pss"] - one["total_pss"]) / 3
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"serve-memory-{args.size}.json").write_text(json.dumps(out, indent=2))
+    print(f"Memory of planb serve at {args.size}, every worker warmed with blast radii of the top vendor; "
+          f"load average {load_start:.2f} at the start, {out['load_average_end']:.2f} at the end (MB)")
+    header = f"{'':<52} {'process':<10} {'RSS':>7} {'PSS':>7} {'USS':>7}"
+    print(header)
+    print("-" * len(header))
+    for label, row in results.items():
+        print(f"{label:<52} {'master':<10} {row['master']['rss']:>7.0f} {row['master']['pss']:>7.0f} "
+              f"{row['master']['uss']:>7.0f}")
+        for i, w in enumerate(row["workers"], 1):
+            print(f"{'':<52} {'worker ' + str(i):<10} {w['rss']:>7.0f} {w['pss']:>7.0f} {w['uss']:>7.0f}")
+        print(f"{'':<52} {'total':<10} {row['total_rss']:>7.0f} {row['total_pss']:>7.0f}")
+    for label, _preload in LABELS[:1 if args.no_baseline else 2]:
+        print(f"{label}: each added worker {out[label + ': added worker PSS MB']:.0f} MB PSS (target <= 50 MB)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Start-up benchmark (fresh processes)")
     parser.add_argument("--size", default="M", help="estate for the large rows: S, M or a number of assets")
     parser.add_argument("--repeat", type=int, default=5, help="runs per row (median)")
+    parser.add_argument("--serve", action="store_true",
+                        help="measure instead the memory of 'planb serve' with 1 and 4 workers")
+    parser.add_argument("--no-baseline", action="store_true", help="with --serve: skip the no-preload baseline")
     args = parser.parse_args(argv)
+    if args.serve:
+        return serve_main(args)
     from benchmarks.bench_impact import sqlite_copy, sqlite_estate
 
     work = Path(tempfile.mkdtemp(prefix="planb-startup-"))

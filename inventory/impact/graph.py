@@ -39,6 +39,7 @@ import copy
 import dataclasses
 import json
 import logging
+import os
 import threading
 import time
 import unicodedata
@@ -1043,6 +1044,35 @@ def get_graph_state(db: so.Session | Engine, max_stale_seconds: float | None = N
         return _answer(rebuild.result(timeout=REBUILD_WAIT_SECONDS), None)
     except FutureTimeout:
         return _answer((cached, stamp), lag)
+
+
+def _fresh_locks_in_child() -> None:
+    # A fork copies no threads: a lock that a load in another thread held at the fork would
+    # stay held in the child for ever.  The cached graphs themselves are complete (a load
+    # only publishes a finished graph) and stay.
+    global _cache_lock
+    _cache_lock = threading.Lock()
+    _build_locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
+def settle(timeout: float = 120.0) -> bool:
+    """Wait until no graph load or snapshot write runs in a background thread of this process;
+    True when none is left.  For a process about to fork (a gunicorn master): a lock held by a
+    thread that the child does not inherit would stay held in the child for ever."""
+    from inventory.impact import snapshot
+
+    deadline = time.monotonic() + timeout
+    with _cache_lock:
+        locks = list(_build_locks.values())
+    for lock in locks:
+        if not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            return False
+        lock.release()
+    return snapshot.wait_for_writer(max(0.0, deadline - time.monotonic()))
 
 
 def _answer(built: tuple[Graph, tuple[Any, ...] | None], lag: GraphLag | None

@@ -288,6 +288,15 @@ def _write_pending() -> None:
             _last_write[key] = time.monotonic()
 
 
+def wait_for_writer(timeout: float) -> bool:
+    """Wait for this process's background snapshot write, if any; True when none is left."""
+    writer = _writer
+    if writer is not None:
+        writer.join(timeout)
+        return not writer.is_alive()
+    return True
+
+
 def _forget_writer_in_child() -> None:
     global _writer
     _writer = None
