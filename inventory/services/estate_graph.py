@@ -90,10 +90,42 @@ def live_installs(graph: "Graph") -> dict[int, list[tuple[str | None, np.ndarray
     return on_graph(graph, "live_installs", build)
 
 
-def crit_names(graph: "Graph", idx: np.ndarray) -> np.ndarray:
-    """The criticality names of assets ``idx`` ("unknown" for a value outside CRITICALITIES)."""
-    names = np.array([*CRITICALITIES, "unknown"], dtype=object)
-    return names[np.minimum(graph.crit_code[idx].astype(np.int64), len(CRITICALITIES))]  # type: ignore[no-any-return]
+UNKNOWN_CRIT = len(CRITICALITIES)   # the graph's code for a criticality outside CRITICALITIES
+
+
+def crit_labels(graph: "Graph", db: so.Session) -> np.ndarray:
+    """Every asset's criticality as stored (object array of n).  The graph codes a value
+    outside CRITICALITIES as one "unknown" code; those few assets' values are read back."""
+    def build() -> np.ndarray:
+        names = np.array([*CRITICALITIES, None], dtype=object)
+        labels = names[np.minimum(graph.crit_code.astype(np.int64), UNKNOWN_CRIT)]
+        odd = np.flatnonzero(graph.crit_code == UNKNOWN_CRIT)
+        if odd.size:
+            from inventory.models import Asset
+
+            stored = dict(db.execute(sa.select(Asset.id, Asset.criticality)
+                                     .where(Asset.criticality.not_in(CRITICALITIES))).all())
+            labels[odd] = [stored.get(int(i)) for i in graph.ids[odd].tolist()]
+        return labels
+    return on_graph(graph, "crit_labels", build)
+
+
+def crit_names(graph: "Graph", idx: np.ndarray, db: so.Session) -> np.ndarray:
+    """The criticality of assets ``idx`` as stored."""
+    return crit_labels(graph, db)[idx]  # type: ignore[no-any-return]
+
+
+def crit_counts(graph: "Graph", idx: np.ndarray, db: so.Session) -> dict[Any, int]:
+    """How many of assets ``idx`` have each criticality (as stored), in CRITICALITIES order
+    and then the other values."""
+    per_code = np.bincount(np.minimum(graph.crit_code[idx].astype(np.int64), UNKNOWN_CRIT),
+                           minlength=UNKNOWN_CRIT + 1)
+    out: dict[Any, int] = {CRITICALITIES[c]: int(per_code[c]) for c in range(UNKNOWN_CRIT) if per_code[c]}
+    if per_code[UNKNOWN_CRIT]:
+        odd = idx[graph.crit_code[idx] == UNKNOWN_CRIT]
+        for label in crit_labels(graph, db)[odd].tolist():
+            out[label] = out.get(label, 0) + 1
+    return out
 
 
 def version_counts(graph: "Graph") -> dict[tuple[int, str | None], tuple[int, int, np.ndarray]]:
@@ -137,10 +169,20 @@ def direct_use_counts(graph: "Graph") -> dict[int, tuple[int, int]]:
     def build() -> dict[int, tuple[int, int]]:
         crit = graph.crit_code == CRITICAL
         counts: dict[int, tuple[int, int]] = {}
+        installs = live_installs(graph)
+        # Distinct assets per vendor in linear time: each asset slot remembers the last
+        # position that wrote it, so exactly one occurrence of each asset keeps its own.
+        slot = np.zeros(graph.n, dtype=np.int64)
         for vendor_id in graph.vendors:
-            idx = vendor_assets(graph, vendor_id)
-            if idx.size:
-                counts[vendor_id] = (int(idx.size), int(crit[idx].sum()))
+            parts = [idx for pid in graph.vendor_products.get(vendor_id, ()) for _v, idx in installs.get(pid, ())]
+            if not parts:
+                continue
+            idx = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            if len(parts) > 1:
+                positions = np.arange(idx.size)
+                slot[idx] = positions
+                idx = idx[slot[idx] == positions]
+            counts[vendor_id] = (int(idx.size), int(np.count_nonzero(crit[idx])))
         for vendor_id, vendor in graph.vendors.items():
             if vendor.cloud_provider:
                 idx = hosted_assets(graph, vendor.cloud_provider)

@@ -335,7 +335,7 @@ def load_estate_arrays(db: so.Session) -> EstateArrays:
     return arrays
 
 
-def estate_arrays_from_graph(graph: Any) -> EstateArrays:
+def estate_arrays_from_graph(graph: Any, db: so.Session) -> EstateArrays:
     """The same arrays as ``load_estate_arrays``, read from the impact engine's graph."""
     from inventory.services.estate_graph import crit_names
 
@@ -344,7 +344,7 @@ def estate_arrays_from_graph(graph: Any) -> EstateArrays:
     providers = np.array(graph.providers + [None], dtype=object)[graph.provider_code[pos]]
     arrays = EstateArrays(ids=graph.ids[pos].astype(np.int64), names=graph.name.take(pos.tolist()),
                           keys=graph.natural_key.take(pos.tolist()), kinds=kinds,
-                          crit=crit_names(graph, pos), provider=providers,
+                          crit=crit_names(graph, pos, db), provider=providers,
                           min_up=graph.min_up[pos].astype(np.int64), is_service=kinds == SERVICE_KIND,
                           src=np.zeros(0, dtype=np.int64), dst=np.zeros(0, dtype=np.int64),
                           member=np.zeros(0, dtype=bool), hard=np.zeros(0, dtype=bool))
@@ -367,7 +367,7 @@ def estate_arrays(db: so.Session) -> EstateArrays:
 
     graph = session_graph(db)
     if graph is not None:
-        return on_graph(graph, "estate_arrays", lambda: estate_arrays_from_graph(graph))
+        return on_graph(graph, "estate_arrays", lambda: estate_arrays_from_graph(graph, db))
     return cache.cached(db, "plans:estate-arrays", lambda: load_estate_arrays(db))
 
 
@@ -500,8 +500,9 @@ def coverage(db: so.Session, now: datetime | None = None, *, criticality: str = 
     # The report changes only with the inventory (version) or when a plan's status flips with
     # time: reuse it while neither happened.  Shared between requests — callers must not mutate it.
     signature = hashlib.sha1(repr(sorted(plans.items())).encode()).hexdigest()
-    return cache.cached(db, f"plans:coverage:{criticality}:{signature}",
-                        lambda: _coverage(db, plans, now, criticality))
+    from inventory.services.shared_figures import shared
+
+    return shared(db, f"plans:coverage:{criticality}", signature, lambda: _coverage(db, plans, now, criticality))
 
 
 def _coverage(db: so.Session, plans: dict[int, tuple[str, str]], now: datetime,
@@ -563,8 +564,28 @@ def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> li
     ids_key = "all" if service_ids is None else ",".join(str(i) for i in sorted(set(service_ids)))
     if len(ids_key) > 200:
         ids_key = hashlib.sha1(ids_key.encode()).hexdigest()
-    return cache.cached(db, f"plans:rto:{signature}:{ids_key}",
-                        lambda: _rto_check(db, rtos, service_ids))
+    from inventory.services.shared_figures import shared
+
+    return shared(db, f"plans:rto:{ids_key}", signature, lambda: _rto_check(db, rtos, service_ids))
+
+
+def rto_page_rows(db: so.Session, limit: int) -> dict[str, Any]:
+    """What the plans page shows of ``rto_check``: the services at risk or unverified (the
+    first ``limit``, each with its first five unplanned dependencies and their count), and
+    the counts.  Shared by every worker (``page_figures``) without the full lists, which are
+    tens of megabytes at 100k assets."""
+    from inventory.services.shared_figures import shared
+
+    rtos = {pid: rto for pid, rto in db.execute(sa.select(ContingencyPlan.id, ContingencyPlan.rto_minutes))
+            if rto is not None}
+    signature = hashlib.sha1(repr(sorted(rtos.items())).encode()).hexdigest()
+
+    def compute() -> dict[str, Any]:
+        flagged = [r for r in rto_check(db) if r["status"] in ("at_risk", "unverified")]
+        rows = [{**r, "unplanned": r["unplanned"][:5], "unplanned_total": len(r["unplanned"])}
+                for r in flagged[:limit]]
+        return {"rows": rows, "total": len(flagged), "at_risk": sum(1 for r in flagged if r["status"] == "at_risk")}
+    return shared(db, f"plans:rto-page:{limit}", signature, compute)
 
 
 def _rto_check(db: so.Session, rtos: dict[int, tuple[int, str]],

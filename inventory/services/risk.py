@@ -585,15 +585,21 @@ def _compute_update_stats(db: so.Session) -> dict[int, dict[str, Any]]:
     One grouped scan (vendor, product, version, criticality); whether a version is tested is
     then decided in Python from the small updates/tests tables — no correlated subquery per
     installation."""
-    from inventory.services.estate_graph import session_graph, version_counts
+    from inventory.services.estate_graph import (UNKNOWN_CRIT, crit_counts, live_installs, session_graph,
+                                                 version_counts)
 
     statuses = version_statuses(db)
     graph = session_graph(db)
     if graph is not None:
-        labels = [*CRITICALITIES, None]  # None: a value outside CRITICALITIES (weight 1, not critical)
-        rows = [(graph.products[pid].vendor_id, pid, version, labels[c], int(n))
-                for (pid, version), (_n, _c, per_crit) in version_counts(graph).items()
-                for c, n in enumerate(per_crit.tolist()) if n]
+        rows = []
+        for (pid, version), (_n, _c, per_crit) in version_counts(graph).items():
+            vendor_id = graph.products[pid].vendor_id
+            rows += [(vendor_id, pid, version, CRITICALITIES[c], int(n))
+                     for c, n in enumerate(per_crit[:UNKNOWN_CRIT].tolist()) if n]
+            if per_crit[UNKNOWN_CRIT]:   # values outside CRITICALITIES, as stored
+                idx = next(i for v, i in live_installs(graph)[pid] if v == version)
+                rows += [(vendor_id, pid, version, label, n)
+                         for label, n in crit_counts(graph, idx, db).items() if label not in CRITICALITIES]
     else:
         rows = db.execute(
             sa.select(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality,
@@ -829,7 +835,8 @@ def review_calendar(db: so.Session, *, today: date | None = None,
     return rows
 
 
-def cached_risk_table(db: so.Session, *, today: date | None = None) -> list[dict[str, Any]]:
+def cached_risk_table(db: so.Session, *, today: date | None = None,
+                      blast_totals: bool = True) -> list[dict[str, Any]]:
     """``risk_table`` reused while nothing it reads has changed.
 
     The key combines the inventory version (bumped by triggers on every graph
@@ -838,7 +845,16 @@ def cached_risk_table(db: so.Session, *, today: date | None = None) -> list[dict
     Callers get a shallow copy of the list and of each row: they may add keys to a row,
     not change its nested parts.
     """
+    from inventory.services.shared_figures import shared
+
     today = today or utcnow().date()
-    table = cache.cached(db, f"risk_table:{today.isoformat()}:{audit_mark(db)}",
-                         lambda: risk_table(db, today=today))
+    # Computed once per inventory version, audit mark and day for every worker (page_figures).
+    # The page does not show each vendor's blast-radius totals (tens of megabytes at 100k
+    # assets, in the JSON export): without them the table is what a worker reads back.
+    mark = f"{today.isoformat()}:{audit_mark(db)}"
+    if blast_totals:
+        table = shared(db, "risk_table", mark, lambda: risk_table(db, today=today))
+    else:
+        table = shared(db, "risk_table:page", mark, lambda: [
+            {k: v for k, v in row.items() if k != "blast_totals"} for row in risk_table(db, today=today)])
     return [dict(row) for row in table]

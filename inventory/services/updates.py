@@ -172,9 +172,9 @@ def cached_view(db: so.Session, name: str, compute: Callable[[], T]) -> T:
     """``compute()`` reused until the inventory (version) or anything audited (updates, test
     results) changes — for dashboard figures that scan every installation.  Shared between
     requests: do not mutate the result."""
-    from inventory.services import cache
+    from inventory.services.shared_figures import shared
 
-    return cache.cached(db, f"updates:{name}:{audit_mark(db)}", compute)
+    return shared(db, f"updates:{name}", str(audit_mark(db)), compute)
 
 
 # ---------------------------------------------------------------- lookups
@@ -333,7 +333,8 @@ def untested_exposure(db: so.Session, critical_only: bool = False, *, criticalit
     vendor, version, update_ring, reason}`` (plus ``vendor_id``, ``update_id``,
     ``environment``, ``vendor_pushes_updates``), most critical first.
     """
-    if limit is not None:
+    wanted = "critical" if critical_only else criticality
+    if limit is not None and (wanted is None or wanted in CRITICALITIES):
         from inventory.services.estate_graph import session_graph
 
         graph = session_graph(db)
@@ -397,7 +398,7 @@ def _untested_from_graph(db: so.Session, graph: Any, criticality: str | None, ve
         sa.select(Asset.id, Asset.update_ring, Asset.environment).where(Asset.id.in_(ids)))}
     pushes = dict(db.execute(sa.select(Product.id, Product.vendor_pushes_updates)
                              .where(Product.id.in_({p for _i, p, _v in picked}))).all())
-    crits = crit_names(graph, np.array([i for i, _p, _v in picked], dtype=np.int64))
+    crits = crit_names(graph, np.array([i for i, _p, _v in picked], dtype=np.int64), db)
     out = []
     for (i, pid, version), asset_id, crit in zip(picked, ids, crits.tolist()):
         product = graph.products[pid]
@@ -431,7 +432,7 @@ def gate_failures(db: so.Session, criticality: str = "critical", *, vendor_id: i
 
 def untested_summary(db: so.Session) -> dict[str, Any]:
     """Counts for dashboards: untested installations and distinct assets, by criticality."""
-    from inventory.services.estate_graph import session_graph, untested_pairs
+    from inventory.services.estate_graph import crit_counts, session_graph, untested_pairs
 
     graph = session_graph(db)
     if graph is not None:
@@ -439,17 +440,11 @@ def untested_summary(db: so.Session) -> dict[str, Any]:
         by_crit: dict[str, dict[str, int]] = {}
         if pairs:
             every = np.concatenate([idx for _p, idx in pairs])
-            width = len(CRITICALITIES) + 1
-            installs = np.bincount(np.minimum(graph.crit_code[every].astype(np.int64), width - 1),
-                                   minlength=width)
             mark = np.zeros(graph.n, dtype=bool)
             mark[every] = True
-            distinct = np.flatnonzero(mark)
-            assets = np.bincount(np.minimum(graph.crit_code[distinct].astype(np.int64), width - 1),
-                                 minlength=width)
-            labels = [*CRITICALITIES, "unknown"]
-            by_crit = {labels[c]: {"installations": int(installs[c]), "assets": int(assets[c])}
-                       for c in range(width) if installs[c]}
+            installs = crit_counts(graph, every, db)
+            assets = crit_counts(graph, np.flatnonzero(mark), db)
+            by_crit = {c: {"installations": n, "assets": assets[c]} for c, n in installs.items()}
         return {"installations": sum(v["installations"] for v in by_crit.values()),
                 "assets": sum(v["assets"] for v in by_crit.values()),
                 "critical_assets": by_crit.get("critical", {}).get("assets", 0),

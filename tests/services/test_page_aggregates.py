@@ -178,3 +178,73 @@ def test_estate_arrays_match_on_a_graph_with_tombstones(pages_engine: sa.Engine,
         arrays = plans.estate_arrays(db)
         assert np.isin(arrays.ids, graph.ids[~graph.present]).sum() == 0
     check(pages_engine, monkeypatch)
+
+
+# ---------------------------------------------------------------- figures shared between processes
+
+def test_a_new_process_reads_the_figures_another_computed(pages_engine: sa.Engine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page figures are computed once per inventory version: a process that starts (here:
+    every cache dropped) reads them from ``page_figures`` and equals a fresh computation."""
+    from inventory.models import PageFigure
+
+    clear_cache()
+    reset(pages_engine)
+    add_update_records(pages_engine)
+
+    def page_figures() -> dict[str, Any]:
+        cache.clear()
+        with so.Session(pages_engine) as db:
+            return {"risk": risk.cached_risk_table(db, today=TODAY),
+                    "risk_page": risk.cached_risk_table(db, today=TODAY, blast_totals=False),
+                    "coverage": plans.coverage(db, now=NOW), "rto": plans.rto_check(db),
+                    "rto_page": plans.rto_page_rows(db, 2),
+                    "summary": updates.cached_view(db, "summary", lambda: updates.untested_summary(db))}
+
+    computed = page_figures()
+    with so.Session(pages_engine) as db:
+        stored = {name: version for name, version in db.execute(sa.select(PageFigure.name,
+                                                                          PageFigure.inventory_version))}
+        version = estate_graph.session_graph(db).version
+    assert stored == {"risk_table": version, "risk_table:page": version, "plans:coverage:critical": version,
+                      "plans:rto:all": version, "plans:rto-page:2": version, "updates:summary": version}
+
+    def refuse(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("computed again instead of read")
+
+    clear_cache()   # a new process: a graph of its own, nothing in memory
+    with monkeypatch.context() as m:
+        for module, name in ((risk, "risk_table"), (plans, "_coverage"), (plans, "_rto_check"),
+                             (updates, "untested_summary")):
+            m.setattr(module, name, refuse)
+        assert page_figures() == computed
+
+    # After a write the stored figures are for an older version: computed again, and equal to
+    # what a computation from the database alone gives.
+    Writer(pages_engine, monkeypatch).apply(Write("asset_set", "sql", a=1, b=2, value=3))
+    clear_cache()
+    after = page_figures()
+    with monkeypatch.context() as m:
+        m.setattr(estate_graph, "session_graph", lambda db: None)
+        assert page_figures() == after
+    with so.Session(pages_engine) as db:
+        assert set(db.scalars(sa.select(PageFigure.inventory_version))) == {estate_graph.session_graph(db).version}
+
+
+def test_a_figure_that_would_not_read_back_the_same_is_not_stored(pages_engine: sa.Engine) -> None:
+    from inventory.models import PageFigure
+    from inventory.services.shared_figures import shared
+
+    clear_cache()
+    reset(pages_engine)
+    with so.Session(pages_engine) as db:
+        value = shared(db, "test:tuple", "m", lambda: {"pair": (1, 2)})
+        assert value == {"pair": (1, 2)}
+        db.rollback()
+        assert db.scalar(sa.select(PageFigure.name).where(PageFigure.name == "test:tuple")) is None
+        assert shared(db, "test:list", "m", lambda: {"pair": [1, 2]}) == {"pair": [1, 2]}
+        db.rollback()   # stored on a connection of its own: a new transaction sees it
+        assert db.scalar(sa.select(PageFigure.mark).where(PageFigure.name == "test:list")) == "m"
+        clear_cache()
+        # Another mark (a plan's RTO edited, another day): not read back.
+        assert shared(db, "test:list", "n", lambda: {"pair": [3]}) == {"pair": [3]}
