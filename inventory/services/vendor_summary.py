@@ -32,7 +32,13 @@ def _direct_use_counts(db: so.Session) -> dict[int, tuple[int, int]]:
 
     graph = session_graph(db)
     if graph is not None:
-        return direct_use_counts(graph)
+        from inventory.services.estate_graph import on_graph
+        from inventory.services.shared_figures import shared
+
+        # Computed once per inventory version for every worker (page_figures), as JSON rows.
+        rows = shared(db, "vendors:direct-use", "", lambda: [[vid, n, c] for vid, (n, c)
+                                                              in sorted(direct_use_counts(graph).items())])
+        return on_graph(graph, "direct_use_dict", lambda: {vid: (n, c) for vid, n, c in rows})
 
     def compute() -> dict[int, tuple[int, int]]:
         crit = sa.func.count(sa.distinct(sa.case((Asset.criticality == "critical", Asset.id))))
