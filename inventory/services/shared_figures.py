@@ -76,20 +76,39 @@ def _in_memory(db: so.Session) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+_PENDING = "planb_pending_figures"
+
+
 def _store(db: so.Session, name: str, version: int, mark: str, value: Any) -> None:
-    """Best effort, on a connection of its own (the request's transaction stays read-only)."""
+    """Best effort, on a connection of its own once the session's transaction has ended: a
+    SQLite session that read and then writes cannot commit after another connection wrote
+    in between ("database is locked"), so the caller's transaction is left alone."""
+    if _in_memory(db):
+        return
     try:
         payload = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
         return
     if json.loads(payload) != value:
         return   # tuples, non-string keys, dates…: it would not read back the same
+    if db.in_transaction():
+        db.info.setdefault(_PENDING, []).append((db.get_bind(), name, version, mark, payload))
+    else:
+        _write(db.get_bind(), name, version, mark, payload)
+
+
+@sa.event.listens_for(so.Session, "after_transaction_end")
+def _store_pending(session: so.Session, transaction: Any) -> None:
+    if transaction.parent is None and session.info.get(_PENDING):
+        for bind, name, version, mark, payload in session.info.pop(_PENDING):
+            _write(bind, name, version, mark, payload)
+
+
+def _write(bind: Any, name: str, version: int, mark: str, payload: str) -> None:
     from inventory.models import PageFigure
 
-    if _in_memory(db):
-        return
     try:
-        with db.get_bind().connect() as conn, conn.begin():
+        with bind.connect() as conn, conn.begin():
             values = {"inventory_version": version, "mark": mark, "payload": payload, "computed_at": utcnow()}
             updated = conn.execute(sa.update(PageFigure).where(PageFigure.name == name,
                                                                PageFigure.inventory_version <= version)

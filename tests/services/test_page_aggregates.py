@@ -248,3 +248,19 @@ def test_a_figure_that_would_not_read_back_the_same_is_not_stored(pages_engine: 
         clear_cache()
         # Another mark (a plan's RTO edited, another day): not read back.
         assert shared(db, "test:list", "n", lambda: {"pair": [3]}) == {"pair": [3]}
+
+
+def test_a_session_that_read_a_figure_can_still_write(pages_engine: sa.Engine) -> None:
+    """The figure is stored once the reading transaction has ended: on SQLite a session that
+    read and then writes could not commit after another connection wrote in between."""
+    from inventory.models import ContingencyPlan, PageFigure
+
+    clear_cache()
+    reset(pages_engine)
+    cache.clear()
+    with so.Session(pages_engine) as db:
+        plans.coverage(db, now=NOW)
+        plan = db.scalar(sa.select(ContingencyPlan).where(ContingencyPlan.name == "Acme runbook"))
+        plan.review_interval_days = 45
+        db.commit()
+        assert db.scalar(sa.select(PageFigure.name).where(PageFigure.name == "plans:coverage:critical"))
