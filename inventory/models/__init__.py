@@ -10,11 +10,12 @@ from inventory.models.incidents import Incident, IncidentAsset, Scenario
 from inventory.models.auth import ApiToken, AuditEvent, User
 from inventory.models.identities import ExternalIdentity
 from inventory.models.notifications import NotificationState, Webhook, WebhookDelivery
+from inventory.models.pages import PageFigure
 
 __all__ = [
     "Base", "Vendor", "VendorAlias", "Product", "UnattributedSoftware", "Asset", "Installation",
     "Dependency", "ContingencyPlan", "PlanLink", "PlanEvent", "VendorUpdate", "UpdateTest",
     "VendorAssessment", "CollectionRun", "ScopeResult", "ScopeState", "CollectionLock", "Scenario", "Incident",
     "IncidentAsset", "User", "ApiToken", "AuditEvent", "InventoryVersion", "InventoryChange", "ExternalIdentity",
-    "Webhook", "WebhookDelivery", "NotificationState",
+    "Webhook", "WebhookDelivery", "NotificationState", "PageFigure",
 ]

@@ -335,8 +335,39 @@ def load_estate_arrays(db: so.Session) -> EstateArrays:
     return arrays
 
 
+def estate_arrays_from_graph(graph: Any, db: so.Session) -> EstateArrays:
+    """The same arrays as ``load_estate_arrays``, read from the impact engine's graph."""
+    from inventory.services.estate_graph import crit_names
+
+    pos = np.flatnonzero(graph.alive_now)
+    kinds = np.array(graph.kinds + [None], dtype=object)[graph.kind_code[pos]]
+    providers = np.array(graph.providers + [None], dtype=object)[graph.provider_code[pos]]
+    arrays = EstateArrays(ids=graph.ids[pos].astype(np.int64), names=graph.name.take(pos.tolist()),
+                          keys=graph.natural_key.take(pos.tolist()), kinds=kinds,
+                          crit=crit_names(graph, pos, db), provider=providers,
+                          min_up=graph.min_up[pos].astype(np.int64), is_service=kinds == SERVICE_KIND,
+                          src=np.zeros(0, dtype=np.int64), dst=np.zeros(0, dtype=np.int64),
+                          member=np.zeros(0, dtype=bool), hard=np.zeros(0, dtype=bool))
+    alive = graph.alive_now
+    keep = graph.e_live & alive[graph.e_dnt] & alive[graph.e_dep]
+    if keep.any() and pos.size:
+        rank = np.full(graph.n, -1, dtype=np.int64)
+        rank[pos] = np.arange(pos.size)
+        arrays.src, arrays.dst = rank[graph.e_dnt[keep]], rank[graph.e_dep[keep]]
+        arrays.member = graph.e_kind[keep] == graph.member_kind
+        arrays.hard = ~graph.e_soft[keep]
+    return arrays
+
+
 def estate_arrays(db: so.Session) -> EstateArrays:
-    """``load_estate_arrays``, reused while the inventory version is unchanged."""
+    """``load_estate_arrays``: from the impact engine's graph when it holds what this session
+    reads (kept current from the change log, mapped from its snapshot by a fresh process),
+    else from the database; reused while the inventory version is unchanged."""
+    from inventory.services.estate_graph import on_graph, session_graph
+
+    graph = session_graph(db)
+    if graph is not None:
+        return on_graph(graph, "estate_arrays", lambda: estate_arrays_from_graph(graph, db))
     return cache.cached(db, "plans:estate-arrays", lambda: load_estate_arrays(db))
 
 
@@ -349,7 +380,7 @@ class PlanReach:
     routes: dict[int, list[tuple[str, np.ndarray]]]
 
 
-def _plan_reach(db: so.Session, arrays: EstateArrays) -> PlanReach:
+def _plan_reach(db: so.Session, arrays: EstateArrays, graph: Any = None) -> PlanReach:
     routes: dict[int, list[tuple[str, np.ndarray]]] = {}
 
     def add(plan_id: int, via: str, asset_ids: Iterable[int] | None = None,
@@ -376,8 +407,14 @@ def _plan_reach(db: so.Session, arrays: EstateArrays) -> PlanReach:
         products = {pid: (vid, name) for pid, vid, name in _fetch(db, "SELECT id, vendor_id, name FROM products")}
         vendor_names = dict(_fetch(db, "SELECT id, name FROM vendors"))
         wanted = {pid for pid, (vid, _n) in products.items() if pid in by_product or vid in by_vendor}
-        installed: dict[int, list[int]] = {}
-        if wanted:
+        installed: dict[int, Any] = {}
+        if wanted and graph is not None:
+            # The engine's graph holds every installation: no scan of the table.
+            for product_id in wanted:
+                groups = graph.installs.get(product_id, ())
+                if groups:
+                    installed[product_id] = graph.ids[np.concatenate([idx for _v, idx in groups])]
+        elif wanted:
             id_list = ",".join(str(int(p)) for p in sorted(wanted))
             for asset_id, product_id in _fetch(db, "SELECT asset_id, product_id FROM installations "
                                                    f"WHERE product_id IN ({id_list})"):
@@ -386,7 +423,8 @@ def _plan_reach(db: so.Session, arrays: EstateArrays) -> PlanReach:
             for plan_id in plan_ids:
                 add(plan_id, f"product {products.get(product_id, (0, '?'))[1]}", installed.get(product_id, []))
         for vendor_id, plan_ids in by_vendor.items():
-            asset_ids = [a for pid, (vid, _n) in products.items() if vid == vendor_id for a in installed.get(pid, [])]
+            asset_ids = [a for pid, (vid, _n) in products.items() if vid == vendor_id
+                         for a in np.asarray(installed.get(pid, []), dtype=np.int64).tolist()]
             for plan_id in plan_ids:
                 add(plan_id, f"vendor {vendor_names.get(vendor_id, '?')}", asset_ids)
         # through the cloud vendor hosting the asset
@@ -406,7 +444,13 @@ def _plan_reach(db: so.Session, arrays: EstateArrays) -> PlanReach:
 
 
 def plan_reach(db: so.Session, arrays: EstateArrays | None = None) -> PlanReach:
+    from inventory.services.estate_graph import on_graph, session_graph
+
     arrays = arrays or estate_arrays(db)
+    graph = session_graph(db)
+    if graph is not None and graph._lazy.get("pages:estate_arrays") is arrays:
+        # Plan links live in the graph's version too (the plans part of the counters).
+        return on_graph(graph, "plan_reach", lambda: _plan_reach(db, arrays, graph))
     return cache.cached(db, "plans:reach", lambda: _plan_reach(db, arrays))
 
 
@@ -456,8 +500,9 @@ def coverage(db: so.Session, now: datetime | None = None, *, criticality: str = 
     # The report changes only with the inventory (version) or when a plan's status flips with
     # time: reuse it while neither happened.  Shared between requests — callers must not mutate it.
     signature = hashlib.sha1(repr(sorted(plans.items())).encode()).hexdigest()
-    return cache.cached(db, f"plans:coverage:{criticality}:{signature}",
-                        lambda: _coverage(db, plans, now, criticality))
+    from inventory.services.shared_figures import shared
+
+    return shared(db, f"plans:coverage:{criticality}", signature, lambda: _coverage(db, plans, now, criticality))
 
 
 def _coverage(db: so.Session, plans: dict[int, tuple[str, str]], now: datetime,
@@ -519,8 +564,28 @@ def rto_check(db: so.Session, *, service_ids: Iterable[int] | None = None) -> li
     ids_key = "all" if service_ids is None else ",".join(str(i) for i in sorted(set(service_ids)))
     if len(ids_key) > 200:
         ids_key = hashlib.sha1(ids_key.encode()).hexdigest()
-    return cache.cached(db, f"plans:rto:{signature}:{ids_key}",
-                        lambda: _rto_check(db, rtos, service_ids))
+    from inventory.services.shared_figures import shared
+
+    return shared(db, f"plans:rto:{ids_key}", signature, lambda: _rto_check(db, rtos, service_ids))
+
+
+def rto_page_rows(db: so.Session, limit: int) -> dict[str, Any]:
+    """What the plans page shows of ``rto_check``: the services at risk or unverified (the
+    first ``limit``, each with its first five unplanned dependencies and their count), and
+    the counts.  Shared by every worker (``page_figures``) without the full lists, which are
+    tens of megabytes at 100k assets."""
+    from inventory.services.shared_figures import shared
+
+    rtos = {pid: rto for pid, rto in db.execute(sa.select(ContingencyPlan.id, ContingencyPlan.rto_minutes))
+            if rto is not None}
+    signature = hashlib.sha1(repr(sorted(rtos.items())).encode()).hexdigest()
+
+    def compute() -> dict[str, Any]:
+        flagged = [r for r in rto_check(db) if r["status"] in ("at_risk", "unverified")]
+        rows = [{**r, "unplanned": r["unplanned"][:5], "unplanned_total": len(r["unplanned"])}
+                for r in flagged[:limit]]
+        return {"rows": rows, "total": len(flagged), "at_risk": sum(1 for r in flagged if r["status"] == "at_risk")}
+    return shared(db, f"plans:rto-page:{limit}", signature, compute)
 
 
 def _rto_check(db: so.Session, rtos: dict[int, tuple[int, str]],

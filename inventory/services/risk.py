@@ -110,18 +110,31 @@ class _Route:
 def _routes(db: so.Session, arrays: EstateArrays) -> list[_Route]:
     """Every vendor's direct routes (products installed on live assets, cloud hosting), vendors in
     id order and each vendor's routes together, so a vendor owns a contiguous range of bits."""
-    pairs = _int_pairs(db, "SELECT product_id, asset_id FROM installations")
-    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
-    product_ids, starts = np.unique(pairs[:, 0], return_index=True)
-    bounds = dict(zip(product_ids.tolist(), zip(starts.tolist(), np.append(starts[1:], len(pairs)).tolist())))
+    from inventory.services.estate_graph import session_graph
+
+    graph = session_graph(db)
     products: dict[int, list[tuple[str, int]]] = {}
-    for pid, vid, name in _fetch(db, "SELECT id, vendor_id, name FROM products"):
-        products.setdefault(vid, []).append((name, pid))
+    if graph is not None:
+        # Installations from the engine's graph (no scan of the table).
+        installed = {pid: graph.ids[np.concatenate([idx for _v, idx in groups])]
+                     for pid, groups in graph.installs.items() if groups}
+        for product in graph.products.values():
+            products.setdefault(product.vendor_id, []).append((product.name, product.id))
+        vendor_rows = sorted((v.id, v.cloud_provider) for v in graph.vendors.values())
+    else:
+        pairs = _int_pairs(db, "SELECT product_id, asset_id FROM installations")
+        pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+        product_ids, starts = np.unique(pairs[:, 0], return_index=True)
+        installed = {pid: pairs[lo:hi, 1] for pid, lo, hi in zip(
+            product_ids.tolist(), starts.tolist(), np.append(starts[1:], len(pairs)).tolist())}
+        for pid, vid, name in _fetch(db, "SELECT id, vendor_id, name FROM products"):
+            products.setdefault(vid, []).append((name, pid))
+        vendor_rows = _fetch(db, "SELECT id, cloud_provider FROM vendors ORDER BY id")
     routes = []
-    for vendor_id, cloud in _fetch(db, "SELECT id, cloud_provider FROM vendors ORDER BY id"):
+    empty = np.zeros(0, dtype=np.int64)
+    for vendor_id, cloud in vendor_rows:
         for name, pid in sorted(products.get(vendor_id, [])):
-            lo, hi = bounds.get(pid, (0, 0))
-            pos = arrays.positions(pairs[lo:hi, 1])
+            pos = arrays.positions(installed.get(pid, empty))
             if pos.size:
                 routes.append(_Route(vendor_id, f"installed {name}", f"depends on {name}", np.unique(pos)))
         if cloud:
@@ -131,8 +144,28 @@ def _routes(db: so.Session, arrays: EstateArrays) -> list[_Route]:
     return routes
 
 
-def _bit(matrix: np.ndarray, r: int) -> np.ndarray:
-    return ((matrix[:, r // 64] >> np.uint64(r % 64)) & np.uint64(1)).astype(bool)
+def _bit_counts(matrix: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bit (route) ``r < k``: the rows carrying it, and those of them selected by ``rows``."""
+    every = np.zeros(matrix.shape[1] * 64, dtype=np.int64)
+    chosen = np.zeros_like(every)
+    for w in range(matrix.shape[1]):
+        bits = np.unpackbits(np.ascontiguousarray(matrix[:, w]).astype("<u8").view(np.uint8).reshape(-1, 8),
+                             axis=1, bitorder="little")
+        every[w * 64:(w + 1) * 64] = bits.sum(axis=0, dtype=np.int64)
+        chosen[w * 64:(w + 1) * 64] = bits[rows].sum(axis=0, dtype=np.int64)
+    return every[:k], chosen[:k]
+
+
+def _any_bits(words: np.ndarray, route_ids: list[int]) -> np.ndarray:
+    """Assets carrying any of the bits ``route_ids`` (``words``: the bit matrix transposed,
+    one contiguous row of n words per 64 routes)."""
+    out = np.zeros(words.shape[1], dtype=bool)
+    by_word: dict[int, int] = {}
+    for r in route_ids:
+        by_word[r // 64] = by_word.get(r // 64, 0) | (1 << (r % 64))
+    for w, mask in by_word.items():
+        out |= (words[w] & np.uint64(mask)) != 0
+    return out
 
 
 def _all_concentration(db: so.Session) -> dict[int, dict[str, Any]]:
@@ -176,20 +209,23 @@ def _all_concentration(db: so.Session) -> dict[int, dict[str, Any]]:
     by_vendor: dict[int, list[int]] = {}
     for r, route in enumerate(routes):
         by_vendor.setdefault(route.vendor_id, []).append(r)
+    # Per route: how many assets carry its bit, and how many critical ones (one pass per word).
+    direct_all, direct_crit = _bit_counts(direct, critical, k)
+    depends_all, depends_crit = _bit_counts(depends, critical, k)
+    direct, depends = np.ascontiguousarray(direct.T), np.ascontiguousarray(depends.T)  # a word per row
     for vendor_id, name in _fetch(db, "SELECT id, name FROM vendors"):
-        union = np.zeros(n, dtype=bool)
         counts: dict[str, int] = {}
         counts_all: dict[str, int] = {}
         route_ids = by_vendor.get(vendor_id, [])
-        masks = [(routes[r].name, _bit(direct, r)) for r in route_ids] + \
-                [(routes[r].dependent_name, _bit(depends, r)) for r in route_ids]
-        for route_name, mask in masks:
-            if mask.any():
-                union |= mask
-                counts_all[route_name] = int(mask.sum())
-                crit_count = int((mask & critical).sum())
+        # A vendor's routes are a contiguous range of bits: its union is a masked OR per word.
+        union = _any_bits(direct, route_ids) | _any_bits(depends, route_ids)
+        tallies = [(routes[r].name, direct_all[r], direct_crit[r]) for r in route_ids] + \
+                  [(routes[r].dependent_name, depends_all[r], depends_crit[r]) for r in route_ids]
+        for route_name, n_all, crit_count in tallies:
+            if n_all:
+                counts_all[route_name] = int(n_all)
                 if crit_count:
-                    counts[route_name] = crit_count
+                    counts[route_name] = int(crit_count)
         n_crit = int((union & critical).sum())
         n_services = int((union & services).sum())
         rows[vendor_id] = {
@@ -549,14 +585,29 @@ def _compute_update_stats(db: so.Session) -> dict[int, dict[str, Any]]:
     One grouped scan (vendor, product, version, criticality); whether a version is tested is
     then decided in Python from the small updates/tests tables — no correlated subquery per
     installation."""
+    from inventory.services.estate_graph import (UNKNOWN_CRIT, crit_counts, live_installs, session_graph,
+                                                 version_counts)
+
     statuses = version_statuses(db)
-    rows = db.execute(
-        sa.select(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality,
-                  sa.func.count())
-        .select_from(Installation).join(Asset, Asset.id == Installation.asset_id)
-        .join(Product, Product.id == Installation.product_id)
-        .where(Asset.retired_at.is_(None))
-        .group_by(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality)).all()
+    graph = session_graph(db)
+    if graph is not None:
+        rows = []
+        for (pid, version), (_n, _c, per_crit) in version_counts(graph).items():
+            vendor_id = graph.products[pid].vendor_id
+            rows += [(vendor_id, pid, version, CRITICALITIES[c], int(n))
+                     for c, n in enumerate(per_crit[:UNKNOWN_CRIT].tolist()) if n]
+            if per_crit[UNKNOWN_CRIT]:   # values outside CRITICALITIES, as stored
+                idx = next(i for v, i in live_installs(graph)[pid] if v == version)
+                rows += [(vendor_id, pid, version, label, n)
+                         for label, n in crit_counts(graph, idx, db).items() if label not in CRITICALITIES]
+    else:
+        rows = db.execute(
+            sa.select(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality,
+                      sa.func.count())
+            .select_from(Installation).join(Asset, Asset.id == Installation.asset_id)
+            .join(Product, Product.id == Installation.product_id)
+            .where(Asset.retired_at.is_(None))
+            .group_by(Product.vendor_id, Installation.product_id, Installation.version, Asset.criticality)).all()
     out: dict[int, dict[str, Any]] = {}
     for vendor_id, product_id, version, crit, n in rows:
         stats = out.setdefault(vendor_id, {"installed": 0, "installed_weight": 0, "untested": 0,
@@ -784,7 +835,8 @@ def review_calendar(db: so.Session, *, today: date | None = None,
     return rows
 
 
-def cached_risk_table(db: so.Session, *, today: date | None = None) -> list[dict[str, Any]]:
+def cached_risk_table(db: so.Session, *, today: date | None = None,
+                      blast_totals: bool = True) -> list[dict[str, Any]]:
     """``risk_table`` reused while nothing it reads has changed.
 
     The key combines the inventory version (bumped by triggers on every graph
@@ -793,7 +845,16 @@ def cached_risk_table(db: so.Session, *, today: date | None = None) -> list[dict
     Callers get a shallow copy of the list and of each row: they may add keys to a row,
     not change its nested parts.
     """
+    from inventory.services.shared_figures import shared
+
     today = today or utcnow().date()
-    table = cache.cached(db, f"risk_table:{today.isoformat()}:{audit_mark(db)}",
-                         lambda: risk_table(db, today=today))
+    # Computed once per inventory version, audit mark and day for every worker (page_figures).
+    # The page does not show each vendor's blast-radius totals (tens of megabytes at 100k
+    # assets, in the JSON export): without them the table is what a worker reads back.
+    mark = f"{today.isoformat()}:{audit_mark(db)}"
+    if blast_totals:
+        table = shared(db, "risk_table", mark, lambda: risk_table(db, today=today))
+    else:
+        table = shared(db, "risk_table:page", mark, lambda: [
+            {k: v for k, v in row.items() if k != "blast_totals"} for row in risk_table(db, today=today)])
     return [dict(row) for row in table]

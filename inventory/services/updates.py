@@ -28,6 +28,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, TypeVar
 from urllib.parse import urlparse
 
+import numpy as np
 import sqlalchemy as sa
 import sqlalchemy.orm as so
 
@@ -171,9 +172,9 @@ def cached_view(db: so.Session, name: str, compute: Callable[[], T]) -> T:
     """``compute()`` reused until the inventory (version) or anything audited (updates, test
     results) changes — for dashboard figures that scan every installation.  Shared between
     requests: do not mutate the result."""
-    from inventory.services import cache
+    from inventory.services.shared_figures import shared
 
-    return cache.cached(db, f"updates:{name}:{audit_mark(db)}", compute)
+    return shared(db, f"updates:{name}", str(audit_mark(db)), compute)
 
 
 # ---------------------------------------------------------------- lookups
@@ -332,6 +333,14 @@ def untested_exposure(db: so.Session, critical_only: bool = False, *, criticalit
     vendor, version, update_ring, reason}`` (plus ``vendor_id``, ``update_id``,
     ``environment``, ``vendor_pushes_updates``), most critical first.
     """
+    wanted = "critical" if critical_only else criticality
+    if limit is not None and (wanted is None or wanted in CRITICALITIES):
+        from inventory.services.estate_graph import session_graph
+
+        graph = session_graph(db)
+        if graph is not None:
+            return _untested_from_graph(db, graph, "critical" if critical_only else criticality, vendor_id,
+                                        product_id, tracked_only, limit)
     stmt = _untested_stmt(critical_only, criticality)
     if vendor_id is not None:
         stmt = stmt.where(Vendor.id == vendor_id)
@@ -364,6 +373,52 @@ def untested_exposure(db: so.Session, critical_only: bool = False, *, criticalit
     return out
 
 
+def tested_versions(db: so.Session) -> set[tuple[int, str]]:
+    """(product id, version) of every version that counts as tested."""
+    return {key for key, status in version_statuses(db).items() if status.tested}
+
+
+def _untested_from_graph(db: so.Session, graph: Any, criticality: str | None, vendor_id: int | None,
+                         product_id: int | None, tracked_only: bool, limit: int) -> list[dict[str, Any]]:
+    """``untested_exposure`` with a limit, from the impact engine's graph: the rows shown are
+    picked from its arrays, and only their few columns the graph lacks are read."""
+    from inventory.services.estate_graph import crit_names, untested_ranked
+
+    tracked = None
+    if tracked_only:
+        tracked = set(db.scalars(sa.select(VendorUpdate.product_id).distinct()))
+    statuses = version_statuses(db)
+    tested = {key for key, status in statuses.items() if status.tested}
+    picked = untested_ranked(graph, tested, limit, criticality=criticality, vendor_id=vendor_id,
+                             product_id=product_id, product_ids=tracked)
+    if not picked:
+        return []
+    ids = [int(graph.ids[i]) for i, _p, _v in picked]
+    extra = {row[0]: row[1:] for row in db.execute(
+        sa.select(Asset.id, Asset.update_ring, Asset.environment).where(Asset.id.in_(ids)))}
+    pushes = dict(db.execute(sa.select(Product.id, Product.vendor_pushes_updates)
+                             .where(Product.id.in_({p for _i, p, _v in picked}))).all())
+    crits = crit_names(graph, np.array([i for i, _p, _v in picked], dtype=np.int64), db)
+    out = []
+    for (i, pid, version), asset_id, crit in zip(picked, ids, crits.tolist()):
+        product = graph.products[pid]
+        status = statuses.get((pid, version)) if version is not None else None
+        if version is None:
+            reason = "version unknown"
+        elif status is None:
+            reason = "no update record for this version"
+        else:
+            reason = status.reason
+        ring, env = extra.get(asset_id, (None, None))
+        out.append({"asset_id": asset_id, "asset_name": graph.name[i], "natural_key": graph.natural_key[i],
+                    "criticality": crit, "product_id": pid, "product": product.name,
+                    "vendor_id": product.vendor_id, "vendor": graph.vendors[product.vendor_id].name,
+                    "version": version, "update_ring": ring, "environment": env, "reason": reason,
+                    "update_id": status.update_id if status else None,
+                    "vendor_pushes_updates": bool(pushes.get(pid))})
+    return out
+
+
 def gate_failures(db: so.Session, criticality: str = "critical", *, vendor_id: int | None = None,
                   product_id: int | None = None, tracked_only: bool = False) -> list[dict[str, Any]]:
     """The update gate: untested installations on assets of ``criticality`` or higher (the
@@ -377,6 +432,23 @@ def gate_failures(db: so.Session, criticality: str = "critical", *, vendor_id: i
 
 def untested_summary(db: so.Session) -> dict[str, Any]:
     """Counts for dashboards: untested installations and distinct assets, by criticality."""
+    from inventory.services.estate_graph import crit_counts, session_graph, untested_pairs
+
+    graph = session_graph(db)
+    if graph is not None:
+        pairs = untested_pairs(graph, tested_versions(db))
+        by_crit: dict[str, dict[str, int]] = {}
+        if pairs:
+            every = np.concatenate([idx for _p, idx in pairs])
+            mark = np.zeros(graph.n, dtype=bool)
+            mark[every] = True
+            installs = crit_counts(graph, every, db)
+            assets = crit_counts(graph, np.flatnonzero(mark), db)
+            by_crit = {c: {"installations": n, "assets": assets[c]} for c, n in installs.items()}
+        return {"installations": sum(v["installations"] for v in by_crit.values()),
+                "assets": sum(v["assets"] for v in by_crit.values()),
+                "critical_assets": by_crit.get("critical", {}).get("assets", 0),
+                "by_criticality": by_crit}
     sub = _untested_stmt(False).subquery()
     rows = db.execute(sa.select(sub.c.criticality, sa.func.count(), sa.func.count(sa.distinct(sub.c.id)))
                       .group_by(sub.c.criticality)).all()
@@ -389,6 +461,27 @@ def untested_summary(db: so.Session) -> dict[str, Any]:
 
 def exposure_by_product(db: so.Session) -> list[dict[str, Any]]:
     """Per product and installed version: installations, how many untested, and why."""
+    from inventory.services.estate_graph import session_graph, version_counts
+
+    graph = session_graph(db)
+    if graph is not None:
+        statuses = version_statuses(db)
+        keyed = []
+        for (pid, version), (n, n_crit, _per) in version_counts(graph).items():
+            product = graph.products[pid]
+            keyed.append(((graph.vendors[product.vendor_id].name, product.name, version is not None,
+                           version or "", pid), pid, version, n, n_crit))
+        # ORDER BY vendor, product, version (NULL versions sort first on SQLite, last on PostgreSQL).
+        nulls_first = db.get_bind().dialect.name == "sqlite"
+        keyed.sort(key=lambda r: (r[0][0], r[0][1], r[0][2] if nulls_first else not r[0][2], r[0][3]))
+        rows = []
+        for key, pid, version, n, n_crit in keyed:
+            status = statuses.get((pid, version)) if version is not None else None
+            rows.append((key[0], pid, key[1], version, n, n_crit, bool(status is not None and status.tested)))
+    else:
+        rows = None
+    if rows is not None:
+        return _by_product_rows(db, rows)
     tested = _tested_update_ids().subquery()
     is_tested = sa.exists(sa.select(tested.c.product_id).where(
         tested.c.product_id == Installation.product_id, tested.c.version == Installation.version))
@@ -404,7 +497,10 @@ def exposure_by_product(db: so.Session) -> list[dict[str, Any]]:
             .where(Asset.retired_at.is_(None))
             .group_by(Vendor.name, Installation.product_id, Product.name, Installation.version)
             .order_by(Vendor.name, Product.name, Installation.version))
-    rows = db.execute(stmt).all()
+    return _by_product_rows(db, db.execute(stmt).all())
+
+
+def _by_product_rows(db: so.Session, rows: Any) -> list[dict[str, Any]]:
     statuses = version_statuses(db, {r[1] for r in rows}) if rows else {}
     out = []
     for vendor, prod_id, prod, version, n, n_crit, is_ok in rows:
@@ -456,12 +552,22 @@ def vendor_pushed_products(db: so.Session, vendor_id: int | None = None) -> list
     if not products:
         return []
     ids = [p.id for p, _ in products]
+    from inventory.services.estate_graph import session_graph, version_counts
+
+    graph = session_graph(db)
     crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
-    counts = {pid: (n, int(c or 0)) for pid, n, c in db.execute(
-        sa.select(Installation.product_id, sa.func.count(), crit)
-        .join(Asset, Asset.id == Installation.asset_id)
-        .where(Asset.retired_at.is_(None), Installation.product_id.in_(ids))
-        .group_by(Installation.product_id))}
+    if graph is not None:
+        per_product: dict[int, tuple[int, int]] = {}
+        for (pid, _v), (n, n_crit, _per) in version_counts(graph).items():
+            old = per_product.get(pid, (0, 0))
+            per_product[pid] = (old[0] + n, old[1] + n_crit)
+        counts = {pid: per_product[pid] for pid in ids if pid in per_product}
+    else:
+        counts = {pid: (n, int(c or 0)) for pid, n, c in db.execute(
+            sa.select(Installation.product_id, sa.func.count(), crit)
+            .join(Asset, Asset.id == Installation.asset_id)
+            .where(Asset.retired_at.is_(None), Installation.product_id.in_(ids))
+            .group_by(Installation.product_id))}
     pushed: dict[int, list[VendorUpdate]] = {}
     for update in db.scalars(sa.select(VendorUpdate).where(VendorUpdate.product_id.in_(ids),
                                                            VendorUpdate.vendor_pushed.is_(True))
@@ -537,6 +643,13 @@ def installed_counts(db: so.Session, updates: Iterable[VendorUpdate]) -> dict[in
     if not updates:
         return {}
     by_key = {(u.product_id, u.version): u.id for u in updates}
+    from inventory.services.estate_graph import session_graph, version_counts
+
+    graph = session_graph(db)
+    if graph is not None:
+        counts = version_counts(graph)
+        return {uid: {"assets": counts[key][0], "critical": counts[key][1]}
+                for key, uid in by_key.items() if key in counts}
     crit = sa.func.sum(sa.case((Asset.criticality == "critical", 1), else_=0))
     rows = db.execute(sa.select(Installation.product_id, Installation.version, sa.func.count(), crit)
                       .join(Asset, Asset.id == Installation.asset_id)

@@ -28,6 +28,18 @@ log = logging.getLogger(__name__)
 
 def _direct_use_counts(db: so.Session) -> dict[int, tuple[int, int]]:
     """vendor id -> (active assets using it, critical active assets using it)."""
+    from inventory.services.estate_graph import direct_use_counts, session_graph
+
+    graph = session_graph(db)
+    if graph is not None:
+        from inventory.services.estate_graph import on_graph
+        from inventory.services.shared_figures import shared
+
+        # Computed once per inventory version for every worker (page_figures), as JSON rows.
+        rows = shared(db, "vendors:direct-use", "", lambda: [[vid, n, c] for vid, (n, c)
+                                                              in sorted(direct_use_counts(graph).items())])
+        return on_graph(graph, "direct_use_dict", lambda: {vid: (n, c) for vid, n, c in rows})
+
     def compute() -> dict[int, tuple[int, int]]:
         crit = sa.func.count(sa.distinct(sa.case((Asset.criticality == "critical", Asset.id))))
         rows = db.execute(
@@ -56,6 +68,11 @@ def _direct_use_counts(db: so.Session) -> dict[int, tuple[int, int]]:
 
 
 def critical_asset_total(db: so.Session) -> int:
+    from inventory.services.estate_graph import critical_total, session_graph
+
+    graph = session_graph(db)
+    if graph is not None:
+        return critical_total(graph)
     return cached(db, "critical-total", lambda: db.scalar(
         sa.select(sa.func.count()).select_from(Asset)
         .where(Asset.retired_at.is_(None), Asset.criticality == "critical")) or 0)
@@ -156,21 +173,38 @@ def untested_for_vendor(db: so.Session, vendor_id: int, limit: int) -> list[dict
         from inventory.services import updates
     except ImportError:
         return []
+    from inventory.services.estate_graph import session_graph
+
+    if session_graph(db) is not None:
+        # From the engine's graph: milliseconds, no cache needed.
+        return updates.untested_exposure(db, vendor_id=vendor_id, limit=limit)
     key = f"untested-vendor:{vendor_id}:{limit}:{update_tests_fingerprint(db)}"
     return cached(db, key, lambda: updates.untested_exposure(db, vendor_id=vendor_id, limit=limit))
 
 
 def product_rows(db: so.Session, vendor_id: int) -> list[dict[str, Any]]:
     """The vendor's products with active installations and their most common versions."""
+    from inventory.services.estate_graph import on_graph, session_graph
+
+    graph = session_graph(db)
+    if graph is not None:
+        return on_graph(graph, f"vendor-products:{vendor_id}", lambda: _product_rows(db, vendor_id, graph))
     return cached(db, f"vendor-products:{vendor_id}", lambda: _product_rows(db, vendor_id))
 
 
-def _product_rows(db: so.Session, vendor_id: int) -> list[dict[str, Any]]:
+def _product_rows(db: so.Session, vendor_id: int, graph: Any = None) -> list[dict[str, Any]]:
     products = list(db.scalars(sa.select(Product).where(Product.vendor_id == vendor_id).order_by(Product.name)))
     if not products:
         return []
     counts: dict[int, list[tuple[str | None, int]]] = {}
-    for pid, version, n in db.execute(
+    if graph is not None:
+        from inventory.services.estate_graph import product_version_counts
+
+        for product in products:
+            found = product_version_counts(graph, product.id)
+            if found:
+                counts[product.id] = found
+    for pid, version, n in [] if graph is not None else db.execute(
             sa.select(Installation.product_id, Installation.version, sa.func.count())
             .join(Asset, Asset.id == Installation.asset_id)
             .where(Installation.product_id.in_([p.id for p in products]), Asset.retired_at.is_(None))

@@ -12,6 +12,7 @@ def register_blueprints(app: Flask) -> None:
     from inventory.web import health, overview
 
     init_template_helpers(app)
+    _share_compiled_templates(app)
     app.register_blueprint(health.bp)
     _add_error_pages(overview.bp)
     app.register_blueprint(overview.bp)
@@ -22,6 +23,28 @@ def register_blueprints(app: Flask) -> None:
         if module is not None:
             _add_error_pages(module.bp)
             app.register_blueprint(module.bp)
+
+
+def _share_compiled_templates(app: Flask) -> None:
+    """Jinja compiles each template on a worker's first render (a few hundred ms for a page
+    and its base on a busy machine); the compiled code is kept in the instance folder so new
+    workers and restarts load it instead.  Only a folder of our own that nobody else can
+    write is used (its files are loaded as code)."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from jinja2 import FileSystemBytecodeCache
+
+    folder = Path(app.instance_path) / "template-cache"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.stat()
+    except OSError:
+        return
+    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return
+    app.jinja_env.bytecode_cache = FileSystemBytecodeCache(str(folder))
 
 
 # Errors a page's view raises (abort(404) for an unknown id, abort(400)) get the app's styled

@@ -45,11 +45,11 @@ def index():  # type: ignore[no-untyped-def]
     if page > pages:
         abort(400, description=f"Bad query: page: there is no page {page}; pages 1 to {pages}")
     coverage = svc.coverage(db)
-    rto = [r for r in svc.rto_check(db) if r["status"] in ("at_risk", "unverified")]
+    rto = svc.rto_page_rows(db, RTO_ROWS)
     return render_template("plans/list.html", plans=shown[(page - 1) * PER_PAGE: page * PER_PAGE],
                            total=len(plans), shown_total=len(shown), status=status, page=page, pages=pages,
-                           coverage=coverage, rto=rto[:RTO_ROWS], rto_total=len(rto),
-                           at_risk=sum(1 for r in rto if r["status"] == "at_risk"), counts=counts)
+                           coverage=coverage, rto=rto["rows"], rto_total=rto["total"],
+                           at_risk=rto["at_risk"], counts=counts)
 
 
 RTO_ROWS = 100

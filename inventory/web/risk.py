@@ -23,7 +23,7 @@ bp = Blueprint("risk", __name__, url_prefix="/risk")
 def index():  # type: ignore[no-untyped-def]
     refuse_bad_query({})
     db = get_session()
-    table = svc.cached_risk_table(db)
+    table = svc.cached_risk_table(db, blast_totals=False)
     calendar = svc.review_calendar(db, table=table)
     concentration = sorted((r["concentration"] for r in table),
                            key=lambda c: (-c["share"], -c["critical_assets"], c["vendor"].lower()))
