@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import click
 import pytest
 import yaml
 
@@ -115,7 +116,10 @@ def test_the_collector_runs_collect_all_on_a_schedule_the_cli_accepts(services):
     collector = services["collector"]
     command = collector["command"]
     assert command[:2] == ["collect", "all"]
-    context = main.commands["collect"].commands["all"].make_context("all", list(command[2:]))
+    # The groups are lazy (inventory.cli.COMMANDS): ask for each command as click does.
+    collect = main.get_command(click.Context(main), "collect")
+    collect_all = collect.get_command(click.Context(collect), "all")
+    context = collect_all.make_context("all", list(command[2:]))
     assert context.params["every"] == 3600 and 0 < context.params["jitter"] < 3600
     # Long enough for a run in progress to finish after `docker compose stop` (SIGTERM).
     assert collector["stop_grace_period"] == "10m"
