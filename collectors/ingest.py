@@ -1071,9 +1071,19 @@ class _BatchApplier:
         self.may_retire: dict[str, bool] = {}
         # scopes that touch an asset of another scope (merged machines...): never skipped
         self.foreign: set[str] = set()
+        # scopes none of whose assets existed before this group: their signature is what
+        # was inserted for them (per scope: assets, installations, unattributed, edges)
+        self.fresh: set[str] = set()
+        self.inserted: dict[str, list[int]] = {}
 
     def counts(self, scope: str) -> Counts:
         return self.outcomes[scope].counts
+
+    def _inserted(self, scope: str, table: int) -> None:
+        found = self.inserted.get(scope)
+        if found is None:
+            found = self.inserted[scope] = [0, 0, 0, 0]
+        found[table] += 1
 
     def where_in(self, column: sa.ColumnElement[Any], values: list[Any]) -> Iterator[sa.ColumnElement[bool]]:
         return where_in(self.conn, column, values)
@@ -1199,9 +1209,13 @@ class _BatchApplier:
                 self.outcomes[scope].fingerprint = None
         if not signed:
             return
-        current = self._signatures(signed)
+        # A scope whose every asset is new in this group: its rows are the ones just inserted.
+        current = self._signatures([s for s in signed if s not in self.fresh])
         for scope in signed:
-            counts, _newest, _oldest = current.get(scope, ([0, 0, 0, 0], None, None))
+            if scope in self.fresh:
+                counts = self.inserted.get(scope, [0, 0, 0, 0])
+            else:
+                counts, _newest, _oldest = current.get(scope, ([0, 0, 0, 0], None, None))
             outcome = self.outcomes[scope]
             outcome.signature, outcome.verified_at = counts, self.now
 
@@ -1271,6 +1285,7 @@ class _BatchApplier:
         for clause in self.where_in(t.c.source_scope, self.scopes):
             for row in self._load_assets(clause):
                 by_key[row["natural_key"]] = row
+        stored_scopes = {row["source_scope"] for row in by_key.values()}
         missing = [r.natural_key for _s, r in records if r.natural_key not in by_key]
         for clause in self.where_in(t.c.natural_key, missing):
             for row in self._load_assets(clause):
@@ -1292,6 +1307,7 @@ class _BatchApplier:
         working: dict[int, dict[str, Any]] = {}
         heartbeats: dict[int, dict[str, Any]] = {}
         per_scope: Counter[str] = Counter()
+        matched: set[str] = set()
 
         for scope, record in records:
             per_scope[scope] += 1
@@ -1299,11 +1315,15 @@ class _BatchApplier:
             if target is None:
                 if record.natural_key in insert_scope:
                     continue
+                if scope not in stored_scopes and scope not in matched:
+                    self.fresh.add(scope)
                 row = self._new_row(record, scope)
                 insert_scope[record.natural_key] = scope
                 inserts.append(row)
                 continue
             asset_id = target["id"]
+            matched.add(scope)
+            self.fresh.discard(scope)
             self._claim(asset_id, scope, self.seen)
             current = working.setdefault(asset_id, dict(target))
             changes = merge_record(current, record, self.source, scope, self.now_iso,
@@ -1329,6 +1349,7 @@ class _BatchApplier:
                     self.seen[asset_id] = insert_scope[key]
             for scope in insert_scope.values():
                 self.counts(scope).created += 1
+                self._inserted(scope, 0)
         for asset_id, changes in updates.items():
             changes["updated_at"] = self.now
             changes["last_seen"] = self.now
@@ -1495,6 +1516,7 @@ class _BatchApplier:
                 inserts.append({"asset_id": asset_id, "product_id": product_id, **values,
                                 "source": source, "first_seen": now, "last_seen": now})
                 counts.created += 1
+                self._inserted(reported[asset_id], 1)
                 continue
             if row.source != source and software_rank(row.source) >= software_rank(source):
                 counts.unchanged += 1  # an equal or better-placed source owns this row
@@ -1533,6 +1555,7 @@ class _BatchApplier:
                                 "version": version, "source": self.source,
                                 "first_seen": self.now, "last_seen": self.now})
                 counts.created += 1
+                self._inserted(reported[asset_id], 2)
             elif row.version != version or row.source != self.source:
                 updates[row.id] = {"version": version, "source": self.source, "last_seen": self.now}
                 counts.updated += 1
@@ -1620,6 +1643,7 @@ class _BatchApplier:
                                 "strength": dep.strength, "source": self.source,
                                 "first_seen": self.now, "last_seen": self.now})
                 counts.created += 1
+                self._inserted(dependents[key[0]], 3)
             elif row.strength != dep.strength and (row.source == self.source
                                                       or row.source not in CURATED_SOURCES):
                 updates[row.id] = {"strength": dep.strength, "source": self.source,
