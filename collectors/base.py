@@ -109,6 +109,10 @@ class ScopeBatch:
     # scope's digest is the one last applied in full, so it probably need not be written.
     # ``build()`` fills assets, software, dependencies, ``complete`` and ``error``.
     deferred: Callable[[ScopeBatch], None] | None = None
+    # The collector vouches that no text of the batch holds a character ingest would clean
+    # (control characters, lone surrogates: ``collectors.ingest.clean_batch``), so ingest
+    # need not search it.  False (the default): ingest searches.
+    clean: bool = False
 
     def build(self) -> None:
         """Build deferred records (see ``deferred``); nothing to do otherwise."""

@@ -1111,8 +1111,9 @@ class _BatchApplier:
             return self.outcomes
         for batch in self.batches:
             batch.build()   # records a collector deferred, for a scope that is not skipped after all
-        if len(self.batches) == 1 or _batch_may_need_cleaning(_joined(self.batches)):
-            for batch in self.batches:
+        unvouched = [b for b in self.batches if not b.clean]
+        if len(unvouched) == 1 or (unvouched and _batch_may_need_cleaning(_joined(unvouched))):
+            for batch in unvouched:
                 clean_batch(batch)
         records = self._valid_records()
         self._upsert_assets(records)

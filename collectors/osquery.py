@@ -138,6 +138,8 @@ class _Event:
     decorations: dict[str, Any]
     # True when orjson read it, so orjson writes it back exactly (no NaN, no integer past 64 bits)
     plain: bool = False
+    # True when its text holds nothing ingest would clean (``_MAY_NEED_CLEANING``)
+    clean: bool = False
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -243,9 +245,19 @@ def parse_result_line(path: str, lineno: int, line: str, file_index: int) -> tup
     except json.JSONDecodeError as exc:
         raise OsqueryFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
     try:
-        return _events_of(path, lineno, event, file_index, plain)
+        events, ignored = _events_of(path, lineno, event, file_index, plain)
+        if not _MAY_NEED_CLEANING.search(line):
+            for found in events:
+                found.clean = True
+        return events, ignored
     except _Inexact:   # a number orjson read as a float: read the line as json does
         return _events_of(path, lineno, json.loads(line), file_index, False)
+
+
+# What the characters ingest cleans (``inventory.validation``: C0 controls but tab, newline and
+# carriage return; DEL; lone surrogates) look like in a line of JSON: escaped, or DEL as it is.
+# A line without any of these decodes to text ingest need not search (a false alarm at worst).
+_MAY_NEED_CLEANING = re.compile(r"\x7f|\\u00[01][0-9a-fA-F]|\\u007[fF]|\\[bf]|\\u[dD][89a-fA-F]")
 
 
 class _Inexact(Exception):
@@ -383,7 +395,7 @@ class _Spool:
         if bucket is None:
             bucket = self.hosts[event.host] = self.bucket_of(event.host)
         head = marshal.dumps((event.host, event.time, event.order[0], event.order[1], event.kind,
-                              event.counter, event.epoch))
+                              event.counter, event.epoch, event.clean))
         # The contents' bytes must depend on the contents only (they are hashed): orjson's
         # JSON, or marshal version 2 (no back-references) for what orjson cannot write exactly.
         content = (event.table, event.kind, event.rows, event.decorations)
@@ -419,7 +431,7 @@ class _Spool:
         yield from self.buffers[index]
 
     def hosts_of(self, index: int) -> dict[str, list[tuple[Any, ...]]]:
-        """The events of one bucket by host: (time, file, line, kind, counter, epoch, content)
+        """The events of one bucket by host: (time, file, line, kind, counter, epoch, clean, content)
         with ``content`` still marshalled."""
         per_host: dict[str, list[tuple[Any, ...]]] = {}
         size = self._HEAD.size
@@ -442,7 +454,7 @@ _DIGEST_VERSION = b"planb-osquery-host-records-1"
 class _HostEvents:
     """One host's events, sorted in replay order and not yet unmarshalled, and their digest."""
 
-    __slots__ = ("identifier", "events", "digest")
+    __slots__ = ("identifier", "events", "digest", "clean")
 
     def __init__(self, identifier: str, events: list[tuple[Any, ...]]) -> None:
         self.identifier = identifier
@@ -451,8 +463,9 @@ class _HostEvents:
         # A snapshot replaces a table whatever its time and counter: only the contents, in
         # order, decide the records.  Differential results also depend on time and counter.
         differential = any(event[3] not in ("snapshot", "full") for event in events)
+        self.clean = all(event[6] for event in events)
         parts = [_DIGEST_VERSION, identifier.encode("utf-8", "surrogatepass")]
-        for time, _file, _line, _kind, counter, epoch, content in events:
+        for time, _file, _line, _kind, counter, epoch, _clean, content in events:
             if differential:
                 parts.append(marshal.dumps((time, counter, epoch), 2))
             parts.append(struct.pack("<I", len(content)))
@@ -462,7 +475,7 @@ class _HostEvents:
 
     def replay(self) -> HostData:
         events = []
-        for time, file, line, _kind, counter, epoch, content in self.events:
+        for time, file, line, _kind, counter, epoch, _clean, content in self.events:
             view = memoryview(content)[1:]
             table, kind, rows, decorations = _fast_loads(view) if content[:1] == b"j" else marshal.loads(view)
             events.append(_Event(time, (file, line), self.identifier, table, kind, rows, counter, epoch,
@@ -771,6 +784,7 @@ def _fill_batch(host: _HostEvents, progress: ProgressFn | None, always: bool, ba
         progress(f"osquery: host {host.identifier}: {len(software)} software records"
                  + (f" ({'; '.join(missing)})" if missing else ""))
     batch.assets, batch.software, batch.complete = [asset], software, not missing
+    batch.clean = host.clean
     batch.error = f"host {host.identifier}: {'; '.join(missing)}" if missing else None
 
 

@@ -360,3 +360,19 @@ def test_an_unchanged_fleet_is_skipped_without_building_its_records(engine, tmp_
         [_fleet_log(tmp_path / "d.log", shift=10800, edit=host)]))
     assert built == [host] and edited.updated == 1
     assert "99.0.0" in {v for _vendor, _product, v in installed(engine, host_key).values()}
+
+
+def test_control_characters_in_a_results_log_are_cleaned_and_clean_hosts_vouched_for(engine, tmp_path):
+    def line(host: str, name: str) -> str:
+        return json.dumps({"name": "pack_deb_packages", "hostIdentifier": host, "unixTime": 1, "action": "snapshot",
+                           "snapshot": [{"name": name, "version": "1.0", "maintainer": "Ubuntu Developers"}]})
+    path = tmp_path / "escapes.log"
+    path.write_text("\n".join([line("h-plain", "bash"), line("h-escape", "evil\u001b[31m-pkg"),
+                               line("h-del", "del\u007fpkg"), line("h-tab", "tab\tpkg")]) + "\n")
+    batches = {b.scope_key: b for b in osquery.OsqueryCollector([str(path)]).collect(lambda _m: None)}
+    assert {k: b.clean for k, b in batches.items()} == {
+        "osquery:h-plain": True, "osquery:h-escape": False, "osquery:h-del": False, "osquery:h-tab": True}
+    run_collection(engine, osquery.OsqueryCollector([str(path)]))
+    with read_session(engine) as db:
+        names = set(db.scalars(sa.select(UnattributedSoftware.name))) | set(db.scalars(sa.select(Installation.raw_name)))
+    assert {"bash", "evil[31m-pkg", "delpkg", "tab\tpkg"} <= names
