@@ -458,7 +458,8 @@ class _Run:
 
         def unchanged(scope_key: str, digest: str) -> bool:
             fingerprint = stored.get(scope_key)
-            return fingerprint is not None and fingerprint == digest_fingerprint(source, scope_key, digest, salt)
+            return fingerprint is not None and \
+                fingerprint == digest_fingerprint(source, scope_key, digest, salt)
 
         self.collector.unchanged = unchanged  # type: ignore[attr-defined]
         return True
