@@ -19,8 +19,9 @@ PostgreSQL, ``PLANB_BENCH_POSTGRES_URL``):
 * **unchanged** — the same file again (must write nothing but run bookkeeping).
 
 Printed per phase: wall time of the process (start to exit), rows/s (rows of the log:
-system_info + os_version + packages), its CPU time (user + system) and peak memory
-(``ru_maxrss``), the load average around it, and two baselines measured in the same run:
+system_info + os_version + packages), its CPU time (user + system) and peak memory (the
+child's ``VmHWM``, polled), the load average around it, and two baselines measured in the
+same run:
 
 * **raw executemany** — the DB-API ``executemany`` of the same rows Plan B stored (assets,
   installations, unattributed software; vendors and products pre-loaded): plain INSERTs for
@@ -193,16 +194,38 @@ def run_child(url: str, log: Path, instance: str) -> dict[str, Any]:
     proc = subprocess.Popen([sys.executable, "-m", "inventory.cli", "collect", "--quiet", "osquery", str(log)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = b"", b""
-    _pid, status, usage = os.wait4(proc.pid, 0)
+    # Peak memory: the child's own high-water mark (VmHWM), polled while it runs.  Not
+    # ru_maxrss: Linux carries the parent's high-water mark over a vfork + exec into it, so
+    # a child started while this process held a phase's rows reported gigabytes it never used.
+    peak_kib = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_kib = max(peak_kib, _high_water_kib(proc.pid))
+        time.sleep(0.05)
     wall = time.perf_counter() - started
     out = proc.stdout.read() if proc.stdout else b""
     err = proc.stderr.read() if proc.stderr else b""
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 3):
         raise RuntimeError(f"planb collect osquery exited {code}: {err.decode()[-2000:]}")
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_mib": usage.ru_maxrss / 1024,
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "peak_mib": (peak_kib or usage.ru_maxrss) / 1024,
             "exit": code, "load_before": load_before[0], "load_after": os.getloadavg()[0],
             "summary": out.decode().strip().splitlines()[-1] if out else ""}
+
+
+def _high_water_kib(pid: int) -> int:
+    """The process's peak resident memory so far (``VmHWM`` of /proc/PID/status), 0 if unknown."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 # -- the raw ceiling -------------------------------------------------------------------------------

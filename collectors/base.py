@@ -101,6 +101,24 @@ class ScopeBatch:
     retire: bool = True
     software_unread: list[str] = field(default_factory=list)
     members_unread: list[str] = field(default_factory=list)
+    # A digest of everything the collector read for this scope, when it can give one
+    # cheaply (osquery: the host's results): the same digest from the same collector means
+    # the same records, so ingest fingerprints the scope from it instead of its records.
+    digest: str | None = None
+    # Records not built yet: the collector was told (``Collector.unchanged``) that the
+    # scope's digest is the one last applied in full, so it probably need not be written.
+    # ``build()`` fills assets, software, dependencies, ``complete`` and ``error``.
+    deferred: Callable[[ScopeBatch], None] | None = None
+    # The collector vouches that no text of the batch holds a character ingest would clean
+    # (control characters, lone surrogates: ``collectors.ingest.clean_batch``), so ingest
+    # need not search it.  False (the default): ingest searches.
+    clean: bool = False
+
+    def build(self) -> None:
+        """Build deferred records (see ``deferred``); nothing to do otherwise."""
+        if self.deferred is not None:
+            fill, self.deferred = self.deferred, None
+            fill(self)
 
 
 class Collector(Protocol):
@@ -123,6 +141,12 @@ class Collector(Protocol):
     # The scope keys this run will yield, when known before reading the source.
     # ``collectors.ingest.run_collection`` locks them up front, so a run that
     # overlaps another refuses to start instead of reading the source first.
+    #   unchanged: Callable[[str, str], bool] | None
+    # A collector that gives ``ScopeBatch.digest`` may declare this attribute (None);
+    # ingest sets it before ``collect`` to a test ``unchanged(scope_key, digest)``: True
+    # when that digest is the one the scope's last full comparison applied.  The
+    # collector may then yield the batch with its records deferred (``ScopeBatch.deferred``)
+    # and ingest builds them only if the scope's rows turn out to need a comparison.
 
 
 def collect_concurrently(tasks: Sequence[Callable[[], ScopeBatch]], concurrency: int,

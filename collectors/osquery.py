@@ -42,7 +42,9 @@ are not objects) rejects the whole import with ``file:line`` and nothing is writ
 """
 from __future__ import annotations
 
+import functools
 import glob
+import hashlib
 import itertools
 import json
 import marshal
@@ -53,11 +55,20 @@ import struct
 import tempfile
 import weakref
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from collectors.base import AssetRecord, ProgressFn, ScopeBatch, SoftwareRecord
+from inventory.memory import paused_gc
+
+try:  # about twice as fast as ``json`` on a results log; ``json`` still words the errors
+    from orjson import dumps as _fast_dumps
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a declared dependency
+    _fast_dumps = None
+    _fast_loads = json.loads
 
 NAME = "osquery"
 
@@ -125,18 +136,31 @@ class _Event:
     counter: str | None
     epoch: str | None
     decorations: dict[str, Any]
+    # True when orjson read it, so orjson writes it back exactly (no NaN, no integer past 64 bits)
+    plain: bool = False
+    # True when its text holds nothing ingest would clean (``_MAY_NEED_CLEANING``)
+    clean: bool = False
 
 
 # -- parsing ----------------------------------------------------------------------------------
 
 def table_for_query(name: str, rows: Sequence[dict[str, Any]]) -> str | None:
     """The osquery table a scheduled query (or an osqueryi output) reports."""
-    lowered = (name or "").lower()
-    for table in sorted(TABLES, key=len, reverse=True):
+    return _table_by_name(name or "") or table_from_columns(rows)
+
+
+_TABLES_LONGEST_FIRST = sorted(TABLES, key=len, reverse=True)
+
+
+@functools.lru_cache(maxsize=4096)
+def _table_by_name(name: str) -> str | None:
+    """The table a query's name names, if it does (a log repeats a few names millions of times)."""
+    lowered = name.lower()
+    for table in _TABLES_LONGEST_FIRST:
         if lowered == table or lowered.endswith("_" + table) or lowered.endswith("/" + table) \
                 or f"_{table}_" in lowered:
             return table
-    return table_from_columns(rows)
+    return None
 
 
 def table_from_columns(rows: Sequence[dict[str, Any]]) -> str | None:
@@ -159,6 +183,29 @@ def _str_row(row: Any, where: str) -> dict[str, Any]:
         return row  # the usual case: osquery logs every column as text (keys are text in JSON)
     return {str(k): ("" if v is None else v if isinstance(v, str) else str(v) if not isinstance(v, (dict, list))
                      else json.dumps(v, sort_keys=True)) for k, v in row.items()}
+
+
+def _str_rows(raw_rows: list[Any], where: str, plain: bool = False) -> list[dict[str, Any]]:
+    """``_str_row`` of every row; the usual case (objects of text only) checked in one pass.
+    ``plain`` (orjson read them): a float among the values raises ``_Inexact``."""
+    if set(map(type, raw_rows)) <= _DICT_ONLY:
+        types = set(map(type, chain.from_iterable(map(dict.values, raw_rows))))
+        if types <= _TEXT_ONLY:
+            return raw_rows
+        if plain and float in types:
+            raise _Inexact
+    return [_str_row(r, where) for r in raw_rows]
+
+
+_DICT_ONLY = frozenset({dict})
+
+
+def _decode(line: str | bytes) -> tuple[Any, bool]:
+    """The JSON value of a line, and whether orjson read it."""
+    try:
+        return _fast_loads(line), _fast_dumps is not None
+    except ValueError:  # orjson is stricter (integers past 64 bits, NaN); json decides, and words the error
+        return json.loads(line), False
 
 
 def _host_of(event: dict[str, Any]) -> str | None:
@@ -191,13 +238,34 @@ def parse_results_log(path: str, text: str, file_index: int) -> tuple[list[_Even
 def parse_result_line(path: str, lineno: int, line: str, file_index: int) -> tuple[list[_Event], int]:
     """The events of one line of a results log (none for a blank line); (events, lines of
     queries not used).  Raises ``OsqueryFormatError`` naming ``path:lineno``."""
-    if not line.strip():
+    if not line or line.isspace():
         return [], 0
-    where = f"{path}:{lineno}"
     try:
-        event = json.loads(line)
+        event, plain = _decode(line)
     except json.JSONDecodeError as exc:
-        raise OsqueryFormatError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        raise OsqueryFormatError(f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    try:
+        events, ignored = _events_of(path, lineno, event, file_index, plain)
+        if not _MAY_NEED_CLEANING.search(line):
+            for found in events:
+                found.clean = True
+        return events, ignored
+    except _Inexact:   # a number orjson read as a float: read the line as json does
+        return _events_of(path, lineno, json.loads(line), file_index, False)
+
+
+# What the characters ingest cleans (``inventory.validation``: C0 controls but tab, newline and
+# carriage return; DEL; lone surrogates) look like in a line of JSON: escaped, or DEL as it is.
+# A line without any of these decodes to text ingest need not search (a false alarm at worst).
+_MAY_NEED_CLEANING = re.compile(r"\x7f|\\u00[01][0-9a-fA-F]|\\u007[fF]|\\[bf]|\\u[dD][89a-fA-F]")
+
+
+class _Inexact(Exception):
+    """orjson read a number of this line as a float (an integer past 64 bits reads so)."""
+
+
+def _events_of(path: str, lineno: int, event: Any, file_index: int, plain: bool) -> tuple[list[_Event], int]:
+    where = f"{path}:{lineno}"
     if not isinstance(event, dict):
         raise OsqueryFormatError(f"{where}: expected a JSON object (one osquery result per line)")
     name = event.get("name")
@@ -230,13 +298,16 @@ def parse_result_line(path: str, lineno: int, line: str, file_index: int) -> tup
         raise OsqueryFormatError(f"{where}: result without \"columns\", \"snapshot\" or \"diffResults\"")
     events = []
     ignored = 0
+    if plain and float in set(map(type, decorations.values())):
+        raise _Inexact
     for kind, raw_rows in batches:
-        rows = [_str_row(r, where) for r in raw_rows]
+        rows = _str_rows(raw_rows, where, plain)
         table = table_for_query(name, rows)
         if table is None:
             ignored += 1
             continue
-        events.append(_Event(time, (file_index, lineno), host, table, kind, rows, counter, epoch, decorations))
+        events.append(_Event(time, (file_index, lineno), host, table, kind, rows, counter, epoch, decorations,
+                             plain))
     return events, ignored
 
 
@@ -298,26 +369,42 @@ def _adopt_hosts(events: list[_Event]) -> None:
 class _Spool:
     """Parsed events kept per bucket of hosts, so the hosts can be replayed bucket by bucket
     with bounded memory.  Events are marshalled; they stay in memory until ``MEMORY_LIMIT``
-    bytes are buffered, then go to files in a temporary folder (removed with the collector)."""
+    bytes are buffered, then go to files in a temporary folder (removed with the collector).
+
+    Each event is kept as a small header (host, time, file order, kind, counter, epoch)
+    followed by its content (table, kind, rows, decorations): a host's contents, hashed
+    in replay order, are its digest (``_HostEvents``), without unmarshalling them."""
 
     BUCKETS = 256
     MEMORY_LIMIT = 64 * 1024 * 1024
+    _HEAD = struct.Struct("<I")
 
     def __init__(self) -> None:
         self.buffers: list[list[bytes]] = [[] for _ in range(self.BUCKETS)]
         self.buffered = 0
         self.folder: str | None = None
-        self.hosts: set[str] = set()
+        # host -> its bucket
+        self.hosts: dict[str, int] = {}
 
     @classmethod
     def bucket_of(cls, host: str) -> int:
         return zlib.crc32(host.encode("utf-8", "surrogatepass")) % cls.BUCKETS
 
     def add(self, event: _Event) -> None:
-        data = marshal.dumps((event.time, event.order, event.host, event.table, event.kind, event.rows,
-                              event.counter, event.epoch, event.decorations))
-        self.buffers[self.bucket_of(event.host)].append(data)
-        self.hosts.add(event.host)
+        bucket = self.hosts.get(event.host)
+        if bucket is None:
+            bucket = self.hosts[event.host] = self.bucket_of(event.host)
+        head = marshal.dumps((event.host, event.time, event.order[0], event.order[1], event.kind,
+                              event.counter, event.epoch, event.clean))
+        # The contents' bytes must depend on the contents only (they are hashed): orjson's
+        # JSON, or marshal version 2 (no back-references) for what orjson cannot write exactly.
+        content = (event.table, event.kind, event.rows, event.decorations)
+        try:
+            encoded = b"j" + _fast_dumps(content) if event.plain else None
+        except TypeError:   # orjson.JSONEncodeError: e.g. a lone surrogate
+            encoded = None
+        data = self._HEAD.pack(len(head)) + head + (encoded or b"m" + marshal.dumps(content, 2))
+        self.buffers[bucket].append(data)
         self.buffered += len(data)
         if self.buffered > self.MEMORY_LIMIT:
             self.flush()
@@ -334,24 +421,70 @@ class _Spool:
                 buffer.clear()
         self.buffered = 0
 
-    def events(self, index: int) -> Iterator[_Event]:
-        def build(data: bytes) -> _Event:
-            time, order, host, table, kind, rows, counter, epoch, decorations = marshal.loads(data)
-            return _Event(time, tuple(order), host, table, kind, rows, counter, epoch, decorations)
-
+    def _stored(self, index: int) -> Iterator[bytes]:
         if self.folder is not None:
             path = os.path.join(self.folder, f"{index:03d}")
             if os.path.exists(path):
                 with open(path, "rb") as fh:
                     while header := fh.read(4):
-                        yield build(fh.read(struct.unpack("<I", header)[0]))
-        for data in self.buffers[index]:
-            yield build(data)
+                        yield fh.read(struct.unpack("<I", header)[0])
+        yield from self.buffers[index]
+
+    def hosts_of(self, index: int) -> dict[str, list[tuple[Any, ...]]]:
+        """The events of one bucket by host: (time, file, line, kind, counter, epoch, clean, content)
+        with ``content`` still marshalled."""
+        per_host: dict[str, list[tuple[Any, ...]]] = {}
+        size = self._HEAD.size
+        for data in self._stored(index):
+            n = self._HEAD.unpack_from(data)[0]
+            host, *head = marshal.loads(data[size:size + n])
+            per_host.setdefault(host, []).append((*head, data[size + n:]))
+        return per_host
 
     def close(self) -> None:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+
+
+# Part of every host digest: change it when the same results should give other records.
+_DIGEST_VERSION = b"planb-osquery-host-records-1"
+
+
+class _HostEvents:
+    """One host's events, sorted in replay order and not yet unmarshalled, and their digest."""
+
+    __slots__ = ("identifier", "events", "digest", "clean")
+
+    def __init__(self, identifier: str, events: list[tuple[Any, ...]]) -> None:
+        self.identifier = identifier
+        events.sort(key=_replay_order)
+        self.events = events
+        # A snapshot replaces a table whatever its time and counter: only the contents, in
+        # order, decide the records.  Differential results also depend on time and counter.
+        differential = any(event[3] not in ("snapshot", "full") for event in events)
+        self.clean = all(event[6] for event in events)
+        parts = [_DIGEST_VERSION, identifier.encode("utf-8", "surrogatepass")]
+        for time, _file, _line, _kind, counter, epoch, _clean, content in events:
+            if differential:
+                parts.append(marshal.dumps((time, counter, epoch), 2))
+            parts.append(struct.pack("<I", len(content)))
+            parts.append(content)
+        digest = hashlib.blake2b(b"".join(parts), digest_size=16)
+        self.digest = digest.hexdigest()
+
+    def replay(self) -> HostData:
+        events = []
+        for time, file, line, _kind, counter, epoch, _clean, content in self.events:
+            view = memoryview(content)[1:]
+            table, kind, rows, decorations = _fast_loads(view) if content[:1] == b"j" else marshal.loads(view)
+            events.append(_Event(time, (file, line), self.identifier, table, kind, rows, counter, epoch,
+                                 decorations))
+        return _replay(self.identifier, events)
+
+
+def _replay_order(event: tuple[Any, ...]) -> tuple[Any, ...]:
+    return event[:3]
 
 
 def _read_file(path: str, index: int, host: str | None, table: str | None, spool: _Spool,
@@ -427,11 +560,12 @@ class _Index:
         hostless: list[_Event] = []
         self.ignored = 0
         try:
-            for index, path in enumerate(paths):
-                self.ignored += _read_file(path, index, host, table, self.spool, hostless)
-            _adopt_hosts(hostless)
-            for event in hostless:
-                self.spool.add(event)
+            with paused_gc():   # millions of short-lived containers, none in a cycle
+                for index, path in enumerate(paths):
+                    self.ignored += _read_file(path, index, host, table, self.spool, hostless)
+                _adopt_hosts(hostless)
+                for event in hostless:
+                    self.spool.add(event)
         except BaseException:
             self.spool.close()
             raise
@@ -439,12 +573,15 @@ class _Index:
 
     def replayed(self) -> Iterator[HostData]:
         """Every host's data, bucket by bucket (hosts sorted within a bucket)."""
+        for host in self.host_events():
+            yield host.replay()
+
+    def host_events(self) -> Iterator[_HostEvents]:
+        """Every host's events and digest, bucket by bucket (hosts sorted within a bucket)."""
         for bucket in range(_Spool.BUCKETS):
-            per_host: dict[str, list[_Event]] = {}
-            for event in self.spool.events(bucket):
-                per_host.setdefault(event.host, []).append(event)
+            per_host = self.spool.hosts_of(bucket)
             for identifier in sorted(per_host):
-                yield _replay(identifier, per_host.pop(identifier))
+                yield _HostEvents(identifier, per_host.pop(identifier))
 
     def close(self) -> None:
         self.spool.close()
@@ -526,24 +663,31 @@ def host_records(data: HostData) -> tuple[AssetRecord, list[SoftwareRecord], lis
     if os_name:
         software.append(SoftwareRecord(asset_key=key, name=os_name, publisher=_OS_PUBLISHERS.get(platform or ""),
                                        version=os_version, origin="os"))
+    # Row values are text (``_str_row``): ``(v or "").strip() or None`` is ``_clean(v)``,
+    # written out because this runs for every package of every host.
+    append = software.append
     for row in data.rows("programs"):
-        if _clean(row.get("name")):
-            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("publisher")),
-                                           _clean(row.get("version"))))
+        name = (row.get("name") or "").strip()
+        if name:
+            append(SoftwareRecord(key, name, (row.get("publisher") or "").strip() or None,
+                                  (row.get("version") or "").strip() or None))
     for row in data.rows("deb_packages"):
+        name = (row.get("name") or "").strip()
         status = row.get("status")
-        if _clean(row.get("name")) and (not status or status.startswith("install ok installed")):
-            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("maintainer")),
-                                           _clean(row.get("version"))))
+        if name and (not status or status.startswith("install ok installed")):
+            append(SoftwareRecord(key, name, (row.get("maintainer") or "").strip() or None,
+                                  (row.get("version") or "").strip() or None))
     for row in data.rows("rpm_packages"):
-        if _clean(row.get("name")) and row.get("name") != "gpg-pubkey":
+        name = (row.get("name") or "").strip()
+        if name and row.get("name") != "gpg-pubkey":
             version = "-".join(v for v in (_clean(row.get("version")), _clean(row.get("release"))) if v) or None
-            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("vendor")), version))
+            append(SoftwareRecord(key, name, (row.get("vendor") or "").strip() or None, version))
     for row in data.rows("apps"):
-        if _clean(row.get("name")):
-            software.append(SoftwareRecord(key, row["name"].strip(), _clean(row.get("bundle_identifier")),
-                                           _clean(row.get("bundle_short_version") or row.get("bundle_version")),
-                                           origin="bundle-id"))
+        name = (row.get("name") or "").strip()
+        if name:
+            append(SoftwareRecord(key, name, (row.get("bundle_identifier") or "").strip() or None,
+                                  _clean(row.get("bundle_short_version") or row.get("bundle_version")),
+                                  origin="bundle-id"))
 
     missing = []
     for table in ("system_info", "os_version"):
@@ -611,17 +755,37 @@ class OsqueryCollector:
         if self.ignored:
             progress(f"osquery: {self.ignored} result line(s) of other queries ignored")
         few = len(self.hosts) <= 100
-        for n, data in enumerate(self._index.replayed(), start=1):
-            identifier = data.identifier
-            asset, software, missing = host_records(data)
-            if few or missing:
-                progress(f"osquery: host {identifier}: {len(software)} software records"
-                         + (f" ({'; '.join(missing)})" if missing else ""))
-            elif n % self.PROGRESS_EVERY == 0:
+        unchanged = self.unchanged if len(self.hosts) >= self.DEFER_MIN_HOSTS else None
+        for n, host in enumerate(self._index.host_events(), start=1):
+            scope_key = self.scope_key(host.identifier)
+            if not few and n % self.PROGRESS_EVERY == 0:
                 progress(f"osquery: {n} of {len(self.hosts)} hosts read")
-            yield ScopeBatch(scope_key=self.scope_key(identifier), assets=[asset], software=software,
-                             complete=not missing,
-                             error=f"host {identifier}: {'; '.join(missing)}" if missing else None)
+            if unchanged is not None and unchanged(scope_key, host.digest):
+                # The results the scope's last full comparison applied: ingest most likely
+                # skips it, and builds the records only if it does not.
+                yield ScopeBatch(scope_key=scope_key, digest=host.digest,
+                                 deferred=functools.partial(_fill_batch, host, None, False))
+                continue
+            batch = ScopeBatch(scope_key=scope_key, digest=host.digest)
+            _fill_batch(host, progress, few, batch)
+            yield batch
+
+    # Below this many hosts every batch is built at once (the per-host messages stay as they were).
+    DEFER_MIN_HOSTS = 100
+    #: set by ingest (``Collector.unchanged``): whether a host's digest is the one last applied
+    unchanged: Callable[[str, str], bool] | None = None
+
+
+def _fill_batch(host: _HostEvents, progress: ProgressFn | None, always: bool, batch: ScopeBatch) -> None:
+    """A host's records into ``batch`` (its asset, software and completeness); said when
+    the host is incomplete, or ``always``."""
+    asset, software, missing = host_records(host.replay())
+    if progress is not None and (always or missing):
+        progress(f"osquery: host {host.identifier}: {len(software)} software records"
+                 + (f" ({'; '.join(missing)})" if missing else ""))
+    batch.assets, batch.software, batch.complete = [asset], software, not missing
+    batch.clean = host.clean
+    batch.error = f"host {host.identifier}: {'; '.join(missing)}" if missing else None
 
 
 # -- registry hooks ----------------------------------------------------------------------------

@@ -276,3 +276,103 @@ def test_a_results_log_read_from_a_pipe(tmp_path):
         writer.join(timeout=10)
     from_file, _ = osquery.load_files([UBUNTU])
     assert sorted(hosts) == sorted(from_file) != []
+
+
+# -- digests: an unchanged host is neither rebuilt nor rewritten --------------------------------------
+
+def _fleet_log(path: Path, hosts: int = 6, shift: int = 0, edit: str | None = None) -> str:
+    """A snapshot-format results log (the benchmark's generator), its times shifted by
+    ``shift`` seconds; ``edit`` names a host whose first package gets another version."""
+    from benchmarks.bench_collect import write_results_log
+    write_results_log(path, hosts, 3, 5)
+    lines = []
+    for line in path.read_text().splitlines():
+        event = json.loads(line)
+        event["unixTime"] += shift
+        event["calendarTime"] = f"shifted {shift}"
+        event["counter"] += 1 if shift else 0
+        if event["hostIdentifier"] == edit and event["name"].endswith(osquery.PACKAGE_TABLES):
+            event["snapshot"][0] = {**event["snapshot"][0], "version": "99.0.0", "bundle_short_version": "99.0.0"}
+        lines.append(json.dumps(event))
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_host_digest_covers_its_results_not_their_times(tmp_path):
+    def digests(path: str) -> dict[str, str]:
+        collector = osquery.OsqueryCollector([path])
+        return {h.identifier: h.digest for h in collector._index.host_events()}
+
+    first = digests(_fleet_log(tmp_path / "a.log"))
+    later = digests(_fleet_log(tmp_path / "b.log", shift=3600))
+    assert first == later and len(set(first.values())) == len(first) == 6
+    host = min(first)
+    edited = digests(_fleet_log(tmp_path / "c.log", shift=3600, edit=host))
+    assert {h for h in first if first[h] != edited[h]} == {host}
+
+
+def test_a_line_orjson_refuses_is_read_by_json(tmp_path):
+    path = tmp_path / "big.log"
+    path.write_text(json.dumps({"name": "pack_deb_packages", "hostIdentifier": "h1", "unixTime": 1,
+                                "action": "snapshot", "decorations": {"big": 10 ** 30},
+                                "snapshot": [{"name": "bash", "version": "5.1", "size": 10 ** 30,
+                                              "maintainer": "Ubuntu"}]}) + "\n")
+    hosts, _ = osquery.load_files([str(path)])
+    assert hosts["h1"].tables["deb_packages"].rows == [
+        {"name": "bash", "version": "5.1", "size": str(10 ** 30), "maintainer": "Ubuntu"}]
+    assert hosts["h1"].decorations == {"big": 10 ** 30}
+
+
+def test_an_unchanged_fleet_is_skipped_without_building_its_records(engine, tmp_path, monkeypatch):
+    monkeypatch.setattr(osquery.OsqueryCollector, "DEFER_MIN_HOSTS", 0)
+    built: list[str] = []
+    real = osquery.host_records
+    monkeypatch.setattr(osquery, "host_records", lambda data: built.append(data.identifier) or real(data))
+    cold = run_collection(engine, osquery.OsqueryCollector([_fleet_log(tmp_path / "a.log")]))
+    assert cold.status == "succeeded" and len(built) == 6 and cold.created > 6
+
+    # the same results an hour later: no host is rebuilt, nothing but bookkeeping is written
+    built.clear()
+    counter = WriteCounter(engine)
+    try:
+        same = run_collection(engine, osquery.OsqueryCollector([_fleet_log(tmp_path / "b.log", shift=3600)]))
+    finally:
+        counter.close()
+    assert same.status == "succeeded" and built == [] and counter.inventory_writes() == []
+    assert (same.created, same.updated, same.unchanged) == (0, 0, cold.created)
+
+    # another writer removes a host's software: only that host is rebuilt, and restored
+    host = min(osquery.OsqueryCollector([str(tmp_path / "a.log")]).hosts)
+    host_key = f"host:{host}"
+    with read_session(engine) as db:
+        asset_id = db.scalar(sa.select(Asset.id).where(Asset.natural_key == host_key))
+    from inventory.db import write_session
+    with write_session(engine) as db:
+        deleted = db.execute(sa.delete(Installation).where(Installation.asset_id == asset_id)).rowcount
+    built.clear()
+    restored = run_collection(engine, osquery.OsqueryCollector([_fleet_log(tmp_path / "c.log", shift=7200)]))
+    assert deleted and built == [host]
+    assert (restored.status, restored.created, restored.updated) == ("succeeded", deleted, 0)
+
+    # a host whose results changed is built (not deferred) and updated
+    built.clear()
+    edited = run_collection(engine, osquery.OsqueryCollector(
+        [_fleet_log(tmp_path / "d.log", shift=10800, edit=host)]))
+    assert built == [host] and edited.updated == 1
+    assert "99.0.0" in {v for _vendor, _product, v in installed(engine, host_key).values()}
+
+
+def test_control_characters_in_a_results_log_are_cleaned_and_clean_hosts_vouched_for(engine, tmp_path):
+    def line(host: str, name: str) -> str:
+        return json.dumps({"name": "pack_deb_packages", "hostIdentifier": host, "unixTime": 1, "action": "snapshot",
+                           "snapshot": [{"name": name, "version": "1.0", "maintainer": "Ubuntu Developers"}]})
+    path = tmp_path / "escapes.log"
+    path.write_text("\n".join([line("h-plain", "bash"), line("h-escape", "evil\u001b[31m-pkg"),
+                               line("h-del", "del\u007fpkg"), line("h-tab", "tab\tpkg")]) + "\n")
+    batches = {b.scope_key: b for b in osquery.OsqueryCollector([str(path)]).collect(lambda _m: None)}
+    assert {k: b.clean for k, b in batches.items()} == {
+        "osquery:h-plain": True, "osquery:h-escape": False, "osquery:h-del": False, "osquery:h-tab": True}
+    run_collection(engine, osquery.OsqueryCollector([str(path)]))
+    with read_session(engine) as db:
+        names = set(db.scalars(sa.select(UnattributedSoftware.name))) | set(db.scalars(sa.select(Installation.raw_name)))
+    assert {"bash", "evil[31m-pkg", "delpkg", "tab\tpkg"} <= names

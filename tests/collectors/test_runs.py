@@ -355,3 +355,30 @@ def test_an_unchanged_scope_is_skipped_until_someone_else_touches_its_rows(engin
     with read_session(engine) as db:
         assert set(db.scalars(sa.select(Installation.last_seen))) == {T0 + timedelta(days=2)}
     assert later.unchanged == n * 4
+
+
+def test_the_signature_of_a_new_scope_is_what_its_rows_count(engine):
+    """A scope whose assets are all new takes its signature from what was inserted (no
+    count query): it must be what the stored rows count, edges included."""
+    from collectors.base import DependencyRecord
+    from inventory.models import Dependency, UnattributedSoftware
+    batches = fleet(30)
+    for i, batch in enumerate(batches[:10]):
+        lb = AssetRecord(natural_key=f"lb:{i}", name=f"lb-{i}", kind="load-balancer")
+        batch.assets.append(lb)
+        batch.dependencies.append(DependencyRecord(lb.natural_key, batch.assets[0].natural_key, "behind"))
+    run_collection(engine, FakeCollector(batches, name="osquery"), now=T0)
+    with read_session(engine) as db:
+        def per_scope(table: sa.Table, column: str) -> dict[str, int]:
+            a = Asset.__table__
+            query = (sa.select(a.c.source_scope, sa.func.count()).select_from(table.join(a, a.c.id == table.c[column]))
+                     .group_by(a.c.source_scope)) if table is not a else \
+                sa.select(a.c.source_scope, sa.func.count()).group_by(a.c.source_scope)
+            return dict(db.execute(query).all())
+        tables = [(Asset.__table__, "id"), (Installation.__table__, "asset_id"),
+                  (UnattributedSoftware.__table__, "asset_id"), (Dependency.__table__, "dependent_id")]
+        counted = [per_scope(t, c) for t, c in tables]
+    stored = states(engine)
+    assert len(stored) == 30 and sum(counted[3].values()) == 10 and sum(counted[2].values()) > 0
+    for key, state in stored.items():
+        assert state.signature == [c.get(key, 0) for c in counted], key
