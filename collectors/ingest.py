@@ -1846,7 +1846,7 @@ _TRIGGER_BODY = re.compile(
 def _trigger_body(trigger_sql: str) -> str | None:
     """The counter bump of an ``inventory_version`` trigger (migration 0002): the first statement,
     one UPDATE of the counter row that reads nothing of the row that fired it; None for any other
-    shape.  The change-log insert after it (migration 0005) is not run: a bump without change-log
+    shape.  The change-log insert after it (migration 0006) is not run: a bump without change-log
     rows tells the impact graph to reload that table instead of patching (inventory.impact.changes)."""
     match = _TRIGGER_BODY.search(trigger_sql)
     if match is None or re.search(r"\b(NEW|OLD)\s*\.", match.group(1), re.IGNORECASE):

@@ -1,7 +1,7 @@
 """Keeping the graph current: read what changed since a graph's version, patch a copy of it.
 
 The triggers that bump ``inventory_version`` also record each changed row in
-``inventory_changes`` under the version their bump produced (migration 0005):
+``inventory_changes`` under the version their bump produced (migration 0006):
 an asset's id, an installation's (asset, product), a dependency's (dependent,
 dependency, kind), the id of a vendor, product, plan or plan link.  A graph at
 version *v* that finds the inventory at *w* reads the rows of (v, w] — in the

@@ -11,7 +11,7 @@ is loaded once and then kept current (``docs/explanation/engine.md``):
   — and does nothing more while it has not moved.  Without the row (an
   unmigrated database) nothing is cached.
 * **Incremental maintenance.**  The same triggers record which rows changed
-  (migration 0005, ``inventory.impact.changes``); a graph that is behind reads
+  (migration 0006, ``inventory.impact.changes``); a graph that is behind reads
   the changes since its version and patches a copy of itself: assets are
   updated in place or appended, deleted rows become tombstones, and the CSR rows
   of the assets whose edges changed are rebuilt.  When the log cannot say (too

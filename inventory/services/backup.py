@@ -50,7 +50,7 @@ FORMAT_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BATCH = 1000
 # Bookkeeping rows the target keeps (migration-seeded, bumped after a restore), not data; the
-# impact graph's change log (migration 0005) is rebuilt from nothing after a restore.
+# impact graph's change log (migration 0006) is rebuilt from nothing after a restore.
 MACHINERY_TABLES = frozenset({"inventory_version", "inventory_changes"})
 
 
