@@ -15,7 +15,8 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -36,25 +37,46 @@ class LiveServer:
         self.ids = ids
 
 
-@pytest.fixture(scope="session")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    import sqlalchemy as sa
+@contextmanager
+def serve_demo(folder: Path, seed: Callable[[Any], dict[str, int]], actor: str) -> Iterator[LiveServer]:
+    """The demo estate, an editor account and whatever ``seed(db)`` adds (it returns the ids
+    the tests need), served by werkzeug on a loopback port until the block ends."""
     from werkzeug.serving import make_server
 
     from inventory import migrate
     from inventory.auth import create_user
     from inventory.db import make_engine, write_session
     from inventory.estate.demo import load_demo
-    from inventory.models import Asset, Installation, Product
     from tests.conftest import make_test_app
 
-    folder = tmp_path_factory.mktemp("browser")
     url = f"sqlite:///{folder / 'planb.sqlite3'}"
     migrate.upgrade(url, "head")
     engine = make_engine(url)
     with write_session(engine) as db:
-        load_demo(db, actor="browser-test")
+        load_demo(db, actor=actor)
         create_user(db, USERNAME, "editor", PASSWORD)
+        ids = seed(db)
+    engine.dispose()
+
+    app = make_test_app(url, folder / "instance")  # CSRF protection stays on: real forms
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name=f"planb-{actor}", daemon=True)
+    thread.start()
+    try:
+        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app, ids)
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        app.extensions["planb_engine"].dispose()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    import sqlalchemy as sa
+
+    from inventory.models import Asset, Installation, Product
+
+    def hostile_asset(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
         # Collected data is hostile input: it must render as text everywhere.
         evil = Asset(natural_key="host:evil", name=XSS_NAME, kind="host", os_family="windows",
                      criticality="high", tags={"note": XSS_TAG})
@@ -63,20 +85,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         falcon = db.scalar(sa.select(Product.id).where(Product.name == "Falcon Sensor"))
         db.add(Installation(asset_id=evil.id, product_id=falcon, version="7.11.18110.0"))
         db.flush()
-        ids = {"evil": evil.id,
-               "checkin": db.scalar(sa.select(Asset.id).where(Asset.natural_key == "service:check-in"))}
-    engine.dispose()
+        return {"evil": evil.id,
+                "checkin": db.scalar(sa.select(Asset.id).where(Asset.natural_key == "service:check-in"))}
 
-    app = make_test_app(url, folder / "instance")  # CSRF protection stays on: real forms
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="planb-live-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app, ids)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        app.extensions["planb_engine"].dispose()
+    with serve_demo(tmp_path_factory.mktemp("browser"), hostile_asset, "browser-test") as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -9,13 +9,12 @@ so the pictures show the demo estate as a reader's own ``planb demo`` would.
 from __future__ import annotations
 
 import re
-import threading
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.browser.conftest import PASSWORD, USERNAME, LiveServer
+from tests.browser.conftest import PASSWORD, USERNAME, LiveServer, serve_demo
 
 pytestmark = pytest.mark.browser
 
@@ -34,34 +33,14 @@ def _quoted(pattern: str) -> tuple[int, ...]:
 @pytest.fixture(scope="module")
 def docs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     import sqlalchemy as sa
-    from werkzeug.serving import make_server
 
-    from inventory import migrate
-    from inventory.auth import create_user
-    from inventory.db import make_engine, write_session
-    from inventory.estate.demo import load_demo
     from inventory.models import Vendor
-    from tests.conftest import make_test_app
 
-    folder = tmp_path_factory.mktemp("docs-screenshots")
-    url = f"sqlite:///{folder / 'planb.sqlite3'}"
-    migrate.upgrade(url, "head")
-    engine = make_engine(url)
-    with write_session(engine) as db:
-        load_demo(db, actor="docs-screenshots")
-        create_user(db, USERNAME, "editor", PASSWORD)
-        ids = {"crowdstrike": db.scalar(sa.select(Vendor.id).where(Vendor.name == "CrowdStrike"))}
-    engine.dispose()
-    app = make_test_app(url, folder / "instance")
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="planb-docs-server", daemon=True)
-    thread.start()
-    try:
-        yield LiveServer(f"http://127.0.0.1:{server.server_port}", app, ids)
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-        app.extensions["planb_engine"].dispose()
+    def vendor_ids(db) -> dict[str, int]:  # type: ignore[no-untyped-def]
+        return {"crowdstrike": db.scalar(sa.select(Vendor.id).where(Vendor.name == "CrowdStrike"))}
+
+    with serve_demo(tmp_path_factory.mktemp("docs-screenshots"), vendor_ids, "docs-screenshots") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
