@@ -11,7 +11,7 @@ non-zero unless the run succeeded — 1 for a failed run, 3 for a partial one.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -418,3 +418,21 @@ def execute(collector: Collector) -> CollectionRun:
     print_summary(run)
     exit_for([run])
     return run
+
+
+def execute_console(build: Callable[[], Collector], credentials: str, api: str) -> CollectionRun:
+    """Run an EDR console's collector: build it and have the console accept its credentials
+    before anything is written.  A bad --base-url, refused credentials or a console error
+    then stop the command with a message naming ``credentials`` or ``api``."""
+    from collectors.consoles import ConsoleApiError, ConsoleCredentialsError
+
+    try:
+        collector = build()
+        collector.check_credentials()  # type: ignore[attr-defined]
+    except ValueError as exc:
+        raise CLIError(f"--base-url: {exc}") from exc
+    except ConsoleCredentialsError as exc:
+        raise CLIError(f"{credentials}: {exc}; nothing was written") from exc
+    except ConsoleApiError as exc:
+        raise CLIError(f"{api}: {exc}; nothing was written") from exc
+    return execute(collector)

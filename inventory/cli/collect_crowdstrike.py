@@ -4,9 +4,7 @@ from __future__ import annotations
 import click
 
 from collectors import crowdstrike as source
-from collectors.consoles import ConsoleCredentialsError
-from inventory.cli import CLIError
-from inventory.cli.collect import execute
+from inventory.cli.collect import execute_console
 
 
 @click.command("crowdstrike")
@@ -27,12 +25,6 @@ def command(base_url: str | None, fql: str | None, max_retries: int) -> None:
     console refused the credentials (then nothing is written).
     """
     client_id, secret = source.credentials_from_environment()
-    try:
-        collector = source.CrowdStrikeCollector(client_id, secret, base_url=base_url, fql=fql,
-                                                max_retries=max_retries)
-        collector.check_credentials()
-    except ValueError as exc:
-        raise CLIError(f"--base-url: {exc}") from exc
-    except ConsoleCredentialsError as exc:
-        raise CLIError(f"CrowdStrike credentials: {exc}; nothing was written") from exc
-    execute(collector)
+    execute_console(lambda: source.CrowdStrikeCollector(client_id, secret, base_url=base_url, fql=fql,
+                                                        max_retries=max_retries),
+                    credentials="CrowdStrike credentials", api="CrowdStrike API")

@@ -4,9 +4,7 @@ from __future__ import annotations
 import click
 
 from collectors import defender as source
-from collectors.consoles import ConsoleApiError, ConsoleCredentialsError
-from inventory.cli import CLIError
-from inventory.cli.collect import execute
+from inventory.cli.collect import execute_console
 
 
 @click.command("defender")
@@ -28,14 +26,6 @@ def command(base_url: str | None, tenant: str | None, no_software: bool, retry_t
     (nothing retired), 1 when it failed or the credentials were refused (then nothing is
     written).
     """
-    try:
-        collector = source.DefenderCollector(base_url=base_url, tenant=tenant, software=not no_software,
-                                             retry_total=retry_total)
-        collector.check_credentials()
-    except ValueError as exc:
-        raise CLIError(f"--base-url: {exc}") from exc
-    except ConsoleCredentialsError as exc:
-        raise CLIError(f"Defender for Endpoint credentials: {exc}; nothing was written") from exc
-    except ConsoleApiError as exc:
-        raise CLIError(f"Defender for Endpoint API: {exc}; nothing was written") from exc
-    execute(collector)
+    execute_console(lambda: source.DefenderCollector(base_url=base_url, tenant=tenant, software=not no_software,
+                                                     retry_total=retry_total),
+                    credentials="Defender for Endpoint credentials", api="Defender for Endpoint API")

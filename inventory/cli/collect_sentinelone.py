@@ -6,9 +6,7 @@ import os
 import click
 
 from collectors import sentinelone as source
-from collectors.consoles import ConsoleApiError, ConsoleCredentialsError
-from inventory.cli import CLIError
-from inventory.cli.collect import execute
+from inventory.cli.collect import execute_console
 
 
 @click.command("sentinelone")
@@ -24,14 +22,6 @@ def command(base_url: str, max_retries: int) -> None:
     when the run succeeded, 3 when it was partial (nothing retired), 1 when it failed or
     the console refused the token (then nothing is written).
     """
-    try:
-        collector = source.SentinelOneCollector(base_url, os.environ.get(source.TOKEN_ENV) or "",
-                                                max_retries=max_retries)
-        collector.check_credentials()
-    except ValueError as exc:
-        raise CLIError(f"--base-url: {exc}") from exc
-    except ConsoleCredentialsError as exc:
-        raise CLIError(f"SentinelOne credentials: {exc}; nothing was written") from exc
-    except ConsoleApiError as exc:
-        raise CLIError(f"SentinelOne console: {exc}; nothing was written") from exc
-    execute(collector)
+    execute_console(lambda: source.SentinelOneCollector(base_url, os.environ.get(source.TOKEN_ENV) or "",
+                                                        max_retries=max_retries),
+                    credentials="SentinelOne credentials", api="SentinelOne console")
