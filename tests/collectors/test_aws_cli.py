@@ -6,7 +6,6 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,15 +42,6 @@ __all__ = ["aws_env", "moto_server", "no_backoff"]  # fixtures imported for pyte
 
 US, EU = "us-east-1", "eu-west-1"
 COMMAND = ["collect", "aws", "--region", US, "--region", EU]
-
-
-@pytest.fixture
-def cli_env(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
-    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("PLANB_LOG_LEVEL", "WARNING")
-    return sqlite_url
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 payloads (through the ``collectors.azure.CLIENT_FACTORY`` hook) → ingest → the database."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,15 +23,6 @@ from tests.collectors.azure_payloads import (
     load,
     vmss_list_route,
 )
-
-
-@pytest.fixture
-def cli_env(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
-    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("PLANB_LOG_LEVEL", "WARNING")
-    return sqlite_url
 
 
 def serve(monkeypatch: pytest.MonkeyPatch, routes_for: Any) -> list[RecordedArm]:

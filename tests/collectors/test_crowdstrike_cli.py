@@ -42,14 +42,10 @@ HIT = {"WIN-BOARD-01", "WIN-BOARD-02", "WIN-CREW-01", "WIN-CREW-02"}
 
 
 @pytest.fixture
-def cli_env(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
-    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("PLANB_LOG_LEVEL", "WARNING")
+def cli_env(cli_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("FALCON_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("FALCON_CLIENT_SECRET", CLIENT_SECRET)
-    return sqlite_url
+    return cli_env
 
 
 @pytest.fixture

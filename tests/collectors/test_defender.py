@@ -6,7 +6,6 @@ Entra ID), and ``planb collect defender``."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Self
 from urllib.parse import urlsplit
 
@@ -296,13 +295,9 @@ def test_base_url_and_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the command --------------------------------------------------------------------------------
 
 @pytest.fixture
-def cli_env(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
-    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("PLANB_LOG_LEVEL", "WARNING")
+def cli_env(cli_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("AZURE_TENANT_ID", TENANT)
-    return sqlite_url
+    return cli_env
 
 
 def stored(url: str) -> tuple[int, list[str]]:

@@ -52,14 +52,10 @@ NEW_NODES = NODES[:2]
 
 
 @pytest.fixture
-def cli_env(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
-    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("PLANB_LOG_LEVEL", "WARNING")
+def cli_env(cli_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT", "KUBECONFIG"):
         monkeypatch.delenv(name, raising=False)
-    return sqlite_url
+    return cli_env
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -170,13 +169,9 @@ def test_from_config(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- the command ------------------------------------------------------------------------------
 
 @pytest.fixture
-def cli_env(sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("PLANB_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("PLANB_INSTANCE_PATH", str(tmp_path / "instance"))
-    monkeypatch.setenv("PLANB_SECRET_KEY", "test-secret")
-    monkeypatch.setenv("PLANB_LOG_LEVEL", "WARNING")
+def cli_env(cli_env: str, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("S1_API_TOKEN", TOKEN)
-    return sqlite_url
+    return cli_env
 
 
 def stored(url: str) -> tuple[int, list[str]]:
